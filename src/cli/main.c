@@ -1,0 +1,73 @@
+/*
+ * main.c - the edgeforge command table (git's commands[] in git.c): finds the
+ * subcommand, sets the log level and hands over argv.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/status.h"
+
+#define EDGEFORGE_VERSION "0.1.0"
+
+// One entry per implemented subcommand; keep in pipeline order.
+static const Command commands[] = {
+    // {"info", cmd_info, "show a model's architecture, shapes, dtypes and tokenizer"},
+    {NULL, NULL, NULL},
+};
+
+int cli_fail(const char *what) {
+    const char *msg = status_msg();
+    if (what && *what) fprintf(stderr, "error: %s: %s\n", what, msg);
+    else fprintf(stderr, "error: %s\n", msg);
+    return 1;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: edgeforge [-v|-q] <command> [options]\n\n"
+               "Turns a small LLM into a task-specialized 4-bit model, with numbers.\n\ncommands:\n");
+    for (size_t i = 0; commands[i].name; i++)
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "  %-14s %s\n", "help", "show this list");
+    fprintf(f, "  %-14s %s\n", "version", "print the version");
+    fprintf(f, "\n'edgeforge <command> --help' shows a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "-v") == 0) log_set_level(LOG_DEBUG);
+        else if (strcmp(argv[i], "-q") == 0) log_set_level(LOG_WARN);
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("edgeforge %s\n", EDGEFORGE_VERSION);
+            return 0;
+        } else {
+            fprintf(stderr, "error: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    const char *name = argv[i];
+    if (strcmp(name, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(name, "version") == 0) {
+        printf("edgeforge %s\n", EDGEFORGE_VERSION);
+        return 0;
+    }
+    for (size_t c = 0; commands[c].name; c++)
+        if (strcmp(commands[c].name, name) == 0) return commands[c].fn(argc - i, argv + i);
+    fprintf(stderr, "error: '%s' is not an edgeforge command (see 'edgeforge help')\n", name);
+    return 2;
+}

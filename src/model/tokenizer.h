@@ -1,0 +1,149 @@
+/*
+ * tokenizer.h - one interface over the tokenizers of the supported model files.
+ *
+ * Kinds:
+ *   TOKENIZER_SPM   SentencePiece-style BPE with scores and byte fallback
+ *                   (llama2.c tokenizer.bin, GGUF "llama", HF tokenizer.json of the
+ *                   Llama-2/TinyLlama kind with Metaspace / normalizer handling).
+ *   TOKENIZER_BPE   byte-level BPE with regex pre-tokenization through PCRE2
+ *                   (HF tokenizer.json BPE + ByteLevel/Split, GGUF "gpt2"):
+ *                   GPT-2/SmolLM2 and Llama 3 split patterns, merges by rank,
+ *                   added/special tokens, ignore_merges.
+ *
+ * Every loader fills a TokenizerSpec and calls tokenizer_build(), so the GGUF,
+ * Hugging Face and llama2.c readers share one construction path.
+ *
+ *   Tokenizer *tok;
+ *   if (tokenizer_load_llama2c(&tok, "tok512.bin", 512) != STATUS_OK) ...
+ *   int32_t *ids; int n;
+ *   tokenizer_encode(tok, "Once upon a time", 16, TOKENIZE_ADD_BOS, &ids, &n);
+ *   tokenizer_free(tok);
+ */
+#ifndef EF_TOKENIZER_H
+#define EF_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+typedef struct Tokenizer Tokenizer;
+
+typedef enum { TOKENIZER_SPM, TOKENIZER_BPE, TOKENIZER_KIND_COUNT } TokenizerKind;
+
+// Token types as GGUF's tokenizer.ggml.token_type stores them.
+typedef enum {
+    TOKEN_TYPE_UNDEFINED = 0,
+    TOKEN_TYPE_NORMAL = 1,
+    TOKEN_TYPE_UNKNOWN = 2,
+    TOKEN_TYPE_CONTROL = 3,
+    TOKEN_TYPE_USER_DEFINED = 4,
+    TOKEN_TYPE_UNUSED = 5,
+    TOKEN_TYPE_BYTE = 6,
+} TokenType;
+
+// Everything needed to build a tokenizer; arrays are borrowed (copied by build).
+typedef struct {
+    TokenizerKind kind;
+    int n_vocab;
+    const char *const *tokens;   // (n_vocab) token strings as the file stores them
+    const size_t *token_lens;    // (n_vocab) byte lengths, or NULL for NUL-terminated
+    const float *scores;         // (n_vocab) SPM merge scores, or NULL
+    const int32_t *token_types;  // (n_vocab) TokenType, or NULL
+    int n_merges;
+    const char *const *merges;   // (n_merges) "left right", BPE only, in rank order
+    const char *pre;             // pre-tokenizer: "llama3", "smollm"/"gpt2", ... or a regex
+    bool ignore_merges;          // Llama 3: a pre-token that is in the vocab is not merged
+    bool add_space_prefix;       // SPM dummy prefix " " (llama2.c, Llama 2)
+    bool byte_fallback;          // SPM <0xNN> fallback
+    int32_t bos_id, eos_id, unk_id, pad_id; // -1 when absent
+    bool add_bos;                // default for TOKENIZE_DEFAULT
+    const char *chat_template;   // Jinja source from the file, or NULL
+} TokenizerSpec;
+
+// Builds a tokenizer; errors (bad merges, ids out of range) name `what`.
+Status tokenizer_build(Tokenizer **out, const TokenizerSpec *spec, const char *what);
+
+// llama2.c tokenizer.bin (int32 max_token_length, then per token: f32 score,
+// int32 len, bytes). ids 0/1/2 = unk/BOS/EOS.
+Status tokenizer_load_llama2c(Tokenizer **out, const char *path, int vocab_size);
+
+// Hugging Face: `path` is a directory holding tokenizer.json (+ tokenizer_config.json,
+// special_tokens_map.json) or a tokenizer.json file.
+Status tokenizer_load_hf(Tokenizer **out, const char *path);
+
+void tokenizer_free(Tokenizer *t);
+
+enum {
+    TOKENIZE_ADD_BOS = 1 << 0,       // prepend BOS
+    TOKENIZE_PARSE_SPECIAL = 1 << 1, // recognise special/added tokens in the text
+};
+
+// Encodes len bytes of text. *ids is a new heap array (caller frees), *n its length.
+Status tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int flags,
+                        int32_t **ids, int *n);
+
+// Decodes ids into a new NUL-terminated heap string (*out; *len bytes without the NUL).
+// Control tokens (BOS/EOS) decode to "" unless `keep_special`.
+Status tokenizer_decode(const Tokenizer *t, const int32_t *ids, int n, bool keep_special,
+                        char **out, size_t *len);
+
+// Raw bytes a single token stands for (byte fallback and byte-level mapping undone;
+// SPM's leading-space handling is the caller's business: see TokenizerStream).
+const char *tokenizer_token_bytes(const Tokenizer *t, int32_t id, size_t *len);
+// The token string as stored in the file (for info, GGUF/HF writers).
+const char *tokenizer_token_str(const Tokenizer *t, int32_t id);
+
+int tokenizer_vocab_size(const Tokenizer *t);
+TokenizerKind tokenizer_kind(const Tokenizer *t);
+int32_t tokenizer_bos_id(const Tokenizer *t);
+int32_t tokenizer_eos_id(const Tokenizer *t);
+// Chat template text from the file (NULL when none).
+const char *tokenizer_chat_template(const Tokenizer *t);
+// The spec as built (for writers): arrays point into the tokenizer.
+void tokenizer_get_spec(const Tokenizer *t, TokenizerSpec *spec);
+// True for control tokens (BOS/EOS/special) that text generation stops on or hides.
+bool tokenizer_is_control(const Tokenizer *t, int32_t id);
+
+// Streaming decode: feed token ids one by one, get the UTF-8 text that became
+// complete (partial multi-byte sequences are held back until finished).
+typedef struct {
+    const Tokenizer *tok;
+    char pending[8];
+    int n_pending;
+    bool first; // SPM: drop the dummy-prefix space of the first token
+    char out[256];
+} TokenizerStream;
+
+void tokenizer_stream_init(TokenizerStream *s, const Tokenizer *t);
+// Returns the bytes ready to print after `id` (NUL-terminated, valid until next call).
+const char *tokenizer_stream_push(TokenizerStream *s, int32_t id);
+// Returns whatever is still pending (invalid bytes as U+FFFD).
+const char *tokenizer_stream_flush(TokenizerStream *s);
+
+/* ---- prompt templates -------------------------------------------------------- */
+
+typedef struct {
+    const char *role;    // "system", "user", "assistant"
+    const char *content;
+} ChatMessage;
+
+typedef enum {
+    CHAT_TEMPLATE_AUTO,   // pick from the tokenizer's template (ChatML or Llama 3)
+    CHAT_TEMPLATE_CHATML, // <|im_start|>role\ncontent<|im_end|>\n (SmolLM2)
+    CHAT_TEMPLATE_LLAMA3, // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
+    CHAT_TEMPLATE_LLAMA2, // [INST] ... [/INST]
+    CHAT_TEMPLATE_COUNT
+} ChatTemplate;
+
+// Renders messages as the model's chat format; add_generation_prompt appends the
+// assistant header. *out is a new heap string.
+Status chat_render(const Tokenizer *t, ChatTemplate tmpl, const ChatMessage *msgs, int n,
+                   bool add_generation_prompt, char **out);
+
+// The Alpaca prompt (tatsu-lab/stanford_alpaca): with or without an input section,
+// ending in "### Response:\n". *out is a new heap string.
+char *alpaca_render(const char *instruction, const char *input);
+
+#endif
