@@ -68,3 +68,11 @@ Status model_load_tokenizer(Model *m, const char *path, ModelFileKind kind, cons
     default: return fail(STATUS_ERR_FORMAT, "cannot find a tokenizer for '%s'", path);
     }
 }
+
+Status model_save(const Model *m, const char *out_path, ModelFormat fmt, DType dtype) {
+    switch (fmt) {
+    case MODEL_FORMAT_HF: return model_save_hf(m, out_path, dtype);
+    case MODEL_FORMAT_GGUF: return model_save_gguf(m, out_path, dtype);
+    default: return fail(STATUS_ERR_ARG, "unknown output format %d", (int)fmt);
+    }
+}

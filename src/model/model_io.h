@@ -38,4 +38,11 @@ typedef enum { MODEL_FORMAT_HF, MODEL_FORMAT_GGUF, MODEL_FORMAT_COUNT } ModelFor
 // converted to `dtype`. Atomic: nothing is left behind on error.
 Status model_save(const Model *m, const char *out_path, ModelFormat fmt, DType dtype);
 
+// HF directory: config.json, model.safetensors, generation_config.json and the
+// tokenizer files (tokenizer_save_hf). Implemented in model_hf.c.
+Status model_save_hf(const Model *m, const char *dir, DType dtype);
+
+// GGUF v3 file with llama/qwen2 metadata and tokenizer.ggml.* (model_gguf.c).
+Status model_save_gguf(const Model *m, const char *path, DType dtype);
+
 #endif

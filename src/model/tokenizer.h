@@ -75,6 +75,11 @@ Status tokenizer_load_hf(Tokenizer **out, const char *path);
 
 void tokenizer_free(Tokenizer *t);
 
+// Writes tokenizer.json, tokenizer_config.json (bos/eos, chat template) and
+// special_tokens_map.json into `dir` so that transformers' AutoTokenizer loads the
+// same tokenizer. Atomic per file.
+Status tokenizer_save_hf(const Tokenizer *t, const char *dir);
+
 enum {
     TOKENIZE_ADD_BOS = 1 << 0,       // prepend BOS
     TOKENIZE_PARSE_SPECIAL = 1 << 1, // recognise special/added tokens in the text
