@@ -15,7 +15,15 @@
 
 // One entry per implemented subcommand; keep in pipeline order.
 static const Command commands[] = {
-    // {"info", cmd_info, "show a model's architecture, shapes, dtypes and tokenizer"},
+    {"info", cmd_info, "show a model's architecture, shapes, dtypes and tokenizer"},
+    {"convert", cmd_convert, "convert a model to a Hugging Face directory or GGUF"},
+    {"generate", cmd_generate, "generate text from a prompt (greedy or sampled), streamed"},
+    {"chat", cmd_chat, "chat with a model interactively on stdin"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text (Hugging Face encode semantics)"},
+    {"distill", cmd_distill, "LoRA + knowledge distillation of a student (AdamW or Muon)"},
+    {"merge", cmd_merge, "merge a PEFT LoRA adapter into a model, write an HF directory"},
+    {"prune", cmd_prune, "cut a student from a model by keeping some of its layers"},
+    {"tune", cmd_tune, "TPE hyperparameter search over a command (Optuna-compatible studies)"},
     {NULL, NULL, NULL},
 };
 

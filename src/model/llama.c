@@ -224,7 +224,9 @@ static Status llama2c_load_v12(Model *m, const MappedFile *mf) {
     if (version != 1 && version != 2)
         return fail(STATUS_ERR_UNSUPPORTED, "'%s': llama2.c checkpoint version %d is not supported (1 or 2)", mf->path, version);
     bool shared = d[36] != 0, dummy;
-    h[5] = h[5] < 0 ? -h[5] : h[5];
+    // export.py writes a positive vocab_size; tolerate a negative one (INT32_MIN has no
+    // positive twin: llama2c_read_config rejects it as vocab 0)
+    if (h[5] < 0 && h[5] != INT32_MIN) h[5] = -h[5];
     Status s = llama2c_read_config(&m->cfg, h, mf->path, &dummy);
     if (s != STATUS_OK) return s;
     m->cfg.tied_embeddings = shared;

@@ -63,7 +63,8 @@ Status model_load_tokenizer(Model *m, const char *path, ModelFileKind kind, cons
     }
     switch (kind) {
     case MODEL_FILE_LLAMA2C: return find_llama2c_tokenizer(m, path);
-    case MODEL_FILE_HF: return tokenizer_load_hf(&m->tok, path);
+    case MODEL_FILE_HF: // model_load_hf keeps the directory in m->source (path may be config.json)
+        return tokenizer_load_hf(&m->tok, m->source && path_is_dir(m->source) ? m->source : path);
     case MODEL_FILE_GGUF: return m->tok ? STATUS_OK : fail(STATUS_ERR_FORMAT, "'%s' has no tokenizer metadata", path);
     default: return fail(STATUS_ERR_FORMAT, "cannot find a tokenizer for '%s'", path);
     }

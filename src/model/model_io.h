@@ -26,6 +26,10 @@ Status model_load_gguf(Model *m, const char *path);
 // Hugging Face directory: config.json, model.safetensors or the sharded index.
 Status model_load_hf(Model *m, const char *path);
 
+// Parses config.json text (len bytes) into *c and validates it; unsupported settings
+// are refused naming them. `what` names the file in errors. (model_hf.c; fuzzed.)
+Status model_hf_parse_config(LlamaConfig *c, const char *text, size_t len, const char *what);
+
 // Loads the tokenizer that belongs to a model file into m->tok: explicit path if given,
 // else tokenizer.bin / tok<V>.bin next to a llama2.c file, the GGUF metadata, or the
 // HF directory's tokenizer.json. A model without a findable tokenizer is an error.

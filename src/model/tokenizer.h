@@ -53,14 +53,35 @@ typedef struct {
     const int32_t *token_types;  // (n_vocab) TokenType, or NULL
     int n_merges;
     const char *const *merges;   // (n_merges) "left right", BPE only, in rank order
-    const char *pre;             // pre-tokenizer: "llama3", "smollm"/"gpt2", ... or a regex
+    const char *pre;             // pre-tokenizer: "llama3", "smollm"/"gpt2", ... or a regex;
+                                 // "none": no split; NULL: GPT-2 (BPE only)
     bool ignore_merges;          // Llama 3: a pre-token that is in the vocab is not merged
     bool add_space_prefix;       // SPM dummy prefix " " (llama2.c, Llama 2)
     bool byte_fallback;          // SPM <0xNN> fallback
     int32_t bos_id, eos_id, unk_id, pad_id; // -1 when absent
-    bool add_bos;                // default for TOKENIZE_DEFAULT
+    bool add_bos;                // BOS under TOKENIZE_DEFAULT_BOS
     const char *chat_template;   // Jinja source from the file, or NULL
+    // ---- extensions (zero = the behaviour described above) ----
+    int prefix_scheme;           // TokenizerPrefixScheme: where SPM puts the dummy prefix
+    bool split_whitespace;       // SPM: split before every space (old HF Metaspace split=true)
+    int n_pre_regex;             // BPE: explicit split steps (each an isolated regex split,
+    const char *const *pre_regex; //      applied in order); overrides `pre` when > 0
 } TokenizerSpec;
+
+// Where the SPM dummy prefix " " goes when add_space_prefix is set. Text is cut into
+// segments at special tokens first (TOKENIZE_PARSE_SPECIAL); these say which segments
+// get the prefix (Hugging Face semantics, checked against `tokenizers` fixtures).
+typedef enum {
+    TOKENIZER_PREFIX_EVERY = 0, // every non-empty segment (llama2.c, HF Prepend normalizer)
+    TOKENIZER_PREFIX_FIRST,     // only a segment at offset 0 not starting with " "
+                                // (HF Metaspace prepend_scheme "first")
+    TOKENIZER_PREFIX_ALWAYS,    // every segment not starting with " " (Metaspace "always")
+    TOKENIZER_PREFIX_COUNT
+} TokenizerPrefixScheme;
+
+// Longest token (bytes) a tokenizer may hold; longer ones are rejected by build
+// (keeps TokenizerStream's fixed buffer sufficient).
+#define TOKENIZER_MAX_TOKEN_BYTES 512
 
 // Builds a tokenizer; errors (bad merges, ids out of range) name `what`.
 Status tokenizer_build(Tokenizer **out, const TokenizerSpec *spec, const char *what);
@@ -73,6 +94,10 @@ Status tokenizer_load_llama2c(Tokenizer **out, const char *path, int vocab_size)
 // special_tokens_map.json) or a tokenizer.json file.
 Status tokenizer_load_hf(Tokenizer **out, const char *path);
 
+// The same from tokenizer.json text in memory (no companion files); `what` names it
+// in error messages.
+Status tokenizer_load_hf_json(Tokenizer **out, const char *json, size_t len, const char *what);
+
 void tokenizer_free(Tokenizer *t);
 
 // Writes tokenizer.json, tokenizer_config.json (bos/eos, chat template) and
@@ -83,7 +108,13 @@ Status tokenizer_save_hf(const Tokenizer *t, const char *dir);
 enum {
     TOKENIZE_ADD_BOS = 1 << 0,       // prepend BOS
     TOKENIZE_PARSE_SPECIAL = 1 << 1, // recognise special/added tokens in the text
+    TOKENIZE_DEFAULT_BOS = 1 << 2,   // prepend BOS when the file says so (spec add_bos)
 };
+// Hugging Face `Tokenizer.encode(text).ids` / transformers `tokenizer.encode(text)`:
+// added tokens are always split out of the text and the post-processor decides on BOS.
+// User-defined (non-special) added tokens are matched even without PARSE_SPECIAL, as in
+// HF with encode_special_tokens=True and in llama.cpp with parse_special=false.
+#define TOKENIZE_HF (TOKENIZE_PARSE_SPECIAL | TOKENIZE_DEFAULT_BOS)
 
 // Encodes len bytes of text. *ids is a new heap array (caller frees), *n its length.
 Status tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int flags,
@@ -97,6 +128,9 @@ Status tokenizer_decode(const Tokenizer *t, const int32_t *ids, int n, bool keep
 // Raw bytes a single token stands for (byte fallback and byte-level mapping undone;
 // SPM's leading-space handling is the caller's business: see TokenizerStream).
 const char *tokenizer_token_bytes(const Tokenizer *t, int32_t id, size_t *len);
+// The mergeable vocabulary piece that stands for exactly these bytes, or -1 (special,
+// byte-fallback and unused tokens are not pieces).
+int32_t tokenizer_piece_id(const Tokenizer *t, const char *bytes, size_t len);
 // The token string as stored in the file (for info, GGUF/HF writers).
 const char *tokenizer_token_str(const Tokenizer *t, int32_t id);
 
@@ -118,7 +152,7 @@ typedef struct {
     char pending[8];
     int n_pending;
     bool first; // SPM: drop the dummy-prefix space of the first token
-    char out[256];
+    char out[2 * TOKENIZER_MAX_TOKEN_BYTES + 32];
 } TokenizerStream;
 
 void tokenizer_stream_init(TokenizerStream *s, const Tokenizer *t);
@@ -143,12 +177,21 @@ typedef enum {
 } ChatTemplate;
 
 // Renders messages as the model's chat format; add_generation_prompt appends the
-// assistant header. *out is a new heap string.
+// assistant header. *out is a new heap string. Matches transformers' apply_chat_template
+// (tests/fixtures/tokenizers/chat_cases.jsonl) for:
+//   CHATML  SmolLM2's template: when `t`'s template carries SmolLM2's default system
+//           prompt and the first message is not "system", that prompt is inserted;
+//   LLAMA3  Meta's template: "<|begin_of_text|>" first, contents trimmed (Jinja trim);
+//   LLAMA2  Meta's Llama-2-chat template: "<s>[INST] ... [/INST] answer </s>", system in
+//           <<SYS>>, roles must alternate user/assistant (else STATUS_ERR_ARG);
+//           add_generation_prompt has no effect there.
+// AUTO picks from t's template (or its vocabulary); t may be NULL for explicit kinds.
 Status chat_render(const Tokenizer *t, ChatTemplate tmpl, const ChatMessage *msgs, int n,
                    bool add_generation_prompt, char **out);
 
-// The Alpaca prompt (tatsu-lab/stanford_alpaca): with or without an input section,
-// ending in "### Response:\n". *out is a new heap string.
+// The Alpaca prompt (tatsu-lab/stanford_alpaca train.py PROMPT_DICT): with an input
+// section when `input` is non-NULL and non-empty, ending in "### Response:" (no newline,
+// as PROMPT_DICT has it). Returns a new heap string.
 char *alpaca_render(const char *instruction, const char *input);
 
 #endif

@@ -1,0 +1,370 @@
+/*
+ * infer.c - the Llama forward pass over a batch of (token, sequence, position) triples,
+ * with a per-sequence KV cache. Reads like HF's LlamaForCausalLM.forward:
+ *
+ *   x = embed(tokens)                                     // (T, D)
+ *   for each layer:
+ *     xn = rmsnorm(x) * attn_norm
+ *     q, k, v = xn Wq^T (+bq), xn Wk^T (+bk), xn Wv^T (+bv)   // (T, H*HD), (T, KVH*HD) x2
+ *     rope(q, k) at each token's position; k, v -> cache[seq][layer][:, pos]
+ *     att = softmax(q K^T / sqrt(HD), causal) V per head (GQA: head h uses KV head h/(H/KVH))
+ *     x += att Wo^T
+ *     xn = rmsnorm(x) * ffn_norm
+ *     x += (silu(xn Wg^T) * (xn Wu^T)) Wd^T
+ *   logits = rmsnorm(x) * final_norm @ lm_head^T          // wanted rows only
+ */
+#include "model/infer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "core/common.h"
+#include "tensor/ops.h"
+
+InferOptions infer_options_default(void) {
+    return (InferOptions){.max_seqs = 1, .max_ctx = 0, .max_batch = 512, .n_threads = 0};
+}
+
+void infer_rope_inv_freq(const LlamaConfig *c, float *inv_freq) {
+    int HD = c->head_dim, half = HD / 2;
+    for (int i = 0; i < half; i++) {
+        // HF: 1 / base ** (arange(0, dim, 2).float() / dim), all float32
+        float e = (float)(2 * i) / (float)HD;
+        inv_freq[i] = 1.0f / powf(c->rope_theta, e);
+    }
+    if (c->rope_scaling != ROPE_SCALING_LLAMA3) return;
+    // transformers _compute_llama3_parameters: keep high frequencies, divide low ones by
+    // `factor`, interpolate smoothly in between (all float32 like the torch code)
+    float factor = c->rope_factor, lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
+    float old_ctx = (float)c->rope_orig_max_pos;
+    float lo_wavelen = old_ctx / lo, hi_wavelen = old_ctx / hi;
+    for (int i = 0; i < half; i++) {
+        float f = inv_freq[i];
+        float wavelen = (float)(2.0 * M_PI) / f;
+        float scaled = wavelen > lo_wavelen ? f / factor : f;
+        float smooth = (old_ctx / wavelen - lo) / (hi - lo);
+        float smoothed = (1.0f - smooth) * scaled / factor + smooth * scaled;
+        bool medium = !(wavelen < hi_wavelen) && !(wavelen > lo_wavelen);
+        inv_freq[i] = medium ? smoothed : scaled;
+    }
+}
+
+/* ---- set-up ------------------------------------------------------------------------- */
+
+// Allocates n floats (64-byte aligned) or records an error.
+static float *alloc_f32(size_t n, Status *s) {
+    if (*s != STATUS_OK) return NULL;
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    bytes = (bytes + 63) / 64 * 64;
+    float *p = aligned_alloc(64, bytes);
+    if (!p) *s = fail(STATUS_ERR_NOMEM, "cannot allocate %zu bytes of inference buffers", bytes);
+    else memset(p, 0, bytes);
+    return p;
+}
+
+static Status infer_check_model(const Model *m) {
+    const LlamaConfig *c = &m->cfg;
+    if (!m->tok_emb.data || !m->lm_head.data || !m->final_norm.data || !m->layers)
+        return fail(STATUS_ERR_FORMAT, "model '%s' is missing the embedding, classifier or final norm",
+                    m->source ? m->source : "?");
+    for (int l = 0; l < c->n_layers; l++) {
+        const LlamaLayer *ly = &m->layers[l];
+        if (!ly->wq.data || !ly->wk.data || !ly->wv.data || !ly->wo.data || !ly->w_gate.data ||
+            !ly->w_up.data || !ly->w_down.data || !ly->attn_norm.data || !ly->ffn_norm.data)
+            return fail(STATUS_ERR_FORMAT, "model '%s': layer %d is missing a weight",
+                        m->source ? m->source : "?", l);
+    }
+    return STATUS_OK;
+}
+
+Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
+    memset(st, 0, sizeof *st);
+    InferOptions o = opt ? *opt : infer_options_default();
+    const LlamaConfig *c = &m->cfg;
+    if (o.max_ctx <= 0) o.max_ctx = MIN(c->max_seq_len, 4096);
+    if (o.max_seqs < 1 || o.max_seqs > 65536 || o.max_batch < 1 || o.max_batch > (1 << 20) ||
+        o.max_ctx > (1 << 24) || o.n_threads < 0)
+        return fail(STATUS_ERR_ARG, "bad inference options: max_seqs=%d max_ctx=%d max_batch=%d",
+                    o.max_seqs, o.max_ctx, o.max_batch);
+    Status s = infer_check_model(m);
+    if (s != STATUS_OK) return s;
+#ifdef _OPENMP
+    st->n_threads = o.n_threads > 0 ? o.n_threads : omp_get_max_threads();
+#else
+    st->n_threads = 1;
+#endif
+    st->m = m;
+    st->opt = o;
+    int64_t D = c->dim, F = c->hidden_dim, HD = c->head_dim, QD = (int64_t)c->n_heads * HD;
+    int64_t KD = (int64_t)c->n_kv_heads * HD, Tb = o.max_batch;
+    size_t cache = (size_t)o.max_seqs * (size_t)c->n_layers * (size_t)KD * (size_t)o.max_ctx;
+    st->k_cache = alloc_f32(cache, &s);
+    st->v_cache = alloc_f32(cache, &s);
+    st->x = alloc_f32((size_t)(Tb * D), &s);
+    st->xn = alloc_f32((size_t)(Tb * D), &s);
+    st->q = alloc_f32((size_t)(Tb * QD), &s);
+    st->att = alloc_f32((size_t)(Tb * QD), &s);
+    st->k = alloc_f32((size_t)(Tb * KD), &s);
+    st->v = alloc_f32((size_t)(Tb * KD), &s);
+    st->g = alloc_f32((size_t)(Tb * F), &s);
+    st->u = alloc_f32((size_t)(Tb * F), &s);
+    st->y = alloc_f32((size_t)(Tb * MAX(MAX(D, F), QD)), &s);
+    st->att_scratch = alloc_f32(ops_attention_scratch_floats(o.max_ctx, st->n_threads), &s);
+    st->mm_scratch = alloc_f32(ops_matmul_scratch_floats((int)MAX(MAX(D, F), QD)), &s);
+    st->rope_cos = alloc_f32((size_t)o.max_ctx * (size_t)(HD / 2), &s);
+    st->rope_sin = alloc_f32((size_t)o.max_ctx * (size_t)(HD / 2), &s);
+    if (s != STATUS_OK) {
+        infer_release(st);
+        return s;
+    }
+    st->seq_len = xcalloc((size_t)o.max_seqs, sizeof *st->seq_len);
+    st->lens_buf = xcalloc((size_t)o.max_seqs, sizeof *st->lens_buf);
+    st->pos_buf = xcalloc((size_t)Tb, sizeof *st->pos_buf);
+    st->seq_buf = xcalloc((size_t)Tb, sizeof *st->seq_buf);
+    st->want_buf = xcalloc((size_t)Tb, sizeof *st->want_buf);
+    st->kseq = xcalloc((size_t)Tb, sizeof *st->kseq);
+    st->vseq = xcalloc((size_t)Tb, sizeof *st->vseq);
+    // RoPE tables: angle = pos * inv_freq in float32 (as HF), cos/sin of that angle
+    float *inv = xmalloc((size_t)(HD / 2) * sizeof *inv);
+    infer_rope_inv_freq(c, inv);
+    for (int p = 0; p < o.max_ctx; p++)
+        for (int i = 0; i < HD / 2; i++) {
+            float ang = (float)p * inv[i];
+            st->rope_cos[(size_t)p * (size_t)(HD / 2) + (size_t)i] = cosf(ang);
+            st->rope_sin[(size_t)p * (size_t)(HD / 2) + (size_t)i] = sinf(ang);
+        }
+    free(inv);
+    return STATUS_OK;
+}
+
+void infer_release(InferState *st) {
+    float *bufs[] = {st->k_cache, st->v_cache, st->x, st->xn, st->q, st->att, st->k, st->v,
+                     st->g, st->u, st->y, st->att_scratch, st->mm_scratch, st->rope_cos, st->rope_sin};
+    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) free(bufs[i]);
+    free(st->seq_len);
+    free(st->lens_buf);
+    free(st->pos_buf);
+    free(st->seq_buf);
+    free(st->want_buf);
+    free(st->kseq);
+    free(st->vseq);
+    memset(st, 0, sizeof *st);
+}
+
+int infer_seq_len(const InferState *st, int seq) {
+    return seq >= 0 && seq < st->opt.max_seqs ? st->seq_len[seq] : 0;
+}
+
+void infer_seq_truncate(InferState *st, int seq, int n) {
+    CHECK(seq >= 0 && seq < st->opt.max_seqs && n >= 0);
+    if (n < st->seq_len[seq]) st->seq_len[seq] = n;
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+// Base of the cache of (seq, layer): (KVH, ctx, HD).
+static float *cache_at(const InferState *st, float *cache, int seq, int layer) {
+    const LlamaConfig *c = &st->m->cfg;
+    size_t per_layer = (size_t)c->n_kv_heads * (size_t)st->opt.max_ctx * (size_t)c->head_dim;
+    return cache + ((size_t)seq * (size_t)c->n_layers + (size_t)layer) * per_layer;
+}
+
+// Writes the chunk's k, v rows (T, KVH*HD) into each token's sequence cache.
+static void cache_store(InferState *st, int layer, const int32_t *seq, const int32_t *pos, int T) {
+    const LlamaConfig *c = &st->m->cfg;
+    int KVH = c->n_kv_heads, HD = c->head_dim, ctx = st->opt.max_ctx;
+    for (int t = 0; t < T; t++) {
+        float *kb = cache_at(st, st->k_cache, seq[t], layer);
+        float *vb = cache_at(st, st->v_cache, seq[t], layer);
+        for (int h = 0; h < KVH; h++) {
+            size_t dst = ((size_t)h * (size_t)ctx + (size_t)pos[t]) * (size_t)HD;
+            size_t src = ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
+            memcpy(kb + dst, st->k + src, (size_t)HD * sizeof(float));
+            memcpy(vb + dst, st->v + src, (size_t)HD * sizeof(float));
+        }
+        st->kseq[t] = kb;
+        st->vseq[t] = vb;
+    }
+}
+
+static void linear(InferState *st, float *y, const float *x, const Tensor *w, const Tensor *b, int T) {
+    int N = (int)w->shape[0], K = (int)w->shape[1];
+    ops_matmul(y, x, w->data, w->dtype, T, K, N, st->mm_scratch);
+    if (b && b->data) ops_add_bias(y, b->data, b->dtype, T, N);
+}
+
+static void attention_block(InferState *st, int l, const int32_t *seq, const int32_t *pos, int T) {
+    const LlamaConfig *c = &st->m->cfg;
+    const LlamaLayer *ly = &st->m->layers[l];
+    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim;
+    ops_rmsnorm(st->xn, st->x, ly->attn_norm.data, ly->attn_norm.dtype, T, D, c->norm_eps);
+    linear(st, st->q, st->xn, &ly->wq, &ly->bq, T);
+    linear(st, st->k, st->xn, &ly->wk, &ly->bk, T);
+    linear(st, st->v, st->xn, &ly->wv, &ly->bv, T);
+    ops_rope(st->q, T, H, HD, pos, st->rope_cos, st->rope_sin);
+    ops_rope(st->k, T, KVH, HD, pos, st->rope_cos, st->rope_sin);
+    cache_store(st, l, seq, pos, T);
+    OpsAttnArgs a = {.T = T, .H = H, .KVH = KVH, .HD = HD, .pos = pos, .k_seq = st->kseq,
+                     .v_seq = st->vseq, .kv_head_stride = (int64_t)st->opt.max_ctx * HD,
+                     .scale = 1.0f / sqrtf((float)HD), .n_threads = st->n_threads};
+    ops_attention(st->att, st->q, &a, st->att_scratch);
+    linear(st, st->y, st->att, &ly->wo, NULL, T);
+    ops_add(st->x, st->y, (int64_t)T * D);
+}
+
+static void mlp_block(InferState *st, int l, int T) {
+    const LlamaConfig *c = &st->m->cfg;
+    const LlamaLayer *ly = &st->m->layers[l];
+    int D = c->dim;
+    ops_rmsnorm(st->xn, st->x, ly->ffn_norm.data, ly->ffn_norm.dtype, T, D, c->norm_eps);
+    linear(st, st->g, st->xn, &ly->w_gate, NULL, T);
+    linear(st, st->u, st->xn, &ly->w_up, NULL, T);
+    ops_swiglu(st->g, st->g, st->u, (int64_t)T * c->hidden_dim);
+    linear(st, st->y, st->g, &ly->w_down, NULL, T);
+    ops_add(st->x, st->y, (int64_t)T * D);
+}
+
+// One chunk of at most max_batch tokens, already validated; returns logits rows written.
+static int forward_chunk(InferState *st, const int32_t *tokens, const int32_t *seq,
+                         const int32_t *pos, const uint8_t *want, int T, float *logits) {
+    const Model *m = st->m;
+    const LlamaConfig *c = &m->cfg;
+    int D = c->dim;
+    ops_embed(st->x, m->tok_emb.data, m->tok_emb.dtype, tokens, T, D);
+    for (int l = 0; l < c->n_layers; l++) {
+        attention_block(st, l, seq, pos, T);
+        mlp_block(st, l, T);
+    }
+    // gather the wanted rows, normalise, classify
+    int nr = 0;
+    for (int t = 0; t < T; t++) {
+        if (want && !want[t]) continue;
+        if (nr != t) memcpy(st->x + (size_t)nr * (size_t)D, st->x + (size_t)t * (size_t)D, (size_t)D * sizeof(float));
+        nr++;
+    }
+    if (nr == 0) return 0;
+    ops_rmsnorm(st->xn, st->x, m->final_norm.data, m->final_norm.dtype, nr, D, c->norm_eps);
+    ops_matmul(logits, st->xn, m->lm_head.data, m->lm_head.dtype, nr, D, (int)m->lm_head.shape[0],
+               st->mm_scratch);
+    return nr;
+}
+
+// Checks ids, sequences and positions of the whole batch against the current cache.
+static Status validate_batch(const InferState *st, const InferBatch *b) {
+    const LlamaConfig *c = &st->m->cfg;
+    int *lens = st->lens_buf;
+    memcpy(lens, st->seq_len, (size_t)st->opt.max_seqs * sizeof *lens);
+    for (int i = 0; i < b->n; i++) {
+        int32_t tok = b->tokens[i], s = b->seq ? b->seq[i] : 0;
+        if (tok < 0 || tok >= c->vocab_size)
+            return fail(STATUS_ERR_ARG, "token id %d at batch index %d is outside the vocabulary (0..%d)",
+                        tok, i, c->vocab_size - 1);
+        if (s < 0 || s >= st->opt.max_seqs)
+            return fail(STATUS_ERR_ARG, "sequence id %d at batch index %d is outside 0..%d", s, i,
+                        st->opt.max_seqs - 1);
+        int p = b->pos ? b->pos[i] : lens[s];
+        if (p != lens[s])
+            return fail(STATUS_ERR_ARG, "position %d of sequence %d at batch index %d: expected %d "
+                        "(tokens of a sequence must be appended in order)", p, s, i, lens[s]);
+        if (p >= st->opt.max_ctx)
+            return fail(STATUS_ERR_ARG, "sequence %d is full: position %d does not fit the context "
+                        "of %d tokens", s, p, st->opt.max_ctx);
+        lens[s] = p + 1;
+    }
+    return STATUS_OK;
+}
+
+// Runs T tokens whose sequence ids and want-flags the caller put in seq_buf/want_buf;
+// assigns positions from the cache lengths. Returns the number of logits rows written.
+static int run_chunk(InferState *st, const int32_t *tokens, int T, float *logits) {
+    for (int t = 0; t < T; t++) st->pos_buf[t] = st->seq_len[st->seq_buf[t]]++;
+    return forward_chunk(st, tokens, st->seq_buf, st->pos_buf, st->want_buf, T, logits);
+}
+
+Status infer_forward(InferState *st, const InferBatch *b, float *logits) {
+    if (b->n < 0 || (b->n > 0 && !b->tokens)) return fail(STATUS_ERR_ARG, "bad batch (n=%d)", b->n);
+    Status s = validate_batch(st, b);
+    if (s != STATUS_OK) return s;
+    int V = (int)st->m->lm_head.shape[0], Tb = st->opt.max_batch;
+    for (int i0 = 0; i0 < b->n; i0 += Tb) {
+        int T = MIN(Tb, b->n - i0);
+        for (int t = 0; t < T; t++) {
+            st->seq_buf[t] = b->seq ? b->seq[i0 + t] : 0;
+            st->want_buf[t] = logits && (b->want_logits ? b->want_logits[i0 + t] != 0 : 1);
+        }
+        int nr = run_chunk(st, b->tokens + i0, T, logits);
+        if (logits) logits += (size_t)nr * (size_t)V;
+    }
+    return STATUS_OK;
+}
+
+Status infer_prefill(InferState *st, int seq, const int32_t *tokens, int n, float *logits) {
+    if (seq < 0 || seq >= st->opt.max_seqs)
+        return fail(STATUS_ERR_ARG, "sequence id %d is outside 0..%d", seq, st->opt.max_seqs - 1);
+    if (n <= 0) return fail(STATUS_ERR_ARG, "no tokens to process");
+    if (n > st->opt.max_ctx - st->seq_len[seq])
+        return fail(STATUS_ERR_ARG, "%d tokens do not fit the context of %d tokens (sequence %d "
+                    "already holds %d)", n, st->opt.max_ctx, seq, st->seq_len[seq]);
+    const LlamaConfig *c = &st->m->cfg;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return fail(STATUS_ERR_ARG, "token id %d at index %d is outside the vocabulary (0..%d)",
+                        tokens[i], i, c->vocab_size - 1);
+    int Tb = st->opt.max_batch;
+    for (int i0 = 0; i0 < n; i0 += Tb) {
+        int T = MIN(Tb, n - i0);
+        for (int t = 0; t < T; t++) {
+            st->seq_buf[t] = seq;
+            st->want_buf[t] = logits && i0 + t == n - 1; // only the prompt's last token
+        }
+        run_chunk(st, tokens + i0, T, logits);
+    }
+    return STATUS_OK;
+}
+
+Status infer_decode(InferState *st, int seq, int32_t token, float *logits) {
+    return infer_prefill(st, seq, &token, 1, logits);
+}
+
+/* ---- weight conversion --------------------------------------------------------------- */
+
+static Status convert_tensor(Model *m, Tensor *t, DType dt) {
+    if (!t->data || t->dtype == dt) return STATUS_OK;
+    int64_t n = tensor_numel(t);
+    void *dst = model_alloc(m, (size_t)n * dtype_size(dt));
+    if (!dst) return fail_context(STATUS_ERR_NOMEM, "converting weights to %s", dtype_name(dt));
+    if (t->dtype == DTYPE_F32) dtype_from_f32(dst, t->data, dt, n);
+    else {
+        // 16-bit -> other: widen in blocks through a small buffer
+        float buf[4096];
+        for (int64_t i = 0; i < n; i += 4096) {
+            int64_t k = MIN((int64_t)4096, n - i);
+            dtype_to_f32(buf, (const unsigned char *)t->data + (size_t)i * dtype_size(t->dtype), t->dtype, k);
+            dtype_from_f32((unsigned char *)dst + (size_t)i * dtype_size(dt), buf, dt, k);
+        }
+    }
+    t->data = dst;
+    t->dtype = dt;
+    return STATUS_OK;
+}
+
+Status infer_convert_weights(Model *m, DType dt) {
+    if (dt < 0 || dt >= DTYPE_COUNT) return fail(STATUS_ERR_ARG, "unknown weight dtype %d", (int)dt);
+    bool tied = m->lm_head.data == m->tok_emb.data;
+    Status s = convert_tensor(m, &m->tok_emb, dt);
+    if (s == STATUS_OK) {
+        if (tied) m->lm_head = m->tok_emb;
+        else s = convert_tensor(m, &m->lm_head, dt);
+    }
+    for (int l = 0; l < m->cfg.n_layers && s == STATUS_OK; l++) {
+        LlamaLayer *ly = &m->layers[l];
+        Tensor *ts[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (size_t i = 0; i < ARRAY_LEN(ts) && s == STATUS_OK; i++) s = convert_tensor(m, ts[i], dt);
+    }
+    return s;
+}

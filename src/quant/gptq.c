@@ -1,0 +1,471 @@
+/*
+ * gptq.c - GPTQ for one linear layer, after IST-DASLab/gptq `gptq.py` / `quant.py` as
+ * docs/reference.md §1.2-§1.3 describes them (the step numbers below are §1.2's).
+ *
+ * Glossary: W (N, K) weights, rows = outputs; H (K, K) Hessian of the layer's inputs;
+ * U (K, K) upper Cholesky factor of H^-1 (H^-1 = U^T U); G groups of g input columns.
+ *
+ * Precision: everything is double. The reference runs in fp32 on GPUs; double makes the
+ * integer codes a function of the algorithm alone (tools/gptq_ref.py in float64 gives the
+ * same codes) instead of summation order, at a cost that is small next to the Hessian.
+ *
+ * Parallelism: GPTQ treats the rows of W independently (each row has its own grids and
+ * error feedback; only U is shared), so the in-block work runs one row per OpenMP
+ * iteration and the lazy trailing update is one OpenBLAS dgemm per block. No reduction
+ * crosses rows, so the codes do not depend on the thread count.
+ */
+#include "quant/gptq.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "core/log.h"
+
+// LAPACK from OpenBLAS (Fortran ABI; Debian's libopenblas-dev ships no LAPACKE header).
+// The trailing size_t is gfortran's hidden length of the `uplo` string.
+void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t len);
+void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t len);
+
+void gptq_options_defaults(GptqOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->bits = 4;
+    o->group_size = 128;
+    o->sym = true;
+    o->act_order = false;
+    o->static_groups = false;
+    o->percdamp = 0.01;
+    o->damp_growth = 10.0;
+    o->damp_max = 1.0;
+    o->blocksize = 128;
+}
+
+Status gptq_options_check(const GptqOptions *o) {
+    if (o->bits < 2 || o->bits > 8)
+        return fail(STATUS_ERR_ARG, "gptq: bits must be 2..8, got %d", o->bits);
+    if (o->group_size != -1 && o->group_size < 1)
+        return fail(STATUS_ERR_ARG, "gptq: group size must be -1 or positive, got %d",
+                    o->group_size);
+    if (!(o->percdamp > 0) || !(o->percdamp <= o->damp_max) || !isfinite(o->damp_max))
+        return fail(STATUS_ERR_ARG, "gptq: dampening must be in (0, %g], got %g", o->damp_max,
+                    o->percdamp);
+    if (!(o->damp_growth > 1) || !isfinite(o->damp_growth))
+        return fail(STATUS_ERR_ARG, "gptq: dampening growth must be > 1, got %g", o->damp_growth);
+    if (o->blocksize < 1)
+        return fail(STATUS_ERR_ARG, "gptq: block size must be positive, got %d", o->blocksize);
+    return STATUS_OK;
+}
+
+/* ---- Hessian (step 1) --------------------------------------------------------------- */
+
+// K up to 2^20 keeps K*K*8 bytes and LAPACK's int sizes far from overflow.
+#define GPTQ_MAX_K (1 << 20)
+
+Status gptq_hessian_init(GptqHessian *h, int64_t K) {
+    memset(h, 0, sizeof *h);
+    if (K < 1 || K > GPTQ_MAX_K)
+        return fail(STATUS_ERR_ARG, "gptq: in_features must be 1..%d, got %lld", GPTQ_MAX_K,
+                    (long long)K);
+    h->H = calloc((size_t)K * (size_t)K, sizeof(double));
+    if (!h->H)
+        return fail(STATUS_ERR_NOMEM, "gptq: cannot allocate a %lldx%lld hessian", (long long)K,
+                    (long long)K);
+    h->K = K;
+    return STATUS_OK;
+}
+
+void gptq_hessian_release(GptqHessian *h) {
+    free(h->H);
+    memset(h, 0, sizeof *h);
+}
+
+static Status hessian_check_batch(const GptqHessian *h, const float *X, int64_t n_tokens,
+                                  int64_t n_samples) {
+    if (!h->H) return fail(STATUS_ERR_ARG, "gptq: hessian used before gptq_hessian_init");
+    if (n_samples < 1 || n_tokens < 1)
+        return fail(STATUS_ERR_ARG, "gptq: a calibration batch needs >= 1 sequence and token, "
+                                    "got %lld and %lld", (long long)n_samples, (long long)n_tokens);
+    int64_t n = n_tokens * h->K;
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(X[i]))
+            return fail(STATUS_ERR_NUMERIC, "gptq: non-finite calibration input at token %lld, "
+                        "channel %lld", (long long)(i / h->K), (long long)(i % h->K));
+    return STATUS_OK;
+}
+
+Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens,
+                              int64_t n_samples) {
+    Status s = hessian_check_batch(h, X, n_tokens, n_samples);
+    if (s != STATUS_OK) return s;
+    const int64_t K = h->K;
+    // running average: H *= n/(n+m); n += m; H += (2/n) X^T X
+    double beta = (double)h->n_samples / (double)(h->n_samples + n_samples);
+    h->n_samples += n_samples;
+    double alpha = 2.0 / (double)h->n_samples;
+    // X arrives as float; dsyrk wants double. Convert in chunks to bound the scratch memory.
+    int64_t chunk = MAX((int64_t)1, MIN(n_tokens, (int64_t)(1 << 22) / K));
+    double *Xd = malloc((size_t)chunk * (size_t)K * sizeof(double));
+    if (!Xd) return fail(STATUS_ERR_NOMEM, "gptq: cannot allocate hessian scratch");
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += chunk) {
+        int64_t m = MIN(chunk, n_tokens - t0);
+        for (int64_t i = 0; i < m * K; i++) Xd[i] = X[t0 * K + i];
+        // upper triangle of H = alpha Xd^T Xd + beta H   (Xd (m, K) row-major)
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)K, (int)m, alpha, Xd, (int)K,
+                    t0 == 0 ? beta : 1.0, h->H, (int)K);
+    }
+    free(Xd);
+    for (int64_t i = 0; i < K; i++) // mirror the upper triangle
+        for (int64_t j = 0; j < i; j++) h->H[i * K + j] = h->H[j * K + i];
+    return STATUS_OK;
+}
+
+Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_tokens,
+                                  int64_t n_samples) {
+    Status s = hessian_check_batch(h, X, n_tokens, n_samples);
+    if (s != STATUS_OK) return s;
+    const int64_t K = h->K;
+    double beta = (double)h->n_samples / (double)(h->n_samples + n_samples);
+    h->n_samples += n_samples;
+    double alpha = 2.0 / (double)h->n_samples;
+    for (int64_t i = 0; i < K; i++)
+        for (int64_t j = 0; j < K; j++) {
+            double acc = 0;
+            for (int64_t t = 0; t < n_tokens; t++) acc += (double)X[t * K + i] * X[t * K + j];
+            h->H[i * K + j] = beta * h->H[i * K + j] + alpha * acc;
+        }
+    return STATUS_OK;
+}
+
+/* ---- quantizer (reference §1.3) ------------------------------------------------------ */
+
+void gptq_grid(double *scale, double *zero, const double *x, int64_t n, int bits, bool sym) {
+    const int maxq = (1 << bits) - 1;
+    double xmin = 0, xmax = 0; // min(min x, 0), max(max x, 0)
+    for (int64_t i = 0; i < n; i++) {
+        if (x[i] < xmin) xmin = x[i];
+        if (x[i] > xmax) xmax = x[i];
+    }
+    if (sym) {
+        // Note the reference's quirk, kept on purpose: a segment with no negative value keeps
+        // xmin = 0, so its scale is xmax/maxq while the zero stays at (maxq+1)/2.
+        xmax = fabs(xmin) > xmax ? fabs(xmin) : xmax;
+        if (xmin < 0) xmin = -xmax;
+    }
+    if (xmin == 0 && xmax == 0) {
+        xmin = -1;
+        xmax = 1;
+    }
+    *scale = (xmax - xmin) / maxq;
+    *zero = sym ? (maxq + 1) / 2.0 : rint(-xmin / *scale);
+}
+
+/* ---- layer quantization ------------------------------------------------------------- */
+
+static Status result_alloc(GptqResult *r, int64_t N, int64_t K, const GptqOptions *o) {
+    memset(r, 0, sizeof *r);
+    r->N = N;
+    r->K = K;
+    r->bits = o->bits;
+    r->group_size = o->group_size;
+    r->G = o->group_size == -1 ? 1 : (K + o->group_size - 1) / o->group_size;
+    r->q = malloc((size_t)N * (size_t)K);
+    r->scales = calloc((size_t)(r->G * N), sizeof(double));
+    r->zeros = calloc((size_t)(r->G * N), sizeof(int32_t));
+    r->g_idx = malloc((size_t)K * sizeof(int32_t));
+    r->perm = malloc((size_t)K * sizeof(int32_t));
+    if (!r->q || !r->scales || !r->zeros || !r->g_idx || !r->perm) {
+        gptq_result_release(r);
+        return fail(STATUS_ERR_NOMEM, "gptq: cannot allocate the result for a %lldx%lld layer",
+                    (long long)N, (long long)K);
+    }
+    for (int64_t j = 0; j < K; j++) r->perm[j] = (int32_t)j;
+    return STATUS_OK;
+}
+
+void gptq_result_release(GptqResult *r) {
+    free(r->q);
+    free(r->scales);
+    free(r->zeros);
+    free(r->g_idx);
+    free(r->perm);
+    memset(r, 0, sizeof *r);
+}
+
+static Status check_finite_f32(const float *x, int64_t n, const char *what) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return fail(STATUS_ERR_NUMERIC, "gptq: non-finite value in %s at element %lld", what,
+                        (long long)i);
+    return STATUS_OK;
+}
+
+// Act-order (step 3): columns by decreasing diag(H). Stable: equal diagonals keep column
+// order (torch.argsort is not stable by default; tools/gptq_ref.py passes stable=True).
+typedef struct {
+    double d;
+    int32_t i;
+} DiagIdx;
+
+static int cmp_diag_desc(const void *a, const void *b) {
+    const DiagIdx *x = a, *y = b;
+    if (x->d != y->d) return x->d > y->d ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+static void act_order_perm(int32_t *perm, const double *Hp, int64_t K) {
+    DiagIdx *v = xmalloc((size_t)K * sizeof *v);
+    for (int64_t i = 0; i < K; i++) v[i] = (DiagIdx){Hp[i * K + i], (int32_t)i};
+    qsort(v, (size_t)K, sizeof *v, cmp_diag_desc);
+    for (int64_t i = 0; i < K; i++) perm[i] = v[i].i;
+    free(v);
+}
+
+// Steps 4-5: U = upper Cholesky factor of (H + damp I)^-1, damp = pd * mean(diag H),
+// raising pd by o->damp_growth while a factorisation fails. U (K, K) row-major.
+static Status inverse_factor(double *U, const double *Hp, int64_t K, const GptqOptions *o,
+                             double *pd_used) {
+    double mean = 0;
+    for (int64_t i = 0; i < K; i++) mean += Hp[i * K + i];
+    mean /= (double)K;
+    if (!(mean > 0) || !isfinite(mean))
+        return fail(STATUS_ERR_NUMERIC, "gptq: hessian diagonal mean is %g, not positive", mean);
+    const int n = (int)K;
+    double pd = o->percdamp;
+    for (;;) {
+        memcpy(U, Hp, (size_t)(K * K) * sizeof(double));
+        const double damp = pd * mean;
+        for (int64_t i = 0; i < K; i++) U[i * K + i] += damp;
+        // Row-major U read as column-major is U^T; H is symmetric, and uplo "L" of the
+        // column-major view is the row-major upper triangle. potrf: H = L L^T; potri: H^-1;
+        // potrf again: H^-1 = L2 L2^T, whose row-major reading is U = L2^T, upper.
+        int info = 0;
+        dpotrf_("L", &n, U, &n, &info, 1);
+        if (info == 0) dpotri_("L", &n, U, &n, &info, 1);
+        if (info == 0) dpotrf_("L", &n, U, &n, &info, 1);
+        if (info == 0) break;
+        double next = pd * o->damp_growth;
+        if (next > o->damp_max * (1 + 1e-9))
+            return fail(STATUS_ERR_NUMERIC,
+                        "gptq: hessian is not positive definite even with dampening %g "
+                        "(%g x mean diag %g; cholesky failed at column %d); use more or longer "
+                        "calibration sequences", damp, pd, mean, info);
+        log_warn("gptq: cholesky failed at column %d with dampening %g; retrying with %g", info,
+                 pd, next);
+        pd = next;
+    }
+    for (int64_t i = 0; i < K; i++) // clear the strictly lower triangle (LAPACK leaves H there)
+        for (int64_t j = 0; j < i; j++) U[i * K + j] = 0;
+    *pd_used = pd;
+    return STATUS_OK;
+}
+
+// Step 6 for one row and one block [i1, i2): quantizes w1 = W[row, i1:i2] (updated in place
+// by the in-block feedback), writes codes, the block's errors and the row's grid state.
+// wrow is the outer row, stale inside the block: group grids are found from it, as in the
+// reference (identical to the updated values when group == blocksize).
+typedef struct {
+    const GptqOptions *o;
+    const double *U;
+    int64_t K, N, bs;
+    int maxq;
+} BlockCtx;
+
+static double quantize_block_row(const BlockCtx *b, GptqResult *r, int64_t row, int64_t i1,
+                                 int64_t i2, const double *wrow, double *w1, double *err1,
+                                 double *scale, double *zero) {
+    const int64_t K = b->K, N = b->N, g = b->o->group_size;
+    double loss = 0;
+    for (int64_t i = 0; i < i2 - i1; i++) {
+        const int64_t c = i1 + i;
+        if (g > 0 && !b->o->static_groups && c % g == 0) {
+            gptq_grid(scale, zero, wrow + c, MIN(g, K - c), b->o->bits, b->o->sym);
+            r->scales[(c / g) * N + row] = *scale;
+            r->zeros[(c / g) * N + row] = (int32_t)*zero;
+        } else if (g > 0 && b->o->static_groups) {
+            int64_t gi = r->perm[c] / g;
+            *scale = r->scales[gi * N + row];
+            *zero = r->zeros[gi * N + row];
+        }
+        const double x = w1[i];
+        const int q = gptq_code(x, *scale, *zero, b->maxq);
+        const double diff = x - *scale * ((double)q - *zero);
+        const double d = b->U[c * K + c];
+        loss += diff * diff / (d * d);
+        const double e = diff / d;
+        const double *u = b->U + c * K + i1;
+        for (int64_t j = i; j < i2 - i1; j++) w1[j] -= e * u[j]; // w1[:, i:] -= e U[c, i:]
+        err1[i] = e;
+        r->q[row * K + r->perm[c]] = (uint8_t)q;
+    }
+    return loss / 2;
+}
+
+Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqHessian *h,
+                           const GptqOptions *o) {
+    memset(r, 0, sizeof *r);
+    Status s = gptq_options_check(o);
+    if (s != STATUS_OK) return s;
+    if (!h || !h->H || h->n_samples < 1)
+        return fail(STATUS_ERR_ARG, "gptq: the hessian has no calibration data");
+    if (N < 1) return fail(STATUS_ERR_ARG, "gptq: out_features must be positive, got %lld",
+                           (long long)N);
+    const int64_t K = h->K, g = o->group_size, bs = MIN((int64_t)o->blocksize, K);
+    if ((s = check_finite_f32(W, N * K, "weights")) != STATUS_OK) return s;
+    for (int64_t i = 0; i < K * K; i++)
+        if (!isfinite(h->H[i]))
+            return fail(STATUS_ERR_NUMERIC, "gptq: non-finite hessian entry (%lld, %lld)",
+                        (long long)(i / K), (long long)(i % K));
+    if ((s = result_alloc(r, N, K, o)) != STATUS_OK) return s;
+
+    double *Wd = malloc((size_t)(N * K) * sizeof(double));     // (N, K), permuted columns
+    double *Hp = malloc((size_t)(K * K) * sizeof(double));     // (K, K), dead-fixed, permuted
+    double *U = malloc((size_t)(K * K) * sizeof(double));      // (K, K) upper factor of H^-1
+    double *tmp = malloc((size_t)MAX(N, K) * sizeof(double));
+    double *W1 = malloc((size_t)(N * bs) * sizeof(double));    // (N, bs) block copy
+    double *Err = malloc((size_t)(N * bs) * sizeof(double));   // (N, bs) scaled errors
+    double *gs = malloc((size_t)N * sizeof(double)), *gz = malloc((size_t)N * sizeof(double));
+    double *row_loss = calloc((size_t)N, sizeof(double));
+    if (!Wd || !Hp || !U || !tmp || !W1 || !Err || !gs || !gz || !row_loss) {
+        s = fail(STATUS_ERR_NOMEM, "gptq: cannot allocate work memory for a %lldx%lld layer",
+                 (long long)N, (long long)K);
+        goto out;
+    }
+    for (int64_t i = 0; i < N * K; i++) Wd[i] = W[i];
+    memcpy(Hp, h->H, (size_t)(K * K) * sizeof(double));
+
+    // The per-row grid for group -1 comes from W before dead columns are zeroed.
+    for (int64_t row = 0; row < N; row++)
+        gptq_grid(&gs[row], &gz[row], Wd + row * K, K, o->bits, o->sym);
+    if (g == -1)
+        for (int64_t row = 0; row < N; row++) {
+            r->scales[row] = gs[row];
+            r->zeros[row] = (int32_t)gz[row];
+        }
+
+    // Step 2: dead columns (an input that was always zero).
+    for (int64_t i = 0; i < K; i++)
+        if (Hp[i * K + i] == 0) {
+            Hp[i * K + i] = 1;
+            for (int64_t row = 0; row < N; row++) Wd[row * K + i] = 0;
+            r->n_dead++;
+        }
+
+    // Static groups: every grid up front from the (dead-zeroed) W in column order.
+    if (g > 0 && o->static_groups)
+        for (int64_t gi = 0; gi < r->G; gi++)
+            for (int64_t row = 0; row < N; row++) {
+                double sc, z;
+                gptq_grid(&sc, &z, Wd + row * K + gi * g, MIN(g, K - gi * g), o->bits, o->sym);
+                r->scales[gi * N + row] = sc;
+                r->zeros[gi * N + row] = (int32_t)z;
+            }
+
+    // Step 3: act-order permutes W's columns and H's rows and columns.
+    if (o->act_order) {
+        act_order_perm(r->perm, Hp, K);
+        for (int64_t i = 0; i < K; i++)
+            for (int64_t j = 0; j < K; j++) U[i * K + j] = Hp[(int64_t)r->perm[i] * K + r->perm[j]];
+        memcpy(Hp, U, (size_t)(K * K) * sizeof(double));
+        for (int64_t row = 0; row < N; row++) {
+            double *w = Wd + row * K;
+            for (int64_t j = 0; j < K; j++) tmp[j] = w[r->perm[j]];
+            memcpy(w, tmp, (size_t)K * sizeof(double));
+        }
+    }
+
+    // Steps 4-5.
+    if ((s = inverse_factor(U, Hp, K, o, &r->percdamp)) != STATUS_OK) goto out;
+
+    // Step 6: lazy blocks.
+    BlockCtx b = {.o = o, .U = U, .K = K, .N = N, .bs = bs, .maxq = (1 << o->bits) - 1};
+    for (int64_t i1 = 0; i1 < K; i1 += bs) {
+        const int64_t i2 = MIN(i1 + bs, K);
+#pragma omp parallel for schedule(static)
+        for (int64_t row = 0; row < N; row++) {
+            double *w1 = W1 + row * bs;
+            memcpy(w1, Wd + row * K + i1, (size_t)(i2 - i1) * sizeof(double));
+            row_loss[row] += quantize_block_row(&b, r, row, i1, i2, Wd + row * K, w1,
+                                                Err + row * bs, &gs[row], &gz[row]);
+        }
+        // W[:, i2:] -= Err1 (N, i2-i1) . U[i1:i2, i2:]
+        if (i2 < K)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)(K - i2),
+                        (int)(i2 - i1), -1.0, Err, (int)bs, U + i1 * K + i2, (int)K, 1.0,
+                        Wd + i2, (int)K);
+    }
+    r->loss = 0;
+    for (int64_t row = 0; row < N; row++) r->loss += row_loss[row];
+
+    // Step 7 (codes were written unpermuted): group of each original column.
+    for (int64_t c = 0; c < K; c++) {
+        int64_t j = r->perm[c];
+        r->g_idx[j] = g == -1 ? 0 : (int32_t)((o->act_order && !o->static_groups ? c : j) / g);
+    }
+    if (!isfinite(r->loss))
+        s = fail(STATUS_ERR_NUMERIC, "gptq: the layer loss is not finite");
+out:
+    free(Wd);
+    free(Hp);
+    free(U);
+    free(tmp);
+    free(W1);
+    free(Err);
+    free(gs);
+    free(gz);
+    free(row_loss);
+    if (s != STATUS_OK) gptq_result_release(r);
+    return s;
+}
+
+Status gptq_rtn_layer(GptqResult *r, const float *W, int64_t N, int64_t K, const GptqOptions *o) {
+    memset(r, 0, sizeof *r);
+    Status s = gptq_options_check(o);
+    if (s != STATUS_OK) return s;
+    if (N < 1 || K < 1 || K > GPTQ_MAX_K)
+        return fail(STATUS_ERR_ARG, "gptq: bad layer shape %lldx%lld", (long long)N, (long long)K);
+    if ((s = check_finite_f32(W, N * K, "weights")) != STATUS_OK) return s;
+    if ((s = result_alloc(r, N, K, o)) != STATUS_OK) return s;
+    const int64_t g = o->group_size == -1 ? K : o->group_size;
+    const int maxq = (1 << o->bits) - 1;
+    double *x = xmalloc((size_t)K * sizeof(double));
+    for (int64_t row = 0; row < N; row++) {
+        for (int64_t j = 0; j < K; j++) x[j] = W[row * K + j];
+        for (int64_t gi = 0; gi < r->G; gi++) {
+            const int64_t a = gi * g, n = MIN(g, K - a);
+            double sc, z;
+            gptq_grid(&sc, &z, x + a, n, o->bits, o->sym);
+            r->scales[gi * N + row] = sc;
+            r->zeros[gi * N + row] = (int32_t)z;
+            for (int64_t j = a; j < a + n; j++) r->q[row * K + j] = (uint8_t)gptq_code(x[j], sc, z, maxq);
+        }
+    }
+    free(x);
+    for (int64_t j = 0; j < K; j++) r->g_idx[j] = (int32_t)(j / g);
+    r->percdamp = 0;
+    return STATUS_OK;
+}
+
+void gptq_result_dequantize(float *W_hat, const GptqResult *r) {
+    for (int64_t row = 0; row < r->N; row++)
+        for (int64_t j = 0; j < r->K; j++) {
+            int64_t gi = r->g_idx[j];
+            W_hat[row * r->K + j] = (float)(r->scales[gi * r->N + row] *
+                                            ((double)r->q[row * r->K + j] - r->zeros[gi * r->N + row]));
+        }
+}
+
+double gptq_layer_error(const double *H, const float *W, const float *W_hat, int64_t N,
+                        int64_t K) {
+    double *D = xmalloc((size_t)(N * K) * sizeof(double)), *DH = xmalloc((size_t)(N * K) * sizeof(double));
+    for (int64_t i = 0; i < N * K; i++) D[i] = (double)W[i] - (double)W_hat[i];
+    // DH (N, K) = D H; error = sum D .* DH
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)K, (int)K, 1.0, D, (int)K,
+                H, (int)K, 0.0, DH, (int)K);
+    double e = 0;
+    for (int64_t i = 0; i < N * K; i++) e += D[i] * DH[i];
+    free(D);
+    free(DH);
+    return e;
+}

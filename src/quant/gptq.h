@@ -1,0 +1,116 @@
+/*
+ * gptq.h - GPTQ weight quantization of one linear layer (Frantar et al. 2022, Alg. 1),
+ * following the IST-DASLab/gptq reference (docs/reference.md §1.2-§1.3; decisions in
+ * docs/gptq.md), plus the round-to-nearest (RTN) baseline on the same grid.
+ *
+ * W (N, K) is quantized column by column; each column's rounding error is pushed onto the
+ * columns not yet quantized through the upper Cholesky factor U of H^-1, where
+ * H = (2/n) sum x x^T (K, K) is accumulated from the layer's calibration inputs x.
+ *
+ *   GptqHessian h;
+ *   gptq_hessian_init(&h, K);
+ *   for each calibration batch: gptq_hessian_add_batch(&h, X, n_tokens, n_sequences);
+ *   GptqOptions o;
+ *   gptq_options_defaults(&o);            // 4 bits, group 128, sym, damp 0.01
+ *   GptqResult r;
+ *   Status s = gptq_quantize_layer(&r, W, N, &h, &o);   // r.q codes, r.scales, r.zeros
+ *   ... gptq_pack_result(&packed, &r) (gptq_pack.h) ...
+ *   gptq_result_release(&r);
+ *   gptq_hessian_release(&h);
+ *
+ * Shapes: N = out_features (rows of W), K = in_features, G = number of groups
+ * (ceil(K / group_size), or 1 for group_size -1). Everything runs in double precision
+ * (Hessian, Cholesky, error feedback); results do not depend on the thread count.
+ */
+#ifndef EF_GPTQ_H
+#define EF_GPTQ_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+typedef struct {
+    int bits;            // 2..8; 4 for w4a16
+    int group_size;      // -1 (one grid per row) or >= 1; a ragged last group when K % g != 0
+    bool sym;            // symmetric grid, zero = 2^(bits-1); else asymmetric
+    bool act_order;      // desc_act: quantize columns in order of decreasing diag(H)
+    bool static_groups;  // grids from the original W in column order (needs group_size > 0)
+    double percdamp;     // dampening as a fraction of mean(diag H); 0.01
+    double damp_growth;  // factor applied to percdamp when the Cholesky factorisation fails: 10
+    double damp_max;     // give up (STATUS_ERR_NUMERIC) once percdamp would exceed this: 1.0
+    int blocksize;       // lazy-update block width: 128
+} GptqOptions;
+
+void gptq_options_defaults(GptqOptions *o);
+// Checks ranges (bits, group, damp, blocksize). Returns STATUS_ERR_ARG naming the option.
+Status gptq_options_check(const GptqOptions *o);
+
+/* ---- Hessian ------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t K;
+    double *H;          // (K, K) running average (2/n) sum x x^T, full symmetric matrix
+    int64_t n_samples;  // n: sequences seen so far (the reference's nsamples)
+} GptqHessian;
+
+Status gptq_hessian_init(GptqHessian *h, int64_t K);
+void gptq_hessian_release(GptqHessian *h);
+
+// Adds one batch of calibration inputs X (n_tokens, K) holding n_samples sequences, as the
+// reference does: H *= n/(n + m); n += m; H += (2/n) X^T X (OpenBLAS dsyrk in double).
+// Errors: STATUS_ERR_ARG (n_samples < 1), STATUS_ERR_NUMERIC (NaN/Inf in X).
+Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens,
+                              int64_t n_samples);
+// Naive triple-loop twin of gptq_hessian_add_batch, for tests.
+Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_tokens,
+                                  int64_t n_samples);
+
+/* ---- quantizer grid ------------------------------------------------------------------ */
+
+// The reference quantizer's grid for one row segment x (n): maxq = 2^bits - 1;
+// xmin = min(min x, 0), xmax = max(max x, 0); sym: xmax = max(|xmin|, xmax) and xmin = -xmax
+// when xmin < 0; both 0 -> -1, +1; scale = (xmax - xmin)/maxq; zero = (maxq+1)/2 (sym) or
+// rint(-xmin/scale).
+void gptq_grid(double *scale, double *zero, const double *x, int64_t n, int bits, bool sym);
+// q = clamp(rint(x/scale) + zero, 0, maxq) (round half to even, like torch.round).
+static inline int gptq_code(double x, double scale, double zero, int maxq) {
+    double q = __builtin_rint(x / scale) + zero;
+    return q < 0 ? 0 : q > maxq ? maxq : (int)q;
+}
+
+/* ---- layer quantization -------------------------------------------------------------- */
+
+typedef struct {
+    int64_t N, K, G;
+    int bits, group_size;   // as requested (-1: one group)
+    uint8_t *q;             // (N, K) integer codes 0..2^bits-1, original column order
+    double *scales;         // (G, N) grid scale of each group and row
+    int32_t *zeros;         // (G, N) integer zero points (the true zero, not v1's zero-1)
+    int32_t *g_idx;         // (K) group of each input column
+    int32_t *perm;          // (K) quantization order: column perm[c] was the c-th quantized
+    double loss;            // sum over the layer of (w - q)^2 / d^2 / 2 (the reference's "error")
+    double percdamp;        // dampening actually used (after automatic increases)
+    int64_t n_dead;         // columns with diag(H) == 0 (zeroed in the result)
+} GptqResult;
+
+// Quantizes W (N, K) with the Hessian h (not modified). The result owns its arrays.
+// Errors: STATUS_ERR_ARG (bad options, N < 1, h empty), STATUS_ERR_NUMERIC (NaN/Inf in W
+// or H, or H not positive definite even after raising the dampening to o->damp_max; each
+// increase is logged), STATUS_ERR_NOMEM.
+Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqHessian *h,
+                           const GptqOptions *o);
+// Round-to-nearest baseline on the same grids (per group of W in column order, no error
+// feedback, act_order/static_groups ignored); r->loss is 0 (no Hessian).
+Status gptq_rtn_layer(GptqResult *r, const float *W, int64_t N, int64_t K, const GptqOptions *o);
+void gptq_result_release(GptqResult *r);
+
+// W_hat (N, K) = scale * (q - zero) with the double-precision scales (before fp16 packing).
+void gptq_result_dequantize(float *W_hat, const GptqResult *r);
+
+// Layer output error sum_r (w_r - w_hat_r)^T H (w_r - w_hat_r) = (2/n) ||(W - W_hat) X^T||^2
+// for W, W_hat (N, K) and H (K, K).
+double gptq_layer_error(const double *H, const float *W, const float *W_hat, int64_t N,
+                        int64_t K);
+
+#endif

@@ -1,0 +1,312 @@
+/*
+ * qmatmul_cpu.c - fused w4a16 GEMV (decode) and dequantize + sgemm GEMM (prefill) on the
+ * GPTQ v1 layout; specification in qmatmul_ref.c, contract in qmatmul.h.
+ *
+ * GEMV layout facts it relies on: qweight word (r, n) holds the codes of inputs 8r..8r+7 of
+ * output n, so one 256-bit load of row r gives 8 outputs' words, and the code of input 8r+j
+ * is (word >> 4j) & 15. Tiles of 64 outputs (8 vectors) run down the word rows; OpenMP
+ * splits the tiles.
+ *
+ * Groups: when g_idx is the plain k / group_size with group_size % 8 == 0 (no act-order, or
+ * act-order with static groups) a group is a run of whole word rows, and each output keeps
+ *   acc = sum_{k in g} x_k q_kn   and adds   s_gn (acc - z_gn xsum_g)   at the group's end.
+ * Otherwise (act-order) each input's group comes from g_idx: y = sum_k (x_k s_{g(k)n}) q_kn
+ * - sum_g s_gn z_gn xsum_g, with the tile's scales and zeros unpacked once into scratch.
+ *
+ * AVX2 trick: (word & (15 << 4j)) converted to float is q * 2^4j exactly, so x is
+ * pre-scaled by 2^-4j (exact) and the shift disappears; input 7 uses word >> 28.
+ */
+#include "quant/qmatmul.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+#include "core/dtype.h"
+
+QmatIsa qmatmul_isa_detect(void) {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return QMAT_ISA_AVX2;
+    return QMAT_ISA_PORTABLE;
+}
+
+Status qmatmul_check(const GptqPacked *w) {
+    if (w->bits != 4)
+        return fail(STATUS_ERR_UNSUPPORTED, "qmatmul: only 4-bit GPTQ weights are supported, "
+                    "got %d bits", w->bits);
+    return gptq_packed_validate(w, "qmatmul weight");
+}
+
+// Columns of W dequantized per sgemm call: about 4 Mi floats of scratch, a multiple of 64.
+static int64_t gemm_block_cols(const GptqPacked *w) {
+    int64_t nb = ((int64_t)1 << 20) / w->K;
+    nb = MAX((int64_t)64, nb / 64 * 64);
+    return MIN(nb, w->N);
+}
+
+size_t qmatmul_scratch_floats(const GptqPacked *w) { return (size_t)(gemm_block_cols(w) * w->K); }
+
+/* ---- GEMV set-up: scaled x, group sums, group layout --------------------------------- */
+
+typedef struct {
+    const GptqPacked *w;
+    int64_t R;          // word rows: ceil(K / 8)
+    int64_t zc;         // qzeros words per group row
+    int64_t rows_per_g; // word rows per group when contiguous, else 0
+    const float *xp;    // (R*8) x, zero-padded; AVX2 path: pre-scaled by 2^-4(k%8) for k%8 < 7
+    const float *xg;    // (G) sum of x over each group's inputs
+} GemvCtx;
+
+// Fills xp and xg (scratch of R*8 + G floats) and decides the group layout.
+static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked *w, int scaled) {
+    const int64_t K = w->K;
+    c->w = w;
+    c->R = (K + 7) / 8;
+    c->zc = gptq_qzeros_cols(w->N, 4);
+    float *xp = scr, *xg = scr + c->R * 8;
+    static const float pow2[8] = {1.0f, 0x1p-4f, 0x1p-8f, 0x1p-12f, 0x1p-16f, 0x1p-20f, 0x1p-24f,
+                                  1.0f};
+    for (int64_t k = 0; k < c->R * 8; k++)
+        xp[k] = k < K ? (scaled ? x[k] * pow2[k % 8] : x[k]) : 0.0f;
+    memset(xg, 0, (size_t)w->G * sizeof(float));
+    for (int64_t k = 0; k < K; k++) xg[w->g_idx[k]] += x[k];
+    int64_t gsz = w->G == 1 ? c->R * 8 : w->group_size;
+    int contiguous = gsz > 0 && gsz % 8 == 0;
+    for (int64_t k = 0; contiguous && k < K; k++) contiguous = w->g_idx[k] == k / gsz;
+    c->rows_per_g = contiguous ? gsz / 8 : 0;
+    c->xp = xp;
+    c->xg = xg;
+}
+
+static inline int zero_at(const GemvCtx *c, int64_t g, int64_t n) {
+    return (int)((c->w->qzeros[g * c->zc + n / 8] >> (4 * (n % 8))) & 15) + 1;
+}
+
+/* ---- portable path ---------------------------------------------------------------- */
+
+#define TILE 64 // outputs per tile
+
+// Outputs [n0, n0+nt), contiguous groups. Inner loops over outputs vectorize.
+static void gemv_tile_portable(float *y, const GemvCtx *c, int64_t n0, int64_t nt) {
+    const GptqPacked *w = c->w;
+    const int64_t N = w->N;
+    float acc[TILE], yacc[TILE] = {0};
+    for (int64_t g = 0; g < w->G; g++) {
+        const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);
+        memset(acc, 0, sizeof acc);
+        for (int64_t r = r0; r < r1; r++) {
+            const uint32_t *row = w->qweight + r * N + n0;
+            for (int j = 0; j < 8; j++) {
+                const float xv = c->xp[r * 8 + j];
+#pragma omp simd
+                for (int64_t i = 0; i < nt; i++) acc[i] += xv * (float)(int32_t)((row[i] >> (4 * j)) & 15);
+            }
+        }
+        for (int64_t i = 0; i < nt; i++)
+            yacc[i] += fp16_to_f32(w->scales[g * N + n0 + i]) *
+                       (acc[i] - (float)zero_at(c, g, n0 + i) * c->xg[g]);
+    }
+    memcpy(y + n0, yacc, (size_t)nt * sizeof(float));
+}
+
+// Outputs [n0, n0+nt), any g_idx: each weight dequantized (exact) and accumulated.
+static void gemv_tile_generic_portable(float *y, const GemvCtx *c, int64_t n0, int64_t nt) {
+    const GptqPacked *w = c->w;
+    const int64_t N = w->N;
+    float yacc[TILE] = {0};
+    for (int64_t k = 0; k < w->K; k++) {
+        const int64_t g = w->g_idx[k];
+        const uint32_t *row = w->qweight + (k / 8) * N + n0;
+        const float xv = c->xp[k];
+        for (int64_t i = 0; i < nt; i++) {
+            const int q = (int)((row[i] >> (4 * (k % 8))) & 15);
+            yacc[i] += xv * (fp16_to_f32(w->scales[g * N + n0 + i]) * (float)(q - zero_at(c, g, n0 + i)));
+        }
+    }
+    memcpy(y + n0, yacc, (size_t)nt * sizeof(float));
+}
+
+/* ---- AVX2 path ---------------------------------------------------------------------- */
+
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+
+// The 8 zero points (stored + 1) of outputs n0..n0+7 of group g, as floats.
+AVX2_TARGET static inline __m256 zeros8_avx2(const GemvCtx *c, int64_t g, int64_t n0) {
+    const __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    __m256i z = _mm256_srlv_epi32(_mm256_set1_epi32((int)c->w->qzeros[g * c->zc + n0 / 8]), sh);
+    z = _mm256_add_epi32(_mm256_and_si256(z, _mm256_set1_epi32(15)), _mm256_set1_epi32(1));
+    return _mm256_cvtepi32_ps(z);
+}
+
+AVX2_TARGET static inline __m256 scales8_avx2(const uint16_t *s) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
+}
+
+// Outputs [n0, n0 + 8*NV), contiguous groups, x pre-scaled (see the file comment).
+#define DEFINE_GEMV_TILE_AVX2(NV)                                                                  \
+    AVX2_TARGET static void gemv_tile_avx2_##NV(float *y, const GemvCtx *c, int64_t n0) {          \
+        const GptqPacked *w = c->w;                                                                \
+        const int64_t N = w->N;                                                                    \
+        __m256 yacc[NV], acc[NV];                                                                  \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) yacc[v] = _mm256_setzero_ps();        \
+        for (int64_t g = 0; g < w->G; g++) {                                                       \
+            const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);              \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[v] = _mm256_setzero_ps();    \
+            for (int64_t r = r0; r < r1; r++) {                                                    \
+                const __m256i *row = (const __m256i *)(w->qweight + r * N + n0);                   \
+                const float *xr = c->xp + r * 8;                                                   \
+                /* the next tile's words of this row: rows are N words apart, too many streams    \
+                   for the hardware prefetcher when N is large */                                 \
+                _Pragma("GCC unroll 8") for (int v = 0; v < NV; v += 2)                            \
+                    _mm_prefetch((const char *)(row + NV + v), _MM_HINT_T0);                       \
+                _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {                              \
+                    const __m256 xb = _mm256_broadcast_ss(xr + j);                                 \
+                    const __m256i m = _mm256_set1_epi32(15 << (4 * j));                            \
+                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                         \
+                        __m256i q = _mm256_and_si256(_mm256_loadu_si256(row + v), m);              \
+                        acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), xb, acc[v]);               \
+                    }                                                                              \
+                }                                                                                  \
+                const __m256 x7 = _mm256_broadcast_ss(xr + 7);                                     \
+                _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                             \
+                    __m256i q = _mm256_srli_epi32(_mm256_loadu_si256(row + v), 28);                \
+                    acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), x7, acc[v]);                   \
+                }                                                                                  \
+            }                                                                                      \
+            const __m256 xs = _mm256_set1_ps(c->xg[g]);                                            \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                                 \
+                __m256 t = _mm256_fnmadd_ps(zeros8_avx2(c, g, n0 + 8 * v), xs, acc[v]);            \
+                yacc[v] = _mm256_fmadd_ps(scales8_avx2(w->scales + g * N + n0 + 8 * v), t, yacc[v]); \
+            }                                                                                      \
+        }                                                                                          \
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(y + n0 + 8 * v, yacc[v]);                    \
+    }
+DEFINE_GEMV_TILE_AVX2(8)
+DEFINE_GEMV_TILE_AVX2(1)
+
+// Outputs [n0, n0 + 8*nv), nv <= 8, any g_idx. sz: (G, 2, 64) floats of scratch for the
+// tile's scales and scale*zero.
+AVX2_TARGET static void gemv_tile_generic_avx2(float *y, const GemvCtx *c, int64_t n0, int nv,
+                                               float *sz) {
+    const GptqPacked *w = c->w;
+    const int64_t N = w->N, G = w->G;
+    for (int64_t g = 0; g < G; g++)
+        for (int v = 0; v < nv; v++) {
+            __m256 s = scales8_avx2(w->scales + g * N + n0 + 8 * v);
+            _mm256_storeu_ps(sz + g * 128 + 8 * v, s);
+            _mm256_storeu_ps(sz + g * 128 + 64 + 8 * v, _mm256_mul_ps(s, zeros8_avx2(c, g, n0 + 8 * v)));
+        }
+    __m256 yacc[8];
+    for (int v = 0; v < 8; v++) yacc[v] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < w->K; k++) {
+        const int64_t g = w->g_idx[k], j = k % 8;
+        const __m256i *row = (const __m256i *)(w->qweight + (k / 8) * N + n0);
+        const __m256 xb = _mm256_broadcast_ss(c->xp + k);
+        const __m256i m = _mm256_set1_epi32(j == 7 ? 15 : 15 << (4 * j));
+        for (int v = 0; v < nv; v++) {
+            __m256i q = _mm256_loadu_si256(row + v);
+            q = j == 7 ? _mm256_srli_epi32(q, 28) : _mm256_and_si256(q, m);
+            __m256 xs = _mm256_mul_ps(xb, _mm256_loadu_ps(sz + g * 128 + 8 * v));
+            yacc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), xs, yacc[v]);
+        }
+    }
+    for (int64_t g = 0; g < G; g++) {
+        const __m256 xs = _mm256_set1_ps(c->xg[g]);
+        for (int v = 0; v < nv; v++)
+            yacc[v] = _mm256_fnmadd_ps(_mm256_loadu_ps(sz + g * 128 + 64 + 8 * v), xs, yacc[v]);
+    }
+    for (int v = 0; v < nv; v++) _mm256_storeu_ps(y + n0 + 8 * v, yacc[v]);
+}
+
+/* ---- GEMV driver -------------------------------------------------------------------- */
+
+static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa) {
+    CHECK(w->bits == 4);
+    const int64_t N = w->N, R = (w->K + 7) / 8;
+    if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) isa = QMAT_ISA_PORTABLE;
+    // scratch for x and the group sums: on the stack when small (decode allocates nothing)
+    float stack_buf[4096];
+    const int64_t need = R * 8 + w->G;
+    float *scr = need <= (int64_t)ARRAY_LEN(stack_buf) ? stack_buf : xmalloc((size_t)need * sizeof(float));
+    GemvCtx c;
+    gemv_setup(&c, scr, x, w, isa == QMAT_ISA_AVX2);
+    // Tiles: full 64-output tiles, then 8-output tiles (AVX2), then single outputs (portable).
+    const int64_t n_full = N / TILE, n8 = isa == QMAT_ISA_AVX2 ? N / 8 * 8 : N;
+    const int64_t n_tiles = n_full + (n8 - n_full * TILE + TILE - 1) / TILE;
+#pragma omp parallel
+    {
+        float *sz = NULL;
+        if (isa == QMAT_ISA_AVX2 && !c.rows_per_g) sz = xmalloc((size_t)(w->G * 128) * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < n_tiles; t++) {
+            const int64_t n0 = t * TILE, nt = MIN((int64_t)TILE, n8 - n0);
+            if (isa == QMAT_ISA_AVX2) {
+                if (!c.rows_per_g) gemv_tile_generic_avx2(y, &c, n0, (int)(nt / 8), sz);
+                else if (nt == TILE) gemv_tile_avx2_8(y, &c, n0);
+                else
+                    for (int64_t n = n0; n < n0 + nt; n += 8) gemv_tile_avx2_1(y, &c, n);
+            } else if (c.rows_per_g) {
+                gemv_tile_portable(y, &c, n0, nt);
+            } else {
+                gemv_tile_generic_portable(y, &c, n0, nt);
+            }
+        }
+        free(sz);
+    }
+    if (n8 < N) { // fewer than 8 outputs left (AVX2 path): the portable tile on unscaled x
+        gemv_setup(&c, scr, x, w, 0);
+        if (c.rows_per_g) gemv_tile_portable(y, &c, n8, N - n8);
+        else gemv_tile_generic_portable(y, &c, n8, N - n8);
+    }
+    if (w->bias)
+        for (int64_t n = 0; n < N; n++) y[n] += fp16_to_f32(w->bias[n]);
+    if (scr != stack_buf) free(scr);
+}
+
+void qmatmul_gemv(float *y, const float *x, const GptqPacked *w, QmatIsa isa) {
+    gemv_run(y, x, w, isa);
+}
+
+/* ---- GEMM: dequantize blocks of W, then sgemm ---------------------------------------- */
+
+// Wb (n1 - n0, K) = dequantized rows n0..n1 of W (exact in float).
+static void dequant_block(float *Wb, const GptqPacked *w, int64_t n0, int64_t n1) {
+    const int64_t K = w->K, N = w->N, zc = gptq_qzeros_cols(N, 4);
+#pragma omp parallel for schedule(static)
+    for (int64_t n = n0; n < n1; n++) {
+        float *dst = Wb + (n - n0) * K;
+        for (int64_t k = 0; k < K; k++) {
+            const int64_t g = w->g_idx[k];
+            const int q = (int)((w->qweight[(k / 8) * N + n] >> (4 * (k % 8))) & 15);
+            const int z = (int)((w->qzeros[g * zc + n / 8] >> (4 * (n % 8))) & 15) + 1;
+            dst[k] = fp16_to_f32(w->scales[g * N + n]) * (float)(q - z);
+        }
+    }
+}
+
+void qmatmul_isa(float *y, const float *x, int64_t M, const GptqPacked *w, float *scratch,
+                 QmatIsa isa) {
+    const int64_t K = w->K, N = w->N;
+    if (M < QMATMUL_GEMM_MIN_M || !scratch) {
+        for (int64_t m = 0; m < M; m++) gemv_run(y + m * N, x + m * K, w, isa);
+        return;
+    }
+    const int64_t nb = gemm_block_cols(w);
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+        const int64_t n1 = MIN(n0 + nb, N);
+        dequant_block(scratch, w, n0, n1);
+        // y[:, n0:n1] (M, n1-n0) = x (M, K) . Wb^T
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)(n1 - n0), (int)K, 1.0f,
+                    x, (int)K, scratch, (int)K, 0.0f, y + n0, (int)N);
+    }
+    if (w->bias)
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) y[m * N + n] += fp16_to_f32(w->bias[n]);
+}
+
+void qmatmul(float *y, const float *x, int64_t M, const GptqPacked *w, float *scratch) {
+    qmatmul_isa(y, x, M, w, scratch, qmatmul_isa_detect());
+}

@@ -1,0 +1,112 @@
+/*
+ * ops_avx2.c - AVX2 + FMA + F16C inner loops for ops_cpu.c (x86-64 only).
+ *
+ * Compiled without -mavx2: each function carries __attribute__((target(...))), and
+ * ops_cpu.c calls them only after __builtin_cpu_supports("avx2") etc. said yes, so the
+ * same binary runs on CPUs without AVX2.
+ *
+ * Summation order per output row is fixed (two 8-wide accumulators over 16-element
+ * steps, a fixed horizontal reduction, then a scalar tail), whatever rows a thread gets.
+ */
+#include "tensor/ops.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+
+// 8 weights of type t at w[i..i+8) as floats.
+AVX2_TARGET static inline __m256 load8(const void *w, DType t, int64_t i) {
+    switch (t) {
+    case DTYPE_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+    case DTYPE_BF16: {
+        __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+    }
+    default: return _mm256_loadu_ps((const float *)w + i);
+    }
+}
+
+// Sum of the 8 lanes in a fixed order: ((0+4)+(2+6)) + ((1+5)+(3+7)).
+AVX2_TARGET static inline float hsum8(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    __m128 s = _mm_add_ps(lo, hi);
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+// One row: the same order the 4-row kernel uses for each of its rows.
+AVX2_TARGET static float dot_row(const float *x, const void *w, DType t, int64_t off, int K) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), load8(w, t, off + k), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), load8(w, t, off + k + 8), a1);
+    }
+    float s = hsum8(_mm256_add_ps(a0, a1));
+    for (; k < K; k++) s += x[k] * ops_load(w, t, off + k);
+    return s;
+}
+
+AVX2_TARGET void ops_gemv_rows_avx2(float *y, const float *x, const void *w, DType wt, int K,
+                                    int n_rows) {
+    int r = 0;
+    for (; r + 4 <= n_rows; r += 4) {
+        int64_t o0 = (int64_t)r * K, o1 = o0 + K, o2 = o1 + K, o3 = o2 + K;
+        __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps();
+        __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps();
+        __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps();
+        __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 16 <= K; k += 16) {
+            __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+            a00 = _mm256_fmadd_ps(x0, load8(w, wt, o0 + k), a00);
+            a01 = _mm256_fmadd_ps(x1, load8(w, wt, o0 + k + 8), a01);
+            a10 = _mm256_fmadd_ps(x0, load8(w, wt, o1 + k), a10);
+            a11 = _mm256_fmadd_ps(x1, load8(w, wt, o1 + k + 8), a11);
+            a20 = _mm256_fmadd_ps(x0, load8(w, wt, o2 + k), a20);
+            a21 = _mm256_fmadd_ps(x1, load8(w, wt, o2 + k + 8), a21);
+            a30 = _mm256_fmadd_ps(x0, load8(w, wt, o3 + k), a30);
+            a31 = _mm256_fmadd_ps(x1, load8(w, wt, o3 + k + 8), a31);
+        }
+        float s0 = hsum8(_mm256_add_ps(a00, a01)), s1 = hsum8(_mm256_add_ps(a10, a11));
+        float s2 = hsum8(_mm256_add_ps(a20, a21)), s3 = hsum8(_mm256_add_ps(a30, a31));
+        for (; k < K; k++) {
+            s0 += x[k] * ops_load(w, wt, o0 + k);
+            s1 += x[k] * ops_load(w, wt, o1 + k);
+            s2 += x[k] * ops_load(w, wt, o2 + k);
+            s3 += x[k] * ops_load(w, wt, o3 + k);
+        }
+        y[r] = s0;
+        y[r + 1] = s1;
+        y[r + 2] = s2;
+        y[r + 3] = s3;
+    }
+    for (; r < n_rows; r++) y[r] = dot_row(x, w, wt, (int64_t)r * K, K);
+}
+
+AVX2_TARGET void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8(src, t, i));
+    for (; i < n; i++) dst[i] = ops_load(src, t, i);
+}
+
+AVX2_TARGET float ops_dot_f32_avx2(const float *a, const float *b, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float s = hsum8(acc);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+AVX2_TARGET void ops_axpy_f32_avx2(float *y, float a, const float *x, int n) {
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+#endif

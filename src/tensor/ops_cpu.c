@@ -1,0 +1,256 @@
+/*
+ * ops_cpu.c - optimized CPU kernels: OpenMP over independent outputs, SIMD inner loops
+ * picked at run time (ops_avx512.c, ops_avx2.c, or the portable loops here), OpenBLAS
+ * sgemm for prefill-sized matrix products.
+ *
+ * Linear layers (y = x W^T, the bulk of the work):
+ *   T < OPS_GEMM_MIN_T  (decode, a few sequences): blocks of 16 weight rows are split over
+ *                        threads; each block is applied to all T tokens while it is in
+ *                        cache. Memory-bound: 16-bit weights halve the bytes read.
+ *   T >= OPS_GEMM_MIN_T (prefill): OpenBLAS sgemm. 16-bit weights are widened 256 rows
+ *                        at a time into the caller's scratch first (the widening costs
+ *                        one pass over the weights, the product T passes).
+ */
+#include "tensor/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "core/common.h"
+
+#define OPS_GEMM_MIN_T 8   // from this many tokens on, sgemm beats re-reading weights
+#define OPS_ROW_BLOCK 16   // weight rows per OpenMP work item in the GEMV path
+#define OPS_WIDEN_ROWS 256 // weight rows widened per sgemm call (16-bit weights)
+// Below this many multiply-adds (or elements) a kernel runs on one thread: waking the
+// team costs more than the work (stories260K's 64-wide layers), and on a loaded machine
+// a spinning team is much slower still.
+#define OPS_PAR_MIN_WORK (1 << 16)
+
+OpsIsa ops_isa_detect(void) {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return OPS_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return OPS_ISA_AVX2;
+#endif
+    return OPS_ISA_PORTABLE;
+}
+
+const char *ops_isa_name(OpsIsa isa) {
+    static const char *names[] = {"portable", "avx2", "avx512"};
+    return isa >= 0 && isa < OPS_ISA_COUNT ? names[isa] : "?";
+}
+
+size_t ops_matmul_scratch_floats(int K) { return (size_t)OPS_WIDEN_ROWS * (size_t)K; }
+
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* ---- linear layers ---------------------------------------------------------------- */
+
+// Portable dot of x with one weight row: 8 interleaved partial sums (vectorizable), then
+// a fixed-order reduction and a scalar tail.
+static float dot_row_portable(const float *x, const void *w, DType t, int64_t off, int K) {
+    float acc[8] = {0};
+    int k = 0;
+    if (t == DTYPE_F32) {
+        const float *wr = (const float *)w + off;
+        for (; k + 8 <= K; k += 8)
+            for (int j = 0; j < 8; j++) acc[j] += x[k + j] * wr[k + j];
+    } else {
+        for (; k + 8 <= K; k += 8)
+            for (int j = 0; j < 8; j++) acc[j] += x[k + j] * ops_load(w, t, off + k + j);
+    }
+    float s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    for (; k < K; k++) s += x[k] * ops_load(w, t, off + k);
+    return s;
+}
+
+static const void *row_ptr(const void *w, DType t, int64_t row, int K) {
+    return (const unsigned char *)w + (size_t)row * (size_t)K * dtype_size(t);
+}
+
+// y[0..n) = W rows [0, n) . x, through the chosen SIMD path.
+static void gemv_rows(float *y, const float *x, const void *w, DType wt, int K, int n, OpsIsa isa) {
+#if defined(__x86_64__)
+    if (isa == OPS_ISA_AVX512) {
+        ops_gemv_rows_avx512(y, x, w, wt, K, n);
+        return;
+    }
+    if (isa == OPS_ISA_AVX2) {
+        ops_gemv_rows_avx2(y, x, w, wt, K, n);
+        return;
+    }
+#endif
+    for (int r = 0; r < n; r++) y[r] = dot_row_portable(x, w, wt, (int64_t)r * K, K);
+}
+
+// Small T: each thread takes blocks of OPS_ROW_BLOCK weight rows and applies them to every
+// token (y is (T, N): token t's outputs at y + t*N).
+static void matmul_gemv(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
+                        OpsIsa isa) {
+    int nb = (N + OPS_ROW_BLOCK - 1) / OPS_ROW_BLOCK;
+    bool par = (int64_t)N * K * T >= OPS_PAR_MIN_WORK;
+    (void)par;
+#pragma omp parallel for schedule(static) if (par)
+    for (int b = 0; b < nb; b++) {
+        int r0 = b * OPS_ROW_BLOCK, n = MIN(OPS_ROW_BLOCK, N - r0);
+        const void *wb = row_ptr(w, wt, r0, K);
+        for (int t = 0; t < T; t++) gemv_rows(y + (int64_t)t * N + r0, x + (int64_t)t * K, wb, wt, K, n, isa);
+    }
+}
+
+static void widen_rows(float *dst, const void *src, DType t, int64_t n, OpsIsa isa) {
+#if defined(__x86_64__)
+    if (isa != OPS_ISA_PORTABLE) {
+        ops_widen_avx2(dst, src, t, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) dst[i] = ops_load(src, t, i);
+}
+
+// Large T: sgemm y (T, N) = x (T, K) W^T, widening 16-bit weights in row blocks first.
+static void matmul_gemm(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
+                        float *scratch, OpsIsa isa) {
+    if (wt == DTYPE_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, x, K, (const float *)w,
+                    K, 0.0f, y, N);
+        return;
+    }
+    CHECK_MSG(scratch, "ops_matmul: 16-bit weights with T=%d need scratch", T);
+    for (int r0 = 0; r0 < N; r0 += OPS_WIDEN_ROWS) {
+        int n = MIN(OPS_WIDEN_ROWS, N - r0);
+#pragma omp parallel for schedule(static) if ((int64_t)n * K >= OPS_PAR_MIN_WORK)
+        for (int r = 0; r < n; r++)
+            widen_rows(scratch + (int64_t)r * K, row_ptr(w, wt, r0 + r, K), wt, K, isa);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, K, 1.0f, x, K, scratch, K, 0.0f,
+                    y + r0, N);
+    }
+}
+
+void ops_matmul_isa(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
+                    float *scratch, OpsIsa isa) {
+    if (T >= OPS_GEMM_MIN_T) matmul_gemm(y, x, w, wt, T, K, N, scratch, isa);
+    else matmul_gemv(y, x, w, wt, T, K, N, isa);
+}
+
+void ops_matmul(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
+                float *scratch) {
+    ops_matmul_isa(y, x, w, wt, T, K, N, scratch, ops_isa_detect());
+}
+
+/* ---- elementwise and row ops ------------------------------------------------------ */
+
+void ops_add_bias(float *y, const void *b, DType bt, int T, int N) {
+#pragma omp parallel for schedule(static) if ((int64_t)T * N >= OPS_PAR_MIN_WORK)
+    for (int t = 0; t < T; t++)
+        for (int n = 0; n < N; n++) y[(int64_t)t * N + n] += ops_load(b, bt, n);
+}
+
+void ops_rmsnorm(float *out, const float *x, const void *w, DType wt, int T, int D, float eps) {
+    // rows are independent; within a row the reduction order is the reference's
+#pragma omp parallel for schedule(static) if ((int64_t)T * D >= OPS_PAR_MIN_WORK / 4)
+    for (int t = 0; t < T; t++) ops_rmsnorm_ref(out + (int64_t)t * D, x + (int64_t)t * D, w, wt, 1, D, eps);
+}
+
+void ops_embed(float *x, const void *emb, DType et, const int32_t *tokens, int T, int D) {
+    for (int t = 0; t < T; t++) {
+        const void *row = row_ptr(emb, et, tokens[t], D);
+        if (et == DTYPE_F32) memcpy(x + (int64_t)t * D, row, (size_t)D * sizeof(float));
+        else widen_rows(x + (int64_t)t * D, row, et, D, ops_isa_detect());
+    }
+}
+
+void ops_rope(float *x, int T, int nh, int HD, const int32_t *pos, const float *cos_tab,
+              const float *sin_tab) {
+#pragma omp parallel for schedule(static) if ((int64_t)T * nh * HD >= OPS_PAR_MIN_WORK / 4)
+    for (int t = 0; t < T; t++)
+        ops_rope_ref(x + (int64_t)t * nh * HD, 1, nh, HD, pos + t, cos_tab, sin_tab);
+}
+
+void ops_swiglu(float *h, const float *g, const float *u, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= OPS_PAR_MIN_WORK / 4)
+    for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void ops_add(float *y, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= OPS_PAR_MIN_WORK)
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* ---- attention -------------------------------------------------------------------- */
+
+size_t ops_attention_scratch_floats(int max_pos, int n_threads) {
+    return (size_t)(max_pos + 1) * (size_t)MAX(n_threads, 1);
+}
+
+static float dot_f32(const float *a, const float *b, int n, OpsIsa isa) {
+#if defined(__x86_64__)
+    if (isa != OPS_ISA_PORTABLE) return ops_dot_f32_avx2(a, b, n);
+#endif
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void axpy_f32(float *y, float a, const float *x, int n, OpsIsa isa) {
+#if defined(__x86_64__)
+    if (isa != OPS_ISA_PORTABLE) {
+        ops_axpy_f32_avx2(y, a, x, n);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+// One (token, head): softmax(q K^T * scale) V over positions 0..pos.
+static void attend_one(float *o, const float *qh, const float *kb, const float *vb, int np, int HD,
+                       float scale, float *sc, OpsIsa isa) {
+    float mx = -INFINITY;
+    for (int p = 0; p < np; p++) {
+        sc[p] = dot_f32(qh, kb + (int64_t)p * HD, HD, isa) * scale;
+        mx = sc[p] > mx ? sc[p] : mx;
+    }
+    float sum = 0.0f;
+    for (int p = 0; p < np; p++) {
+        sc[p] = expf(sc[p] - mx);
+        sum += sc[p];
+    }
+    float inv = 1.0f / sum;
+    memset(o, 0, (size_t)HD * sizeof *o);
+    for (int p = 0; p < np; p++) axpy_f32(o, sc[p] * inv, vb + (int64_t)p * HD, HD, isa);
+}
+
+void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scratch) {
+    int H = a->H, HD = a->HD, group = a->H / a->KVH, n = a->T * a->H;
+    int max_pos = 0;
+    for (int t = 0; t < a->T; t++) max_pos = MAX(max_pos, a->pos[t]);
+    size_t per_thread = (size_t)max_pos + 1;
+    OpsIsa isa = ops_isa_detect();
+    int nt = MAX(a->n_threads, 1);
+    int64_t work = (int64_t)n * HD * (max_pos + 1); // multiply-adds of q.k and p.v
+    (void)nt;
+    (void)work;
+    // work items are (token, head) pairs; each output is computed by one thread alone
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (work >= OPS_PAR_MIN_WORK / 2)
+    for (int i = 0; i < n; i++) {
+        int t = i / H, h = i % H;
+        int64_t kv_off = (int64_t)(h / group) * a->kv_head_stride;
+        attend_one(out + (int64_t)i * HD, q + (int64_t)i * HD, a->k_seq[t] + kv_off,
+                   a->v_seq[t] + kv_off, a->pos[t] + 1, HD, a->scale,
+                   scratch + (size_t)thread_id() * per_thread, isa);
+    }
+}

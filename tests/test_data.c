@@ -1,0 +1,150 @@
+/*
+ * test_data.c - Alpaca JSONL reading (errors with line numbers, skip mode, empty
+ * sets), the seeded split and length-grouped batches, and the response-only loss
+ * mask on the stories260K tokenizer.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/common.h"
+#include "core/fileio.h"
+#include "train/data.h"
+#include "testutil.h"
+
+static const char *write_tmp(const char *name, const char *text) {
+    static char path[256];
+    snprintf(path, sizeof path, "build/%s", name);
+    if (file_write_all(path, text, strlen(text)) != STATUS_OK) fail_msg("cannot write %s", path);
+    return path;
+}
+
+static void test_jsonl_good_and_bad_lines(void **state) {
+    (void)state;
+    const char *text = "{\"instruction\": \"Add\", \"input\": \"1 2\", \"output\": \"3\"}\n"
+                       "\n"
+                       "{\"instruction\": \"Say hi\", \"output\": \"hi\"}\n"
+                       "{\"instruction\": 5, \"output\": \"x\"}\n"
+                       "not json\n"
+                       "{\"instruction\": \"x\", \"input\": null, \"output\": \"y\"}";
+    const char *p = write_tmp("test_data_a.jsonl", text);
+    AlpacaSet set;
+    // strict mode stops at the first bad line and names file:line
+    assert_int_equal(alpaca_read_jsonl(&set, p, false), STATUS_ERR_FORMAT);
+    char want[300];
+    snprintf(want, sizeof want, "%s:4:", p);
+    assert_non_null(strstr(status_msg(), want));
+    // skip mode keeps the good ones with their line numbers
+    assert_int_equal(alpaca_read_jsonl(&set, p, true), STATUS_OK);
+    assert_int_equal(set.n, 3);
+    assert_int_equal(set.n_skipped, 2);
+    assert_string_equal(set.recs[0].input, "1 2");
+    assert_string_equal(set.recs[1].input, "");
+    assert_int_equal(set.recs[1].line, 3);
+    assert_int_equal(set.recs[2].line, 6);
+    alpaca_set_release(&set);
+    unlink(p);
+}
+
+static void test_jsonl_empty_and_missing(void **state) {
+    (void)state;
+    const char *p = write_tmp("test_data_b.jsonl", "\n\n");
+    AlpacaSet set;
+    assert_int_equal(alpaca_read_jsonl(&set, p, true), STATUS_ERR_FORMAT);
+    assert_non_null(strstr(status_msg(), "no usable records"));
+    unlink(p);
+    assert_int_equal(alpaca_read_jsonl(&set, "build/does-not-exist.jsonl", true), STATUS_ERR_IO);
+}
+
+static void test_split_is_seeded_disjoint_and_complete(void **state) {
+    (void)state;
+    DataSplit a, b, c;
+    data_split(&a, 1000, 0.1, 42);
+    data_split(&b, 1000, 0.1, 42);
+    data_split(&c, 1000, 0.1, 43);
+    assert_int_equal(a.n_val, 100);
+    assert_int_equal(a.n_train, 900);
+    assert_memory_equal(a.val, b.val, 100 * sizeof(int));
+    assert_true(memcmp(a.val, c.val, 100 * sizeof(int)) != 0);
+    char *seen = xcalloc(1000, 1);
+    for (int i = 0; i < a.n_val; i++) seen[a.val[i]]++;
+    for (int i = 0; i < a.n_train; i++) seen[a.train[i]]++;
+    for (int i = 0; i < 1000; i++) assert_int_equal(seen[i], 1);
+    free(seen);
+    data_split_release(&a);
+    data_split_release(&b);
+    data_split_release(&c);
+    DataSplit d;
+    data_split(&d, 3, 0.1, 1); // tiny sets still get one validation example
+    assert_int_equal(d.n_val, 1);
+    data_split_release(&d);
+}
+
+static void test_length_grouped_batches(void **state) {
+    (void)state;
+    enum { N = 103, B = 8 };
+    TrainSet ts = {0};
+    ts.n = N;
+    ts.ex = xcalloc(N, sizeof *ts.ex);
+    int idx[N], order[N], starts[N + 1];
+    for (int i = 0; i < N; i++) {
+        ts.ex[i].len = 1 + (i * 37) % 200;
+        idx[i] = i;
+    }
+    int nb = data_length_grouped_batches(&ts, idx, N, B, 4, 7, order, starts);
+    assert_int_equal(nb, (N + B - 1) / B);
+    assert_int_equal(starts[nb], N);
+    char seen[N] = {0};
+    for (int i = 0; i < N; i++) seen[order[i]]++;
+    for (int i = 0; i < N; i++) assert_int_equal(seen[i], 1);
+    // inside each batch lengths are non-increasing (sorted mega-batches cut in order)
+    for (int b = 0; b < nb; b++)
+        for (int k = starts[b] + 1; k < starts[b + 1]; k++)
+            assert_true(ts.ex[order[k - 1]].len >= ts.ex[order[k]].len);
+    int order2[N], starts2[N + 1];
+    data_length_grouped_batches(&ts, idx, N, B, 4, 7, order2, starts2);
+    assert_memory_equal(order, order2, sizeof order);
+    free(ts.ex);
+}
+
+static void test_response_mask_stories260k(void **state) {
+    (void)state;
+    Tokenizer *tok;
+    if (tokenizer_load_llama2c(&tok, "models/stories260K/tok512.bin", 512) != STATUS_OK)
+        fail_msg("%s", status_msg());
+    AlpacaSet set = {0};
+    AlpacaRecord r = {(char *)"Tell a story", (char *)"", (char *)"Once upon a time", 1};
+    set.recs = &r;
+    set.n = 1;
+    TrainSet ts;
+    assert_int_equal(trainset_build(&ts, &set, tok, PROMPT_ALPACA, 4096, true), STATUS_OK);
+    assert_int_equal(ts.n, 1);
+    // the prompt's own tokens are masked, the rest (response + EOS) are targets
+    char *prompt = alpaca_render("Tell a story", "");
+    int32_t *pids;
+    int np;
+    assert_int_equal(tokenizer_encode(tok, prompt, strlen(prompt), TOKENIZE_ADD_BOS, &pids, &np), STATUS_OK);
+    const TrainExample *ex = &ts.ex[0];
+    assert_memory_equal(ex->ids, pids, (size_t)np * sizeof *pids);
+    for (int t = 0; t < ex->len; t++) assert_int_equal(ex->mask[t], t >= np);
+    assert_int_equal(ex->ids[ex->len - 1], tokenizer_eos_id(tok));
+    assert_int_equal(ex->n_target, ex->len - np);
+    trainset_release(&ts);
+    // a window shorter than the prompt leaves nothing to train on: an error
+    assert_int_equal(trainset_build(&ts, &set, tok, PROMPT_ALPACA, np, true), STATUS_ERR_FORMAT);
+    free(prompt);
+    free(pids);
+    tokenizer_free(tok);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jsonl_good_and_bad_lines),
+        cmocka_unit_test(test_jsonl_empty_and_missing),
+        cmocka_unit_test(test_split_is_seeded_disjoint_and_complete),
+        cmocka_unit_test(test_length_grouped_batches),
+        cmocka_unit_test(test_response_mask_stories260k),
+    };
+    return cmocka_run_group_tests_name("data", tests, NULL, NULL);
+}

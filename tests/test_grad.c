@@ -1,0 +1,559 @@
+/*
+ * test_grad.c - analytic backward of every training op (src/train/train_ops.c, lora.c)
+ * against central finite differences of a double-precision reference forward written
+ * here, independently of the F32 kernels.
+ *
+ * For an op y = f(x) the scalar checked is L = sum(G * y) with a fixed random G (the
+ * losses are scalars already); the analytic gradient is the F32 backward called with
+ * dout = G. Metric per input tensor: max_i |g_i - fd_i| / max_i |fd_i|. Bounds (style.md
+ * §8): 1e-4 for smooth ops (RMSNorm, linear, SwiGLU, embedding, residual, LoRA, losses),
+ * 1e-3 for RoPE and attention. FD step h = 1e-5 in double (truncation ~1e-10).
+ * Also: optimized linear vs its _ref twin (atol 1e-5, rtol 1e-4).
+ */
+#include "core/common.h"
+#include "core/rng.h"
+#include "train/lora.h"
+#include "train/train_ops.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- Helpers ------------------------------------------------------------------------ */
+
+static float *rand_f(Rng *r, int64_t n, double scale) {
+    float *p = xmalloc(sizeof(float) * n);
+    for (int64_t i = 0; i < n; i++) p[i] = (float)(scale * rng_normal(r));
+    return p;
+}
+
+static double *to_d(const float *x, int64_t n) {
+    double *d = xmalloc(sizeof(double) * n);
+    for (int64_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+typedef double (*LossFn)(void *ctx);
+
+// Central differences of f w.r.t. each element of x (a double input of ctx), compared
+// with the analytic F32 gradient. Returns the max error relative to max |fd|.
+static double fd_check(const char *what, LossFn f, void *ctx, double *x, int64_t n,
+                       const float *analytic, double tol) {
+    const double h = 1e-5;
+    double md = 0, mf = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double x0 = x[i];
+        x[i] = x0 + h;
+        double lp = f(ctx);
+        x[i] = x0 - h;
+        double lm = f(ctx);
+        x[i] = x0;
+        double fd = (lp - lm) / (2 * h);
+        md = fmax(md, fabs(fd - analytic[i]));
+        mf = fmax(mf, fabs(fd));
+    }
+    double rel = mf > 0 ? md / mf : md;
+    printf("  %-28s max|g-fd|/max|fd| = %.2e (bound %.0e)\n", what, rel, tol);
+    if (!(rel <= tol)) fail_msg("%s: gradient error %.3g > %.3g", what, rel, tol);
+    return rel;
+}
+
+/* ---- RMSNorm ------------------------------------------------------------------------ */
+
+typedef struct {
+    int N, D;
+    double *x, *w;
+    const float *G;
+} NormCtx;
+
+static double norm_loss(void *vc) {
+    NormCtx *c = vc;
+    double L = 0;
+    for (int n = 0; n < c->N; n++) {
+        double ss = 0;
+        for (int i = 0; i < c->D; i++) ss += c->x[n * c->D + i] * c->x[n * c->D + i];
+        double r = 1 / sqrt(ss / c->D + 1e-5);
+        for (int i = 0; i < c->D; i++) L += c->G[n * c->D + i] * c->w[i] * c->x[n * c->D + i] * r;
+    }
+    return L;
+}
+
+static void test_rmsnorm_grad(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 1);
+    int N = 6, D = 24;
+    float *x = rand_f(&r, N * D, 1.0), *w = rand_f(&r, D, 1.0), *G = rand_f(&r, N * D, 1.0);
+    float *out = xmalloc(sizeof(float) * N * D), rstd[6];
+    float *dx = xcalloc(N * D, sizeof(float)), *dw = xcalloc(D, sizeof(float));
+    rmsnorm_forward(out, rstd, x, w, N, D, 1e-5f);
+    rmsnorm_backward(dx, dw, G, x, w, rstd, N, D);
+    NormCtx c = {N, D, to_d(x, N * D), to_d(w, D), G};
+    // forward value against the double reference too
+    double L = 0;
+    for (int i = 0; i < N * D; i++) L += (double)out[i] * G[i];
+    assert_true(fabs(L - norm_loss(&c)) <= 1e-5 * fabs(L) + 1e-6);
+    fd_check("rmsnorm dx", norm_loss, &c, c.x, N * D, dx, 1e-4);
+    fd_check("rmsnorm dw", norm_loss, &c, c.w, D, dw, 1e-4);
+    free(x); free(w); free(G); free(out); free(dx); free(dw); free(c.x); free(c.w);
+}
+
+/* ---- Linear ------------------------------------------------------------------------- */
+
+typedef struct {
+    int N, I, O;
+    double *x, *w, *b;
+    const float *G;
+} LinCtx;
+
+static double lin_loss(void *vc) {
+    LinCtx *c = vc;
+    double L = 0;
+    for (int n = 0; n < c->N; n++)
+        for (int o = 0; o < c->O; o++) {
+            double s = c->b[o];
+            for (int i = 0; i < c->I; i++) s += c->x[n * c->I + i] * c->w[o * c->I + i];
+            L += s * c->G[n * c->O + o];
+        }
+    return L;
+}
+
+static void test_linear_grad(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 2);
+    int N = 5, I = 12, O = 7;
+    float *x = rand_f(&r, N * I, 1.0), *w = rand_f(&r, O * I, 0.5), *b = rand_f(&r, O, 0.5);
+    float *G = rand_f(&r, N * O, 1.0);
+    float *dx = xcalloc(N * I, 4), *dw = xcalloc(O * I, 4), *db = xcalloc(O, 4);
+    linear_backward(dx, dw, db, G, x, w, N, I, O);
+    LinCtx c = {N, I, O, to_d(x, N * I), to_d(w, O * I), to_d(b, O), G};
+    fd_check("linear dx", lin_loss, &c, c.x, N * I, dx, 1e-4);
+    fd_check("linear dw", lin_loss, &c, c.w, O * I, dw, 1e-4);
+    fd_check("linear db", lin_loss, &c, c.b, O, db, 1e-4);
+    free(x); free(w); free(b); free(G); free(dx); free(dw); free(db);
+    free(c.x); free(c.w); free(c.b);
+}
+
+static void test_linear_vs_ref(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 3);
+    int N = 33, I = 70, O = 45; // odd sizes: no block-multiple assumptions
+    float *x = rand_f(&r, N * I, 1.0), *w = rand_f(&r, O * I, 0.3), *b = rand_f(&r, O, 0.3);
+    float *G = rand_f(&r, N * O, 1.0);
+    float *y = xmalloc(4 * N * O), *yr = xmalloc(4 * N * O);
+    linear_forward(y, x, w, b, N, I, O);
+    linear_forward_ref(yr, x, w, b, N, I, O);
+    assert_close_f32("linear fwd vs ref", y, yr, N * O, 1e-5, 1e-4);
+    float *dx = xcalloc(N * I, 4), *dw = xcalloc(O * I, 4), *db = xcalloc(O, 4);
+    float *dxr = xcalloc(N * I, 4), *dwr = xcalloc(O * I, 4), *dbr = xcalloc(O, 4);
+    linear_backward(dx, dw, db, G, x, w, N, I, O);
+    linear_backward_ref(dxr, dwr, dbr, G, x, w, N, I, O);
+    assert_close_f32("linear dx vs ref", dx, dxr, N * I, 1e-5, 1e-4);
+    assert_close_f32("linear dw vs ref", dw, dwr, O * I, 1e-5, 1e-4);
+    assert_close_f32("linear db vs ref", db, dbr, O, 1e-5, 1e-4);
+    free(x); free(w); free(b); free(G); free(y); free(yr);
+    free(dx); free(dw); free(db); free(dxr); free(dwr); free(dbr);
+}
+
+/* ---- RoPE --------------------------------------------------------------------------- */
+
+typedef struct {
+    int B, T, NH, HD;
+    double *x;
+    const float *cs, *sn, *G;
+} RopeCtx;
+
+static double rope_loss(void *vc) {
+    RopeCtx *c = vc;
+    int half = c->HD / 2;
+    double L = 0;
+    for (int b = 0; b < c->B; b++)
+        for (int t = 0; t < c->T; t++)
+            for (int h = 0; h < c->NH; h++) {
+                int64_t o = (((int64_t)b * c->T + t) * c->NH + h) * c->HD;
+                for (int i = 0; i < half; i++) {
+                    double co = c->cs[t * half + i], si = c->sn[t * half + i];
+                    double x0 = c->x[o + i], x1 = c->x[o + i + half];
+                    L += c->G[o + i] * (x0 * co - x1 * si) + c->G[o + i + half] * (x1 * co + x0 * si);
+                }
+            }
+    return L;
+}
+
+static void test_rope_grad(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 4);
+    int B = 2, T = 7, NH = 3, HD = 8;
+    LlamaConfig cfg = {.rope_theta = 10000.0f, .rope_scaling = ROPE_SCALING_LLAMA3,
+                       .rope_factor = 8, .rope_low_freq_factor = 1, .rope_high_freq_factor = 4,
+                       .rope_orig_max_pos = 8};
+    float cs[7 * 4], sn[7 * 4];
+    rope_tables_init(cs, sn, T, HD, &cfg);
+    int64_t n = (int64_t)B * T * NH * HD;
+    float *x = rand_f(&r, n, 1.0), *G = rand_f(&r, n, 1.0), *g = xmalloc(4 * n);
+    memcpy(g, G, 4 * n);
+    rope_backward(g, cs, sn, B, T, NH, HD);
+    RopeCtx c = {B, T, NH, HD, to_d(x, n), cs, sn, G};
+    fd_check("rope dx", rope_loss, &c, c.x, n, g, 1e-3);
+    // forward: rotation of the double reference
+    float *y = xmalloc(4 * n);
+    memcpy(y, x, 4 * n);
+    rope_forward(y, cs, sn, B, T, NH, HD);
+    double L = 0;
+    for (int64_t i = 0; i < n; i++) L += (double)y[i] * G[i];
+    assert_true(fabs(L - rope_loss(&c)) < 1e-4);
+    free(x); free(G); free(g); free(y); free(c.x);
+}
+
+/* ---- Attention ---------------------------------------------------------------------- */
+
+typedef struct {
+    int B, T, H, KVH, HD;
+    double *q, *k, *v;
+    const float *G;
+} AttCtx;
+
+static double att_loss(void *vc) {
+    AttCtx *c = vc;
+    int g = c->H / c->KVH;
+    double L = 0, sc[16];
+    for (int b = 0; b < c->B; b++)
+        for (int h = 0; h < c->H; h++)
+            for (int t = 0; t < c->T; t++) {
+                const double *qt = c->q + (((int64_t)b * c->T + t) * c->H + h) * c->HD;
+                double mx = -1e300, sum = 0;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const double *kt = c->k + (((int64_t)b * c->T + t2) * c->KVH + h / g) * c->HD;
+                    double s = 0;
+                    for (int i = 0; i < c->HD; i++) s += qt[i] * kt[i];
+                    sc[t2] = s / sqrt((double)c->HD);
+                    mx = fmax(mx, sc[t2]);
+                }
+                for (int t2 = 0; t2 <= t; t2++) sum += (sc[t2] = exp(sc[t2] - mx));
+                for (int i = 0; i < c->HD; i++) {
+                    double o = 0;
+                    for (int t2 = 0; t2 <= t; t2++)
+                        o += sc[t2] / sum * c->v[(((int64_t)b * c->T + t2) * c->KVH + h / g) * c->HD + i];
+                    L += o * c->G[(((int64_t)b * c->T + t) * c->H + h) * c->HD + i];
+                }
+            }
+    return L;
+}
+
+static void test_attention_grad(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 5);
+    int B = 2, T = 6, H = 4, KVH = 2, HD = 5;
+    int64_t nq = (int64_t)B * T * H * HD, nk = (int64_t)B * T * KVH * HD;
+    float *q = rand_f(&r, nq, 1.0), *k = rand_f(&r, nk, 1.0), *v = rand_f(&r, nk, 1.0);
+    float *G = rand_f(&r, nq, 1.0), *out = xmalloc(4 * nq);
+    float *probs = xmalloc(4 * (int64_t)B * H * T * T), *dp = xmalloc(4 * (int64_t)B * H * T * T);
+    float *dq = xcalloc(nq, 4), *dk = xcalloc(nk, 4), *dv = xcalloc(nk, 4);
+    attention_forward(out, probs, q, k, v, B, T, H, KVH, HD);
+    attention_backward(dq, dk, dv, dp, G, probs, q, k, v, B, T, H, KVH, HD);
+    AttCtx c = {B, T, H, KVH, HD, to_d(q, nq), to_d(k, nk), to_d(v, nk), G};
+    double L = 0;
+    for (int64_t i = 0; i < nq; i++) L += (double)out[i] * G[i];
+    assert_true(fabs(L - att_loss(&c)) < 1e-4);
+    fd_check("attention dq", att_loss, &c, c.q, nq, dq, 1e-3);
+    fd_check("attention dk", att_loss, &c, c.k, nk, dk, 1e-3);
+    fd_check("attention dv", att_loss, &c, c.v, nk, dv, 1e-3);
+    // causality: probabilities above the diagonal are exactly zero
+    for (int t = 0; t < T; t++)
+        for (int t2 = t + 1; t2 < T; t2++) assert_true(probs[t * T + t2] == 0.0f);
+    free(q); free(k); free(v); free(G); free(out); free(probs); free(dp);
+    free(dq); free(dk); free(dv); free(c.q); free(c.k); free(c.v);
+}
+
+/* ---- SwiGLU, residual, embedding ----------------------------------------------------- */
+
+typedef struct {
+    int64_t n;
+    double *g, *u;
+    const float *G;
+} SwiCtx;
+
+static double swi_loss(void *vc) {
+    SwiCtx *c = vc;
+    double L = 0;
+    for (int64_t i = 0; i < c->n; i++) L += c->G[i] * c->g[i] / (1 + exp(-c->g[i])) * c->u[i];
+    return L;
+}
+
+static double res_loss(void *vc) {
+    SwiCtx *c = vc; // reuse: out = g + u
+    double L = 0;
+    for (int64_t i = 0; i < c->n; i++) L += c->G[i] * (c->g[i] + c->u[i]);
+    return L;
+}
+
+static void test_swiglu_residual_grad(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 6);
+    int64_t n = 40;
+    float *g = rand_f(&r, n, 2.0), *u = rand_f(&r, n, 1.0), *G = rand_f(&r, n, 1.0);
+    float *dg = xcalloc(n, 4), *du = xcalloc(n, 4);
+    swiglu_backward(dg, du, G, g, u, n);
+    SwiCtx c = {n, to_d(g, n), to_d(u, n), G};
+    fd_check("swiglu dgate", swi_loss, &c, c.g, n, dg, 1e-4);
+    fd_check("swiglu dup", swi_loss, &c, c.u, n, du, 1e-4);
+    memset(dg, 0, 4 * n);
+    memset(du, 0, 4 * n);
+    residual_backward(dg, du, G, n);
+    fd_check("residual da", res_loss, &c, c.g, n, dg, 1e-4);
+    fd_check("residual db", res_loss, &c, c.u, n, du, 1e-4);
+    free(g); free(u); free(G); free(dg); free(du); free(c.g); free(c.u);
+}
+
+typedef struct {
+    int N, D;
+    const int32_t *ids;
+    double *emb;
+    const float *G;
+} EmbCtx;
+
+static double emb_loss(void *vc) {
+    EmbCtx *c = vc;
+    double L = 0;
+    for (int n = 0; n < c->N; n++)
+        for (int i = 0; i < c->D; i++) L += c->G[n * c->D + i] * c->emb[c->ids[n] * c->D + i];
+    return L;
+}
+
+static void test_embedding_grad(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 7);
+    int V = 9, D = 4, N = 7;
+    int32_t ids[7] = {3, 1, 3, 8, 0, 3, 1}; // repeated ids accumulate
+    float *emb = rand_f(&r, V * D, 1.0), *G = rand_f(&r, N * D, 1.0), *demb = xcalloc(V * D, 4);
+    embedding_backward(demb, G, ids, N, D);
+    EmbCtx c = {N, D, ids, to_d(emb, V * D), G};
+    fd_check("embedding demb", emb_loss, &c, c.emb, V * D, demb, 1e-4);
+    free(emb); free(G); free(demb); free(c.emb);
+}
+
+/* ---- Losses ------------------------------------------------------------------------- */
+
+typedef struct {
+    int N, V;
+    double *s;
+    const float *t; // teacher logits or NULL
+    const int32_t *y;
+    double T, alpha;
+    // sparse teacher
+    const int32_t *tid;
+    const float *tlp;
+    int K;
+    double tgen;
+} LossCtx;
+
+static double lse_d(const double *x, int V, double inv_t) {
+    double mx = -1e300, s = 0;
+    for (int i = 0; i < V; i++) mx = fmax(mx, x[i] * inv_t);
+    for (int i = 0; i < V; i++) s += exp(x[i] * inv_t - mx);
+    return mx + log(s);
+}
+
+static double kd_loss_d(void *vc) {
+    LossCtx *c = vc;
+    double kl = 0, ce = 0, tt[64];
+    int nv = 0;
+    for (int n = 0; n < c->N; n++) {
+        if (c->y[n] == TRAIN_IGNORE_INDEX) continue;
+        nv++;
+        const double *s = c->s + n * c->V;
+        ce += lse_d(s, c->V, 1) - s[c->y[n]];
+        if (!c->t) continue;
+        for (int i = 0; i < c->V; i++) tt[i] = c->t[n * c->V + i];
+        double ls = lse_d(s, c->V, 1 / c->T), lt = lse_d(tt, c->V, 1 / c->T);
+        for (int i = 0; i < c->V; i++) {
+            double a = tt[i] / c->T - lt, b = s[i] / c->T - ls;
+            kl += exp(a) * (a - b);
+        }
+    }
+    kl *= c->T * c->T / nv;
+    ce /= nv;
+    return (c->t ? c->alpha * kl : 0) + (1 - c->alpha) * ce;
+}
+
+static void test_kd_loss_grad(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 8);
+    int N = 6, V = 11;
+    int32_t y[6] = {3, TRAIN_IGNORE_INDEX, 0, 10, TRAIN_IGNORE_INDEX, 7};
+    float *s = rand_f(&r, N * V, 2.0), *t = rand_f(&r, N * V, 2.0), *d = xmalloc(4 * N * V);
+    for (int with_teacher = 0; with_teacher < 2; with_teacher++) {
+        KdLossOptions o = {.temperature = 2.5f, .alpha = 0.3f};
+        const float *tl = with_teacher ? t : NULL;
+        KdLoss l = kd_loss_forward(s, tl, y, N, V, &o);
+        assert_int_equal(l.n_valid, 4);
+        kd_loss_backward(d, s, tl, y, N, V, &o, 1.0f);
+        LossCtx c = {N, V, to_d(s, N * V), tl, y, 2.5, 0.3, NULL, NULL, 0, 1};
+        assert_true(fabs(l.loss - kd_loss_d(&c)) < 1e-6);
+        fd_check(with_teacher ? "kd loss dlogits" : "ce loss dlogits", kd_loss_d, &c, c.s, N * V, d, 1e-4);
+        free(c.s);
+    }
+    // KL of identical distributions is 0; all-ignored batch gives zeros
+    KdLossOptions o = {.temperature = 1.0f, .alpha = 1.0f};
+    KdLoss same = kd_loss_forward(s, s, y, N, V, &o);
+    assert_true(fabs(same.kl) < 1e-12);
+    int32_t none[6] = {TRAIN_IGNORE_INDEX, TRAIN_IGNORE_INDEX, TRAIN_IGNORE_INDEX,
+                       TRAIN_IGNORE_INDEX, TRAIN_IGNORE_INDEX, TRAIN_IGNORE_INDEX};
+    KdLoss z = kd_loss_forward(s, t, none, N, V, &o);
+    assert_true(z.loss == 0 && z.n_valid == 0);
+    free(s); free(t); free(d);
+}
+
+// Double reference of DistillKit's sparse KL (SYMMETRIC_UNIFORM), written from the formula.
+static double sparse_loss_d(void *vc) {
+    LossCtx *c = vc;
+    double kl = 0, ce = 0, a = c->tgen / c->T;
+    int nv = 0;
+    for (int n = 0; n < c->N; n++) {
+        if (c->y[n] == TRAIN_IGNORE_INDEX) continue;
+        nv++;
+        const double *s = c->s + n * c->V;
+        ce += lse_d(s, c->V, 1) - s[c->y[n]];
+        const float *lp = c->tlp + n * c->K;
+        const int32_t *id = c->tid + n * c->K;
+        double psum = 0, asum = 0;
+        for (int i = 0; i < c->K; i++) {
+            psum += exp(lp[i]);
+            asum += exp(a * lp[i]);
+        }
+        double z = log(asum + pow(fmax(0, 1 - psum), a)), ls = lse_d(s, c->V, 1 / c->T);
+        double tsum = 0, ssum = 0;
+        for (int i = 0; i < c->K; i++) {
+            double q = a * lp[i] - z, si = s[id[i]] / c->T - ls;
+            kl += exp(q) * (q - si);
+            tsum += exp(q);
+            ssum += exp(si);
+        }
+        double mt = fmin(fmax(1 - tsum, 1e-8), 1 - 1e-8), ms = fmin(fmax(1 - ssum, 1e-8), 1 - 1e-8);
+        kl += mt * (log(mt) - log(ms));
+    }
+    return c->alpha * c->T * c->T * kl / nv + (1 - c->alpha) * ce / nv;
+}
+
+static void test_sparse_kd_grad(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 9);
+    int N = 5, V = 13, K = 4;
+    int32_t y[5] = {2, TRAIN_IGNORE_INDEX, 12, 5, 0};
+    float *s = rand_f(&r, N * V, 1.5), *t = rand_f(&r, N * V, 2.0), *d = xmalloc(4 * N * V);
+    // teacher top-k ids (distinct) and their full-vocabulary log-probabilities
+    int32_t ids[5 * 4];
+    float lp[5 * 4];
+    for (int n = 0; n < N; n++) {
+        double mx = -1e300, sum = 0;
+        for (int i = 0; i < V; i++) mx = fmax(mx, t[n * V + i]);
+        for (int i = 0; i < V; i++) sum += exp(t[n * V + i] - mx);
+        for (int k = 0; k < K; k++) {
+            ids[n * K + k] = (n * 3 + k * 5) % V;
+            lp[n * K + k] = (float)(t[n * V + ids[n * K + k]] - mx - log(sum));
+        }
+    }
+    KdSparseTeacher st = {.ids = ids, .logp = lp, .K = K, .t_gen = 1.0f};
+    KdLossOptions o = {.temperature = 2.0f, .alpha = 0.7f};
+    KdLoss l = kd_sparse_loss_forward(s, &st, y, N, V, &o);
+    kd_sparse_loss_backward(d, s, &st, y, N, V, &o, 1.0f);
+    LossCtx c = {N, V, to_d(s, N * V), NULL, y, 2.0, 0.7, ids, lp, K, 1.0};
+    assert_true(fabs(l.loss - sparse_loss_d(&c)) < 1e-6);
+    fd_check("sparse kd dlogits", sparse_loss_d, &c, c.s, N * V, d, 1e-4);
+    // with K = V (the whole distribution) and t_gen = T the sparse KL equals the dense KL
+    int32_t all[13];
+    float lpa[13];
+    double mx = -1e300, sum = 0;
+    for (int i = 0; i < V; i++) mx = fmax(mx, t[i]);
+    for (int i = 0; i < V; i++) sum += exp(t[i] - mx);
+    for (int i = 0; i < V; i++) {
+        all[i] = i;
+        lpa[i] = (float)(t[i] - mx - log(sum));
+    }
+    KdSparseTeacher full = {.ids = all, .logp = lpa, .K = V, .t_gen = 1.0f};
+    KdLossOptions o1 = {.temperature = 1.0f, .alpha = 1.0f};
+    KdLoss a = kd_sparse_loss_forward(s, &full, y, 1, V, &o1), b = kd_loss_forward(s, t, y, 1, V, &o1);
+    assert_true(fabs(a.kl - b.kl) < 1e-5);
+    free(s); free(t); free(d); free(c.s);
+}
+
+/* ---- LoRA --------------------------------------------------------------------------- */
+
+typedef struct {
+    int N, I, O, R;
+    double *x, *a, *b, scaling;
+    const float *G;
+} LoraCtx;
+
+static double lora_loss_d(void *vc) {
+    LoraCtx *c = vc;
+    double L = 0, u[8];
+    for (int n = 0; n < c->N; n++) {
+        for (int k = 0; k < c->R; k++) {
+            u[k] = 0;
+            for (int i = 0; i < c->I; i++) u[k] += c->x[n * c->I + i] * c->a[k * c->I + i];
+        }
+        for (int o = 0; o < c->O; o++) {
+            double y = 0;
+            for (int k = 0; k < c->R; k++) y += u[k] * c->b[o * c->R + k];
+            L += c->scaling * y * c->G[n * c->O + o];
+        }
+    }
+    return L;
+}
+
+static void test_lora_grad(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 10);
+    int N = 5, I = 9, O = 7, R = 3;
+    float *x = rand_f(&r, N * I, 1.0), *G = rand_f(&r, N * O, 1.0);
+    float *slab = rand_f(&r, R * I + O * R, 0.5), *gslab = xcalloc(R * I + O * R, 4);
+    LoraAdapter ad = {.a = slab, .b = slab + R * I, .da = gslab, .db = gslab + R * I,
+                      .rank = R, .in = I, .out = O};
+    float *y = xcalloc(N * O, 4), *u = xmalloc(4 * N * R), *du = xmalloc(4 * N * R);
+    float *dx = xcalloc(N * I, 4);
+    float scaling = 2.5f;
+    lora_forward(y, u, x, &ad, scaling, N);
+    lora_backward(dx, du, G, x, u, &ad, scaling, N);
+    LoraCtx c = {N, I, O, R, to_d(x, N * I), to_d(ad.a, R * I), to_d(ad.b, O * R), scaling, G};
+    double L = 0;
+    for (int i = 0; i < N * O; i++) L += (double)y[i] * G[i];
+    assert_true(fabs(L - lora_loss_d(&c)) < 1e-4);
+    fd_check("lora dx", lora_loss_d, &c, c.x, N * I, dx, 1e-4);
+    fd_check("lora dA", lora_loss_d, &c, c.a, R * I, ad.da, 1e-4);
+    fd_check("lora dB", lora_loss_d, &c, c.b, O * R, ad.db, 1e-4);
+    // merge: W + scaling B A applied to x equals the unmerged path
+    float *w = xcalloc(O * I, 4), *ym = xmalloc(4 * N * O);
+    lora_merge_weight(w, &ad, scaling);
+    linear_forward_ref(ym, x, w, NULL, N, I, O);
+    assert_close_f32("merged = unmerged", ym, y, N * O, 1e-5, 1e-4);
+    free(x); free(G); free(slab); free(gslab); free(y); free(u); free(du); free(dx);
+    free(w); free(ym); free(c.x); free(c.a); free(c.b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rmsnorm_grad),
+        cmocka_unit_test(test_linear_grad),
+        cmocka_unit_test(test_linear_vs_ref),
+        cmocka_unit_test(test_rope_grad),
+        cmocka_unit_test(test_attention_grad),
+        cmocka_unit_test(test_swiglu_residual_grad),
+        cmocka_unit_test(test_embedding_grad),
+        cmocka_unit_test(test_kd_loss_grad),
+        cmocka_unit_test(test_sparse_kd_grad),
+        cmocka_unit_test(test_lora_grad),
+    };
+    return cmocka_run_group_tests_name("grad", tests, NULL, NULL);
+}

@@ -1,0 +1,309 @@
+/*
+ * test_mc.c - lm-eval scoring parity (tests/fixtures/eval/mc_scores.json: synthetic
+ * log-likelihoods through lm-eval 0.4.9.1's process_results, mean, mean_stderr and
+ * consolidate_group_results on the real mmlu group tree), lm-eval's _encode_pair with the
+ * committed SmolLM2 and Llama 2 tokenizers (encode_pairs.json), numpy argmax semantics and
+ * the results writers. Fixtures: tools/gen_eval_fixtures.py.
+ */
+#include "core/common.h"
+#include "core/fileio.h"
+#include "eval/encode_pair.h"
+#include "eval/mc.h"
+#include "eval/tasks.h"
+#include "model/tokenizer.h"
+#include "testutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DATA "data/benchmarks"
+
+static json_t *load_json(const char *name) {
+    json_error_t err;
+    json_t *j = json_load_file(fixture_path(name), 0, &err);
+    if (!j) fail_msg("cannot read %s: %s", name, err.text);
+    return j;
+}
+
+// |x - ref| <= 1e-12 * max(1, |ref|); "N/A" in the fixture must be NaN here.
+static void assert_num(const char *what, double x, json_t *ref) {
+    if (json_is_string(ref)) {
+        if (!isnan(x)) fail_msg("%s: %.17g, lm-eval N/A", what, x);
+        return;
+    }
+    double r = json_number_value(ref);
+    if (!(fabs(x - r) <= 1e-12 * fmax(1.0, fabs(r))))
+        fail_msg("%s: %.17g, lm-eval %.17g", what, x, r);
+}
+
+static void test_argmax_numpy(void **s) {
+    (void)s;
+    double a[] = {-3, -1, -1, -2};
+    assert_int_equal(mc_argmax(a, 4), 1); // first of the tied maxima
+    double b[] = {-3, NAN, 0, NAN};
+    assert_int_equal(mc_argmax(b, 4), 1); // first NaN
+    double c[] = {-INFINITY, -INFINITY};
+    assert_int_equal(mc_argmax(c, 2), 0);
+    // acc_norm divides by characters, not bytes: "é" is 1, its UTF-8 is 2 bytes
+    const char *ch[] = {"\xc3\xa9\xc3\xa9", "abc"};
+    double ll[] = {-2.1, -3.0}; // -1.05 vs -1.0: choice 1 by characters (by bytes: 0)
+    McDocScore sc;
+    mc_score_doc(&sc, ll, NULL, ch, 2, 1);
+    assert_int_equal(sc.pred, 0);
+    assert_int_equal(sc.pred_norm, 1);
+    assert_true(sc.acc == 0 && sc.acc_norm == 1);
+    mc_score_doc(&sc, ll, NULL, ch, 2, 7); // gold out of range: lm-eval's -100, scores 0
+    assert_true(sc.acc == 0 && sc.acc_norm == 0);
+    double one = 1;
+    assert_true(isnan(mc_mean_stderr(&one, 1))); // "N/A"
+}
+
+static TaskKind kind_of(const char *name) {
+    int k = task_kind_parse(name);
+    assert_true(k >= 0);
+    return (TaskKind)k;
+}
+
+static void test_scores_vs_lm_eval(void **s) {
+    (void)s;
+    json_t *j = load_json("eval/mc_scores.json");
+    const char *name;
+    json_t *tj;
+    int n_tasks = 0;
+    json_object_foreach(json_object_get(j, "tasks"), name, tj) {
+        json_t *docs = json_object_get(tj, "docs");
+        Task t;
+        TaskOpts o = task_opts_default();
+        o.limit = (int64_t)json_array_size(docs);
+        assert_int_equal(task_load(&t, kind_of(name), DATA, &o), STATUS_OK);
+        assert_int_equal(t.n_docs, (int)json_array_size(docs));
+        McDocScore *sc = xcalloc((size_t)t.n_docs, sizeof(McDocScore));
+        double *acc = xcalloc((size_t)t.n_docs, sizeof(double));
+        double *accn = xcalloc((size_t)t.n_docs, sizeof(double));
+        for (int i = 0; i < t.n_docs; i++) {
+            json_t *d = json_array_get(docs, (size_t)i);
+            json_t *lj = json_object_get(d, "lls"), *gj = json_object_get(d, "is_greedy");
+            int n = t.docs[i].n_choices;
+            assert_int_equal((int)json_array_size(lj), n);
+            double ll[64];
+            bool gr[64];
+            for (int c = 0; c < n; c++) {
+                ll[c] = json_number_value(json_array_get(lj, (size_t)c));
+                gr[c] = json_is_true(json_array_get(gj, (size_t)c));
+            }
+            mc_score_doc(&sc[i], ll, gr, t.docs[i].choices, n, t.docs[i].gold);
+            char what[64];
+            snprintf(what, sizeof(what), "%s doc %d acc", name, i);
+            assert_num(what, sc[i].acc, json_object_get(d, "acc"));
+            if (json_object_get(d, "acc_norm")) {
+                snprintf(what, sizeof(what), "%s doc %d acc_norm", name, i);
+                assert_num(what, sc[i].acc_norm, json_object_get(d, "acc_norm"));
+            }
+            acc[i] = sc[i].acc;
+            accn[i] = sc[i].acc_norm;
+        }
+        json_t *agg = json_object_get(tj, "agg");
+        McMetric m = mc_metric_from_values(acc, t.n_docs);
+        assert_num("acc mean", m.value, json_object_get(agg, "acc"));
+        assert_num("acc stderr", m.stderr_, json_object_get(agg, "acc_stderr"));
+        if (json_object_get(agg, "acc_norm")) {
+            assert_true(task_has_acc_norm(t.kind));
+            m = mc_metric_from_values(accn, t.n_docs);
+            assert_num("acc_norm mean", m.value, json_object_get(agg, "acc_norm"));
+            assert_num("acc_norm stderr", m.stderr_, json_object_get(agg, "acc_norm_stderr"));
+        } else {
+            assert_false(task_has_acc_norm(t.kind));
+        }
+        // the rows the CLI reports carry the same numbers
+        McResult *rows = NULL;
+        int n_rows = 0;
+        mc_task_results(&rows, &n_rows, &t, sc, NULL, 0);
+        assert_int_equal(n_rows, 1);
+        assert_num("row acc", rows[0].acc.value, json_object_get(agg, "acc"));
+        free(rows);
+        free(sc);
+        free(acc);
+        free(accn);
+        task_release(&t);
+        n_tasks++;
+    }
+    assert_int_equal(n_tasks, 7);
+    json_decref(j);
+}
+
+// Per-subject 0/1 strings -> subjects -> 4 groups and mmlu, against consolidate_group_results.
+static void check_groups(json_t *mm, const char *tag) {
+    Task t;
+    TaskOpts o = task_opts_default();
+    o.limit = 1; // subjects and their groups only
+    assert_int_equal(task_load(&t, TASK_MMLU, DATA, &o), STATUS_OK);
+    assert_int_equal(t.n_subjects, 57);
+    McMetric subj[64];
+    json_t *sj = json_object_get(mm, "subjects");
+    for (int i = 0; i < t.n_subjects; i++) {
+        json_t *e = json_object_get(sj, t.subjects[i]);
+        assert_non_null(e);
+        const char *bits = json_string_value(json_object_get(e, "acc"));
+        if (strcmp(tag, "all_defined") == 0 && strcmp(t.subjects[i], "anatomy") == 0)
+            bits = json_string_value(json_object_get(mm, "anatomy_all_defined"));
+        int64_t n = (int64_t)strlen(bits);
+        double *v = xmalloc((size_t)n * sizeof(double));
+        for (int64_t k = 0; k < n; k++) v[k] = bits[k] == '1';
+        subj[i] = mc_metric_from_values(v, n);
+        free(v);
+    }
+    McMetric groups[MMLU_GROUP_COUNT], all;
+    mc_mmlu_aggregate(groups, &all, subj, t.subject_group, t.n_subjects);
+    json_t *gj = json_object_get(json_object_get(mm, "groups"), tag);
+    char key[64], what[96];
+    for (int g = 0; g < MMLU_GROUP_COUNT; g++) {
+        snprintf(key, sizeof(key), "mmlu_%s", mmlu_group_name((MmluGroup)g));
+        json_t *e = json_object_get(gj, key);
+        snprintf(what, sizeof(what), "%s %s acc", tag, key);
+        assert_num(what, groups[g].value, json_object_get(e, "acc"));
+        snprintf(what, sizeof(what), "%s %s stderr", tag, key);
+        assert_num(what, groups[g].stderr_, json_object_get(e, "acc_stderr"));
+        assert_int_equal(groups[g].size, json_integer_value(json_object_get(e, "samples")));
+    }
+    json_t *e = json_object_get(gj, "mmlu");
+    snprintf(what, sizeof(what), "%s mmlu", tag);
+    assert_num(what, all.value, json_object_get(e, "acc"));
+    assert_num(what, all.stderr_, json_object_get(e, "acc_stderr"));
+    assert_int_equal(all.size, json_integer_value(json_object_get(e, "samples")));
+    task_release(&t);
+}
+
+static void test_mmlu_groups_vs_lm_eval(void **s) {
+    (void)s;
+    json_t *j = load_json("eval/mc_scores.json");
+    json_t *mm = json_object_get(j, "mmlu");
+    check_groups(mm, "all_defined");
+    check_groups(mm, "with_na"); // a one-document subject makes its group's stderr N/A
+    json_decref(j);
+}
+
+static void check_pairs(const char *key, const char *tok_dir) {
+    json_t *j = load_json("eval/encode_pairs.json");
+    json_t *cases = json_object_get(json_object_get(j, key), "cases");
+    assert_true(json_array_size(cases) > 100);
+    Tokenizer *tok;
+    if (tokenizer_load_hf(&tok, tok_dir) != STATUS_OK) fail_msg("%s", status_msg());
+    size_t i;
+    json_t *c;
+    int bad = 0;
+    json_array_foreach(cases, i, c) {
+        const char *ctx = json_string_value(json_object_get(c, "context"));
+        const char *cont = json_string_value(json_object_get(c, "continuation"));
+        EvalPair p;
+        if (eval_encode_pair(&p, tok, ctx, cont, false) != STATUS_OK) fail_msg("%s", status_msg());
+        json_t *rc = json_object_get(c, "ctx"), *rk = json_object_get(c, "cont");
+        bool ok = (size_t)p.n_ctx == json_array_size(rc) && (size_t)p.n_cont == json_array_size(rk);
+        for (int k = 0; ok && k < p.n_ctx; k++)
+            ok = p.ctx[k] == json_integer_value(json_array_get(rc, (size_t)k));
+        for (int k = 0; ok && k < p.n_cont; k++)
+            ok = p.cont[k] == json_integer_value(json_array_get(rk, (size_t)k));
+        if (!ok && bad++ < 5)
+            print_error("%s case %zu: [%s] + [%s]: ours %d+%d tokens, lm-eval %zu+%zu\n", key, i,
+                        ctx, cont, p.n_ctx, p.n_cont, json_array_size(rc), json_array_size(rk));
+        eval_pair_release(&p);
+    }
+    tokenizer_free(tok);
+    json_decref(j);
+    if (bad) fail_msg("%s: %d of %zu requests split differently from lm-eval", key, bad,
+                      json_array_size(cases));
+}
+
+static void test_encode_pair_smollm2(void **s) {
+    (void)s;
+    check_pairs("smollm2", "tests/fixtures/tokenizers/smollm2");
+}
+
+static void test_encode_pair_llama2(void **s) {
+    (void)s;
+    check_pairs("llama2", "tests/fixtures/tokenizers/llama2/tokenizer.json");
+}
+
+// add_bos: BOS leads both encodings, so the continuation is unchanged.
+static void test_encode_pair_bos(void **s) {
+    (void)s;
+    Tokenizer *tok;
+    assert_int_equal(tokenizer_load_hf(&tok, "tests/fixtures/tokenizers/smollm2"), STATUS_OK);
+    EvalPair a, b;
+    assert_int_equal(eval_encode_pair(&a, tok, "Question: why?\nAnswer: ", "Because", false),
+                     STATUS_OK);
+    assert_int_equal(eval_encode_pair(&b, tok, "Question: why?\nAnswer: ", "Because", true),
+                     STATUS_OK);
+    assert_int_equal(b.n_ctx, a.n_ctx + 1);
+    assert_int_equal(b.ctx[0], tokenizer_bos_id(tok));
+    assert_int_equal(b.n_cont, a.n_cont);
+    assert_memory_equal(a.cont, b.cont, (size_t)a.n_cont * sizeof(int32_t));
+    eval_pair_release(&a);
+    eval_pair_release(&b);
+    tokenizer_free(tok);
+}
+
+static void test_results_writers(void **s) {
+    (void)s;
+    Task t;
+    TaskOpts o = task_opts_default();
+    o.limit = 3;
+    assert_int_equal(task_load(&t, TASK_MMLU, DATA, &o), STATUS_OK);
+    McDocScore *sc = xcalloc((size_t)t.n_docs, sizeof(McDocScore));
+    for (int i = 0; i < t.n_docs; i++) sc[i].acc = sc[i].acc_norm = (i % 3) == 0;
+    McResult *rows = NULL;
+    int n = 0;
+    mc_task_results(&rows, &n, &t, sc, NULL, 0);
+    assert_int_equal(n, 1 + 4 + 57);
+    assert_string_equal(rows[0].name, "mmlu");
+    assert_true(fabs(rows[0].acc.value - 57.0 / 171.0) < 1e-15); // micro-average
+    Task a;
+    o.limit = 10;
+    assert_int_equal(task_load(&a, TASK_ARC_EASY, DATA, &o), STATUS_OK);
+    mc_task_results(&rows, &n, &a, sc, NULL, 2376);
+    McRunConfig cfg = {.model = "m.gguf", .tasks = "mmlu,arc_easy", .limit = 3, .batch_size = 8};
+    const char *path = "/tmp/ef_test_mc_results.json";
+    assert_int_equal(mc_results_write_json(path, rows, n, &cfg), STATUS_OK);
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    assert_non_null(j);
+    json_t *r = json_object_get(json_object_get(j, "results"), "mmlu_anatomy");
+    assert_string_equal(json_string_value(json_object_get(r, "alias")), "  - anatomy");
+    assert_non_null(json_object_get(json_object_get(j, "groups"), "mmlu_stem"));
+    json_t *ns = json_object_get(json_object_get(j, "n-samples"), "arc_easy");
+    assert_int_equal(json_integer_value(json_object_get(ns, "original")), 2376);
+    assert_int_equal(json_integer_value(json_object_get(ns, "effective")), 10);
+    assert_non_null(json_object_get(json_object_get(json_object_get(j, "results"), "arc_easy"),
+                                    "acc_norm_stderr,none"));
+    assert_int_equal(json_array_size(json_object_get(json_object_get(j, "group_subtasks"),
+                                                     "mmlu")),
+                     4);
+    assert_false(json_is_true(json_object_get(json_object_get(j, "config"), "add_bos_token")));
+    json_decref(j);
+    unlink(path);
+    char *md = mc_results_markdown(rows, n, &cfg);
+    assert_non_null(strstr(md, "|arc_easy|1|none|"));
+    assert_non_null(strstr(md, "|acc_norm|"));
+    assert_non_null(strstr(md, "| - stem|2|none|"));
+    free(md);
+    free(rows);
+    free(sc);
+    task_release(&a);
+    task_release(&t);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_argmax_numpy),
+        cmocka_unit_test(test_scores_vs_lm_eval),
+        cmocka_unit_test(test_mmlu_groups_vs_lm_eval),
+        cmocka_unit_test(test_encode_pair_smollm2),
+        cmocka_unit_test(test_encode_pair_llama2),
+        cmocka_unit_test(test_encode_pair_bos),
+        cmocka_unit_test(test_results_writers),
+    };
+    return cmocka_run_group_tests_name("mc", tests, NULL, NULL);
+}

@@ -1,0 +1,202 @@
+/*
+ * test_ops.c - every optimized kernel (src/tensor/ops_cpu.c and its SIMD paths) against
+ * its naive _ref twin (src/tensor/ops_ref.c) on odd shapes: dimensions of 1, sizes that
+ * are not multiples of the SIMD width or the row block, F32/F16/BF16 weights, and every
+ * ISA path this CPU can run. Tolerances: elementwise 1e-6; reductions and matmul
+ * atol 1e-5 / rtol 1e-4 (docs/style.md §8).
+ */
+#include "core/common.h"
+#include "core/dtype.h"
+#include "core/rng.h"
+#include "tensor/ops.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float *randn(Rng *r, int64_t n, float scale) {
+    float *x = malloc((size_t)(n ? n : 1) * sizeof *x);
+    for (int64_t i = 0; i < n; i++) x[i] = (float)rng_normal(r) * scale;
+    return x;
+}
+
+// A weight of type t holding random values; *f32 gets the exactly widened copy.
+static void *rand_weight(Rng *r, int64_t n, DType t, float scale) {
+    float *x = randn(r, n, scale);
+    void *w = malloc((size_t)(n ? n : 1) * dtype_size(t));
+    dtype_from_f32(w, x, t, n);
+    free(x);
+    return w;
+}
+
+static void test_matmul_vs_ref(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 1);
+    const int Ts[] = {1, 3, 8, 17}, Ks[] = {1, 5, 64, 77, 300}, Ns[] = {1, 7, 33, 70};
+    OpsIsa best = ops_isa_detect();
+    printf("    best ISA here: %s\n", ops_isa_name(best));
+    int checked = 0;
+    for (int d = 0; d < DTYPE_COUNT; d++)
+        for (size_t ti = 0; ti < ARRAY_LEN(Ts); ti++)
+            for (size_t ki = 0; ki < ARRAY_LEN(Ks); ki++)
+                for (size_t ni = 0; ni < ARRAY_LEN(Ns); ni++) {
+                    int T = Ts[ti], K = Ks[ki], N = Ns[ni];
+                    float *x = randn(&r, (int64_t)T * K, 1.0f);
+                    void *w = rand_weight(&r, (int64_t)N * K, (DType)d, 0.5f);
+                    float *y = malloc((size_t)T * N * sizeof *y), *yr = malloc((size_t)T * N * sizeof *yr);
+                    float *scratch = malloc(ops_matmul_scratch_floats(K) * sizeof *scratch);
+                    ops_matmul_ref(yr, x, w, (DType)d, T, K, N);
+                    for (int isa = 0; isa <= (int)best; isa++) {
+                        memset(y, 0xff, (size_t)T * N * sizeof *y);
+                        ops_matmul_isa(y, x, w, (DType)d, T, K, N, scratch, (OpsIsa)isa);
+                        char what[96];
+                        snprintf(what, sizeof what, "matmul %s %s T=%d K=%d N=%d", dtype_name((DType)d),
+                                 ops_isa_name((OpsIsa)isa), T, K, N);
+                        assert_close_f32(what, y, yr, (int64_t)T * N, 1e-5, 1e-4);
+                        checked++;
+                    }
+                    free(x);
+                    free(w);
+                    free(y);
+                    free(yr);
+                    free(scratch);
+                }
+    printf("    %d matmul configurations agree with ops_matmul_ref\n", checked);
+}
+
+static void test_rows_ops_vs_ref(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 2);
+    const int T = 5, D = 37;
+    for (int d = 0; d < DTYPE_COUNT; d++) {
+        float *x = randn(&r, T * D, 2.0f);
+        void *w = rand_weight(&r, D, (DType)d, 1.0f);
+        float *o = malloc(T * D * sizeof *o), *orf = malloc(T * D * sizeof *orf);
+        ops_rmsnorm(o, x, w, (DType)d, T, D, 1e-5f);
+        ops_rmsnorm_ref(orf, x, w, (DType)d, T, D, 1e-5f);
+        assert_close_f32("rmsnorm", o, orf, T * D, 1e-6, 1e-6);
+        // in place
+        memcpy(o, x, T * D * sizeof *o);
+        ops_rmsnorm(o, o, w, (DType)d, T, D, 1e-5f);
+        assert_close_f32("rmsnorm in place", o, orf, T * D, 1e-6, 1e-6);
+        // bias
+        memcpy(o, x, T * D * sizeof *o);
+        memcpy(orf, x, T * D * sizeof *o);
+        ops_add_bias(o, w, (DType)d, T, D);
+        ops_add_bias_ref(orf, w, (DType)d, T, D);
+        assert_close_f32("add_bias", o, orf, T * D, 1e-6, 1e-6);
+        // embedding gather
+        const int V = 11;
+        void *emb = rand_weight(&r, V * D, (DType)d, 1.0f);
+        int32_t tok[5] = {0, 10, 3, 3, 7};
+        ops_embed(o, emb, (DType)d, tok, T, D);
+        ops_embed_ref(orf, emb, (DType)d, tok, T, D);
+        assert_close_f32("embed", o, orf, T * D, 0, 0);
+        free(emb);
+        free(x);
+        free(w);
+        free(o);
+        free(orf);
+    }
+    // swiglu and add, odd length, in place
+    int64_t n = 1001;
+    float *g = randn(&r, n, 3.0f), *u = randn(&r, n, 1.0f);
+    float *h = malloc(n * sizeof *h), *hr = malloc(n * sizeof *hr);
+    ops_swiglu_ref(hr, g, u, n);
+    memcpy(h, g, n * sizeof *h);
+    ops_swiglu(h, h, u, n);
+    assert_close_f32("swiglu", h, hr, n, 1e-6, 1e-6);
+    memcpy(h, g, n * sizeof *h);
+    memcpy(hr, g, n * sizeof *h);
+    ops_add(h, u, n);
+    ops_add_ref(hr, u, n);
+    assert_close_f32("add", h, hr, n, 0, 0);
+    free(g);
+    free(u);
+    free(h);
+    free(hr);
+}
+
+static void test_rope_vs_ref(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 3);
+    const int T = 4, nh = 3, HD = 10, P = 40;
+    float *cs = malloc(P * (HD / 2) * sizeof *cs), *sn = malloc(P * (HD / 2) * sizeof *sn);
+    for (int p = 0; p < P; p++)
+        for (int i = 0; i < HD / 2; i++) {
+            float a = (float)p * powf(10000.0f, -(float)(2 * i) / HD);
+            cs[p * (HD / 2) + i] = cosf(a);
+            sn[p * (HD / 2) + i] = sinf(a);
+        }
+    int32_t pos[4] = {0, 39, 5, 6};
+    float *x = randn(&r, T * nh * HD, 1.0f), *xr = malloc(T * nh * HD * sizeof *xr);
+    memcpy(xr, x, T * nh * HD * sizeof *xr);
+    ops_rope(x, T, nh, HD, pos, cs, sn);
+    ops_rope_ref(xr, T, nh, HD, pos, cs, sn);
+    assert_close_f32("rope", x, xr, T * nh * HD, 1e-6, 1e-6);
+    // position 0 is the identity; the norm of each rotated pair is kept
+    float *x0 = randn(&r, nh * HD, 1.0f), *x1 = malloc(nh * HD * sizeof *x1);
+    memcpy(x1, x0, nh * HD * sizeof *x1);
+    int32_t p0 = 0;
+    ops_rope_ref(x1, 1, nh, HD, &p0, cs, sn);
+    assert_close_f32("rope pos 0", x1, x0, nh * HD, 0, 0);
+    free(x0);
+    free(x1);
+    free(x);
+    free(xr);
+    free(cs);
+    free(sn);
+}
+
+static void test_attention_vs_ref(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 4);
+    // two sequences, GQA 6/2, HD not a multiple of 8; tokens at various positions
+    const int H = 6, KVH = 2, HD = 12, ctx = 33, T = 5;
+    float *cache_k[2], *cache_v[2];
+    for (int s = 0; s < 2; s++) {
+        cache_k[s] = randn(&r, KVH * ctx * HD, 1.0f);
+        cache_v[s] = randn(&r, KVH * ctx * HD, 1.0f);
+    }
+    int32_t pos[5] = {0, 32, 7, 8, 20};
+    int seq[5] = {0, 1, 0, 0, 1};
+    const float *ks[5], *vs[5];
+    for (int t = 0; t < T; t++) {
+        ks[t] = cache_k[seq[t]];
+        vs[t] = cache_v[seq[t]];
+    }
+    float *q = randn(&r, T * H * HD, 1.0f);
+    float *o = malloc(T * H * HD * sizeof *o), *orf = malloc(T * H * HD * sizeof *orf);
+    OpsAttnArgs a = {.T = T, .H = H, .KVH = KVH, .HD = HD, .pos = pos, .k_seq = ks, .v_seq = vs,
+                     .kv_head_stride = (int64_t)ctx * HD, .scale = 1.0f / sqrtf((float)HD), .n_threads = 4};
+    float *scratch = malloc(ops_attention_scratch_floats(ctx, 4) * sizeof *scratch);
+    ops_attention(o, q, &a, scratch);
+    ops_attention_ref(orf, q, &a, scratch);
+    assert_close_f32("attention", o, orf, T * H * HD, 1e-5, 1e-4);
+    // position 0 attends to itself only: output = its value row
+    assert_close_f32("attention pos 0", orf, cache_v[0], HD, 1e-6, 1e-6);
+    free(scratch);
+    free(q);
+    free(o);
+    free(orf);
+    for (int s = 0; s < 2; s++) {
+        free(cache_k[s]);
+        free(cache_v[s]);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul_vs_ref),
+        cmocka_unit_test(test_rows_ops_vs_ref),
+        cmocka_unit_test(test_rope_vs_ref),
+        cmocka_unit_test(test_attention_vs_ref),
+    };
+    return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
+}

@@ -1,0 +1,243 @@
+/*
+ * test_qmatmul.c - the w4a16 GEMV/GEMM against qmatmul_ref and against dequantize-then-
+ * matmul (gptq_dequantize, itself checked against tools/dequant_ref.py in test_gptq.c), on
+ * odd shapes, contiguous and act-order g_idx, with and without bias; thread-count
+ * independence; bad weights.
+ *
+ * Tolerance: per output n, |y_n - ref_n| <= 1e-5 * sum_k |x_k w_kn| (float32 sums of a few
+ * hundred terms, with each group's scale and zero factored out, stay near 1e-6 of that
+ * bound; measured worst ratio is printed).
+ *
+ * QMATMUL_BENCH=1 build-x/tests/test_qmatmul  also prints GEMV GB/s for 1536x576 and
+ * 49152x576 (not a test).
+ */
+#include "core/common.h"
+#include "core/dtype.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "quant/gptq_pack.h"
+#include "quant/qmatmul.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+    int64_t K, N;
+    int group;      // -1 or > 0
+    int act_order;  // permuted g_idx
+    int sym, bias;
+} Shape;
+
+// Random codes, zeros, fp16 scales and g_idx, packed.
+static void make_weight(GptqPacked *p, const Shape *s, Rng *rng) {
+    const int64_t K = s->K, N = s->N, G = s->group == -1 ? 1 : (K + s->group - 1) / s->group;
+    uint8_t *q = xmalloc((size_t)(N * K));
+    int32_t *z = xmalloc((size_t)(G * N) * 4), *gi = xmalloc((size_t)K * 4);
+    uint16_t *sc = xmalloc((size_t)(G * N) * 2);
+    for (int64_t i = 0; i < N * K; i++) q[i] = (uint8_t)rng_below(rng, 16);
+    for (int64_t i = 0; i < G * N; i++) {
+        z[i] = s->sym ? 8 : 1 + (int32_t)rng_below(rng, 15);
+        sc[i] = f32_to_fp16((float)(0.002 + 0.02 * rng_uniform(rng)));
+    }
+    int32_t *perm = xmalloc((size_t)K * 4);
+    for (int64_t i = 0; i < K; i++) perm[i] = (int32_t)i;
+    if (s->act_order)
+        for (int64_t i = K - 1; i > 0; i--) {
+            int64_t j = (int64_t)rng_below(rng, (uint64_t)i + 1);
+            int32_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+    for (int64_t i = 0; i < K; i++) gi[i] = s->group == -1 ? 0 : perm[i] / s->group;
+    assert_int_equal(gptq_pack(p, q, z, sc, gi, K, N, 4, s->group, G), STATUS_OK);
+    if (s->bias) {
+        p->bias = xmalloc((size_t)N * 2);
+        for (int64_t n = 0; n < N; n++) p->bias[n] = f32_to_fp16((float)rng_normal(rng));
+    }
+    free(q);
+    free(z);
+    free(gi);
+    free(sc);
+    free(perm);
+}
+
+// Max over outputs of |y - ref| / sum_k |x_k w_kn|; fails above 1e-5.
+static double check_close(const char *what, const float *y, const float *ref, const float *x,
+                          const float *W, const GptqPacked *p, int64_t M) {
+    double worst = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < p->N; n++) {
+            double mag = 0;
+            for (int64_t k = 0; k < p->K; k++) mag += fabs((double)x[m * p->K + k] * W[n * p->K + k]);
+            double err = fabs((double)y[m * p->N + n] - ref[m * p->N + n]);
+            double r = err / (mag + 1e-30);
+            if (r > worst) worst = r;
+            if (err > 1e-5 * mag + 1e-30)
+                fail_msg("%s: y[%lld, %lld] = %.9g, reference %.9g (|x||w| %g)", what, (long long)m,
+                         (long long)n, (double)y[m * p->N + n], (double)ref[m * p->N + n], mag);
+        }
+    return worst;
+}
+
+static void run_shape(const Shape *s, Rng *rng) {
+    GptqPacked p;
+    make_weight(&p, s, rng);
+    assert_int_equal(qmatmul_check(&p), STATUS_OK);
+    const int64_t K = s->K, N = s->N, M = 6;
+    float *x = xmalloc((size_t)(M * K) * 4), *W = xmalloc((size_t)(N * K) * 4);
+    float *yr = xmalloc((size_t)(M * N) * 4), *yd = xmalloc((size_t)(M * N) * 4);
+    float *y = xmalloc((size_t)(M * N) * 4);
+    float *scratch = xmalloc(qmatmul_scratch_floats(&p) * 4);
+    for (int64_t i = 0; i < M * K; i++) x[i] = (float)rng_normal(rng);
+    x[3] = 40.0f; // an outlier activation
+    qmatmul_ref(yr, x, M, &p);
+    // dequantize-then-matmul (double accumulation of exact float weights)
+    gptq_dequantize(W, &p);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double acc = p.bias ? fp16_to_f32(p.bias[n]) : 0;
+            for (int64_t k = 0; k < K; k++) acc += (double)x[m * K + k] * W[n * K + k];
+            yd[m * N + n] = (float)acc;
+        }
+    char what[128];
+    double worst = 0;
+    snprintf(what, sizeof what, "ref vs dequant K=%lld N=%lld", (long long)K, (long long)N);
+    worst = fmax(worst, check_close(what, yr, yd, x, W, &p, M));
+    for (int isa = 0; isa < QMAT_ISA_COUNT; isa++) {
+        if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) continue;
+        for (int64_t m = 0; m < M; m++) qmatmul_gemv(y + m * N, x + m * K, &p, (QmatIsa)isa);
+        snprintf(what, sizeof what, "gemv isa %d K=%lld N=%lld g=%d act=%d", isa, (long long)K,
+                 (long long)N, s->group, s->act_order);
+        worst = fmax(worst, check_close(what, y, yr, x, W, &p, M));
+        worst = fmax(worst, check_close(what, y, yd, x, W, &p, M));
+    }
+    qmatmul(y, x, M, &p, scratch); // GEMM path (M >= QMATMUL_GEMM_MIN_M)
+    snprintf(what, sizeof what, "gemm K=%lld N=%lld", (long long)K, (long long)N);
+    worst = fmax(worst, check_close(what, y, yr, x, W, &p, M));
+    worst = fmax(worst, check_close(what, y, yd, x, W, &p, M));
+#ifdef _OPENMP
+    // the same bits whatever the thread count
+    float *y1 = xmalloc((size_t)(M * N) * 4), *y3 = xmalloc((size_t)(M * N) * 4);
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    qmatmul_gemv(y1, x, &p, qmatmul_isa_detect());
+    qmatmul(y1 + N, x + K, M - 1, &p, scratch);
+    omp_set_num_threads(3);
+    qmatmul_gemv(y3, x, &p, qmatmul_isa_detect());
+    qmatmul(y3 + N, x + K, M - 1, &p, scratch);
+    omp_set_num_threads(nt);
+    assert_memory_equal(y1, y3, (size_t)(M * N) * 4);
+    free(y1);
+    free(y3);
+#endif
+    print_message("K=%lld N=%lld group %d act-order %d bias %d: worst |y-ref|/sum|xw| %.2e\n",
+                  (long long)K, (long long)N, s->group, s->act_order, s->bias, worst);
+    free(x);
+    free(W);
+    free(yr);
+    free(yd);
+    free(y);
+    free(scratch);
+    gptq_packed_release(&p);
+}
+
+static void test_shapes(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 11);
+    const Shape shapes[] = {
+        {576, 200, 128, 0, 1, 0},  // 3 full tiles + 8-wide tail
+        {172, 141, 128, 0, 0, 1},  // ragged K (last word half empty, last group 44), odd N
+        {256, 72, 32, 1, 1, 0},    // act-order g_idx
+        {172, 67, 32, 1, 0, 1},    // act-order, ragged K and N
+        {64, 8, -1, 0, 1, 0},      // one group
+        {96, 130, 32, 0, 0, 0},    // g 32, asym
+        {100, 64, 12, 0, 1, 0},    // group not a multiple of 8: generic path
+        {8, 3, -1, 0, 1, 1},       // tiny
+    };
+    for (size_t i = 0; i < ARRAY_LEN(shapes); i++) run_shape(&shapes[i], &rng);
+}
+
+static void test_bad_weights(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 3);
+    const Shape s = {64, 16, 32, 0, 1, 0};
+    GptqPacked p;
+    make_weight(&p, &s, &rng);
+    p.bits = 8;
+    assert_int_equal(qmatmul_check(&p), STATUS_ERR_UNSUPPORTED);
+    p.bits = 4;
+    p.g_idx[10] = 7;
+    assert_int_equal(qmatmul_check(&p), STATUS_ERR_FORMAT);
+    assert_non_null(strstr(status_msg(), "g_idx"));
+    p.g_idx[10] = -1;
+    assert_int_equal(qmatmul_check(&p), STATUS_ERR_FORMAT);
+    gptq_packed_release(&p);
+}
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// GB/s of the packed bytes (qweight + scales + qzeros) per GEMV; env QMATMUL_BENCH=1.
+static void bench_gemv(int64_t N, int64_t K, Rng *rng) {
+    const Shape s = {K, N, 128, 0, 1, 0};
+    GptqPacked p;
+    make_weight(&p, &s, rng);
+    float *x = xmalloc((size_t)K * 4), *y = xmalloc((size_t)N * 4);
+    for (int64_t i = 0; i < K; i++) x[i] = (float)rng_normal(rng);
+    const double bytes = (double)N * K / 2 + (double)p.G * N * 2.5;
+    for (int isa = QMAT_ISA_COUNT - 1; isa >= 0; isa--) {
+        if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) continue;
+        qmatmul_gemv(y, x, &p, (QmatIsa)isa);
+        // best of 5 runs of >= 0.1 s each; wall time and process CPU time (the machine is
+        // shared: with one thread, CPU time is the time the kernel ran)
+        double best = 1e30, best_cpu = 1e30;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = time_now(), c0 = cpu_now(), dt;
+            int n = 0;
+            do {
+                qmatmul_gemv(y, x, &p, (QmatIsa)isa);
+                n++;
+            } while ((dt = time_now() - t0) < 0.1);
+            best = fmin(best, dt / n);
+            best_cpu = fmin(best_cpu, (cpu_now() - c0) / n);
+        }
+        print_message("bench gemv %s %lldx%lld g128: wall %.1f us %.2f GB/s; cpu %.1f us %.2f "
+                      "GB/s per cpu-second\n", isa == QMAT_ISA_AVX2 ? "avx2" : "portable",
+                      (long long)N, (long long)K, best * 1e6, bytes / best / 1e9, best_cpu * 1e6,
+                      bytes / best_cpu / 1e9);
+    }
+    free(x);
+    free(y);
+    gptq_packed_release(&p);
+}
+
+static void test_bench(void **state) {
+    (void)state;
+    const char *e = getenv("QMATMUL_BENCH");
+    if (!e || strcmp(e, "1") != 0) skip();
+    Rng rng;
+    rng_seed(&rng, 1);
+    bench_gemv(1536, 576, &rng);
+    bench_gemv(49152, 576, &rng);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_bad_weights),
+        cmocka_unit_test(test_bench),
+    };
+    return cmocka_run_group_tests_name("qmatmul", tests, NULL, NULL);
+}
