@@ -8,7 +8,7 @@
  *   cc -std=c11 -O2 -D_GNU_SOURCE -Isrc $(pkg-config --cflags jansson hiredis) bench/bench_tpe.c \
  *      build-hpo/libedgeforge.a $(pkg-config --libs jansson hiredis libpcre2-8 libcurl) \
  *      -lopenblas -lm -lpthread -fopenmp -o build-hpo/bench_tpe
- *   build-hpo/bench_tpe [--seeds 30] [--trials 64] [--func NAME] > bench/tpe_edgeforge.jsonl
+ *   build-hpo/bench_tpe [--seeds 30] [--trials 64] [--func NAME] > bench/bench_tpe.edgeforge.jsonl
  *
  * One JSON object per (function, sampler, seed) line: best16, best64, suggest_us (mean wall
  * time of one hpo_tpe_suggest call, in-memory history, one thread).
@@ -49,7 +49,8 @@ static double hartmann6(const double *x) {
     double f = 0;
     for (int i = 0; i < 4; i++) {
         double e = 0;
-        for (int j = 0; j < 6; j++) e += A[i][j] * (x[j] - 1e-4 * P[i][j]) * (x[j] - 1e-4 * P[i][j]);
+        for (int j = 0; j < 6; j++)
+            e += A[i][j] * (x[j] - 1e-4 * P[i][j]) * (x[j] - 1e-4 * P[i][j]);
         f -= alpha[i] * exp(-e);
     }
     return f;
@@ -57,7 +58,8 @@ static double hartmann6(const double *x) {
 
 static double rosenbrock4(const double *x) {
     double f = 0;
-    for (int i = 0; i < 3; i++) f += 100 * pow(x[i + 1] - x[i] * x[i], 2) + pow(1 - x[i], 2);
+    for (int i = 0; i < 3; i++)
+        f += 100 * pow(x[i + 1] - x[i] * x[i], 2) + pow(1 - x[i], 2);
     return f;
 }
 
@@ -99,9 +101,12 @@ int main(int argc, char **argv) {
     int seeds = 30, trials = 64;
     const char *only = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--seeds") == 0) seeds = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--trials") == 0) trials = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--func") == 0) only = argv[i + 1];
+        if (strcmp(argv[i], "--seeds") == 0)
+            seeds = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--trials") == 0)
+            trials = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--func") == 0)
+            only = argv[i + 1];
     }
     if (trials < 16) trials = 16;
     for (size_t pi = 0; pi < ARRAY_LEN(PROBLEMS); pi++) {
@@ -110,7 +115,7 @@ int main(int argc, char **argv) {
         HpoSpace sp;
         make_space(&sp, pb->space);
         for (int mode = 0; mode < 2; mode++) {
-            HpoTpeConfig cfg = hpo_tpe_default_config(); // Optuna 5 defaults
+            HpoTpeConfig cfg = hpo_tpe_default_config();      // Optuna 5 defaults
             if (mode == 1) cfg.n_startup_trials = trials + 1; // all random
             for (int seed = 0; seed < seeds; seed++) {
                 Rng rng;
@@ -124,7 +129,8 @@ int main(int argc, char **argv) {
                     CHECK(hpo_tpe_suggest(&cfg, &sp, false, tr, i, i, &rng, x) == STATUS_OK);
                     t_suggest += now_s() - t0;
                     double v = pb->fn(x);
-                    tr[i] = (HpoTpeTrial){.number = i, .state = HPO_COMPLETE, .value = v, .params = x};
+                    tr[i] =
+                        (HpoTpeTrial){.number = i, .state = HPO_COMPLETE, .value = v, .params = x};
                     best = fmin(best, v);
                     if (i == 15) best16 = best;
                 }

@@ -2,9 +2,9 @@
 """Optuna side of the TPE benchmark, and the comparison with edgeforge's numbers.
 
 Usage:
-    build-hpo/bench_tpe --seeds 30 > bench/tpe_edgeforge.jsonl      (see bench/bench_tpe.c)
+    build-hpo/bench_tpe --seeds 30 > bench/bench_tpe.edgeforge.jsonl      (see bench/bench_tpe.c)
     /work/pyref/bin/python bench/bench_tpe.py --seeds 30 \
-        --edgeforge bench/tpe_edgeforge.jsonl --out bench/tpe_optuna.jsonl > table.md
+        --edgeforge bench/bench_tpe.edgeforge.jsonl --out bench/bench_tpe.optuna.jsonl > table.md
 
 Runs optuna.samplers.TPESampler(seed=s) (Optuna's defaults) and RandomSampler(seed=s) for 64
 trials on Branin, Hartmann-6, Rosenbrock-4D and a mixed int/log space shaped like the paper's
@@ -102,7 +102,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--trials", type=int, default=64)
     ap.add_argument("--edgeforge", required=True)
-    ap.add_argument("--out", default="bench/tpe_optuna.jsonl")
+    ap.add_argument("--out", default="bench/bench_tpe.optuna.jsonl")
     ap.add_argument("--reuse", action="store_true", help="read --out instead of rerunning Optuna")
     ap.add_argument("--funcs", default=",".join(FUNCS), help="comma-separated subset")
     args = ap.parse_args()

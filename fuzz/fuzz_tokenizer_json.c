@@ -20,10 +20,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *sep = memchr(data, 0xFF, size);
     size_t json_len = sep ? (size_t)(sep - data) : size;
-    const char *text = sep ? (const char *)sep + 1 : "Hello  world\n\t<s> 12345 caf\xC3\xA9 \xF0\x9F\x98\x80";
+    const char *text =
+        sep ? (const char *)sep + 1 : "Hello  world\n\t<s> 12345 caf\xC3\xA9 \xF0\x9F\x98\x80";
     size_t text_len = sep ? size - json_len - 1 : strlen(text);
     Tokenizer *t = NULL;
-    if (tokenizer_load_hf_json(&t, (const char *)data, json_len, "fuzz/tokenizer.json") != STATUS_OK) {
+    if (tokenizer_load_hf_json(&t, (const char *)data, json_len, "fuzz/tokenizer.json") !=
+        STATUS_OK) {
         if (t) __builtin_trap(); // no partial output on error
         return 0;
     }
@@ -41,7 +43,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(out);
         TokenizerStream st;
         tokenizer_stream_init(&st, t);
-        for (int i = 0; i < n; i++) (void)tokenizer_stream_push(&st, ids[i]);
+        for (int i = 0; i < n; i++)
+            (void)tokenizer_stream_push(&st, ids[i]);
         (void)tokenizer_stream_flush(&st);
         free(ids);
     }

@@ -743,6 +743,69 @@ static void test_qwen2_load_save(void **state) {
     model_release(&m);
 }
 
+// SPM tokenizers written to GGUF the way llama.cpp wants them ("▁" for spaces; scores from
+// merge ranks when the source has none) read back to the same ids (except where HF's
+// tokenizer.json semantics differ from llama.cpp's: text starting with a space). Sources: Llama 2's
+// tokenizer.json (merges, "▁") and llama2.c's tokenizer.bin (scores, plain spaces).
+// EF_GGUF_SPM_OUT=prefix keeps <prefix>.hf.gguf / <prefix>.bin.gguf for
+// `gen_gguf_fixtures.py --check-llamacpp-vocab` (llama.cpp vs sentencepiece ids).
+static void test_spm_tokenizer_gguf(void **state) {
+    (void)state;
+    const char *dir = "tests/fixtures/tokenizers/llama2";
+    if (!path_is_dir(dir)) skip();
+    static const char *const texts[] = {
+        "Hello world",
+        "Once upon a time",
+        "two  spaces and\ttab\nnewline",
+        "caf\xc3\xa9 na\xc3\xafve \xe4\xb8\x96\xe7\x95\x8c \xf0\x9f\x98\x80",
+        "1234567890 x=3.14;",
+        "<s> not special </s>",
+        "  leading spaces"};
+    static const int32_t hello[] = {15043, 3186}, once[] = {9038, 2501, 263, 931};
+    const char *prefix = getenv("EF_GGUF_SPM_OUT");
+    for (int src = 0; src < 2; src++) {
+        Model a, b;
+        load_ok(&a, fixture_path("gguf/tiny_llama.gguf"));
+        tokenizer_free(a.tok);
+        a.tok = NULL;
+        Status s = src == 0 ? tokenizer_load_hf(&a.tok, dir)
+                            : tokenizer_load_llama2c(
+                                  &a.tok, "tests/fixtures/tokenizers/llama2/tokenizer.bin", 32000);
+        if (s != STATUS_OK) fail_msg("%s", status_msg());
+        char *path;
+        if (prefix) {
+            path = xmalloc(strlen(prefix) + 16);
+            sprintf(path, "%s.%s.gguf", prefix, src == 0 ? "hf" : "bin");
+        } else {
+            path = tmp_path(src == 0 ? "spm_hf" : "spm_bin");
+        }
+        assert_int_equal(model_save_gguf(&a, path, DTYPE_F32), STATUS_OK);
+        load_ok(&b, path);
+        assert_int_equal(tokenizer_kind(b.tok), TOKENIZER_SPM);
+        assert_int_equal(tokenizer_vocab_size(b.tok), 32000);
+        for (size_t i = 0; i < ARRAY_LEN(texts); i++) {
+            int32_t *ia, *ib;
+            int na, nb;
+            size_t len = strlen(texts[i]);
+            // HF's Metaspace prepend_scheme "first" adds no "▁" before a leading space;
+            // llama.cpp (and sentencepiece) always do: only the .bin source agrees there
+            if (src == 0 && texts[i][0] == ' ') continue;
+            assert_int_equal(tokenizer_encode(a.tok, texts[i], len, 0, &ia, &na), STATUS_OK);
+            assert_int_equal(tokenizer_encode(b.tok, texts[i], len, 0, &ib, &nb), STATUS_OK);
+            if (na != nb || memcmp(ia, ib, (size_t)na * sizeof *ia) != 0)
+                fail_msg("source %d, text %zu: ids differ after the GGUF round trip", src, i);
+            if (i == 0) assert_true(nb == 2 && memcmp(ib, hello, sizeof hello) == 0);
+            if (i == 1) assert_true(nb == 4 && memcmp(ib, once, sizeof once) == 0);
+            free(ia);
+            free(ib);
+        }
+        model_release(&b);
+        model_release(&a);
+        if (!prefix) unlink(path);
+        free(path);
+    }
+}
+
 static void test_model_bad(void **state) {
     (void)state;
     Model m;
@@ -772,6 +835,29 @@ static void test_model_bad(void **state) {
         assert_int_not_equal(model_load_gguf(&m, path), STATUS_OK);
         assert_non_null(strstr(status_msg(), path));
     }
+    mapped_file_close(&mf);
+    // random byte changes in the metadata/tensor-info part of a valid model: the loader may
+    // accept or refuse, but must not crash (run under ASan by `make asan`)
+    assert_int_equal(mapped_file_open(&mf, fixture_path("gguf/tiny_qwen2.gguf")), STATUS_OK);
+    unsigned char *buf = xmalloc(mf.size);
+    uint64_t x = 88172645463325252ull; // xorshift64, fixed seed
+    int accepted = 0;
+    for (int it = 0; it < 150; it++) {
+        memcpy(buf, mf.data, mf.size);
+        for (int k = 0; k < 1 + it % 4; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            buf[(x >> 8) % 3072] = (unsigned char)x;
+        }
+        assert_int_equal(file_write_all(path, buf, mf.size), STATUS_OK);
+        if (model_load_gguf(&m, path) == STATUS_OK) {
+            accepted++;
+            model_release(&m);
+        } else if (!strstr(status_msg(), path)) {
+            fail_msg("error without the file name: %s", status_msg());
+        }
+    }
+    print_message("mutated tiny_qwen2.gguf: %d of 150 accepted\n", accepted);
+    free(buf);
     mapped_file_close(&mf);
     unlink(path);
     free(path);
@@ -816,6 +902,31 @@ static void test_smollm2_model(void **state) {
     assert_ptr_equal(m.lm_head.data, m.tok_emb.data);
     assert_int_equal(tokenizer_vocab_size(m.tok), 49152);
     assert_int_equal(tokenizer_kind(m.tok), TOKENIZER_BPE);
+    // the tokenizer built from tokenizer.ggml.* against HF `tokenizers` ids
+    // (tests/fixtures/tokenizers/smollm2/cases.jsonl, column ids_digits = llama.cpp "smollm")
+    static const struct {
+        const char *text;
+        int n;
+        int32_t ids[10];
+    } cases[] = {
+        {"Hello world", 2, {19556, 905}},
+        {"Once upon a time", 4, {6403, 1980, 253, 655}},
+        {"1234567890", 10, {33, 34, 35, 36, 37, 38, 39, 40, 41, 32}},
+        {"<|im_start|>user\nHi there<|im_end|>\n", 7, {1, 4093, 198, 26843, 665, 2, 198}},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        int32_t *ids;
+        int nid;
+        assert_int_equal(tokenizer_encode(m.tok, cases[i].text, strlen(cases[i].text),
+                                          TOKENIZE_PARSE_SPECIAL, &ids, &nid),
+                         STATUS_OK);
+        assert_int_equal(nid, cases[i].n);
+        assert_memory_equal(ids, cases[i].ids, (size_t)nid * sizeof *ids);
+        free(ids);
+    }
+    // EF_GGUF_SMOL_OUT=file: save as F16 for `gen_gguf_fixtures.py --check-roundtrip`
+    const char *out = getenv("EF_GGUF_SMOL_OUT");
+    if (out) assert_int_equal(model_save_gguf(&m, out, DTYPE_F16), STATUS_OK);
     safetensors_close(&ref);
     model_release(&m);
 }
@@ -826,8 +937,8 @@ int main(void) {
         cmocka_unit_test(test_dequant_vs_gguf_py), cmocka_unit_test(test_writer_roundtrip),
         cmocka_unit_test(test_bad_inputs),         cmocka_unit_test(test_smollm2_container),
         cmocka_unit_test(test_tiny_llama_load),    cmocka_unit_test(test_model_save_roundtrip),
-        cmocka_unit_test(test_qwen2_load_save),    cmocka_unit_test(test_model_bad),
-        cmocka_unit_test(test_smollm2_model),
+        cmocka_unit_test(test_qwen2_load_save),    cmocka_unit_test(test_spm_tokenizer_gguf),
+        cmocka_unit_test(test_model_bad),          cmocka_unit_test(test_smollm2_model),
     };
     return cmocka_run_group_tests_name("gguf", tests, NULL, NULL);
 }

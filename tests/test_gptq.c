@@ -10,8 +10,11 @@
  */
 #include "core/common.h"
 #include "core/dtype.h"
+#include "core/fileio.h"
+#include "core/log.h"
 #include "core/rng.h"
 #include "quant/gptq.h"
+#include "quant/gptq_ckpt.h"
 #include "quant/gptq_pack.h"
 #include "testutil.h"
 
@@ -19,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -27,7 +32,8 @@
 static const void *tensor(const SafeTensors *st, const char *name, SafeDType dt, int64_t *n) {
     const SafeTensor *t = safetensors_find(st, name);
     if (!t) fail_msg("fixture tensor '%s' missing", name);
-    if (t->dtype != dt) fail_msg("fixture tensor '%s' has dtype %s", name, safe_dtype_name(t->dtype));
+    if (t->dtype != dt)
+        fail_msg("fixture tensor '%s' has dtype %s", name, safe_dtype_name(t->dtype));
     if (n) *n = (int64_t)(t->nbytes / safe_dtype_size(dt));
     return t->data;
 }
@@ -125,8 +131,9 @@ static void run_parity_case(const char *file) {
     double rel = fabs(r.loss - lref[0]) / lref[0];
     if (rel > 1e-5) fail_msg("%s: loss %.10g vs %.10g (rel %g)", file, r.loss, lref[0], rel);
     print_message("%s: %lldx%lld loss %.6g (ref %.6g, rel %.1e), %d differing codes in %d tied "
-                  "rows, damp %g, dead %lld\n", file, (long long)N, (long long)K, r.loss, lref[0],
-                  rel, n_diff, tie_rows, r.percdamp, (long long)r.n_dead);
+                  "rows, damp %g, dead %lld\n",
+                  file, (long long)N, (long long)K, r.loss, lref[0], rel, n_diff, tie_rows,
+                  r.percdamp, (long long)r.n_dead);
     free(row_tied);
 
     // RTN on the same grid: identical codes; GPTQ's output error below RTN's
@@ -134,8 +141,10 @@ static void run_parity_case(const char *file) {
     assert_int_equal(gptq_rtn_layer(&rt, W, N, K, &o), STATUS_OK);
     const int32_t *rq = tensor(&st, "rtn_q", ST_I32, NULL);
     for (int64_t i = 0; i < N * K; i++)
-        if (rt.q[i] != rq[i]) fail_msg("%s: rtn code %lld is %d, reference %d", file, (long long)i, rt.q[i], rq[i]);
-    float *Wg = xmalloc((size_t)(N * K) * sizeof(float)), *Wr = xmalloc((size_t)(N * K) * sizeof(float));
+        if (rt.q[i] != rq[i])
+            fail_msg("%s: rtn code %lld is %d, reference %d", file, (long long)i, rt.q[i], rq[i]);
+    float *Wg = xmalloc((size_t)(N * K) * sizeof(float)),
+          *Wr = xmalloc((size_t)(N * K) * sizeof(float));
     gptq_result_dequantize(Wg, &r);
     gptq_result_dequantize(Wr, &rt);
     double eg = gptq_layer_error(h.H, W, Wg, N, K), er = gptq_layer_error(h.H, W, Wr, N, K);
@@ -150,12 +159,30 @@ static void run_parity_case(const char *file) {
     safetensors_close(&st);
 }
 
-static void test_parity_plain(void **s) { (void)s; run_parity_case("gptq/plain_g128_k172.safetensors"); }
-static void test_parity_actorder(void **s) { (void)s; run_parity_case("gptq/actorder_g32_k172.safetensors"); }
-static void test_parity_static(void **s) { (void)s; run_parity_case("gptq/static_actorder_g64_k256.safetensors"); }
-static void test_parity_asym(void **s) { (void)s; run_parity_case("gptq/asym_g128_k172.safetensors"); }
-static void test_parity_asym_actorder(void **s) { (void)s; run_parity_case("gptq/asym_actorder_g64_k256.safetensors"); }
-static void test_parity_perchannel(void **s) { (void)s; run_parity_case("gptq/perchannel_actorder_k96.safetensors"); }
+static void test_parity_plain(void **s) {
+    (void)s;
+    run_parity_case("gptq/plain_g128_k172.safetensors");
+}
+static void test_parity_actorder(void **s) {
+    (void)s;
+    run_parity_case("gptq/actorder_g32_k172.safetensors");
+}
+static void test_parity_static(void **s) {
+    (void)s;
+    run_parity_case("gptq/static_actorder_g64_k256.safetensors");
+}
+static void test_parity_asym(void **s) {
+    (void)s;
+    run_parity_case("gptq/asym_g128_k172.safetensors");
+}
+static void test_parity_asym_actorder(void **s) {
+    (void)s;
+    run_parity_case("gptq/asym_actorder_g64_k256.safetensors");
+}
+static void test_parity_perchannel(void **s) {
+    (void)s;
+    run_parity_case("gptq/perchannel_actorder_k96.safetensors");
+}
 
 // The dsyrk path equals the naive triple loop; codes do not depend on the thread count.
 static void test_hessian_ref_and_threads(void **state) {
@@ -174,7 +201,8 @@ static void test_hessian_ref_and_threads(void **state) {
     for (int64_t b = 0, t = 0; b < nb; t += rows[b], b++)
         assert_int_equal(gptq_hessian_add_batch_ref(&hr, X + t * K, rows[b], seqs[b]), STATUS_OK);
     for (int64_t i = 0; i < K * K; i++)
-        if (fabs(h.H[i] - hr.H[i]) > 1e-12 * (fabs(hr.H[i]) + 1e-3)) fail_msg("H[%lld] %g vs %g", (long long)i, h.H[i], hr.H[i]);
+        if (fabs(h.H[i] - hr.H[i]) > 1e-12 * (fabs(hr.H[i]) + 1e-3))
+            fail_msg("H[%lld] %g vs %g", (long long)i, h.H[i], hr.H[i]);
 #ifdef _OPENMP
     GptqOptions o;
     gptq_options_defaults(&o);
@@ -205,9 +233,9 @@ static void test_grid(void **state) {
     const double a[] = {-0.3, 0.1, 0.2};
     gptq_grid(&s, &z, a, 3, 4, true); // amax 0.3: scale 0.6/15, zero 8
     assert_true(s == 0.6 / 15 && z == 8);
-    assert_int_equal(gptq_code(-0.3, s, z, 15), 0);   // -7.5 rounds to even (-8): 0
-    assert_int_equal(gptq_code(0.3, s, z, 15), 15);   // 7.5 -> 8, +8 = 16, clamped
-    const double pos[] = {0.1, 0.3};                  // no negative value: xmin stays 0
+    assert_int_equal(gptq_code(-0.3, s, z, 15), 0); // -7.5 rounds to even (-8): 0
+    assert_int_equal(gptq_code(0.3, s, z, 15), 15); // 7.5 -> 8, +8 = 16, clamped
+    const double pos[] = {0.1, 0.3};                // no negative value: xmin stays 0
     gptq_grid(&s, &z, pos, 2, 4, true);
     assert_true(s == 0.3 / 15 && z == 8);
     const double zero[] = {0, 0};
@@ -217,6 +245,59 @@ static void test_grid(void **state) {
     assert_true(s == 0.5 / 15 && z == 9);
     gptq_grid(&s, &z, pos, 2, 4, false);
     assert_true(z == 0);
+}
+
+// stories260K-like shapes: a group wider than K is one group (min(g, K)), the same as
+// per-channel when no column is dead; and g 32 on K = 172 leaves a ragged group of 12.
+static void test_small_shapes(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 17);
+    const int64_t N = 16, K = 64, T = 256;
+    float *X = xmalloc((size_t)(T * 172) * 4), *W = xmalloc((size_t)(N * 172) * 4);
+    for (int64_t i = 0; i < T * 172; i++)
+        X[i] = (float)rng_normal(&rng);
+    for (int64_t i = 0; i < N * 172; i++)
+        W[i] = (float)(0.02 * rng_normal(&rng));
+    GptqHessian h;
+    assert_int_equal(gptq_hessian_init(&h, K), STATUS_OK);
+    assert_int_equal(gptq_hessian_add_batch(&h, X, T * 172 / K, 4), STATUS_OK);
+    GptqOptions o;
+    gptq_options_defaults(&o); // group 128 > K = 64
+    GptqResult a, b;
+    assert_int_equal(gptq_quantize_layer(&a, W, N, &h, &o), STATUS_OK);
+    assert_int_equal(a.G, 1);
+    o.group_size = -1;
+    assert_int_equal(gptq_quantize_layer(&b, W, N, &h, &o), STATUS_OK);
+    assert_memory_equal(a.q, b.q, (size_t)(N * K));
+    assert_true(a.loss == b.loss);
+    gptq_result_release(&a);
+    gptq_result_release(&b);
+    gptq_hessian_release(&h);
+    assert_int_equal(gptq_hessian_init(&h, 172), STATUS_OK);
+    assert_int_equal(gptq_hessian_add_batch(&h, X, T, 4), STATUS_OK);
+    o.group_size = 32;
+    o.act_order = true;
+    assert_int_equal(gptq_quantize_layer(&a, W, N, &h, &o), STATUS_OK);
+    assert_int_equal(a.G, 6);
+    int count[6] = {0};
+    for (int64_t j = 0; j < 172; j++)
+        count[a.g_idx[j]]++;
+    for (int g = 0; g < 5; g++)
+        assert_int_equal(count[g], 32);
+    assert_int_equal(count[5], 12);
+    GptqPacked p;
+    assert_int_equal(gptq_pack_result(&p, &a), STATUS_OK);
+    assert_int_equal(gptq_qweight_rows(172, 4), 22); // 21.5 words: the last is half padding
+    uint8_t *q = xmalloc((size_t)(N * 172));
+    gptq_unpack_codes(q, &p);
+    assert_memory_equal(q, a.q, (size_t)(N * 172));
+    free(q);
+    gptq_packed_release(&p);
+    gptq_result_release(&a);
+    gptq_hessian_release(&h);
+    free(X);
+    free(W);
 }
 
 /* ---- error paths --------------------------------------------------------------------- */
@@ -304,7 +385,8 @@ static void run_pack_case(const char *file) {
     const float *deq = tensor(&st, "dequant", ST_F32, NULL);
     const int64_t G = nz / N;
     uint8_t *q = xmalloc((size_t)(N * K));
-    for (int64_t i = 0; i < N * K; i++) q[i] = (uint8_t)q32[i];
+    for (int64_t i = 0; i < N * K; i++)
+        q[i] = (uint8_t)q32[i];
     GptqPacked p;
     assert_int_equal(gptq_pack(&p, q, zeros, sc, gi, K, N, 4, group, G), STATUS_OK);
     assert_int_equal(gptq_packed_validate(&p, file), STATUS_OK);
@@ -320,7 +402,8 @@ static void run_pack_case(const char *file) {
     gptq_dequantize(W, &p);
     for (int64_t i = 0; i < N * K; i++)
         if (f32_bits(W[i]) != f32_bits(deq[i]))
-            fail_msg("%s: dequant[%lld] %.9g vs dequant_ref.py %.9g", file, (long long)i, (double)W[i], (double)deq[i]);
+            fail_msg("%s: dequant[%lld] %.9g vs dequant_ref.py %.9g", file, (long long)i,
+                     (double)W[i], (double)deq[i]);
     free(W);
     free(q);
     free(q2);
@@ -351,12 +434,14 @@ static void test_pack_round_trip(void **state) {
             int32_t *z = xmalloc((size_t)(G * N) * 4), *z2 = xmalloc((size_t)(G * N) * 4);
             uint16_t *sc = xmalloc((size_t)(G * N) * 2);
             int32_t *gi = xmalloc((size_t)K * 4);
-            for (int64_t i = 0; i < N * K; i++) q[i] = (uint8_t)rng_below(&rng, 1u << bits);
+            for (int64_t i = 0; i < N * K; i++)
+                q[i] = (uint8_t)rng_below(&rng, 1u << bits);
             for (int64_t i = 0; i < G * N; i++) {
                 z[i] = 1 + (int32_t)rng_below(&rng, 1u << bits);
                 sc[i] = f32_to_fp16(0.01f);
             }
-            for (int64_t i = 0; i < K; i++) gi[i] = (int32_t)(i / g);
+            for (int64_t i = 0; i < K; i++)
+                gi[i] = (int32_t)(i / g);
             GptqPacked p;
             assert_int_equal(gptq_pack(&p, q, z, sc, gi, K, N, bits, (int)g, G), STATUS_OK);
             assert_int_equal(p.bits, bits);
@@ -392,7 +477,8 @@ static void test_pack_result(void **state) {
     assert_int_equal(gptq_quantize_layer(&r, wt->data, N, &h, &o), STATUS_OK);
     GptqPacked p;
     assert_int_equal(gptq_pack_result(&p, &r), STATUS_OK);
-    for (int64_t i = 0; i < p.G * N / 8; i++) assert_int_equal(p.qzeros[i], 0x77777777u);
+    for (int64_t i = 0; i < p.G * N / 8; i++)
+        assert_int_equal(p.qzeros[i], 0x77777777u);
     float *A = xmalloc((size_t)(N * K) * 4), *B = xmalloc((size_t)(N * K) * 4);
     gptq_result_dequantize(A, &r);
     gptq_dequantize(B, &p);
@@ -448,6 +534,290 @@ static void test_f64_to_fp16(void **state) {
     assert_int_equal(gptq_f64_to_fp16(1e6), 0x7c00);
 }
 
+/* ---- checkpoints --------------------------------------------------------------------- */
+
+static void packed_equal(const GptqPacked *a, const GptqPacked *b) {
+    assert_int_equal(a->K, b->K);
+    assert_int_equal(a->N, b->N);
+    assert_int_equal(a->G, b->G);
+    assert_int_equal(a->bits, b->bits);
+    assert_memory_equal(a->qweight, b->qweight,
+                        (size_t)(gptq_qweight_rows(a->K, a->bits) * a->N) * 4);
+    assert_memory_equal(a->qzeros, b->qzeros, (size_t)(a->G * gptq_qzeros_cols(a->N, a->bits)) * 4);
+    assert_memory_equal(a->scales, b->scales, (size_t)(a->G * a->N) * 2);
+    assert_memory_equal(a->g_idx, b->g_idx, (size_t)a->K * 4);
+    assert_int_equal(!a->bias, !b->bias);
+    if (a->bias) assert_memory_equal(a->bias, b->bias, (size_t)a->N * 2);
+}
+
+// A random sym 4-bit layer (K, N, group), packed.
+static void random_packed(GptqPacked *p, int64_t K, int64_t N, int group, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    const int64_t G = group == -1 ? 1 : (K + group - 1) / group;
+    uint8_t *q = xmalloc((size_t)(N * K));
+    int32_t *z = xmalloc((size_t)(G * N) * 4), *gi = xmalloc((size_t)K * 4);
+    uint16_t *sc = xmalloc((size_t)(G * N) * 2);
+    for (int64_t i = 0; i < N * K; i++)
+        q[i] = (uint8_t)rng_below(&rng, 16);
+    for (int64_t i = 0; i < G * N; i++) {
+        z[i] = 8;
+        sc[i] = f32_to_fp16((float)(0.01 * rng_uniform(&rng) + 1e-3));
+    }
+    for (int64_t i = 0; i < K; i++)
+        gi[i] = group == -1 ? 0 : (int32_t)(i / group);
+    assert_int_equal(gptq_pack(p, q, z, sc, gi, K, N, 4, group, G), STATUS_OK);
+    free(q);
+    free(z);
+    free(gi);
+    free(sc);
+}
+
+static char *tmp_dir(void) {
+    char tmpl[] = "/tmp/ef_test_gptq_XXXXXX";
+    char *d = mkdtemp(tmpl);
+    assert_non_null(d);
+    return xstrdup(d);
+}
+
+static void rm_dir(const char *dir) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_ckpt_round_trip(void **state) {
+    (void)state;
+    char *dir = tmp_dir();
+    GptqPacked a, b;
+    random_packed(&a, 256, 72, 64, 21);
+    a.bias = xmalloc(72 * 2);
+    for (int i = 0; i < 72; i++)
+        a.bias[i] = f32_to_fp16((float)i / 10);
+    SafeWriter w;
+    safewriter_init(&w);
+    gptq_ckpt_add_linear(&w, "model.layers.0.mlp.up_proj", &a);
+    char *path = path_join(dir, "model.safetensors");
+    assert_int_equal(safewriter_write(&w, path), STATUS_OK);
+    safewriter_release(&w);
+    // config.json keeps its keys and gains quantization_config; quantize_config.json matches
+    char *cfg = path_join(dir, "config.json");
+    const char *hf = "{\"model_type\": \"llama\", \"hidden_size\": 64}";
+    assert_int_equal(file_write_all(cfg, hf, strlen(hf)), STATUS_OK);
+    GptqConfig c, c2, c3;
+    gptq_config_defaults(&c);
+    c.group_size = 64;
+    c.desc_act = true;
+    assert_int_equal(gptq_config_write(dir, &c), STATUS_OK);
+    assert_int_equal(gptq_config_read(&c2, dir), STATUS_OK);
+    assert_int_equal(c2.group_size, 64);
+    assert_true(c2.desc_act && c2.sym && !c2.static_groups && c2.bits == 4);
+    char *text = NULL;
+    size_t n;
+    assert_int_equal(file_read_all(cfg, &text, &n), STATUS_OK);
+    assert_non_null(strstr(text, "\"model_type\": \"llama\""));
+    assert_int_equal(gptq_config_parse(&c3, text, "config.json"), STATUS_OK);
+    assert_int_equal(c3.group_size, 64);
+    assert_true(c3.desc_act);
+    free(text);
+    SafeTensors st;
+    assert_int_equal(safetensors_open(&st, path), STATUS_OK);
+    assert_int_equal(gptq_ckpt_read_linear(&b, &st, "model.layers.0.mlp.up_proj", &c2, 256, 72),
+                     STATUS_OK);
+    packed_equal(&a, &b);
+    gptq_packed_release(&b);
+    assert_int_equal(gptq_ckpt_read_linear(&b, &st, "model.layers.0.mlp.up_proj", &c2, 0, 0),
+                     STATUS_OK); // shapes inferred
+    packed_equal(&a, &b);
+    gptq_packed_release(&b);
+    assert_int_equal(gptq_ckpt_read_linear(&b, &st, "model.layers.0.mlp.up_proj", &c2, 256, 64),
+                     STATUS_ERR_FORMAT); // not the expected out_features
+    safetensors_close(&st);
+    gptq_packed_release(&a);
+    free(cfg);
+    free(path);
+    rm_dir(dir);
+    free(dir);
+}
+
+// The layer packed by tools/gptq_ref.py, read as a checkpoint, dequantizes like dequant_ref.py.
+static void test_ckpt_python_file(void **state) {
+    (void)state;
+    SafeTensors st;
+    fixture_open(&st, "gptq/pack_sym_actorder_g32.safetensors");
+    GptqConfig c;
+    assert_int_equal(gptq_config_parse(&c,
+                                       "{\"quant_method\": \"gptq\", \"bits\": 4, "
+                                       "\"group_size\": 32, \"desc_act\": true, \"sym\": true}",
+                                       "inline"),
+                     STATUS_OK);
+    GptqPacked p;
+    assert_int_equal(gptq_ckpt_read_linear(&p, &st, "layer", &c, 0, 0), STATUS_OK);
+    const float *deq = tensor(&st, "dequant", ST_F32, NULL);
+    float *W = xmalloc((size_t)(p.N * p.K) * 4);
+    gptq_dequantize(W, &p);
+    assert_memory_equal(W, deq, (size_t)(p.N * p.K) * 4);
+    free(W);
+    gptq_packed_release(&p);
+    safetensors_close(&st);
+}
+
+// Writes a checkpoint with one tensor replaced and expects `want` mentioning `needle`.
+typedef enum {
+    BAD_NONE,
+    BAD_QWEIGHT_DTYPE,
+    BAD_QZEROS_SHAPE,
+    BAD_NO_SCALES,
+    BAD_GIDX_RANGE,
+    BAD_BIAS_SHAPE
+} BadKind;
+
+static void expect_bad(const char *dir, BadKind kind, const GptqConfig *c, Status want,
+                       const char *needle) {
+    GptqPacked a, b;
+    random_packed(&a, 128, 64, 32, 9);
+    SafeWriter w;
+    safewriter_init(&w);
+    int64_t shp[2];
+    float *f = xcalloc(16 * 64, 4);
+    uint16_t *bias = xcalloc(65, 2);
+    if (kind == BAD_GIDX_RANGE) a.g_idx[17] = 4;
+    if (kind != BAD_QWEIGHT_DTYPE) {
+        shp[0] = 16;
+        shp[1] = 64;
+        safewriter_add(&w, "l.qweight", ST_I32, 2, shp, a.qweight);
+    } else {
+        shp[0] = 16;
+        shp[1] = 64;
+        safewriter_add(&w, "l.qweight", ST_F32, 2, shp, f);
+    }
+    shp[0] = 4;
+    shp[1] = kind == BAD_QZEROS_SHAPE ? 7 : 8;
+    safewriter_add(&w, "l.qzeros", ST_I32, 2, shp, a.qzeros);
+    shp[1] = 64;
+    if (kind != BAD_NO_SCALES) safewriter_add(&w, "l.scales", ST_F16, 2, shp, a.scales);
+    shp[0] = 128;
+    safewriter_add(&w, "l.g_idx", ST_I32, 1, shp, a.g_idx);
+    if (kind == BAD_BIAS_SHAPE) {
+        shp[0] = 65;
+        safewriter_add(&w, "l.bias", ST_F16, 1, shp, bias);
+    }
+    char *path = path_join(dir, "bad.safetensors");
+    assert_int_equal(safewriter_write(&w, path), STATUS_OK);
+    safewriter_release(&w);
+    SafeTensors st;
+    assert_int_equal(safetensors_open(&st, path), STATUS_OK);
+    Status s = gptq_ckpt_read_linear(&b, &st, "l", c, 0, 0);
+    if (s != want || (needle && !strstr(status_msg(), needle)))
+        fail_msg("case %d: status %d (%s), want %d with '%s'", kind, s, status_msg(), want, needle);
+    if (s == STATUS_OK) gptq_packed_release(&b);
+    assert_null(s == STATUS_OK ? NULL : b.qweight);
+    safetensors_close(&st);
+    free(path);
+    free(f);
+    free(bias);
+    gptq_packed_release(&a);
+}
+
+static void test_ckpt_corrupt(void **state) {
+    (void)state;
+    char *dir = tmp_dir();
+    GptqConfig c;
+    gptq_config_defaults(&c);
+    c.group_size = 32;
+    expect_bad(dir, BAD_NONE, &c, STATUS_OK, NULL);
+    expect_bad(dir, BAD_QWEIGHT_DTYPE, &c, STATUS_ERR_FORMAT, "dtype");
+    expect_bad(dir, BAD_QZEROS_SHAPE, &c, STATUS_ERR_FORMAT, "qzeros");
+    expect_bad(dir, BAD_NO_SCALES, &c, STATUS_ERR_FORMAT, "missing");
+    expect_bad(dir, BAD_GIDX_RANGE, &c, STATUS_ERR_FORMAT, "g_idx");
+    expect_bad(dir, BAD_BIAS_SHAPE, &c, STATUS_ERR_FORMAT, "bias");
+    c.group_size = 64; // the file has 4 groups of 32
+    expect_bad(dir, BAD_NONE, &c, STATUS_ERR_FORMAT, "groups");
+    c.group_size = 32;
+    c.bits = 3;
+    expect_bad(dir, BAD_NONE, &c, STATUS_ERR_UNSUPPORTED, "3-bit");
+    // quantization_config errors
+    GptqConfig d;
+    const struct {
+        const char *json;
+        Status want;
+    } cfgs[] = {
+        {"{\"bits\": 4, \"group_size\": 128, \"sym\": true}", STATUS_OK},
+        {"{\"quantization_config\": {\"quant_method\": \"gptq\", \"bits\": 4, \"group_size\": -1, "
+         "\"sym\": false}}",
+         STATUS_OK},
+        {"{\"quant_method\": \"awq\", \"bits\": 4, \"group_size\": 128}", STATUS_ERR_UNSUPPORTED},
+        {"{\"bits\": 4, \"group_size\": 128, \"format\": \"gptq_v2\"}", STATUS_ERR_UNSUPPORTED},
+        {"{\"bits\": 4, \"group_size\": 128, \"checkpoint_format\": \"marlin\"}",
+         STATUS_ERR_UNSUPPORTED},
+        {"{\"bits\": \"4\", \"group_size\": 128}", STATUS_ERR_FORMAT},
+        {"{\"bits\": 5, \"group_size\": 128}", STATUS_ERR_FORMAT},
+        {"{\"bits\": 4, \"group_size\": 0}", STATUS_ERR_FORMAT},
+        {"{\"bits\": 4, \"group_size\": 128, \"desc_act\": 1}", STATUS_ERR_FORMAT},
+        {"{\"bits\": 4, \"group_size\": 128", STATUS_ERR_FORMAT},
+        {"[1, 2]", STATUS_ERR_FORMAT},
+        {"{\"quantization_config\": 7}", STATUS_ERR_FORMAT},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cfgs); i++) {
+        Status s = gptq_config_parse(&d, cfgs[i].json, "config.json");
+        if (s != cfgs[i].want) fail_msg("config %zu: status %d (%s)", i, s, status_msg());
+    }
+    assert_int_equal(gptq_config_read(&d, dir), STATUS_ERR_IO); // neither file
+    rm_dir(dir);
+    free(dir);
+}
+
+/* ---- timing (GPTQ_BENCH=1; not a test) ------------------------------------------------ */
+
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// W (N, K) with 128 sequences of 512 tokens, as tools/gptq_ref.py bench does.
+static void bench_layer(int64_t N, int64_t K, bool act_order) {
+    Rng rng;
+    rng_seed(&rng, 1);
+    const int64_t T = 512, S = 128;
+    float *X = xmalloc((size_t)(T * K) * 4), *W = xmalloc((size_t)(N * K) * 4);
+    for (int64_t i = 0; i < N * K; i++)
+        W[i] = (float)(0.02 * rng_normal(&rng));
+    GptqHessian h;
+    assert_int_equal(gptq_hessian_init(&h, K), STATUS_OK);
+    // one batch of tokens reused for every sequence: the timing does not depend on values
+    for (int64_t i = 0; i < T * K; i++)
+        X[i] = (float)rng_normal(&rng) * (1 + (float)(i % K == 3) * 20);
+    double t0 = time_now(), c0 = cpu_seconds();
+    for (int64_t s = 0; s < S; s++)
+        assert_int_equal(gptq_hessian_add_batch(&h, X, T, 1), STATUS_OK);
+    double th = time_now() - t0, ch = cpu_seconds() - c0;
+    GptqOptions o;
+    gptq_options_defaults(&o);
+    o.act_order = act_order;
+    GptqResult r;
+    t0 = time_now();
+    c0 = cpu_seconds();
+    assert_int_equal(gptq_quantize_layer(&r, W, N, &h, &o), STATUS_OK);
+    print_message("bench gptq W (%lld, %lld), %lldx%lld tokens, act-order %d: hessian %.3f s "
+                  "(cpu %.3f s), quantize %.3f s (cpu %.3f s), loss %.6g\n",
+                  (long long)N, (long long)K, (long long)S, (long long)T, act_order, th, ch,
+                  time_now() - t0, cpu_seconds() - c0, r.loss);
+    gptq_result_release(&r);
+    gptq_hessian_release(&h);
+    free(X);
+    free(W);
+}
+
+static void test_bench(void **state) {
+    (void)state;
+    const char *e = getenv("GPTQ_BENCH");
+    if (!e || strcmp(e, "1") != 0) skip();
+    bench_layer(1536, 576, false);
+    bench_layer(1536, 576, true);
+    bench_layer(576, 1536, false);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grid),
@@ -458,6 +828,7 @@ int main(void) {
         cmocka_unit_test(test_parity_asym_actorder),
         cmocka_unit_test(test_parity_perchannel),
         cmocka_unit_test(test_hessian_ref_and_threads),
+        cmocka_unit_test(test_small_shapes),
         cmocka_unit_test(test_not_positive_definite),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_pack_vs_python),
@@ -465,6 +836,10 @@ int main(void) {
         cmocka_unit_test(test_pack_result),
         cmocka_unit_test(test_pack_errors),
         cmocka_unit_test(test_f64_to_fp16),
+        cmocka_unit_test(test_ckpt_round_trip),
+        cmocka_unit_test(test_ckpt_python_file),
+        cmocka_unit_test(test_ckpt_corrupt),
+        cmocka_unit_test(test_bench),
     };
     return cmocka_run_group_tests_name("gptq", tests, NULL, NULL);
 }

@@ -262,6 +262,13 @@ static void test_attention_grad(void **state) {
     for (int64_t i = 0; i < nq; i++) L += (double)out[i] * G[i];
     assert_true(fabs(L - att_loss(&c)) < 1e-4);
     fd_check("attention dq", att_loss, &c, c.q, nq, dq, 1e-3);
+    // the naive twin too
+    float *rq = xcalloc(nq, 4), *rk = xcalloc(nk, 4), *rv = xcalloc(nk, 4);
+    attention_backward_ref(rq, rk, rv, dp, G, probs, q, k, v, B, T, H, KVH, HD);
+    fd_check("attention_ref dq", att_loss, &c, c.q, nq, rq, 1e-3);
+    fd_check("attention_ref dk", att_loss, &c, c.k, nk, rk, 1e-3);
+    fd_check("attention_ref dv", att_loss, &c, c.v, nk, rv, 1e-3);
+    free(rq); free(rk); free(rv);
     fd_check("attention dk", att_loss, &c, c.k, nk, dk, 1e-3);
     fd_check("attention dv", att_loss, &c, c.v, nk, dv, 1e-3);
     // causality: probabilities above the diagonal are exactly zero
@@ -269,6 +276,34 @@ static void test_attention_grad(void **state) {
         for (int t2 = t + 1; t2 < T; t2++) assert_true(probs[t * T + t2] == 0.0f);
     free(q); free(k); free(v); free(G); free(out); free(probs); free(dp);
     free(dq); free(dk); free(dv); free(c.q); free(c.k); free(c.v);
+}
+
+static void test_attention_vs_ref(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 55);
+    int B = 2, T = 13, H = 6, KVH = 2, HD = 7; // odd sizes
+    int64_t nq = (int64_t)B * T * H * HD, nk = (int64_t)B * T * KVH * HD, np = (int64_t)B * H * T * T;
+    float *q = rand_f(&r, nq, 1.0), *k = rand_f(&r, nk, 1.0), *v = rand_f(&r, nk, 1.0);
+    float *G = rand_f(&r, nq, 1.0);
+    float *o1 = xmalloc(4 * nq), *o2 = xmalloc(4 * nq), *p1 = xmalloc(4 * np), *p2 = xmalloc(4 * np);
+    float *dp = xmalloc(4 * np);
+    attention_forward(o1, p1, q, k, v, B, T, H, KVH, HD);
+    attention_forward_ref(o2, p2, q, k, v, B, T, H, KVH, HD);
+    assert_close_f32("attention out vs ref", o1, o2, nq, 1e-5, 1e-4);
+    assert_close_f32("attention probs vs ref", p1, p2, np, 1e-6, 1e-5);
+    float *g1[3] = {xcalloc(nq, 4), xcalloc(nk, 4), xcalloc(nk, 4)};
+    float *g2[3] = {xcalloc(nq, 4), xcalloc(nk, 4), xcalloc(nk, 4)};
+    attention_backward(g1[0], g1[1], g1[2], dp, G, p2, q, k, v, B, T, H, KVH, HD);
+    attention_backward_ref(g2[0], g2[1], g2[2], dp, G, p2, q, k, v, B, T, H, KVH, HD);
+    assert_close_f32("attention dq vs ref", g1[0], g2[0], nq, 1e-5, 1e-4);
+    assert_close_f32("attention dk vs ref", g1[1], g2[1], nk, 1e-5, 1e-4);
+    assert_close_f32("attention dv vs ref", g1[2], g2[2], nk, 1e-5, 1e-4);
+    for (int i = 0; i < 3; i++) {
+        free(g1[i]);
+        free(g2[i]);
+    }
+    free(q); free(k); free(v); free(G); free(o1); free(o2); free(p1); free(p2); free(dp);
 }
 
 /* ---- SwiGLU, residual, embedding ----------------------------------------------------- */
@@ -353,6 +388,7 @@ typedef struct {
     const float *tlp;
     int K;
     double tgen;
+    int Vk, Vt; // shared vocabulary and teacher row length (0 = V)
 } LossCtx;
 
 static double lse_d(const double *x, int V, double inv_t) {
@@ -372,9 +408,10 @@ static double kd_loss_d(void *vc) {
         const double *s = c->s + n * c->V;
         ce += lse_d(s, c->V, 1) - s[c->y[n]];
         if (!c->t) continue;
-        for (int i = 0; i < c->V; i++) tt[i] = c->t[n * c->V + i];
-        double ls = lse_d(s, c->V, 1 / c->T), lt = lse_d(tt, c->V, 1 / c->T);
-        for (int i = 0; i < c->V; i++) {
+        int Vk = c->Vk ? c->Vk : c->V, Vt = c->Vt ? c->Vt : c->V;
+        for (int i = 0; i < Vk; i++) tt[i] = c->t[n * Vt + i];
+        double ls = lse_d(s, Vk, 1 / c->T), lt = lse_d(tt, Vk, 1 / c->T);
+        for (int i = 0; i < Vk; i++) {
             double a = tt[i] / c->T - lt, b = s[i] / c->T - ls;
             kl += exp(a) * (a - b);
         }
@@ -397,10 +434,22 @@ static void test_kd_loss_grad(void **state) {
         KdLoss l = kd_loss_forward(s, tl, y, N, V, &o);
         assert_int_equal(l.n_valid, 4);
         kd_loss_backward(d, s, tl, y, N, V, &o, 1.0f);
-        LossCtx c = {N, V, to_d(s, N * V), tl, y, 2.5, 0.3, NULL, NULL, 0, 1};
+        LossCtx c = {N, V, to_d(s, N * V), tl, y, 2.5, 0.3, NULL, NULL, 0, 1, 0, 0};
         assert_true(fabs(l.loss - kd_loss_d(&c)) < 1e-6);
         fd_check(with_teacher ? "kd loss dlogits" : "ce loss dlogits", kd_loss_d, &c, c.s, N * V, d, 1e-4);
         free(c.s);
+    }
+    // shared vocabulary: KL over the first 8 columns, teacher rows of 13 (padding rows)
+    {
+        float *tp = rand_f(&r, N * 13, 2.0);
+        KdLossOptions o = {.temperature = 1.5f, .alpha = 0.6f, .kd_vocab = 8, .teacher_vocab = 13};
+        KdLoss l = kd_loss_forward(s, tp, y, N, V, &o);
+        kd_loss_backward(d, s, tp, y, N, V, &o, 1.0f);
+        LossCtx c = {N, V, to_d(s, N * V), tp, y, 1.5, 0.6, NULL, NULL, 0, 1, 8, 13};
+        assert_true(fabs(l.loss - kd_loss_d(&c)) < 1e-6);
+        fd_check("kd loss, shared vocab 8", kd_loss_d, &c, c.s, N * V, d, 1e-4);
+        free(c.s);
+        free(tp);
     }
     // KL of identical distributions is 0; all-ignored batch gives zeros
     KdLossOptions o = {.temperature = 1.0f, .alpha = 1.0f};
@@ -467,7 +516,7 @@ static void test_sparse_kd_grad(void **state) {
     KdLossOptions o = {.temperature = 2.0f, .alpha = 0.7f};
     KdLoss l = kd_sparse_loss_forward(s, &st, y, N, V, &o);
     kd_sparse_loss_backward(d, s, &st, y, N, V, &o, 1.0f);
-    LossCtx c = {N, V, to_d(s, N * V), NULL, y, 2.0, 0.7, ids, lp, K, 1.0};
+    LossCtx c = {N, V, to_d(s, N * V), NULL, y, 2.0, 0.7, ids, lp, K, 1.0, 0, 0};
     assert_true(fabs(l.loss - sparse_loss_d(&c)) < 1e-6);
     fd_check("sparse kd dlogits", sparse_loss_d, &c, c.s, N * V, d, 1e-4);
     // with K = V (the whole distribution) and t_gen = T the sparse KL equals the dense KL
@@ -549,6 +598,7 @@ int main(void) {
         cmocka_unit_test(test_linear_vs_ref),
         cmocka_unit_test(test_rope_grad),
         cmocka_unit_test(test_attention_grad),
+        cmocka_unit_test(test_attention_vs_ref),
         cmocka_unit_test(test_swiglu_residual_grad),
         cmocka_unit_test(test_embedding_grad),
         cmocka_unit_test(test_kd_loss_grad),

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static char g_dir[256];
@@ -62,7 +63,9 @@ static void write_text(const char *path, const char *text) {
     assert_int_equal(file_write_all(path, text, strlen(text)), STATUS_OK);
 }
 
-static int same_num(double a, double b) { return a == b || fabs(a - b) <= 1e-12 * fmax(1, fabs(b)); }
+static int same_num(double a, double b) {
+    return a == b || fabs(a - b) <= 1e-12 * fmax(1, fabs(b));
+}
 
 static void test_replay_optuna_written_journal(void **state) {
     (void)state;
@@ -83,7 +86,8 @@ static void test_replay_optuna_written_journal(void **state) {
     int states_seen = 0;
     for (size_t i = 0; i < json_array_size(et); i++) {
         json_t *e = json_array_get(et, i), *o = json_array_get(ot, i);
-        assert_int_equal(json_integer_value(json_object_get(e, "number")), json_integer_value(json_object_get(o, "number")));
+        assert_int_equal(json_integer_value(json_object_get(e, "number")),
+                         json_integer_value(json_object_get(o, "number")));
         int est = (int)json_integer_value(json_object_get(e, "state"));
         assert_int_equal(est, json_integer_value(json_object_get(o, "state")));
         states_seen |= 1 << est;
@@ -98,8 +102,10 @@ static void test_replay_optuna_written_journal(void **state) {
             assert_non_null(json_object_get(op, k));
             assert_true(same_num(json_number_value(json_object_get(op, k)), json_number_value(v)));
             // distributions parse to the same thing
-            char *a = json_dumps(json_object_get(json_object_get(e, "distributions"), k), JSON_COMPACT);
-            char *b = json_dumps(json_object_get(json_object_get(o, "distributions"), k), JSON_COMPACT);
+            char *a =
+                json_dumps(json_object_get(json_object_get(e, "distributions"), k), JSON_COMPACT);
+            char *b =
+                json_dumps(json_object_get(json_object_get(o, "distributions"), k), JSON_COMPACT);
             HpoDist da, db;
             assert_int_equal(hpo_dist_from_json(&da, a, k), STATUS_OK);
             assert_int_equal(hpo_dist_from_json(&db, b, k), STATUS_OK);
@@ -114,8 +120,10 @@ static void test_replay_optuna_written_journal(void **state) {
         json_object_foreach(ei, k, v) {
             json_t *w = json_object_get(oi, k);
             assert_non_null(w);
-            if (json_is_null(v)) assert_true(json_is_null(w)); // NaN both sides
-            else assert_true(same_num(json_number_value(w), json_number_value(v)));
+            if (json_is_null(v))
+                assert_true(json_is_null(w)); // NaN both sides
+            else
+                assert_true(same_num(json_number_value(w), json_number_value(v)));
         }
         assert_true(json_equal(json_object_get(e, "user_attrs"), json_object_get(o, "user_attrs")));
     }
@@ -160,7 +168,8 @@ static void test_continue_optuna_study(void **state) {
     for (;;) {
         assert_int_equal(hpo_study_ask(js, sid, &sp, &cfg, &rng, &o, &a), STATUS_OK);
         if (a.trial_id < 0) break;
-        for (int p = 0; p < sp.n; p++) assert_true(hpo_dist_contains(&sp.params[p].dist, a.params[p]));
+        for (int p = 0; p < sp.n; p++)
+            assert_true(hpo_dist_contains(&sp.params[p].dist, a.params[p]));
         assert_int_equal(hpo_trial_report(js, a.trial_id, 0, 1.0), STATUS_OK);
         assert_int_equal(hpo_trial_tell(js, a.trial_id, HPO_COMPLETE, a.params[0]), STATUS_OK);
         hpo_ask_release(&a);
@@ -196,8 +205,9 @@ static void test_bad_journal_lines(void **state) {
     (void)state;
     const char *log = tmp_path("bad.log");
     HpoJournalStore *js;
-    const char *good = "{\"op_code\":0,\"worker_id\":\"w\",\"study_name\":\"s\",\"directions\":[1]}\n"
-                       "{\"op_code\":4,\"worker_id\":\"w\",\"study_id\":0,\"datetime_start\":null}\n";
+    const char *good =
+        "{\"op_code\":0,\"worker_id\":\"w\",\"study_name\":\"s\",\"directions\":[1]}\n"
+        "{\"op_code\":4,\"worker_id\":\"w\",\"study_id\":0,\"datetime_start\":null}\n";
     // a half-written final line is not a log yet: ignored, and cut off by the next writer
     char *text = xmalloc(1024);
     snprintf(text, 1024, "%s{\"op_code\":6,\"worker_id\":\"w\",\"tri", good);
@@ -225,7 +235,8 @@ static void test_bad_journal_lines(void **state) {
         "{\"op_code\":99,\"worker_id\":\"w\"}\n",
         "{\"worker_id\":\"w\"}\n",
         "[1,2,3]\n",
-        "{\"op_code\":5,\"worker_id\":\"w\",\"trial_id\":0,\"param_name\":\"x\",\"param_value_internal\":1,\"distribution\":\"{bad\"}\n",
+        "{\"op_code\":5,\"worker_id\":\"w\",\"trial_id\":0,\"param_name\":\"x\",\"param_value_"
+        "internal\":1,\"distribution\":\"{bad\"}\n",
         "{\"op_code\":0,\"worker_id\":\"w\",\"study_name\":\"t\",\"directions\":[7]}\n",
     };
     for (size_t i = 0; i < ARRAY_LEN(bad_lines); i++) {
@@ -239,7 +250,10 @@ static void test_bad_journal_lines(void **state) {
         assert_non_null(strstr(status_msg(), "line 3"));
     }
     // an operation by another worker on a missing trial is skipped like Optuna does
-    snprintf(text, 1024, "%s{\"op_code\":7,\"worker_id\":\"other\",\"trial_id\":42,\"step\":1,\"intermediate_value\":1}\n", good);
+    snprintf(text, 1024,
+             "%s{\"op_code\":7,\"worker_id\":\"other\",\"trial_id\":42,\"step\":1,\"intermediate_"
+             "value\":1}\n",
+             good);
     write_text(log, text);
     assert_int_equal(hpo_journal_open(&js, log), STATUS_OK);
     hpo_journal_close(js);
@@ -270,6 +284,77 @@ static void test_waits_for_optuna_lock(void **state) {
     assert_true(waited > 0.2); // it waited for the lock to go
     struct stat sb;
     assert_int_not_equal(lstat(lock, &sb), 0); // and released its own
+    hpo_journal_close(js);
+}
+
+// JournalFileOpenLock: a plain O_EXCL file "<path>.lock" held by another process.
+static void test_waits_for_optuna_open_lock(void **state) {
+    (void)state;
+    const char *log = tmp_path("olocked.log");
+    const char *lock = tmp_path("olocked.log.lock");
+    write_text(log, "");
+    write_text(lock, "");
+    pid_t child = fork();
+    if (child == 0) {
+        usleep(300000);
+        unlink(lock);
+        _exit(0);
+    }
+    char url[600];
+    snprintf(url, sizeof(url), "journal-open:%s", log);
+    HpoJournalStore *js;
+    assert_int_equal(hpo_journal_open(&js, url), STATUS_OK);
+    double t0 = time_now();
+    int sid;
+    assert_int_equal(hpo_study_open(js, "s", false, true, &sid), STATUS_OK);
+    assert_true(time_now() - t0 > 0.2);
+    int st;
+    waitpid(child, &st, 0);
+    struct stat sb;
+    assert_int_not_equal(lstat(lock, &sb), 0);
+    hpo_journal_close(js);
+}
+
+// A trial on another host whose heartbeat is older than the grace period is failed.
+static void test_stale_heartbeat_other_host(void **state) {
+    (void)state;
+    const char *log = tmp_path("stale.log");
+    write_text(log, "");
+    HpoJournalStore *js;
+    assert_int_equal(hpo_journal_open(&js, log), STATUS_OK);
+    int sid;
+    assert_int_equal(hpo_study_open(js, "s", false, true, &sid), STATUS_OK);
+    json_t *l = hpo_log_new(HPO_OP_CREATE_TRIAL);
+    json_object_set_new(l, "study_id", json_integer(sid));
+    json_object_set_new(l, "datetime_start", json_null());
+    json_t *sa = json_object(), *w = json_object();
+    json_object_set_new(w, "host", json_string("some-other-machine"));
+    json_object_set_new(w, "pid", json_integer(1));
+    json_object_set_new(sa, "edgeforge:worker", w);
+    json_object_set_new(sa, "edgeforge:heartbeat", json_real(1000.0)); // 1970: long stale
+    json_object_set_new(l, "system_attrs", sa);
+    assert_int_equal(hpo_journal_append(js, &l, 1), STATUS_OK);
+    // a fresh heartbeat on another host is left alone
+    l = hpo_log_new(HPO_OP_CREATE_TRIAL);
+    json_object_set_new(l, "study_id", json_integer(sid));
+    json_object_set_new(l, "datetime_start", json_null());
+    sa = json_object();
+    w = json_object();
+    json_object_set_new(w, "host", json_string("some-other-machine"));
+    json_object_set_new(w, "pid", json_integer(1));
+    json_object_set_new(sa, "edgeforge:worker", w);
+    json_object_set_new(sa, "edgeforge:heartbeat", json_real((double)time(NULL)));
+    json_object_set_new(l, "system_attrs", sa);
+    assert_int_equal(hpo_journal_append(js, &l, 1), STATUS_OK);
+    HpoAskOptions o = hpo_ask_default_options();
+    o.max_retries = 0;
+    int nf;
+    assert_int_equal(hpo_study_recover(js, sid, &o, &nf), STATUS_OK);
+    assert_int_equal(nf, 1);
+    const HpoJournal *j = hpo_journal_state(js);
+    assert_int_equal(j->trials[j->studies[sid].trial_ids[0]].state, HPO_FAIL);
+    assert_int_equal(j->trials[j->studies[sid].trial_ids[1]].state, HPO_RUNNING);
+    assert_int_equal(j->studies[sid].n_trials, 2); // no retry with max_retries 0
     hpo_journal_close(js);
 }
 
@@ -353,7 +438,8 @@ static void test_median_pruner(void **state) {
         assert_int_equal(hpo_study_ask(js, sid, &sp, &cfg, &rng, &o, &a), STATUS_OK);
         assert_int_equal(hpo_trial_report(js, a.trial_id, 0, i), STATUS_OK);
         assert_int_equal(hpo_trial_report(js, a.trial_id, 1, i / 2.0), STATUS_OK);
-        if (i < 4) assert_false(hpo_pruner_should_prune(&pc, hpo_journal_state(js), sid, a.trial_id));
+        if (i < 4)
+            assert_false(hpo_pruner_should_prune(&pc, hpo_journal_state(js), sid, a.trial_id));
         assert_int_equal(hpo_trial_tell(js, a.trial_id, HPO_COMPLETE, i / 2.0), STATUS_OK);
         hpo_ask_release(&a);
     }
@@ -369,6 +455,43 @@ static void test_median_pruner(void **state) {
     hpo_ask_release(&a);
     hpo_space_release(&sp);
     hpo_journal_close(js);
+}
+
+// MedianPruner parity: Optuna wrote the studies (tools/check_optuna_journal.py write-pruner)
+// and recorded MedianPruner().prune() for each RUNNING probe trial.
+static void test_median_pruner_parity_with_optuna(void **state) {
+    (void)state;
+    const char *log = tmp_path("pruner.log");
+    copy_file(fixture_path("hpo/pruner_journal.log"), log);
+    json_t *exp = json_load_file(fixture_path("hpo/pruner_expected.json"), 0, NULL);
+    assert_non_null(exp);
+    HpoJournalStore *js;
+    assert_int_equal(hpo_journal_open(&js, log), STATUS_OK);
+    const HpoJournal *j = hpo_journal_state(js);
+    HpoPrunerConfig pc = hpo_median_pruner_default();
+    json_t *probes = json_object_get(exp, "probes");
+    int same = 0, n_pruned = 0;
+    for (size_t i = 0; i < json_array_size(probes); i++) {
+        json_t *p = json_array_get(probes, i);
+        const HpoStudy *st =
+            hpo_journal_find_study(j, json_string_value(json_object_get(p, "study")));
+        assert_non_null(st);
+        int number = (int)json_integer_value(json_object_get(p, "number"));
+        assert_true(number < st->n_trials);
+        bool want = json_is_true(json_object_get(p, "prune"));
+        bool got = hpo_pruner_should_prune(&pc, j, st->study_id, st->trial_ids[number]);
+        if (got == want)
+            same++;
+        else
+            print_error("study %s trial %d: pruned %d, optuna %d\n", st->name, number, got, want);
+        n_pruned += want;
+    }
+    print_message("median pruner: %d/%zu verdicts equal Optuna's (%d pruned)\n", same,
+                  json_array_size(probes), n_pruned);
+    assert_int_equal(same, (int)json_array_size(probes));
+    assert_true(n_pruned > 0 && n_pruned < same);
+    hpo_journal_close(js);
+    json_decref(exp);
 }
 
 // Optuna reads what we write: runs tools/check_optuna_journal.py with the Python named by
@@ -420,8 +543,11 @@ int main(void) {
         cmocka_unit_test(test_continue_optuna_study),
         cmocka_unit_test(test_bad_journal_lines),
         cmocka_unit_test(test_waits_for_optuna_lock),
+        cmocka_unit_test(test_waits_for_optuna_open_lock),
+        cmocka_unit_test(test_stale_heartbeat_other_host),
         cmocka_unit_test(test_recover_dead_worker),
         cmocka_unit_test(test_median_pruner),
+        cmocka_unit_test(test_median_pruner_parity_with_optuna),
         cmocka_unit_test(test_optuna_reads_our_journal),
     };
     return cmocka_run_group_tests_name("journal", tests, setup, teardown);

@@ -38,8 +38,8 @@ static void assert_kurt(const char *what, double x, double ref) {
 
 static void test_vs_scipy(void **s) {
     (void)s;
-    static const char *const cases[] = {"normal", "student_t3", "cauchy",   "outliers",
-                                        "uniform_shifted", "tiny4", "tiny3", "constant"};
+    static const char *const cases[] = {"normal",          "student_t3", "cauchy", "outliers",
+                                        "uniform_shifted", "tiny4",      "tiny3",  "constant"};
     SafeTensors st;
     fixture_open(&st, "eval/kurtosis.safetensors");
     for (size_t c = 0; c < ARRAY_LEN(cases); c++) {
@@ -56,7 +56,8 @@ static void test_vs_scipy(void **s) {
             assert_kurt(what, kurtosis_f32(x, n, combos[k]), ref[k]);
             // streaming in uneven batches gives the same value
             KurtMoments m = {0};
-            for (int64_t i = 0; i < n; i += 97) kurt_moments_push_f32(&m, x + i, MIN(97, n - i));
+            for (int64_t i = 0; i < n; i += 97)
+                kurt_moments_push_f32(&m, x + i, MIN(97, n - i));
             assert_kurt(what, kurt_moments_value(&m, combos[k]), ref[k]);
         }
         free(x);

@@ -152,7 +152,8 @@ static void check_groups(json_t *mm, const char *tag) {
             bits = json_string_value(json_object_get(mm, "anatomy_all_defined"));
         int64_t n = (int64_t)strlen(bits);
         double *v = xmalloc((size_t)n * sizeof(double));
-        for (int64_t k = 0; k < n; k++) v[k] = bits[k] == '1';
+        for (int64_t k = 0; k < n; k++)
+            v[k] = bits[k] == '1';
         subj[i] = mc_metric_from_values(v, n);
         free(v);
     }
@@ -213,8 +214,9 @@ static void check_pairs(const char *key, const char *tok_dir) {
     }
     tokenizer_free(tok);
     json_decref(j);
-    if (bad) fail_msg("%s: %d of %zu requests split differently from lm-eval", key, bad,
-                      json_array_size(cases));
+    if (bad)
+        fail_msg("%s: %d of %zu requests split differently from lm-eval", key, bad,
+                 json_array_size(cases));
 }
 
 static void test_encode_pair_smollm2(void **s) {
@@ -253,7 +255,8 @@ static void test_results_writers(void **s) {
     o.limit = 3;
     assert_int_equal(task_load(&t, TASK_MMLU, DATA, &o), STATUS_OK);
     McDocScore *sc = xcalloc((size_t)t.n_docs, sizeof(McDocScore));
-    for (int i = 0; i < t.n_docs; i++) sc[i].acc = sc[i].acc_norm = (i % 3) == 0;
+    for (int i = 0; i < t.n_docs; i++)
+        sc[i].acc = sc[i].acc_norm = (i % 3) == 0;
     McResult *rows = NULL;
     int n = 0;
     mc_task_results(&rows, &n, &t, sc, NULL, 0);
@@ -278,8 +281,7 @@ static void test_results_writers(void **s) {
     assert_int_equal(json_integer_value(json_object_get(ns, "effective")), 10);
     assert_non_null(json_object_get(json_object_get(json_object_get(j, "results"), "arc_easy"),
                                     "acc_norm_stderr,none"));
-    assert_int_equal(json_array_size(json_object_get(json_object_get(j, "group_subtasks"),
-                                                     "mmlu")),
+    assert_int_equal(json_array_size(json_object_get(json_object_get(j, "group_subtasks"), "mmlu")),
                      4);
     assert_false(json_is_true(json_object_get(json_object_get(j, "config"), "add_bos_token")));
     json_decref(j);
@@ -295,15 +297,62 @@ static void test_results_writers(void **s) {
     task_release(&t);
 }
 
+// The CLI end to end on the bundled stories260K model (its scores mean nothing; the
+// plumbing, the outputs and the error paths do).
+#define STORIES "models/stories260K/stories260K.bin"
+static void test_cli_eval(void **s) {
+    (void)s;
+    char *out;
+    const char *json = "/tmp/ef_test_mc_cli.json", *samples = "/tmp/ef_test_mc_cli.jsonl";
+    unlink(json);
+    int rc = run_cli("eval " STORIES " --tasks arc_easy,winogrande,mmlu --limit 2 -t 1 --out "
+                     "/tmp/ef_test_mc_cli.json --log-samples /tmp/ef_test_mc_cli.jsonl",
+                     &out);
+    if (rc != 0) fail_msg("eval failed (%d): %s", rc, out);
+    assert_non_null(strstr(out, "|arc_easy|1|none|"));
+    assert_non_null(strstr(out, "|winogrande|1|none|"));
+    assert_non_null(strstr(out, "|mmlu|2|none|"));
+    free(out);
+    json_t *j = json_load_file(json, 0, NULL);
+    assert_non_null(j);
+    json_t *ns = json_object_get(json_object_get(j, "n-samples"), "arc_easy");
+    assert_int_equal(json_integer_value(json_object_get(ns, "effective")), 2);
+    assert_int_equal(json_integer_value(json_object_get(ns, "original")), 2376);
+    json_t *mm = json_object_get(json_object_get(j, "results"), "mmlu");
+    assert_true(json_is_real(json_object_get(mm, "acc,none")));
+    json_decref(j);
+    char *lines;
+    size_t n;
+    assert_int_equal(file_read_all(samples, &lines, &n), STATUS_OK);
+    int count = 0;
+    for (size_t i = 0; i < n; i++) count += lines[i] == '\n';
+    assert_int_equal(count, 2 + 2 + 57 * 2); // one line per document
+    free(lines);
+    unlink(json);
+    unlink(samples);
+    // bad input: unknown task (usage, 2), missing data (1, nothing written), few-shot
+    assert_int_equal(run_cli("eval " STORIES " --tasks arc_easy,nope", &out), 2);
+    assert_non_null(strstr(out, "unknown task 'nope'"));
+    free(out);
+    assert_int_equal(run_cli("eval " STORIES " --tasks piqa --data-dir /nonexistent --out "
+                             "/tmp/ef_test_mc_cli.json",
+                             &out),
+                     1);
+    assert_non_null(strstr(out, "error:"));
+    assert_false(path_is_file(json));
+    free(out);
+    assert_int_equal(run_cli("eval " STORIES " --tasks piqa --num-fewshot 2", &out), 1);
+    assert_non_null(strstr(out, "few-shot"));
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_argmax_numpy),
-        cmocka_unit_test(test_scores_vs_lm_eval),
-        cmocka_unit_test(test_mmlu_groups_vs_lm_eval),
-        cmocka_unit_test(test_encode_pair_smollm2),
-        cmocka_unit_test(test_encode_pair_llama2),
-        cmocka_unit_test(test_encode_pair_bos),
+        cmocka_unit_test(test_argmax_numpy),           cmocka_unit_test(test_scores_vs_lm_eval),
+        cmocka_unit_test(test_mmlu_groups_vs_lm_eval), cmocka_unit_test(test_encode_pair_smollm2),
+        cmocka_unit_test(test_encode_pair_llama2),     cmocka_unit_test(test_encode_pair_bos),
         cmocka_unit_test(test_results_writers),
+        cmocka_unit_test(test_cli_eval),
     };
     return cmocka_run_group_tests_name("mc", tests, NULL, NULL);
 }

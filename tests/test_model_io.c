@@ -584,6 +584,14 @@ static void test_hf_save_failure_leaves_nothing(void **state) {
     char *empty = path_join(dir, "empty");
     assert_int_equal(dir_create(empty), STATUS_OK);
     if (model_save_hf(&a, empty, DTYPE_BF16) != STATUS_OK) fail_msg("%s", status_msg());
+    // a trailing slash names the same directory
+    char *slashed = xmalloc(strlen(dir) + 16);
+    sprintf(slashed, "%s/slashed/", dir);
+    if (model_save_hf(&a, slashed, DTYPE_F32) != STATUS_OK) fail_msg("%s", status_msg());
+    Model b;
+    if (model_load_hf(&b, slashed) != STATUS_OK) fail_msg("%s", status_msg());
+    model_release(&b);
+    free(slashed);
     // nothing else was created next to the outputs (no *.tmp.* leftovers)
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -593,7 +601,7 @@ static void test_hf_save_failure_leaves_nothing(void **state) {
         n++;
     }
     closedir(d);
-    assert_int_equal(n, 2 + 3); // ., .., file, keep, empty
+    assert_int_equal(n, 2 + 4); // ., .., file, keep, empty, slashed
     model_release(&a);
     free(mine);
     free(cfg);

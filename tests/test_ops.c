@@ -16,6 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 static float *randn(Rng *r, int64_t n, float scale) {
     float *x = malloc((size_t)(n ? n : 1) * sizeof *x);
     for (int64_t i = 0; i < n; i++) x[i] = (float)rng_normal(r) * scale;
@@ -173,7 +177,7 @@ static void test_attention_vs_ref(void **state) {
     }
     float *q = randn(&r, T * H * HD, 1.0f);
     float *o = malloc(T * H * HD * sizeof *o), *orf = malloc(T * H * HD * sizeof *orf);
-    OpsAttnArgs a = {.T = T, .H = H, .KVH = KVH, .HD = HD, .pos = pos, .k_seq = ks, .v_seq = vs,
+    OpsAttnArgs a = {.T = T, .H = H, .KVH = KVH, .HD = HD, .ctx = ctx, .pos = pos, .k_seq = ks, .v_seq = vs,
                      .kv_head_stride = (int64_t)ctx * HD, .scale = 1.0f / sqrtf((float)HD), .n_threads = 4};
     float *scratch = malloc(ops_attention_scratch_floats(ctx, 4) * sizeof *scratch);
     ops_attention(o, q, &a, scratch);
@@ -191,12 +195,62 @@ static void test_attention_vs_ref(void **state) {
     }
 }
 
+// Decode-path kernels split work only over independent outputs with a fixed reduction
+// order: 1 and 2 threads must give bit-identical results (shapes big enough to go parallel).
+static void test_thread_count_invariance(void **state) {
+    (void)state;
+#ifdef _OPENMP
+    Rng r;
+    rng_seed(&r, 5);
+    const int K = 576, N = 1003, T = 3;
+    float *x = randn(&r, T * K, 1.0f);
+    int saved = omp_get_max_threads();
+    for (int d = 0; d < DTYPE_COUNT; d++) {
+        void *w = rand_weight(&r, (int64_t)N * K, (DType)d, 0.5f);
+        float *y1 = malloc((size_t)T * N * sizeof *y1), *y2 = malloc((size_t)T * N * sizeof *y2);
+        omp_set_num_threads(1);
+        ops_matmul(y1, x, w, (DType)d, T, K, N, NULL);
+        omp_set_num_threads(2);
+        ops_matmul(y2, x, w, (DType)d, T, K, N, NULL);
+        assert_memory_equal(y1, y2, (size_t)T * N * sizeof *y1);
+        free(w);
+        free(y1);
+        free(y2);
+    }
+    // attention over a long context
+    const int H = 9, KVH = 3, HD = 64, ctx = 300;
+    float *ck = randn(&r, KVH * ctx * HD, 1.0f), *cv = randn(&r, KVH * ctx * HD, 1.0f);
+    float *q = randn(&r, 2 * H * HD, 1.0f), *o1 = malloc(2 * H * HD * sizeof *o1), *o2 = malloc(2 * H * HD * sizeof *o2);
+    int32_t pos[2] = {299, 150};
+    const float *ks[2] = {ck, ck}, *vs[2] = {cv, cv};
+    OpsAttnArgs a = {.T = 2, .H = H, .KVH = KVH, .HD = HD, .ctx = ctx, .pos = pos, .k_seq = ks, .v_seq = vs,
+                     .kv_head_stride = (int64_t)ctx * HD, .scale = 0.125f, .n_threads = 1};
+    float *scratch = malloc(ops_attention_scratch_floats(ctx, 2) * sizeof *scratch);
+    ops_attention(o1, q, &a, scratch);
+    a.n_threads = 2;
+    omp_set_num_threads(2);
+    ops_attention(o2, q, &a, scratch);
+    assert_memory_equal(o1, o2, 2 * H * HD * sizeof *o1);
+    omp_set_num_threads(saved);
+    free(scratch);
+    free(ck);
+    free(cv);
+    free(q);
+    free(o1);
+    free(o2);
+    free(x);
+#else
+    skip();
+#endif
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_vs_ref),
         cmocka_unit_test(test_rows_ops_vs_ref),
         cmocka_unit_test(test_rope_vs_ref),
         cmocka_unit_test(test_attention_vs_ref),
+        cmocka_unit_test(test_thread_count_invariance),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }

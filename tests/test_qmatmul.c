@@ -30,8 +30,8 @@
 
 typedef struct {
     int64_t K, N;
-    int group;      // -1 or > 0
-    int act_order;  // permuted g_idx
+    int group;     // -1 or > 0
+    int act_order; // permuted g_idx
     int sym, bias;
 } Shape;
 
@@ -41,13 +41,15 @@ static void make_weight(GptqPacked *p, const Shape *s, Rng *rng) {
     uint8_t *q = xmalloc((size_t)(N * K));
     int32_t *z = xmalloc((size_t)(G * N) * 4), *gi = xmalloc((size_t)K * 4);
     uint16_t *sc = xmalloc((size_t)(G * N) * 2);
-    for (int64_t i = 0; i < N * K; i++) q[i] = (uint8_t)rng_below(rng, 16);
+    for (int64_t i = 0; i < N * K; i++)
+        q[i] = (uint8_t)rng_below(rng, 16);
     for (int64_t i = 0; i < G * N; i++) {
         z[i] = s->sym ? 8 : 1 + (int32_t)rng_below(rng, 15);
         sc[i] = f32_to_fp16((float)(0.002 + 0.02 * rng_uniform(rng)));
     }
     int32_t *perm = xmalloc((size_t)K * 4);
-    for (int64_t i = 0; i < K; i++) perm[i] = (int32_t)i;
+    for (int64_t i = 0; i < K; i++)
+        perm[i] = (int32_t)i;
     if (s->act_order)
         for (int64_t i = K - 1; i > 0; i--) {
             int64_t j = (int64_t)rng_below(rng, (uint64_t)i + 1);
@@ -55,11 +57,13 @@ static void make_weight(GptqPacked *p, const Shape *s, Rng *rng) {
             perm[i] = perm[j];
             perm[j] = t;
         }
-    for (int64_t i = 0; i < K; i++) gi[i] = s->group == -1 ? 0 : perm[i] / s->group;
+    for (int64_t i = 0; i < K; i++)
+        gi[i] = s->group == -1 ? 0 : perm[i] / s->group;
     assert_int_equal(gptq_pack(p, q, z, sc, gi, K, N, 4, s->group, G), STATUS_OK);
     if (s->bias) {
         p->bias = xmalloc((size_t)N * 2);
-        for (int64_t n = 0; n < N; n++) p->bias[n] = f32_to_fp16((float)rng_normal(rng));
+        for (int64_t n = 0; n < N; n++)
+            p->bias[n] = f32_to_fp16((float)rng_normal(rng));
     }
     free(q);
     free(z);
@@ -75,7 +79,8 @@ static double check_close(const char *what, const float *y, const float *ref, co
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < p->N; n++) {
             double mag = 0;
-            for (int64_t k = 0; k < p->K; k++) mag += fabs((double)x[m * p->K + k] * W[n * p->K + k]);
+            for (int64_t k = 0; k < p->K; k++)
+                mag += fabs((double)x[m * p->K + k] * W[n * p->K + k]);
             double err = fabs((double)y[m * p->N + n] - ref[m * p->N + n]);
             double r = err / (mag + 1e-30);
             if (r > worst) worst = r;
@@ -95,7 +100,8 @@ static void run_shape(const Shape *s, Rng *rng) {
     float *yr = xmalloc((size_t)(M * N) * 4), *yd = xmalloc((size_t)(M * N) * 4);
     float *y = xmalloc((size_t)(M * N) * 4);
     float *scratch = xmalloc(qmatmul_scratch_floats(&p) * 4);
-    for (int64_t i = 0; i < M * K; i++) x[i] = (float)rng_normal(rng);
+    for (int64_t i = 0; i < M * K; i++)
+        x[i] = (float)rng_normal(rng);
     x[3] = 40.0f; // an outlier activation
     qmatmul_ref(yr, x, M, &p);
     // dequantize-then-matmul (double accumulation of exact float weights)
@@ -103,7 +109,8 @@ static void run_shape(const Shape *s, Rng *rng) {
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
             double acc = p.bias ? fp16_to_f32(p.bias[n]) : 0;
-            for (int64_t k = 0; k < K; k++) acc += (double)x[m * K + k] * W[n * K + k];
+            for (int64_t k = 0; k < K; k++)
+                acc += (double)x[m * K + k] * W[n * K + k];
             yd[m * N + n] = (float)acc;
         }
     char what[128];
@@ -112,7 +119,8 @@ static void run_shape(const Shape *s, Rng *rng) {
     worst = fmax(worst, check_close(what, yr, yd, x, W, &p, M));
     for (int isa = 0; isa < QMAT_ISA_COUNT; isa++) {
         if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) continue;
-        for (int64_t m = 0; m < M; m++) qmatmul_gemv(y + m * N, x + m * K, &p, (QmatIsa)isa);
+        for (int64_t m = 0; m < M; m++)
+            qmatmul_gemv(y + m * N, x + m * K, &p, (QmatIsa)isa);
         snprintf(what, sizeof what, "gemv isa %d K=%lld N=%lld g=%d act=%d", isa, (long long)K,
                  (long long)N, s->group, s->act_order);
         worst = fmax(worst, check_close(what, y, yr, x, W, &p, M));
@@ -122,6 +130,25 @@ static void run_shape(const Shape *s, Rng *rng) {
     snprintf(what, sizeof what, "gemm K=%lld N=%lld", (long long)K, (long long)N);
     worst = fmax(worst, check_close(what, y, yr, x, W, &p, M));
     worst = fmax(worst, check_close(what, y, yd, x, W, &p, M));
+    if (s->act_order) { // the sorted in-memory layout gives the same products
+        assert_int_equal(gptq_packed_sort_groups(&p), STATUS_OK);
+        assert_non_null(p.k_perm);
+        assert_int_equal(qmatmul_check(&p), STATUS_OK);
+        float *W2 = xmalloc((size_t)(N * K) * 4);
+        gptq_dequantize(W2, &p);
+        assert_memory_equal(W2, W, (size_t)(N * K) * 4);
+        free(W2);
+        qmatmul_ref(y, x, M, &p);
+        worst = fmax(worst, check_close("sorted ref", y, yr, x, W, &p, M));
+        for (int isa = 0; isa < QMAT_ISA_COUNT; isa++) {
+            if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) continue;
+            for (int64_t m = 0; m < M; m++)
+                qmatmul_gemv(y + m * N, x + m * K, &p, (QmatIsa)isa);
+            worst = fmax(worst, check_close("sorted gemv", y, yr, x, W, &p, M));
+        }
+        qmatmul(y, x, M, &p, scratch);
+        worst = fmax(worst, check_close("sorted gemm", y, yr, x, W, &p, M));
+    }
 #ifdef _OPENMP
     // the same bits whatever the thread count
     float *y1 = xmalloc((size_t)(M * N) * 4), *y3 = xmalloc((size_t)(M * N) * 4);
@@ -153,16 +180,17 @@ static void test_shapes(void **state) {
     Rng rng;
     rng_seed(&rng, 11);
     const Shape shapes[] = {
-        {576, 200, 128, 0, 1, 0},  // 3 full tiles + 8-wide tail
-        {172, 141, 128, 0, 0, 1},  // ragged K (last word half empty, last group 44), odd N
-        {256, 72, 32, 1, 1, 0},    // act-order g_idx
-        {172, 67, 32, 1, 0, 1},    // act-order, ragged K and N
-        {64, 8, -1, 0, 1, 0},      // one group
-        {96, 130, 32, 0, 0, 0},    // g 32, asym
-        {100, 64, 12, 0, 1, 0},    // group not a multiple of 8: generic path
-        {8, 3, -1, 0, 1, 1},       // tiny
+        {576, 200, 128, 0, 1, 0}, // 3 full tiles + 8-wide tail
+        {172, 141, 128, 0, 0, 1}, // ragged K (last word half empty, last group 44), odd N
+        {256, 72, 32, 1, 1, 0},   // act-order g_idx
+        {172, 67, 32, 1, 0, 1},   // act-order, ragged K and N
+        {64, 8, -1, 0, 1, 0},     // one group
+        {96, 130, 32, 0, 0, 0},   // g 32, asym
+        {100, 64, 12, 0, 1, 0},   // group not a multiple of 8: generic path
+        {8, 3, -1, 0, 1, 1},      // tiny
     };
-    for (size_t i = 0; i < ARRAY_LEN(shapes); i++) run_shape(&shapes[i], &rng);
+    for (size_t i = 0; i < ARRAY_LEN(shapes); i++)
+        run_shape(&shapes[i], &rng);
 }
 
 static void test_bad_weights(void **state) {
@@ -190,12 +218,14 @@ static double cpu_now(void) {
 }
 
 // GB/s of the packed bytes (qweight + scales + qzeros) per GEMV; env QMATMUL_BENCH=1.
-static void bench_gemv(int64_t N, int64_t K, Rng *rng) {
-    const Shape s = {K, N, 128, 0, 1, 0};
+static void bench_gemv(int64_t N, int64_t K, int act_order, Rng *rng) {
+    const Shape s = {K, N, 128, act_order != 0, 1, 0};
     GptqPacked p;
     make_weight(&p, &s, rng);
     float *x = xmalloc((size_t)K * 4), *y = xmalloc((size_t)N * 4);
-    for (int64_t i = 0; i < K; i++) x[i] = (float)rng_normal(rng);
+    for (int64_t i = 0; i < K; i++)
+        x[i] = (float)rng_normal(rng);
+    if (act_order == 2) assert_int_equal(gptq_packed_sort_groups(&p), STATUS_OK);
     const double bytes = (double)N * K / 2 + (double)p.G * N * 2.5;
     for (int isa = QMAT_ISA_COUNT - 1; isa >= 0; isa--) {
         if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) continue;
@@ -213,10 +243,13 @@ static void bench_gemv(int64_t N, int64_t K, Rng *rng) {
             best = fmin(best, dt / n);
             best_cpu = fmin(best_cpu, (cpu_now() - c0) / n);
         }
-        print_message("bench gemv %s %lldx%lld g128: wall %.1f us %.2f GB/s; cpu %.1f us %.2f "
-                      "GB/s per cpu-second\n", isa == QMAT_ISA_AVX2 ? "avx2" : "portable",
-                      (long long)N, (long long)K, best * 1e6, bytes / best / 1e9, best_cpu * 1e6,
-                      bytes / best_cpu / 1e9);
+        print_message("bench gemv %s %lldx%lld g128%s: wall %.1f us %.2f GB/s; cpu %.1f us %.2f "
+                      "GB/s per cpu-second\n",
+                      isa == QMAT_ISA_AVX2 ? "avx2" : "portable", (long long)N, (long long)K,
+                      act_order == 2 ? " act-order sorted"
+                      : act_order    ? " act-order"
+                                     : "",
+                      best * 1e6, bytes / best / 1e9, best_cpu * 1e6, bytes / best_cpu / 1e9);
     }
     free(x);
     free(y);
@@ -229,8 +262,10 @@ static void test_bench(void **state) {
     if (!e || strcmp(e, "1") != 0) skip();
     Rng rng;
     rng_seed(&rng, 1);
-    bench_gemv(1536, 576, &rng);
-    bench_gemv(49152, 576, &rng);
+    bench_gemv(1536, 576, 0, &rng);
+    bench_gemv(1536, 576, 1, &rng);
+    bench_gemv(1536, 576, 2, &rng);
+    bench_gemv(49152, 576, 0, &rng);
 }
 
 int main(void) {

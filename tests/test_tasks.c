@@ -30,8 +30,7 @@ static const TaskDoc *find_doc(const Task *t, const char *subject, int index) {
     for (int i = 0; i < t->n_docs; i++) {
         const TaskDoc *d = &t->docs[i];
         if (d->index != index) continue;
-        if (subject && (d->subject < 0 || strcmp(t->subjects[d->subject], subject) != 0))
-            continue;
+        if (subject && (d->subject < 0 || strcmp(t->subjects[d->subject], subject) != 0)) continue;
         return d;
     }
     return NULL;
@@ -59,11 +58,10 @@ static int compare_items(const Task *t, json_t *items, const char *key) {
                 fail_msg("%s doc %d choice %d context\n  lm-eval: [%s]\n  ours:    [%s]", key,
                          index, c, ctx, d->contexts[c]);
             if (strcmp(cont, d->continuations[c]) != 0)
-                fail_msg("%s doc %d choice %d continuation\n  lm-eval: [%s]\n  ours:    [%s]",
-                         key, index, c, cont, d->continuations[c]);
+                fail_msg("%s doc %d choice %d continuation\n  lm-eval: [%s]\n  ours:    [%s]", key,
+                         index, c, cont, d->continuations[c]);
             if (strcmp(choice, d->choices[c]) != 0)
-                fail_msg("%s doc %d choice %d: [%s] vs [%s]", key, index, c, choice,
-                         d->choices[c]);
+                fail_msg("%s doc %d choice %d: [%s] vs [%s]", key, index, c, choice, d->choices[c]);
         }
         if (d->gold != (int)json_integer_value(json_object_get(it, "gold")))
             fail_msg("%s doc %d: gold %d, lm-eval %d", key, index, d->gold,
@@ -73,9 +71,11 @@ static int compare_items(const Task *t, json_t *items, const char *key) {
     return n;
 }
 
+static const char *g_fixture = NULL; // EF_TASKS_FULL overrides the committed fixture
+
 static void check_task(const char *key, TaskKind kind, const char *data_dir, int fewshot,
                        int expect_docs) {
-    json_t *j = load_fixture();
+    json_t *j = g_fixture ? json_load_file(g_fixture, 0, NULL) : load_fixture();
     assert_non_null(j);
     json_t *items = json_object_get(json_object_get(j, "tasks"), key);
     assert_non_null(items);
@@ -90,16 +90,34 @@ static void check_task(const char *key, TaskKind kind, const char *data_dir, int
     json_decref(j);
 }
 
-static void test_arc_easy(void **s) { (void)s; check_task("arc_easy", TASK_ARC_EASY, DATA, 0, 2376); }
+static void test_arc_easy(void **s) {
+    (void)s;
+    check_task("arc_easy", TASK_ARC_EASY, DATA, 0, 2376);
+}
 static void test_commonsense_qa(void **s) {
     (void)s;
     check_task("commonsense_qa", TASK_COMMONSENSE_QA, DATA, 0, 1221);
 }
-static void test_openbookqa(void **s) { (void)s; check_task("openbookqa", TASK_OPENBOOKQA, DATA, 0, 500); }
-static void test_piqa(void **s) { (void)s; check_task("piqa", TASK_PIQA, DATA, 0, 1838); }
-static void test_social_iqa(void **s) { (void)s; check_task("social_iqa", TASK_SOCIAL_IQA, DATA, 0, 1954); }
-static void test_winogrande(void **s) { (void)s; check_task("winogrande", TASK_WINOGRANDE, DATA, 0, 1267); }
-static void test_mmlu(void **s) { (void)s; check_task("mmlu", TASK_MMLU, DATA, 0, 14042); }
+static void test_openbookqa(void **s) {
+    (void)s;
+    check_task("openbookqa", TASK_OPENBOOKQA, DATA, 0, 500);
+}
+static void test_piqa(void **s) {
+    (void)s;
+    check_task("piqa", TASK_PIQA, DATA, 0, 1838);
+}
+static void test_social_iqa(void **s) {
+    (void)s;
+    check_task("social_iqa", TASK_SOCIAL_IQA, DATA, 0, 1954);
+}
+static void test_winogrande(void **s) {
+    (void)s;
+    check_task("winogrande", TASK_WINOGRANDE, DATA, 0, 1267);
+}
+static void test_mmlu(void **s) {
+    (void)s;
+    check_task("mmlu", TASK_MMLU, DATA, 0, 14042);
+}
 static void test_mmlu_fewshot(void **s) {
     (void)s;
     check_task("mmlu_fewshot1", TASK_MMLU, DATA, 1, 14042);
@@ -118,8 +136,13 @@ static void test_hellaswag_approx(void **s) {
 
 // Original-format records through our preprocess == lm-eval's process_docs: a temporary data
 // dir whose hellaswag/hellaswag_val.jsonl is the 1000-record original subset.
+static void hellaswag_original(void);
 static void test_hellaswag_preprocess_original(void **s) {
     (void)s;
+    hellaswag_original();
+}
+
+static void hellaswag_original(void) {
     char dir[] = "/tmp/ef_test_tasks_XXXXXX";
     assert_non_null(mkdtemp(dir));
     char sub[PATH_MAX], link_path[PATH_MAX], target[PATH_MAX];
@@ -156,8 +179,10 @@ static void test_python_strings(void **s) {
     a = py_capitalize("hELLO wORLD \xc3\xa9T\xc3\x89"); // "hELLO wORLD éTÉ"
     assert_string_equal(a, "Hello world \xc3\xa9t\xc3\xa9");
     free(a);
-    a = py_capitalize("\xc3\xa9" "cole"); // "école" -> "École"
-    assert_string_equal(a, "\xc3\x89" "cole");
+    a = py_capitalize("\xc3\xa9"
+                      "cole"); // "école" -> "École"
+    assert_string_equal(a, "\xc3\x89"
+                           "cole");
     free(a);
     a = py_strip("\xc2\xa0\t x y \xe3\x80\x80\n"); // NBSP, ideographic space
     assert_string_equal(a, "x y");
@@ -226,8 +251,9 @@ static void test_bad_input(void **s) {
     snprintf(q, sizeof(q), "%s/social_iqa", dir);
     assert_int_equal(dir_create(q), STATUS_OK);
     snprintf(p, sizeof(p), "%s/dev.jsonl", q);
-    write_file(p, "{\"context\": \"c\", \"question\": \"q\", \"answerA\": \"a\", \"answerB\": \"b\", "
-                  "\"answerC\": \"c\"}\n");
+    write_file(p,
+               "{\"context\": \"c\", \"question\": \"q\", \"answerA\": \"a\", \"answerB\": \"b\", "
+               "\"answerC\": \"c\"}\n");
     char l[PATH_MAX];
     snprintf(l, sizeof(l), "%s/dev-labels.lst", q);
     write_file(l, "4\n");
@@ -239,6 +265,24 @@ static void test_bad_input(void **s) {
     snprintf(p, sizeof(p), "%s/winogrande", dir);
     rmdir(p);
     rmdir(dir);
+}
+
+// Every document of every task (EF_TASKS_FULL=<file from gen_eval_fixtures.py --full>).
+static void test_full_dump(void **s) {
+    (void)s;
+    const char *full = getenv("EF_TASKS_FULL");
+    if (!full) skip();
+    g_fixture = full;
+    check_task("arc_easy", TASK_ARC_EASY, DATA, 0, 2376);
+    check_task("commonsense_qa", TASK_COMMONSENSE_QA, DATA, 0, 1221);
+    check_task("openbookqa", TASK_OPENBOOKQA, DATA, 0, 500);
+    check_task("piqa", TASK_PIQA, DATA, 0, 1838);
+    check_task("social_iqa", TASK_SOCIAL_IQA, DATA, 0, 1954);
+    check_task("winogrande", TASK_WINOGRANDE, DATA, 0, 1267);
+    check_task("mmlu", TASK_MMLU, DATA, 0, 14042);
+    check_task("hellaswag_approx", TASK_HELLASWAG, DATA, 0, 10042);
+    hellaswag_original();
+    g_fixture = NULL;
 }
 
 int main(void) {
@@ -256,6 +300,7 @@ int main(void) {
         cmocka_unit_test(test_python_strings),
         cmocka_unit_test(test_names_and_limits),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_full_dump),
     };
     return cmocka_run_group_tests_name("tasks", tests, NULL, NULL);
 }

@@ -27,7 +27,8 @@ static void cases_load(Cases *c, const char *path) {
     char *txt;
     size_t n;
     memset(c, 0, sizeof *c);
-    if (file_read_all(path, &txt, &n) != STATUS_OK) fail_msg("cannot read %s: %s", path, status_msg());
+    if (file_read_all(path, &txt, &n) != STATUS_OK)
+        fail_msg("cannot read %s: %s", path, status_msg());
     int cap = 0;
     for (char *line = txt; line && *line;) {
         char *nl = strchr(line, '\n');
@@ -50,7 +51,8 @@ static void cases_load(Cases *c, const char *path) {
 }
 
 static void cases_free(Cases *c) {
-    for (int i = 0; i < c->n; i++) json_decref(c->rows[i]);
+    for (int i = 0; i < c->n; i++)
+        json_decref(c->rows[i]);
     free(c->rows);
     if (c->meta) json_decref(c->meta);
 }
@@ -73,11 +75,14 @@ static void print_mismatch(const char *what, const char *text, const int32_t *id
                            const json_t *ref) {
     fprintf(stderr, "  %s mismatch for \"", what);
     for (const char *p = text; *p; p++) {
-        if ((unsigned char)*p < 0x20) fprintf(stderr, "\\x%02x", (unsigned char)*p);
-        else fputc(*p, stderr);
+        if ((unsigned char)*p < 0x20)
+            fprintf(stderr, "\\x%02x", (unsigned char)*p);
+        else
+            fputc(*p, stderr);
     }
     fprintf(stderr, "\"\n    got:");
-    for (int i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
+    for (int i = 0; i < n && i < 40; i++)
+        fprintf(stderr, " %d", ids[i]);
     fprintf(stderr, "\n    ref:");
     for (size_t i = 0; i < json_array_size(ref) && i < 40; i++)
         fprintf(stderr, " %lld", (long long)json_integer_value(json_array_get(ref, i)));
@@ -112,12 +117,15 @@ static int check_decode(const Tokenizer *t, const Cases *c) {
         const json_t *dec = json_object_get(c->rows[i], "decoded");
         int n = (int)json_array_size(ref);
         int32_t *ids = xmalloc((size_t)(n + 1) * sizeof(int32_t));
-        for (int k = 0; k < n; k++) ids[k] = (int32_t)json_integer_value(json_array_get(ref, (size_t)k));
+        for (int k = 0; k < n; k++)
+            ids[k] = (int32_t)json_integer_value(json_array_get(ref, (size_t)k));
         char *out;
         size_t len;
         assert_int_equal(tokenizer_decode(t, ids, n, false, &out, &len), STATUS_OK);
         if (len != json_string_length(dec) || memcmp(out, json_string_value(dec), len) != 0) {
-            if (bad < 5) fprintf(stderr, "  decode mismatch: got \"%s\" want \"%s\"\n", out, json_string_value(dec));
+            if (bad < 5)
+                fprintf(stderr, "  decode mismatch: got \"%s\" want \"%s\"\n", out,
+                        json_string_value(dec));
             bad++;
         }
         // streaming decode gives the same text
@@ -167,15 +175,19 @@ static void test_stories260k_golden(void **state) {
         int n;
     } cases[] = {
         {"Once upon a time", {403, 407, 261, 378}, 4},
-        {"Lily and Tom went to the park.", {317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433, 426}, 12},
+        {"Lily and Tom went to the park.",
+         {317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433, 426},
+         12},
         {"Zoo", {410, 469, 347}, 3},
     };
     for (size_t c = 0; c < ARRAY_LEN(cases); c++) {
         int32_t *ids;
         int n;
-        assert_int_equal(tokenizer_encode(t, cases[c].text, strlen(cases[c].text), 0, &ids, &n), STATUS_OK);
+        assert_int_equal(tokenizer_encode(t, cases[c].text, strlen(cases[c].text), 0, &ids, &n),
+                         STATUS_OK);
         assert_int_equal(n, cases[c].n);
-        for (int i = 0; i < n; i++) assert_int_equal(ids[i], cases[c].ids[i]);
+        for (int i = 0; i < n; i++)
+            assert_int_equal(ids[i], cases[c].ids[i]);
         char *out;
         size_t len;
         assert_int_equal(tokenizer_decode(t, ids, n, false, &out, &len), STATUS_OK);
@@ -190,19 +202,21 @@ static void test_stories260k_golden(void **state) {
     assert_int_equal(ids[0], 1);
     free(ids);
     // models/stories260K/golden.txt: the first 50 greedy ids and their decoded text
-    static const int32_t greedy[] = {403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
-                                     317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322,
-                                     265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432,
-                                     352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335};
+    static const int32_t greedy[] = {
+        403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401,
+        396, 267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432,
+        358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335};
     TokenizerStream st;
     tokenizer_stream_init(&st, t);
     char text[512] = "";
     tokenizer_stream_push(&st, 1); // BOS prints nothing
-    for (size_t i = 0; i < ARRAY_LEN(greedy); i++) strcat(text, tokenizer_stream_push(&st, greedy[i]));
+    for (size_t i = 0; i < ARRAY_LEN(greedy); i++)
+        strcat(text, tokenizer_stream_push(&st, greedy[i]));
     strcat(text, tokenizer_stream_flush(&st));
-    assert_string_equal(text, "Once upon a time, there was a little girl named Lily. She loved to play "
-                              "outside in the park. One day, she saw a big, red ball. She wanted to "
-                              "play with");
+    assert_string_equal(text,
+                        "Once upon a time, there was a little girl named Lily. She loved to play "
+                        "outside in the park. One day, she saw a big, red ball. She wanted to "
+                        "play with");
     tokenizer_free(t);
 }
 
@@ -236,14 +250,15 @@ static char *write_legacy_llama2(void) {
     assert_non_null(d);
     json_object_set_new(d, "normalizer",
                         json_pack("{s:s,s:[{s:s,s:s},{s:s,s:{s:s},s:s}]}", "type", "Sequence",
-                                  "normalizers", "type", "Prepend", "prepend", "\xE2\x96\x81", "type",
-                                  "Replace", "pattern", "String", " ", "content", "\xE2\x96\x81"));
+                                  "normalizers", "type", "Prepend", "prepend", "\xE2\x96\x81",
+                                  "type", "Replace", "pattern", "String", " ", "content",
+                                  "\xE2\x96\x81"));
     json_object_set_new(d, "pre_tokenizer", json_null());
     json_object_set_new(d, "post_processor",
                         json_pack("{s:s,s:[{s:{s:s,s:i}},{s:{s:s,s:i}}],s:{s:{s:s,s:[i],s:[s]}}}",
-                                  "type", "TemplateProcessing", "single", "SpecialToken", "id", "<s>",
-                                  "type_id", 0, "Sequence", "id", "A", "type_id", 0, "special_tokens",
-                                  "<s>", "id", "<s>", "ids", 1, "tokens", "<s>"));
+                                  "type", "TemplateProcessing", "single", "SpecialToken", "id",
+                                  "<s>", "type_id", 0, "Sequence", "id", "A", "type_id", 0,
+                                  "special_tokens", "<s>", "id", "<s>", "ids", 1, "tokens", "<s>"));
     char dir[] = "/tmp/ef_tok_legacy_XXXXXX";
     assert_non_null(mkdtemp(dir));
     char *path = path_join(dir, "tokenizer.json");
@@ -297,11 +312,14 @@ static void test_chat_vs_transformers(void **state) {
     // the conversations of CONVS in tools/gen_tokenizer_fixtures.py
     static const ChatMessage c0[] = {{"user", "Hello!"}};
     static const ChatMessage c1[] = {{"system", "You are terse."}, {"user", "What is 2+2?"}};
-    static const ChatMessage c2[] = {{"user", "  Write a haiku.\n"},
-                                     {"assistant", "Leaves fall \n slowly. "},
-                                     {"user", "Another, about \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80"}};
-    static const ChatMessage c3[] = {{"system", "Be kind.\nAlways."}, {"user", "hi"},
-                                     {"assistant", "Hello! How can I help?"}, {"user", "tell me a joke"}};
+    static const ChatMessage c2[] = {
+        {"user", "  Write a haiku.\n"},
+        {"assistant", "Leaves fall \n slowly. "},
+        {"user", "Another, about \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80"}};
+    static const ChatMessage c3[] = {{"system", "Be kind.\nAlways."},
+                                     {"user", "hi"},
+                                     {"assistant", "Hello! How can I help?"},
+                                     {"user", "tell me a joke"}};
     const ChatMessage *convs[] = {c0, c1, c2, c3};
     int lens[] = {1, 2, 3, 4};
     assert_true(c.n >= 20);
@@ -318,7 +336,8 @@ static void test_chat_vs_transformers(void **state) {
                                      lens[conv], gen, &out),
                          STATUS_OK);
         const char *want = json_string_value(json_object_get(r, "text"));
-        if (strcmp(out, want) != 0) fail_msg("%s conv %d gen %d:\n got: %s\nwant: %s", tmpl, conv, gen, out, want);
+        if (strcmp(out, want) != 0)
+            fail_msg("%s conv %d gen %d:\n got: %s\nwant: %s", tmpl, conv, gen, out, want);
         free(out);
     }
     // roles that do not alternate are refused by the Llama 2 format
@@ -332,10 +351,11 @@ static void test_chat_vs_transformers(void **state) {
 static void test_alpaca(void **state) {
     (void)state;
     char *a = alpaca_render("Add the numbers.", "2 and 3");
-    assert_string_equal(a, "Below is an instruction that describes a task, paired with an input that "
-                           "provides further context. Write a response that appropriately completes "
-                           "the request.\n\n### Instruction:\nAdd the numbers.\n\n### Input:\n2 and "
-                           "3\n\n### Response:");
+    assert_string_equal(a,
+                        "Below is an instruction that describes a task, paired with an input that "
+                        "provides further context. Write a response that appropriately completes "
+                        "the request.\n\n### Instruction:\nAdd the numbers.\n\n### Input:\n2 and "
+                        "3\n\n### Response:");
     free(a);
     a = alpaca_render("Say hi.", "");
     assert_string_equal(a, "Below is an instruction that describes a task. Write a response that "
@@ -429,7 +449,8 @@ static void test_spec_pre_names(void **state) {
 static void test_llama3_vs_hf(void **state) {
     (void)state;
     if (!path_is_file(LLAMA3_DIR "/tokenizer.json")) {
-        fprintf(stderr, "  %s/tokenizer.json absent (tools/fetch_llama3_tokenizer.sh): skipped\n", LLAMA3_DIR);
+        fprintf(stderr, "  %s/tokenizer.json absent (tools/fetch_llama3_tokenizer.sh): skipped\n",
+                LLAMA3_DIR);
         skip();
     }
     Tokenizer *t = load_hf(LLAMA3_DIR);
@@ -457,8 +478,9 @@ static void test_llama3_vs_hf(void **state) {
     unlink(path);
     rmdir(dir);
     free(path);
-    fprintf(stderr, "  llama3: %d cases; mismatches: ids %d, plain %d, ignore_merges %d, decode %d\n",
-            c.n, bad, bad_plain, bad_im, bad_dec);
+    fprintf(stderr,
+            "  llama3: %d cases; mismatches: ids %d, plain %d, ignore_merges %d, decode %d\n", c.n,
+            bad, bad_plain, bad_im, bad_dec);
     cases_free(&c);
     assert_int_equal(bad, 0);
     assert_int_equal(bad_plain, 0);
@@ -486,7 +508,8 @@ static void tmp_remove(char *p) {
 
 static void expect_error(Status got, Status want, const char *needle) {
     assert_int_equal(got, want);
-    if (!strstr(status_msg(), needle)) fail_msg("message \"%s\" does not name \"%s\"", status_msg(), needle);
+    if (!strstr(status_msg(), needle))
+        fail_msg("message \"%s\" does not name \"%s\"", status_msg(), needle);
 }
 
 static void test_bad_input(void **state) {
@@ -522,8 +545,13 @@ static void test_bad_input(void **state) {
     free(data);
     // ids out of range in a spec
     const char *toks[] = {"a", "b"};
-    TokenizerSpec sp = {.kind = TOKENIZER_SPM, .n_vocab = 2, .tokens = toks, .bos_id = 5,
-                        .eos_id = -1, .unk_id = -1, .pad_id = -1};
+    TokenizerSpec sp = {.kind = TOKENIZER_SPM,
+                        .n_vocab = 2,
+                        .tokens = toks,
+                        .bos_id = 5,
+                        .eos_id = -1,
+                        .unk_id = -1,
+                        .pad_id = -1};
     float sc[2] = {0, 0};
     sp.scores = sc;
     expect_error(tokenizer_build(&t, &sp, "myspec"), STATUS_ERR_FORMAT, "myspec");
@@ -581,13 +609,71 @@ static void test_stream_holds_partial_utf8(void **state) {
     assert_true(lead >= 0);
     tokenizer_stream_init(&st, t);
     assert_string_equal(tokenizer_stream_push(&st, lead), "");
-    assert_string_equal(tokenizer_stream_push(&st, tokenizer_piece_id(t, "a", 1)), "\xEF\xBF\xBD" "a");
+    assert_string_equal(tokenizer_stream_push(&st, tokenizer_piece_id(t, "a", 1)), "\xEF\xBF\xBD"
+                                                                                   "a");
     tokenizer_stream_init(&st, t);
     tokenizer_stream_push(&st, lead);
     assert_string_equal(tokenizer_stream_flush(&st), "\xEF\xBF\xBD");
     // control tokens print nothing
     assert_string_equal(tokenizer_stream_push(&st, tokenizer_eos_id(t)), "");
     tokenizer_free(t);
+}
+
+// The heap merge loop against its naive twin, in rank mode (HF merges) and score mode
+// (llama2.c tokenizer.bin), on every fixture string.
+static int ref_mismatches(const Tokenizer *t, const Cases *c, int flags) {
+    int bad = 0;
+    for (int i = 0; i < c->n; i++) {
+        size_t len;
+        const char *text = row_text(c->rows[i], &len);
+        int32_t *a, *b;
+        int na, nb;
+        assert_int_equal(tokenizer_encode(t, text, len, flags, &a, &na), STATUS_OK);
+        assert_int_equal(tokenizer_encode_ref(t, text, len, flags, &b, &nb), STATUS_OK);
+        if (na != nb || memcmp(a, b, (size_t)na * sizeof(int32_t)) != 0) bad++;
+        free(a);
+        free(b);
+    }
+    return bad;
+}
+
+static void test_encode_vs_ref(void **state) {
+    (void)state;
+    Cases c;
+    cases_load(&c, FIX "smollm2/cases.jsonl");
+    Tokenizer *t = load_hf(FIX "smollm2");
+    assert_int_equal(ref_mismatches(t, &c, TOKENIZE_HF), 0);
+    tokenizer_free(t);
+    cases_free(&c);
+    cases_load(&c, FIX "llama2/cases.jsonl");
+    t = load_hf(FIX "llama2");
+    assert_int_equal(ref_mismatches(t, &c, TOKENIZE_HF), 0);
+    tokenizer_free(t);
+    assert_int_equal(tokenizer_load_llama2c(&t, FIX "llama2/tokenizer.bin", 32000), STATUS_OK);
+    assert_int_equal(ref_mismatches(t, &c, TOKENIZE_HF), 0);
+    tokenizer_free(t);
+    cases_free(&c);
+}
+
+static void test_cli_tokenize(void **state) {
+    (void)state;
+    char *out;
+    int rc =
+        run_cli("tokenize models/stories260K/tok512.bin 'Once upon a time' --ids --no-bos", &out);
+    if (rc != 0 || strcmp(out, "403 407 261 378\n") != 0) fail_msg("rc %d, output: %s", rc, out);
+    free(out);
+    rc = run_cli("tokenize " FIX "smollm2 '<|im_start|>user' --ids", &out);
+    if (rc != 0 || strcmp(out, "1 4093\n") != 0) fail_msg("rc %d, output: %s", rc, out);
+    free(out);
+    rc = run_cli("tokenize " FIX "smollm2 '<|im_start|>' --ids --plain", &out);
+    if (rc != 0 || strcmp(out, "44 108 306 79 3738 108 46\n") != 0)
+        fail_msg("rc %d, output: %s", rc, out);
+    free(out);
+    rc = run_cli("tokenize /nonexistent/tokenizer.json x", &out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "/nonexistent/tokenizer.json"));
+    free(out);
+    assert_int_equal(run_cli("tokenize", NULL), 2);
 }
 
 int main(void) {
@@ -602,6 +688,8 @@ int main(void) {
         cmocka_unit_test(test_llama3_vs_hf),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_stream_holds_partial_utf8),
+        cmocka_unit_test(test_encode_vs_ref),
+        cmocka_unit_test(test_cli_tokenize),
     };
     return cmocka_run_group_tests_name("tokenizer", tests, NULL, NULL);
 }

@@ -40,9 +40,9 @@ static void load_fixture(Fix *f) {
         json_t *e = json_array_get(sp, i);
         HpoDist d;
         const char *name = json_string_value(json_object_get(e, "name"));
-        assert_int_equal(hpo_dist_from_json(&d, json_string_value(json_object_get(e, "distribution")),
-                                            name),
-                         STATUS_OK);
+        assert_int_equal(
+            hpo_dist_from_json(&d, json_string_value(json_object_get(e, "distribution")), name),
+            STATUS_OK);
         assert_int_equal(hpo_space_add(&f->space, name, &d), STATUS_OK);
         hpo_dist_release(&d);
     }
@@ -58,7 +58,8 @@ static int check_estimator(const char *what, const HpoParzen *pe, json_t *ref, j
     }
     int bad = 0;
     for (int k = 0; k < pe->n_kernels; k++)
-        if (!close_enough(pe->weights[k], json_real_value(json_array_get(w, (size_t)k)), 1e-9)) bad++;
+        if (!close_enough(pe->weights[k], json_real_value(json_array_get(w, (size_t)k)), 1e-9))
+            bad++;
     json_t *dims = json_object_get(ref, "dims");
     for (int p = 0; p < pe->n_dims; p++) {
         const char *name = json_string_value(json_array_get(pnames, (size_t)p));
@@ -69,7 +70,8 @@ static int check_estimator(const char *what, const HpoParzen *pe, json_t *ref, j
             int C = dm->dist->n_choices;
             for (int k = 0; k < pe->n_kernels; k++)
                 for (int c = 0; c < C; c++) {
-                    double r = json_number_value(json_array_get(json_array_get(rows, (size_t)k), (size_t)c));
+                    double r = json_number_value(
+                        json_array_get(json_array_get(rows, (size_t)k), (size_t)c));
                     if (!close_enough(dm->cat_w[k * C + c], r, 1e-9)) bad++;
                 }
             continue;
@@ -77,8 +79,10 @@ static int check_estimator(const char *what, const HpoParzen *pe, json_t *ref, j
         json_t *mu = json_object_get(dj, "mu"), *sg = json_object_get(dj, "sigma");
         int dim_bad = 0;
         for (int k = 0; k < pe->n_kernels; k++) {
-            if (!close_enough(dm->mu[k], json_number_value(json_array_get(mu, (size_t)k)), 1e-9)) dim_bad++;
-            if (!close_enough(dm->sigma[k], json_number_value(json_array_get(sg, (size_t)k)), 1e-9)) dim_bad++;
+            if (!close_enough(dm->mu[k], json_number_value(json_array_get(mu, (size_t)k)), 1e-9))
+                dim_bad++;
+            if (!close_enough(dm->sigma[k], json_number_value(json_array_get(sg, (size_t)k)), 1e-9))
+                dim_bad++;
         }
         if (dim_bad) {
             print_error("%s: param %s: %d mu/sigma values differ\n", what, name, dim_bad);
@@ -105,7 +109,8 @@ static void test_parzen_parity_with_optuna(void **state) {
         if (json_object_get(cc, "consider_endpoints"))
             cfg.parzen.consider_endpoints = json_is_true(json_object_get(cc, "consider_endpoints"));
         if (json_object_get(cc, "consider_magic_clip"))
-            cfg.parzen.consider_magic_clip = json_is_true(json_object_get(cc, "consider_magic_clip"));
+            cfg.parzen.consider_magic_clip =
+                json_is_true(json_object_get(cc, "consider_magic_clip"));
         if (json_object_get(cc, "prior_weight"))
             cfg.parzen.prior_weight = json_number_value(json_object_get(cc, "prior_weight"));
         bool maximize = json_is_true(json_object_get(c, "maximize"));
@@ -149,19 +154,25 @@ static void test_parzen_parity_with_optuna(void **state) {
             char what[160];
             snprintf(what, sizeof(what), "%s draw %zu", cname, di);
             // split
-            int *below = xcalloc((size_t)nt + 1, sizeof(int)), *above = xcalloc((size_t)nt + 1, sizeof(int));
+            int *below = xcalloc((size_t)nt + 1, sizeof(int)),
+                *above = xcalloc((size_t)nt + 1, sizeof(int));
             int nb, na;
             hpo_tpe_split(&cfg, maximize, tr, nt, current, below, &nb, above, &na);
             json_t *rb = json_object_get(dr, "below"), *ra = json_object_get(dr, "above");
-            assert_int_equal(hpo_tpe_gamma(cfg.gamma, 0) , 0);
+            assert_int_equal(hpo_tpe_gamma(cfg.gamma, 0), 0);
             if (nb != (int)json_array_size(rb) || na != (int)json_array_size(ra)) {
-                print_error("%s: split %d/%d, optuna %zu/%zu\n", what, nb, na, json_array_size(rb), json_array_size(ra));
+                print_error("%s: split %d/%d, optuna %zu/%zu\n", what, nb, na, json_array_size(rb),
+                            json_array_size(ra));
                 n_bad++;
             } else {
                 for (int i = 0; i < nb; i++)
-                    if (tr[below[i]].number != (int)json_integer_value(json_array_get(rb, (size_t)i))) n_bad++;
+                    if (tr[below[i]].number !=
+                        (int)json_integer_value(json_array_get(rb, (size_t)i)))
+                        n_bad++;
                 for (int i = 0; i < na; i++)
-                    if (tr[above[i]].number != (int)json_integer_value(json_array_get(ra, (size_t)i))) n_bad++;
+                    if (tr[above[i]].number !=
+                        (int)json_integer_value(json_array_get(ra, (size_t)i)))
+                        n_bad++;
             }
             HpoParzen l, g;
             hpo_tpe_build(&cfg, &sub, cols, tr, below, nb, above, na, &l, &g);
@@ -174,7 +185,8 @@ static void test_parzen_parity_with_optuna(void **state) {
             double *cand = xcalloc((size_t)ncand * (size_t)sub.n, sizeof(double));
             for (int i = 0; i < ncand; i++)
                 for (int j = 0; j < sub.n; j++)
-                    cand[i * sub.n + j] = json_number_value(json_array_get(json_array_get(cj, (size_t)i), (size_t)j));
+                    cand[i * sub.n + j] =
+                        json_number_value(json_array_get(json_array_get(cj, (size_t)i), (size_t)j));
             double *acq = xcalloc((size_t)ncand, sizeof(double));
             double *ref_l = xcalloc((size_t)ncand, sizeof(double));
             double *ref_l2 = xcalloc((size_t)ncand, sizeof(double));
@@ -182,7 +194,8 @@ static void test_parzen_parity_with_optuna(void **state) {
             // the shared-normaliser log pdf equals its per-kernel _ref twin
             hpo_parzen_log_pdf(&l, cand, ncand, ref_l);
             hpo_parzen_log_pdf_ref(&l, cand, ncand, ref_l2);
-            for (int i = 0; i < ncand; i++) assert_true(ref_l[i] == ref_l2[i]);
+            for (int i = 0; i < ncand; i++)
+                assert_true(ref_l[i] == ref_l2[i]);
             json_t *aj = json_object_get(dr, "acq");
             for (int i = 0; i < ncand; i++) {
                 double r = json_number_value(json_array_get(aj, (size_t)i));
@@ -195,7 +208,8 @@ static void test_parzen_parity_with_optuna(void **state) {
             }
             int rbest = (int)json_integer_value(json_object_get(dr, "best"));
             if (best == (int)json_integer_value(json_object_get(dr, "best_numpy"))) n_same_numpy++;
-            if (best == rbest) n_same_pick++;
+            if (best == rbest)
+                n_same_pick++;
             else {
                 print_error("%s: picked %d, optuna %d\n", what, best, rbest);
                 n_bad++;
@@ -281,11 +295,13 @@ static void test_sampler_in_bounds_and_deterministic(void **state) {
                 assert_true(hpo_dist_contains(&sp.params[p].dist, pv[i][p]));
             }
             tr[i] = (HpoTpeTrial){.number = i, .state = HPO_COMPLETE, .params = pv[i]};
-            tr[i].value = (pv[i][0] - 1.3) * (pv[i][0] - 1.3) + (log10(pv[i][2]) + 4) * (log10(pv[i][2]) + 4);
+            tr[i].value =
+                (pv[i][0] - 1.3) * (pv[i][0] - 1.3) + (log10(pv[i][2]) + 4) * (log10(pv[i][2]) + 4);
         }
         // TPE concentrates near the optimum: the best of the last 10 beats random's typical
         double best_late = 1e9;
-        for (int i = N - 10; i < N; i++) best_late = fmin(best_late, tr[i].value);
+        for (int i = N - 10; i < N; i++)
+            best_late = fmin(best_late, tr[i].value);
         assert_true(best_late < 0.05);
     }
     hpo_space_release(&sp);
@@ -298,9 +314,9 @@ static void test_space_parsing(void **state) {
     assert_int_equal(hpo_space_add_flag(&sp, "lr=float:1e-5:1e-3:log"), STATUS_OK);
     assert_int_equal(hpo_space_add_flag(&sp, "r=int:8:65:step=8"), STATUS_OK);
     assert_true(sp.params[2].dist.high == 64); // snapped onto the grid like Optuna
-    assert_int_not_equal(hpo_space_add_flag(&sp, "x=float:0:1"), STATUS_OK);          // dup
-    assert_int_not_equal(hpo_space_add_flag(&sp, "y=float:1:0"), STATUS_OK);          // low>high
-    assert_int_not_equal(hpo_space_add_flag(&sp, "y=float:0:1:log"), STATUS_OK);      // log 0
+    assert_int_not_equal(hpo_space_add_flag(&sp, "x=float:0:1"), STATUS_OK);     // dup
+    assert_int_not_equal(hpo_space_add_flag(&sp, "y=float:1:0"), STATUS_OK);     // low>high
+    assert_int_not_equal(hpo_space_add_flag(&sp, "y=float:0:1:log"), STATUS_OK); // log 0
     assert_int_not_equal(hpo_space_add_flag(&sp, "y=int:0.5:3"), STATUS_OK);
     assert_int_not_equal(hpo_space_add_flag(&sp, "y=weird:0:3"), STATUS_OK);
     assert_int_not_equal(hpo_space_add_flag(&sp, "y"), STATUS_OK);
@@ -311,10 +327,14 @@ static void test_space_parsing(void **state) {
     hpo_dist_release(&back);
     free(js);
     HpoDist d;
-    assert_int_not_equal(hpo_dist_from_json(&d, "{\"name\":\"Nope\",\"attributes\":{}}", "z"), STATUS_OK);
-    assert_int_not_equal(hpo_dist_from_json(&d, "{\"type\":\"int\",\"low\":1.5,\"high\":3}", "z"), STATUS_OK);
+    assert_int_not_equal(hpo_dist_from_json(&d, "{\"name\":\"Nope\",\"attributes\":{}}", "z"),
+                         STATUS_OK);
+    assert_int_not_equal(hpo_dist_from_json(&d, "{\"type\":\"int\",\"low\":1.5,\"high\":3}", "z"),
+                         STATUS_OK);
     assert_int_not_equal(hpo_dist_from_json(&d, "not json", "z"), STATUS_OK);
-    assert_int_equal(hpo_dist_from_json(&d, "{\"type\":\"categorical\",\"choices\":[\"a\",1,null]}", "z"), STATUS_OK);
+    assert_int_equal(
+        hpo_dist_from_json(&d, "{\"type\":\"categorical\",\"choices\":[\"a\",1,null]}", "z"),
+        STATUS_OK);
     assert_int_equal(d.n_choices, 3);
     hpo_dist_release(&d);
     hpo_space_release(&sp);
@@ -325,6 +345,18 @@ static void test_space_parsing(void **state) {
     fclose(fp);
     assert_int_not_equal(hpo_space_load(&sp, bad), STATUS_OK);
     assert_true(strstr(status_msg(), bad) != NULL);
+    hpo_space_release(&sp);
+    fp = fopen(bad, "w");
+    fputs("{\"lr\": {\"type\": \"float\", \"low\": 1e-5, \"high\": 1e-3, \"log\": true},"
+          " \"r\": {\"type\": \"int\", \"low\": 8, \"high\": 64, \"step\": 8},"
+          " \"opt\": {\"name\": \"CategoricalDistribution\", \"attributes\": {\"choices\": [\"a\", "
+          "2]}}}",
+          fp);
+    fclose(fp);
+    assert_int_equal(hpo_space_load(&sp, bad), STATUS_OK);
+    assert_int_equal(sp.n, 3);
+    assert_true(sp.params[0].dist.log && sp.params[1].dist.step == 8);
+    assert_int_equal(sp.params[2].dist.n_choices, 2);
     hpo_space_release(&sp);
     assert_int_equal(hpo_space_load(&sp, "table3"), STATUS_OK);
     assert_int_equal(sp.n, 6);

@@ -224,6 +224,42 @@ static void test_bad_input(void **state) {
     t2.cfg.vocab_size = 300;
     assert_int_equal(trainer_run(&c->student, &t2, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r), STATUS_ERR_ARG);
     assert_non_null(strstr(status_msg(), "vocabulary"));
+    // a teacher with padding rows past the shared vocabulary: refused without a shared
+    // vocabulary, and with it the run equals the unpadded one
+    {
+        Model tp = c->teacher;
+        int V = c->teacher.cfg.vocab_size, D = c->teacher.cfg.dim, pad = 8;
+        float *emb = xmalloc(sizeof(float) * (V + pad) * D);
+        dtype_to_f32(emb, c->teacher.tok_emb.data, c->teacher.tok_emb.dtype, (int64_t)V * D);
+        for (int i = V * D; i < (V + pad) * D; i++) emb[i] = 0.01f * (float)(i % 7);
+        tp.cfg.vocab_size = V + pad;
+        tp.tok_emb.data = emb;
+        tp.tok_emb.dtype = DTYPE_F32;
+        tp.tok_emb.shape[0] = V + pad;
+        tp.lm_head = tp.tok_emb; // the fixture teacher is tied
+        assert_true(c->teacher.cfg.tied_embeddings);
+        assert_int_equal(trainer_run(&c->student, &tp, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r), STATUS_ERR_ARG);
+        TrainerOptions o2 = o;
+        o2.max_steps = 3;
+        o2.shared_vocab = V;
+        LoraModel a, b;
+        TrainerResult ra, rb;
+        if (trainer_run(&c->student, &tp, &c->ts, &c->sp, &o2, NULL, NULL, &a, &ra) != STATUS_OK)
+            fail_msg("padded teacher: %s", status_msg());
+        o2.shared_vocab = 0;
+        run_ok(c, &o2, &b, &rb);
+        printf("  padded teacher loss %.7f, unpadded %.7f\n", ra.final_loss, rb.final_loss);
+        assert_true(fabs(ra.final_loss - rb.final_loss) < 1e-5);
+        double md = 0, mr = 0;
+        for (int64_t i = 0; i < a.n_params; i++) {
+            md = fmax(md, fabs(a.params[i] - b.params[i]));
+            mr = fmax(mr, fabs(b.params[i]));
+        }
+        assert_true(md <= 1e-4 * mr);
+        lora_release(&a);
+        lora_release(&b);
+        free(emb);
+    }
     // empty training split
     DataSplit empty = {0};
     assert_int_equal(trainer_run(&c->student, NULL, &c->ts, &empty, &o, NULL, NULL, &lm, &r), STATUS_ERR_ARG);
@@ -247,6 +283,135 @@ static void test_bad_input(void **state) {
     assert_int_equal(trainer_run(&c->student, NULL, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r), STATUS_ERR_ARG);
 }
 
+// A cache holding the whole distribution (K = V) at t_gen = T gives the dense KD run.
+static void test_teacher_cache(void **state) {
+    Ctx *c = *state;
+    TrainerOptions o = small_opts();
+    o.max_steps = 4;
+    int V = c->teacher.cfg.vocab_size;
+    TeacherCache tc, back;
+    assert_int_equal(teacher_cache_build(&tc, &c->teacher, &c->ts, V, o.kd.temperature, o.seq_len, 5), STATUS_OK);
+    char path[] = "/tmp/ef_cache_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(teacher_cache_save(&tc, path, "tiny_teacher"), STATUS_OK);
+    assert_int_equal(teacher_cache_load(&back, path), STATUS_OK);
+    assert_int_equal(back.rows, tc.rows);
+    assert_memory_equal(back.ids, tc.ids, sizeof(int32_t) * tc.rows * V);
+    assert_memory_equal(back.logp, tc.logp, sizeof(float) * tc.rows * V);
+    // most likely first, log-probs of a distribution
+    for (int k = 1; k < V; k++) assert_true(back.logp[k - 1] >= back.logp[k]);
+    // a cache made for another window is refused with the example named
+    assert_int_equal(teacher_cache_check(&back, &c->ts, 12, V), STATUS_ERR_ARG);
+    LoraModel a, b;
+    TrainerResult ra, rb;
+    run_ok(c, &o, &a, &ra);
+    o.teacher_cache = &back;
+    if (trainer_run(&c->student, NULL, &c->ts, &c->sp, &o, NULL, NULL, &b, &rb) != STATUS_OK)
+        fail_msg("trainer_run with cache: %s", status_msg());
+    printf("  dense loss %.6f, cached top-%d loss %.6f\n", ra.final_loss, V, rb.final_loss);
+    assert_true(fabs(ra.final_loss - rb.final_loss) < 1e-4);
+    double md = 0, mr = 0;
+    for (int64_t i = 0; i < a.n_params; i++) {
+        md = fmax(md, fabs(a.params[i] - b.params[i]));
+        mr = fmax(mr, fabs(a.params[i]));
+    }
+    assert_true(md <= 1e-3 * mr);
+    // a truncated file is rejected
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(ftruncate(fileno(f), 64), 0);
+    fclose(f);
+    TeacherCache bad;
+    assert_int_not_equal(teacher_cache_load(&bad, path), STATUS_OK);
+    unlink(path);
+    lora_release(&a);
+    lora_release(&b);
+    teacher_cache_release(&tc);
+    teacher_cache_release(&back);
+}
+
+// A NaN during a resumed run stops it and leaves the last good checkpoint as it was.
+static void test_nan_keeps_checkpoint(void **state) {
+    Ctx *c = *state;
+    char dir[] = "/tmp/ef_train_n_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    TrainerOptions o = small_opts();
+    o.out_dir = dir;
+    o.ckpt_every = 2;
+    o.stop_after = 2;
+    LoraModel lm;
+    TrainerResult r;
+    run_ok(c, &o, &lm, &r);
+    lora_release(&lm);
+    char st[512];
+    snprintf(st, sizeof st, "%s/checkpoint/trainer_state.safetensors", dir);
+    char *before, *after;
+    size_t nb, na;
+    assert_int_equal(file_read_all(st, &before, &nb), STATUS_OK);
+    Model bad = c->student;
+    LlamaLayer *layers = xmalloc(sizeof(LlamaLayer) * bad.cfg.n_layers);
+    memcpy(layers, c->student.layers, sizeof(LlamaLayer) * bad.cfg.n_layers);
+    int64_t n = tensor_numel(&layers[1].wo);
+    float *w = xmalloc(sizeof(float) * n);
+    dtype_to_f32(w, layers[1].wo.data, layers[1].wo.dtype, n);
+    w[3] = INFINITY;
+    layers[1].wo.data = w;
+    layers[1].wo.dtype = DTYPE_F32;
+    bad.layers = layers;
+    o.stop_after = 0;
+    o.resume = true;
+    assert_int_equal(trainer_run(&bad, &c->teacher, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r), STATUS_ERR_NUMERIC);
+    assert_int_equal(file_read_all(st, &after, &na), STATUS_OK);
+    assert_int_equal(na, nb);
+    assert_memory_equal(before, after, na);
+    free(before);
+    free(after);
+    free(w);
+    free(layers);
+    rm_run_dir(dir);
+}
+
+// The CLI on the bundled stories260K: malformed JSONL lines (fatal with the line number,
+// or skipped by flag), an empty dataset, and a short successful run.
+static void test_distill_cli(void **state) {
+    (void)state;
+    char dir[] = "/tmp/ef_distill_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char data[600], empty[600], args[2048], *out;
+    snprintf(data, sizeof data, "%s/d.jsonl", dir);
+    snprintf(empty, sizeof empty, "%s/e.jsonl", dir);
+    FILE *f = fopen(data, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 6; i++) {
+        fprintf(f, "{\"instruction\": \"Tell a story.\", \"output\": \"Once upon a time %d.\"}\n", i);
+        if (i == 1) fprintf(f, "{\"instruction\": 3}\n"); // line 3
+    }
+    fclose(f);
+    f = fopen(empty, "w");
+    assert_non_null(f);
+    fputs("\n\n", f);
+    fclose(f);
+    const char *m = "models/stories260K/stories260K.bin";
+    snprintf(args, sizeof args, "distill --student %s --teacher %s --data %s --out %s/run --max-steps 2 "
+             "--batch 2 --seq-len 160 --rank 2", m, m, data, dir);
+    assert_int_equal(run_cli(args, &out), 1);
+    assert_non_null(strstr(out, "d.jsonl:3:"));
+    free(out);
+    strcat(args, " --skip-bad-lines");
+    int rc = run_cli(args, &out);
+    if (rc != 0) fail_msg("distill failed: %s", out);
+    assert_non_null(strstr(out, "adapter:"));
+    free(out);
+    snprintf(args, sizeof args, "distill --student %s --data %s --out %s/run2", m, empty, dir);
+    assert_int_equal(run_cli(args, &out), 1);
+    assert_non_null(strstr(out, "no usable records"));
+    free(out);
+    snprintf(args, sizeof args, "rm -rf '%s'", dir); // test-only clean-up of our own temp dir
+    assert_int_equal(system(args), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fill_batch),
@@ -254,6 +419,9 @@ int main(void) {
         cmocka_unit_test(test_training_lowers_loss),
         cmocka_unit_test(test_kill_and_resume),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_teacher_cache),
+        cmocka_unit_test(test_nan_keeps_checkpoint),
+        cmocka_unit_test(test_distill_cli),
     };
     return cmocka_run_group_tests_name("trainer", tests, setup, teardown);
 }

@@ -106,7 +106,8 @@ static Counts count_trials(const char *url, const char *study) {
 static pid_t spawn_cli(const char *args) {
     const char *build = getenv("BUILD");
     char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "exec %s/edgeforge -q %s >/dev/null 2>&1", build ? build : "build", args);
+    snprintf(cmd, sizeof(cmd), "exec %s/edgeforge -q %s >/dev/null 2>&1", build ? build : "build",
+             args);
     pid_t pid = fork();
     if (pid == 0) {
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
@@ -126,12 +127,14 @@ static void test_many_workers_one_file(void **state) {
     // two tune processes with 3 workers each on one journal: 6 processes share the lock
     char args[2048];
     snprintf(args, sizeof(args),
-             "tune --study w --storage journal:%s --trials 30 --startup 5 --space 'x=float:0:1;y=int:0:5' "
+             "tune --study w --storage journal:%s --trials 30 --startup 5 --space "
+             "'x=float:0:1;y=int:0:5' "
              "--workers 3 --seed %d -- %s",
              tpath("w.log"), 1, tpath("obj.sh"));
     pid_t a = spawn_cli(args);
     snprintf(args, sizeof(args),
-             "tune --study w --storage journal:%s --trials 30 --startup 5 --space 'x=float:0:1;y=int:0:5' "
+             "tune --study w --storage journal:%s --trials 30 --startup 5 --space "
+             "'x=float:0:1;y=int:0:5' "
              "--workers 3 --seed %d -- %s",
              tpath("w.log"), 2, tpath("obj.sh"));
     pid_t b = spawn_cli(args);
@@ -140,8 +143,8 @@ static void test_many_workers_one_file(void **state) {
     char url[700];
     snprintf(url, sizeof(url), "journal:%s", tpath("w.log"));
     Counts c = count_trials(url, "w");
-    print_message("6 workers, 1 journal: %d trials, %d complete, %d fail, %d running, %d dup\n", c.n,
-                  c.complete, c.fail, c.running, c.dup_numbers);
+    print_message("6 workers, 1 journal: %d trials, %d complete, %d fail, %d running, %d dup\n",
+                  c.n, c.complete, c.fail, c.running, c.dup_numbers);
     assert_int_equal(c.n, 30);
     assert_int_equal(c.complete, 30);
     assert_int_equal(c.dup_numbers, 0);
@@ -165,17 +168,20 @@ static void test_sigkill_worker_is_recovered(void **state) {
     char script[2048];
     snprintf(script, sizeof(script),
              "#!/bin/sh\n"
-             "if [ \"$EDGEFORGE_TRIAL_NUMBER\" = 0 ] && [ ! -e %s ]; then echo $$ > %s; exec sleep 30; fi\n"
+             "if [ \"$EDGEFORGE_TRIAL_NUMBER\" = 0 ] && [ ! -e %s ]; then echo $$ > %s; exec sleep "
+             "30; fi\n"
              "exec %s\n",
              tpath("hang.pid"), tpath("hang.pid"), tpath("obj.sh"));
     write_script(tpath("hang.sh"), script);
     char args[2048];
     snprintf(args, sizeof(args),
-             "tune --study k --storage journal:%s --trials 6 --startup 3 --space 'x=float:0:1;y=int:0:5' -- %s",
+             "tune --study k --storage journal:%s --trials 6 --startup 3 --space "
+             "'x=float:0:1;y=int:0:5' -- %s",
              tpath("k.log"), tpath("hang.sh"));
     pid_t p = spawn_cli(args);
     // wait until trial 0 is running its command
-    for (int i = 0; i < 200 && access(tpath("hang.pid"), F_OK) != 0; i++) usleep(50000);
+    for (int i = 0; i < 200 && access(tpath("hang.pid"), F_OK) != 0; i++)
+        usleep(50000);
     usleep(100000);
     assert_int_equal(access(tpath("hang.pid"), F_OK), 0);
     kill(p, SIGKILL);
@@ -227,7 +233,8 @@ static void test_bad_commands(void **state) {
     // a command that crashes: each trial FAILs with the reason; the worker stops after 2
     write_script(tpath("crash.sh"), "#!/bin/sh\necho boom >&2\nexit 3\n");
     snprintf(args, sizeof(args),
-             "tune --study c --storage journal:%s --trials 4 --space 'x=float:0:1;y=int:0:5' --max-failures 2 -- %s",
+             "tune --study c --storage journal:%s --trials 4 --space 'x=float:0:1;y=int:0:5' "
+             "--max-failures 2 -- %s",
              tpath("c.log"), tpath("crash.sh"));
     assert_int_equal(run_cli(args, &out), 1);
     assert_non_null(strstr(out, "exited with status 3"));
@@ -241,7 +248,8 @@ static void test_bad_commands(void **state) {
     // a command that prints no result
     write_script(tpath("silent.sh"), "#!/bin/sh\nexit 0\n");
     snprintf(args, sizeof(args),
-             "tune --study s --storage journal:%s --trials 2 --space 'x=float:0:1;y=int:0:5' --max-failures 1 -- %s",
+             "tune --study s --storage journal:%s --trials 2 --space 'x=float:0:1;y=int:0:5' "
+             "--max-failures 1 -- %s",
              tpath("s.log"), tpath("silent.sh"));
     assert_int_equal(run_cli(args, &out), 1);
     assert_non_null(strstr(out, "no objective value"));
@@ -253,24 +261,27 @@ static void test_bad_commands(void **state) {
     free(out);
     // a command that does not exist
     snprintf(args, sizeof(args),
-             "tune --study s2 --storage journal:%s --trials 1 --space 'x=float:0:1' --max-failures 1 -- /nonexistent/cmd",
+             "tune --study s2 --storage journal:%s --trials 1 --space 'x=float:0:1' --max-failures "
+             "1 -- /nonexistent/cmd",
              tpath("s.log"));
     assert_int_equal(run_cli(args, &out), 1);
     assert_non_null(strstr(out, "status 127"));
     free(out);
     // invalid spaces fail before anything runs
-    snprintf(args, sizeof(args), "tune --study v --storage journal:%s --space 'x=float:1:0' -- true", tpath("v.log"));
+    snprintf(args, sizeof(args),
+             "tune --study v --storage journal:%s --space 'x=float:1:0' -- true", tpath("v.log"));
     assert_int_equal(run_cli(args, &out), 1);
     assert_non_null(strstr(out, "greater than high"));
     free(out);
-    snprintf(args, sizeof(args), "tune --study v --storage journal:%s --space %s -- true", tpath("v.log"),
-             tpath("missing.json"));
+    snprintf(args, sizeof(args), "tune --study v --storage journal:%s --space %s -- true",
+             tpath("v.log"), tpath("missing.json"));
     assert_int_equal(run_cli(args, &out), 1);
     assert_non_null(strstr(out, "missing.json"));
     free(out);
     // a journal with a malformed line in the middle is reported, not replayed past
-    const char *bad = "{\"op_code\":0,\"worker_id\":\"w\",\"study_name\":\"b\",\"directions\":[1]}\nnot json\n"
-                      "{\"op_code\":4,\"worker_id\":\"w\",\"study_id\":0,\"datetime_start\":null}\n";
+    const char *bad =
+        "{\"op_code\":0,\"worker_id\":\"w\",\"study_name\":\"b\",\"directions\":[1]}\nnot json\n"
+        "{\"op_code\":4,\"worker_id\":\"w\",\"study_id\":0,\"datetime_start\":null}\n";
     assert_int_equal(file_write_all(tpath("b.log"), bad, strlen(bad)), STATUS_OK);
     snprintf(args, sizeof(args), "tune --show --study b --storage journal:%s", tpath("b.log"));
     assert_int_equal(run_cli(args, &out), 1);
@@ -289,7 +300,8 @@ static void test_pruning_cli(void **state) {
     char args[2048];
     char *out;
     snprintf(args, sizeof(args),
-             "tune --study p --storage journal:%s --trials 20 --startup 20 --prune --space 'x=float:0:1;y=int:0:5' -- %s",
+             "tune --study p --storage journal:%s --trials 20 --startup 20 --prune --space "
+             "'x=float:0:1;y=int:0:5' -- %s",
              tpath("p.log"), tpath("curve.sh"));
     assert_int_equal(run_cli(args, &out), 0);
     free(out);
@@ -300,6 +312,45 @@ static void test_pruning_cli(void **state) {
     assert_int_equal(c.complete + c.pruned, 20);
     assert_true(c.pruned >= 1);
     assert_true(c.complete >= 5); // no pruning before 5 completed trials
+}
+
+// Optuna and edgeforge workers on one journal file at the same time (needs Optuna: runs the
+// Python named by $EF_OPTUNA_PYTHON, e.g. /work/pyref/bin/python; skipped otherwise).
+static void test_optuna_and_edgeforge_share_a_study(void **state) {
+    (void)state;
+    const char *py = getenv("EF_OPTUNA_PYTHON");
+    if (!py || !*py) {
+        print_message("EF_OPTUNA_PYTHON not set: skipping the mixed Optuna/edgeforge test\n");
+        skip();
+    }
+    char args[2048];
+    snprintf(args, sizeof(args),
+             "tune --study mix --storage journal:%s --trials 24 --startup 5 "
+             "--space 'x=float:0:1;y=int:0:5' --workers 2 -- %s",
+             tpath("mix.log"), tpath("obj.sh"));
+    pid_t ef = spawn_cli(args);
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "%s tools/check_optuna_journal.py worker %s mix 8 >/dev/null", py,
+             tpath("mix.log"));
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(wait_rc(ef), 0);
+    char url[700];
+    snprintf(url, sizeof(url), "journal:%s", tpath("mix.log"));
+    Counts c = count_trials(url, "mix");
+    print_message("optuna + edgeforge workers: %d trials, %d complete, %d dup\n", c.n, c.complete,
+                  c.dup_numbers);
+    assert_int_equal(c.complete, c.n);
+    assert_int_equal(c.dup_numbers, 0);
+    assert_true(c.n >= 24);
+    // and Optuna sees exactly what we see
+    char *out;
+    snprintf(args, sizeof(args), "tune --show --json --study mix --storage journal:%s > %s",
+             tpath("mix.log"), tpath("mix.json"));
+    assert_int_equal(run_cli(args, &out), 0);
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s tools/check_optuna_journal.py check %s mix %s >/dev/null", py,
+             tpath("mix.log"), tpath("mix.json"));
+    assert_int_equal(system(cmd), 0);
 }
 
 static int free_port(void) {
@@ -323,7 +374,8 @@ static int free_port(void) {
 static void test_redis_workers(void **state) {
     (void)state;
     if (system("command -v redis-server >/dev/null 2>&1") != 0) {
-        print_message("redis-server not installed: skipping the redis test (scripts/install-deps.sh)\n");
+        print_message(
+            "redis-server not installed: skipping the redis test (scripts/install-deps.sh)\n");
         skip();
     }
     int port = free_port();
@@ -349,12 +401,14 @@ static void test_redis_workers(void **state) {
     hpo_journal_close(js);
     char args[2048];
     snprintf(args, sizeof(args),
-             "tune --study r --storage '%s' --trials 24 --startup 5 --space 'x=float:0:1;y=int:0:5' --workers 2 -- %s",
+             "tune --study r --storage '%s' --trials 24 --startup 5 --space "
+             "'x=float:0:1;y=int:0:5' --workers 2 -- %s",
              url, tpath("obj.sh"));
     pid_t a = spawn_cli(args), b = spawn_cli(args);
     int ra = wait_rc(a), rb = wait_rc(b);
     Counts c = count_trials(url, "r");
-    print_message("redis, 4 workers: %d trials, %d complete, %d dup\n", c.n, c.complete, c.dup_numbers);
+    print_message("redis, 4 workers: %d trials, %d complete, %d dup\n", c.n, c.complete,
+                  c.dup_numbers);
     kill(srv, SIGTERM);
     waitpid(srv, NULL, 0);
     assert_int_equal(ra, 0);
@@ -372,6 +426,7 @@ int main(void) {
         cmocka_unit_test(test_bad_commands),
         cmocka_unit_test(test_pruning_cli),
         cmocka_unit_test(test_redis_workers),
+        cmocka_unit_test(test_optuna_and_edgeforge_share_a_study),
     };
     return cmocka_run_group_tests_name("tune_workers", tests, setup, teardown);
 }

@@ -14,6 +14,15 @@ Usage:
     # 3. let Optuna continue a study (e.g. one edgeforge started), N more trials:
     /work/pyref/bin/python tools/check_optuna_journal.py continue JOURNAL STUDY N
 
+    # 6. optuna-dashboard (pip install optuna-dashboard) serves the study: its REST API is
+    #    queried in-process (no server) for the study list and every trial:
+    /work/pyref/bin/python tools/check_optuna_journal.py dashboard STORAGE
+
+    # 5. median-pruner parity fixture: studies with random learning curves (NaNs, gaps,
+    #    minimize and maximize) and RUNNING probe trials with Optuna's MedianPruner verdicts:
+    /work/pyref/bin/python tools/check_optuna_journal.py write-pruner \
+        tests/fixtures/hpo/pruner_journal.log tests/fixtures/hpo/pruner_expected.json
+
     # 4. an Optuna worker sharing a study with edgeforge workers (space x float [0,1],
     #    y int [0,5], objective (x-0.3)^2+(y-2)^2 like tests/test_tune_workers.c):
     /work/pyref/bin/python tools/check_optuna_journal.py worker STORAGE STUDY N
@@ -183,6 +192,85 @@ def cont(log_path, study_name, n):
     return 0
 
 
+def write_pruner(log_path, expected_path, seed=7):
+    import numpy as np
+    for p in (log_path, log_path + ".lock"):
+        if os.path.exists(p):
+            os.remove(p)
+    st = storage(log_path)
+    rs = np.random.RandomState(seed)
+    pruner = optuna.pruners.MedianPruner()
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    probes = []
+    for name, direction, n_complete in (("min", "minimize", 9), ("max", "maximize", 8),
+                                        ("few", "minimize", 3)):
+        study = optuna.create_study(study_name=name, storage=st, direction=direction)
+        for i in range(n_complete):
+            base = rs.uniform(0, 2)
+            steps = range(0, 8) if i % 3 else range(0, 8, 2)  # some trials skip odd steps
+            iv = {s: float(base + 1.0 / (s + 1) + rs.normal() * 0.05) for s in steps}
+            if i == 4:
+                iv[3] = float("nan")
+            study.add_trial(create_trial(state=TrialState.COMPLETE, value=base, params={"x": 0.5},
+                                         distributions=dist, intermediate_values=iv))
+        for k in range(12):
+            t = study.ask()
+            last = int(rs.randint(0, 9))
+            base = rs.uniform(0, 2.5)
+            for s in range(last + 1):
+                if k == 5 or (k == 7 and s == last):
+                    v = float("nan")
+                else:
+                    v = float(base + 1.0 / (s + 1))
+                if k % 4 == 3 and s % 2 == 1 and s != last:
+                    continue  # gaps before the last step
+                t.report(v, s)
+            frozen = study._storage.get_trial(t._trial_id)
+            probes.append({"study": name, "number": t.number,
+                           "prune": bool(pruner.prune(study, frozen))})
+    with open(expected_path, "w") as f:
+        json.dump({"meta": {"generator": "tools/check_optuna_journal.py write-pruner",
+                            "optuna": optuna.__version__, "seed": seed,
+                            "pruner": "MedianPruner() defaults"}, "probes": probes}, f, indent=1)
+    print(f"wrote {log_path} and {expected_path}: {len(probes)} probes, "
+          f"{sum(p['prune'] for p in probes)} pruned")
+
+
+def dashboard(url):
+    import io
+    from optuna_dashboard import wsgi
+    app = wsgi(storage(url))
+
+    def get(path):
+        out = {}
+
+        def start(status, headers, exc=None):
+            out["status"] = status
+
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "",
+               "SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
+               "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "wsgi.version": (1, 0),
+               "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False}
+        body = b"".join(app(env, start))
+        return out["status"], json.loads(body)
+
+    status, studies = get("/api/studies")
+    if not status.startswith("200"):
+        print(f"dashboard: /api/studies -> {status}")
+        return 1
+    for s in studies["study_summaries"]:
+        status, d = get(f"/api/studies/{s['study_id']}")
+        if not status.startswith("200"):
+            print(f"dashboard: study {s['study_name']} -> {status}")
+            return 1
+        states = sorted(set(t["state"] for t in d["trials"]))
+        n_inter = sum(len(t["intermediate_values"]) for t in d["trials"])
+        print(f"optuna-dashboard serves '{s['study_name']}': {len(d['trials'])} trials, "
+              f"states {states}, {n_inter} intermediate values, "
+              f"params {[p['name'] for p in d['trials'][0]['params']] if d['trials'] else []}")
+    return 0
+
+
 def worker(url, study_name, n):
     study = optuna.create_study(study_name=study_name, storage=storage(url), load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(n_startup_trials=5))
@@ -202,6 +290,10 @@ if __name__ == "__main__":
         write(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 5 and sys.argv[1] == "check":
         sys.exit(check(sys.argv[2], sys.argv[3], sys.argv[4]))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "dashboard":
+        sys.exit(dashboard(sys.argv[2]))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "write-pruner":
+        write_pruner(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 5 and sys.argv[1] == "worker":
         sys.exit(worker(sys.argv[2], sys.argv[3], int(sys.argv[4])))
     elif len(sys.argv) >= 5 and sys.argv[1] == "continue":

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Reference fixtures for src/eval (tasks, scoring) and src/analyze (kurtosis).
 
-Usage (from the repository root, offline, ~1 minute):
+Usage (from the repository root, offline, a few minutes):
     /work/pyref/bin/pip install "lm-eval==0.4.9.1"
     /work/pyref/bin/python tools/gen_eval_fixtures.py
+    /work/pyref/bin/python tools/gen_eval_fixtures.py --full /tmp/all.json   # every document
+    EF_TASKS_FULL=/tmp/all.json build/tests/test_tasks                      # compare them all
 
 Writes tests/fixtures/eval/:
   tasks_render.json   per task >= 50 documents rendered by lm-evaluation-harness's OWN task
@@ -132,11 +134,16 @@ def fake_load_dataset(path=None, name=None, **kwargs):
     return datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
 
 
-def load_tasks(names):
+def install_loader():
+    """Routes lm-eval's datasets.load_dataset to the committed files."""
     import datasets
     datasets.load_dataset = fake_load_dataset
     import lm_eval.api.task
     lm_eval.api.task.datasets.load_dataset = fake_load_dataset
+
+
+def load_tasks(names):
+    install_loader()
     from lm_eval.tasks import TaskManager, get_task_dict
     tm = TaskManager()
     return get_task_dict(names, tm)
@@ -231,7 +238,12 @@ def gen_scores(rng):
     out = {"tasks": {}}
     for name in names:
         task = tasks[name]
-        docs = eval_docs(task)[:80]
+        if name == "hellaswag":  # the shipped (approximate) file, as edgeforge reads it
+            task._config.process_docs = None
+            docs = [dict(r, label=str(r["gold"])) for r in
+                    jsonl(os.path.join(DATA, "hellaswag", "hellaswag_val_lmeval_approx.jsonl"))[:80]]
+        else:
+            docs = eval_docs(task)[:80]
         rows, per_metric = [], {}
         for di, doc in enumerate(docs):
             nc = len(task.doc_to_choice(doc))
@@ -380,7 +392,36 @@ def gen_kurtosis():
     os.chmod(path, 0o644)
 
 
+def dump_full(path):
+    """Every document of every task rendered by lm-eval (not committed; tens of MB).
+    tests/test_tasks.c compares all of them when EF_TASKS_FULL=<path> is set."""
+    names = ["arc_easy", "commonsense_qa", "hellaswag", "openbookqa", "piqa", "social_iqa",
+             "winogrande", "mmlu"]
+    td = flatten(load_tasks(names))
+    out = {}
+    for name, task in td.items():
+        key = "mmlu" if name.startswith("mmlu_") else name
+        items = []
+        for i, doc in enumerate(eval_docs(task)):
+            it = dict(render(task, doc, 0), index=i)
+            if key == "mmlu":
+                it["subject"] = name[5:]
+            items.append(it)
+        out.setdefault(key, []).extend(items)
+    hs = td["hellaswag"]
+    hs._config.process_docs = None
+    approx = jsonl(os.path.join(DATA, "hellaswag", "hellaswag_val_lmeval_approx.jsonl"))
+    out["hellaswag_approx"] = [dict(render(hs, dict(r, label=str(r["gold"])), 0), index=i)
+                               for i, r in enumerate(approx)]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"tasks": out}, f, ensure_ascii=False)
+    print({k: len(v) for k, v in out.items()})
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--full":
+        dump_full(sys.argv[2])
+        return
     import lm_eval
     import datasets
     os.makedirs(OUT, exist_ok=True)

@@ -29,10 +29,28 @@ Usage (from the repository root, with the reference venv):
       gguf-py that every tensor equals the llama2.c checkpoint's bytes (which are in Meta's
       interleaved q/k order, the order llama.cpp expects) and the llama metadata.
 
+  EF_GGUF_SMOL_OUT=/tmp/smol.gguf build/tests/test_gguf; \
+  /work/pyref/bin/python tools/gen_gguf_fixtures.py --check-roundtrip \
+      models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/smol.gguf
+      SmolLM2 loaded by edgeforge and saved as F16: metadata identical to the original and
+      every tensor the fp16 rounding of the original, q/k back in llama.cpp's order.
+
+  /work/pyref/bin/python tools/gen_gguf_fixtures.py --check-llamacpp ORIG.gguf OURS.gguf
+      needs llama-cpp-python: llama.cpp loads OURS (e.g. the SmolLM2 re-save above) and
+      gives the same token ids and top-1 predictions as on ORIG.
+  /work/pyref/bin/python tools/gen_gguf_fixtures.py --check-llamacpp-stories FILE
+      llama.cpp runs the stories260K GGUF written by model_save_gguf (EF_GGUF_MODEL_OUT=FILE)
+      and reproduces models/stories260K/golden.txt (llama2.c's outputs).
+  /work/pyref/bin/python tools/gen_gguf_fixtures.py --check-llamacpp-vocab FILE CASES COLUMN
+      llama.cpp tokenizes every text of CASES (a tests/fixtures/tokenizers/*/cases.jsonl) with
+      FILE's vocabulary and compares with COLUMN; e.g. EF_GGUF_SPM_OUT=/tmp/spm test_gguf, then
+      FILE=/tmp/spm.bin.gguf CASES=tests/fixtures/tokenizers/llama2/cases.jsonl COLUMN=sp.
+
 Seeds: numpy default_rng(1234). Library versions go into the safetensors metadata.
 """
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -441,7 +459,109 @@ def check_model(path, ckpt="models/stories260K/stories260K.bin"):
     return bad
 
 
+def check_roundtrip(orig, ours):
+    """ours = orig loaded by edgeforge (HF order in memory) and saved as F16: every non-general
+    key must be identical and every tensor equal the fp16 rounding of orig's dequantized
+    values in llama.cpp's (interleaved q/k) order."""
+    a, b = gguf.GGUFReader(orig), gguf.GGUFReader(ours)
+    bad = 0
+    for k, fa in a.fields.items():
+        if k.startswith(("GGUF.", "general.")) or k == "tokenizer.ggml.add_space_prefix":
+            continue  # add_space_prefix: SPM-only in llama.cpp, not written for gpt2
+        fb = b.fields.get(k)
+        if fb is None or fa.contents() != fb.contents():
+            print("metadata differs:", k); bad += 1
+    ta, tb = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
+    if set(ta) != set(tb):
+        print("tensor names differ", set(ta) ^ set(tb)); bad += 1
+    for n, t in ta.items():
+        if n not in tb:
+            continue
+        x = gguf.quants.dequantize(t.data, t.tensor_type)
+        y = gguf.quants.dequantize(tb[n].data, tb[n].tensor_type).reshape(x.shape)
+        want = x.astype(np.float16).astype(np.float32) if tb[n].tensor_type == QT.F16 else x
+        if not np.array_equal(want, y):
+            print("tensor differs", n); bad += 1
+    print(f"check-roundtrip {ours}: {len(a.fields)} keys, {len(ta)} tensors, {bad} problems")
+    return bad
+
+
+def check_llamacpp(orig, ours):
+    """llama.cpp itself (llama-cpp-python) loads `ours` and agrees with `orig`: same token ids
+    for a prompt and, after evaluating it, close logits with the same top-1 at every position."""
+    from llama_cpp import Llama
+    text = "The capital of France is Paris. Once upon a time, there was a little cat named 42."
+    outs = []
+    for path in (orig, ours):
+        llm = Llama(model_path=path, n_ctx=256, logits_all=True, verbose=False, n_threads=2)
+        ids = llm.tokenize(text.encode(), add_bos=True)
+        llm.eval(ids)
+        outs.append((ids, np.array(llm.scores[:len(ids)], dtype=np.float32)))
+        del llm
+    (ia, la), (ib, lb) = outs
+    top = float(np.mean(la.argmax(-1) == lb.argmax(-1)))
+    rel = float(np.abs(la - lb).max() / np.abs(la).max())
+    bad = int(ia != ib) + int(top < 1.0)
+    print(f"check-llamacpp {ours}: tokens equal {ia == ib} ({len(ia)}), top-1 agreement {top:.3f}, "
+          f"max |dlogit|/max|logit| {rel:.2e}, {bad} problems")
+    return bad
+
+
+def check_llamacpp_stories(path, golden="models/stories260K/golden.txt"):
+    """llama.cpp runs stories260K as saved by edgeforge (EF_GGUF_MODEL_OUT) and reproduces
+    llama2.c's golden outputs: top-5 logits after BOS, 64 greedy ids, the encode cases."""
+    from llama_cpp import Llama
+    g = {}
+    for line in open(golden):
+        if line.startswith("pos0_top5"):
+            g["top5"] = [(int(i), float(v)) for i, v in re.findall(r'(\d+):".*?":([-\d.]+)', line)]
+        elif line.startswith("greedy_ids"):
+            g["greedy"] = [int(t) for t in line.split()[1:]]
+    llm = Llama(model_path=path, n_ctx=128, logits_all=True, verbose=False, n_threads=2)
+    bad = 0
+    llm.eval([1])
+    l0 = np.array(llm.scores[0], dtype=np.float64)
+    top = list(np.argsort(-l0)[:5])
+    if top != [i for i, _ in g["top5"]] or max(abs(l0[i] - v) for i, v in g["top5"]) > 1e-3:
+        print("top5", top, [l0[i] for i in top]); bad += 1
+    ids = [1]
+    for _ in range(64):
+        nxt = int(np.argmax(llm.scores[len(ids) - 1]))
+        ids.append(nxt)
+        llm.eval([nxt])
+    if ids[1:] != g["greedy"]:
+        print("greedy differs", ids[1:12], g["greedy"][:11]); bad += 1
+    enc = llm.tokenize(b"Once upon a time", add_bos=False)
+    if enc != [403, 407, 261, 378]:
+        print("encode", enc); bad += 1
+    print(f"check-llamacpp-stories {path}: top5 {top}, greedy 64 ids equal {ids[1:] == g['greedy']}, "
+          f"{bad} problems")
+    return bad
+
+
+def check_llamacpp_vocab(path, cases, column):
+    """llama.cpp tokenizes every text of a tokenizer fixture (tests/fixtures/tokenizers/*/
+    cases.jsonl) with the vocabulary of `path`; counts mismatches against `column`."""
+    import json
+    from llama_cpp import Llama
+    llm = Llama(model_path=path, vocab_only=True, verbose=False)
+    rows = [json.loads(line) for line in open(cases)][1:]
+    bad = [r for r in rows if llm.tokenize(r["text"].encode(), add_bos=False, special=False) != r[column]]
+    for r in bad[:3]:
+        print("differs:", repr(r["text"][:40]), llm.tokenize(r["text"].encode(), add_bos=False)[:8], r[column][:8])
+    print(f"check-llamacpp-vocab {path}: {len(rows) - len(bad)}/{len(rows)} equal to '{column}'")
+    return len(bad)
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--check-llamacpp-vocab":
+        sys.exit(1 if check_llamacpp_vocab(sys.argv[2], sys.argv[3], sys.argv[4]) else 0)
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-llamacpp-stories":
+        sys.exit(1 if check_llamacpp_stories(sys.argv[2]) else 0)
+    if len(sys.argv) == 4 and sys.argv[1] == "--check-llamacpp":
+        sys.exit(1 if check_llamacpp(sys.argv[2], sys.argv[3]) else 0)
+    if len(sys.argv) == 4 and sys.argv[1] == "--check-roundtrip":
+        sys.exit(1 if check_roundtrip(sys.argv[2], sys.argv[3]) else 0)
     if len(sys.argv) == 3 and sys.argv[1] == "--check-writer":
         sys.exit(1 if check_writer(sys.argv[2]) else 0)
     if len(sys.argv) == 3 and sys.argv[1] == "--check-model":

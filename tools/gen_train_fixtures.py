@@ -127,7 +127,6 @@ def ns_f64(grad, ns_coefficients, ns_steps, eps):
 
 
 def optim_fixture(out):
-    import torch.optim._muon as muon_mod
     from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
     g = torch.Generator().manual_seed(SEED + 10)
     t = {}

@@ -317,16 +317,19 @@ def bench(args):
     Xt = torch.from_numpy(X)
     dt = torch.float32 if args.dtype == "float32" else torch.float64
     hs = Hessian(K, dt)
+    c0 = time.process_time()
     t0 = time.time()
     for s in range(args.seqs):  # one add_batch per sequence, as llama.py feeds them
         i = (s * args.seq_len) % (4096 - args.seq_len + 1)
         hs.add_batch(Xt[i:i + args.seq_len], 1)
     t1 = time.time()
+    c1 = time.process_time()
     res = gptq(torch.from_numpy(W).to(dt), hs.H, 4, args.group, True, args.act_order, False)
     t2 = time.time()
+    c2 = time.process_time()
     print(f"torch {torch.__version__} threads {args.threads} dtype {args.dtype}: W ({N}, {K}), "
-          f"{args.seqs}x{args.seq_len} tokens: hessian {t1 - t0:.3f} s, gptq {t2 - t1:.3f} s, "
-          f"loss {res['loss']:.6g}")
+          f"{args.seqs}x{args.seq_len} tokens: hessian {t1 - t0:.3f} s (cpu {c1 - c0:.3f} s), "
+          f"gptq {t2 - t1:.3f} s (cpu {c2 - c1:.3f} s), loss {res['loss']:.6g}")
 
 
 def main():

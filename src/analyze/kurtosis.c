@@ -61,7 +61,8 @@ static KurtMoments batch_moments_f32(const float *x, int64_t n) {
     KurtMoments m = {0};
     if (n <= 0) return m;
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += x[i];
+    for (int64_t i = 0; i < n; i++)
+        s += x[i];
     m.n = n;
     m.mean = s / (double)n;
     for (int64_t i = 0; i < n; i++) {
@@ -77,7 +78,8 @@ static KurtMoments batch_moments_f64(const double *x, int64_t n) {
     KurtMoments m = {0};
     if (n <= 0) return m;
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += x[i];
+    for (int64_t i = 0; i < n; i++)
+        s += x[i];
     m.n = n;
     m.mean = s / (double)n;
     for (int64_t i = 0; i < n; i++) {
@@ -160,7 +162,8 @@ double kurt_channels_value(const KurtChannels *c, KurtChannelStat stat, Kurtosis
     if (stat == KURT_CHANNEL_ABSMAX) return kurtosis_f64(c->absmax, c->K, o);
     CHECK(stat == KURT_CHANNEL_RMS);
     double *rms = xmalloc((size_t)c->K * sizeof(double));
-    for (int k = 0; k < c->K; k++) rms[k] = sqrt(c->sumsq[k] / (double)c->n_tokens);
+    for (int k = 0; k < c->K; k++)
+        rms[k] = sqrt(c->sumsq[k] / (double)c->n_tokens);
     double v = kurtosis_f64(rms, c->K, o);
     free(rms);
     return v;

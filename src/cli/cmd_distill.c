@@ -7,7 +7,7 @@
  *       --weight-decay 0.01 --epochs 1 --batch 4 --seq-len 512 --seed 0
  *   edgeforge distill ... --resume          (continue from runs/a/checkpoint)
  *
- * Without --teacher the loss is plain CE on the responses. Writes OUT/adapter (PEFT),
+ * Without --teacher (or --teacher-cache, sparse top-k KD) the loss is plain CE. Writes OUT/adapter (PEFT),
  * OUT/train_log.jsonl, OUT/checkpoint (with --save-every), and with --merge the merged
  * student as an HF directory OUT/merged. Prints a progress line per step on stderr and a
  * summary on stdout.
@@ -57,16 +57,19 @@ static int parse_enum(const char *flag, const char *v, const char *const *names,
 
 int cmd_distill(int argc, char **argv) {
     const char *student_path = NULL, *teacher_path = NULL, *data_path = NULL, *out = NULL;
+    const char *cache_path = NULL;
     const char *optimizer = "adamw", *muon_scale = "original", *muon_lora = "both";
     const char *schedule = "cosine", *targets = "all", *format = "alpaca";
     double scale = 1.0, lr = 1e-4, temperature = 1.0, alpha = 1.0, wd = 0.01, val_frac = 0.1;
     double max_grad_norm = 1.0, warmup_ratio = 0.0;
-    int rank = 8, epochs = 1, batch = 4, seq_len = 512, grad_accum = 1;
+    int rank = 8, epochs = 1, batch = 4, seq_len = 512, grad_accum = 1, shared_vocab = 0;
     int64_t seed = 0, max_steps = 0, eval_every = 0, save_every = 0;
     bool resume = false, skip_bad = false, rslora = false, merge = false;
     ArgSpec spec[] = {
         {"student", 0, ARG_STRING, &student_path, "student model (HF dir, GGUF, llama2.c)", 0, 0},
         {"teacher", 0, ARG_STRING, &teacher_path, "teacher model with the same vocabulary (omit: CE only)", 0, 0},
+        {"teacher-cache", 0, ARG_STRING, &cache_path, "top-k cache from teacher-cache (instead of --teacher)", 0, 0},
+        {"shared-vocab", 0, ARG_INT, &shared_vocab, "KL over the first N logits (padded vocabularies; 0: auto)", 0, 1 << 24},
         {"data", 0, ARG_STRING, &data_path, "Alpaca JSONL (instruction, input, output)", 0, 0},
         {"out", 'o', ARG_STRING, &out, "output directory", 0, 0},
         {"optimizer", 0, ARG_STRING, &optimizer, "adamw | muon", 0, 0},
@@ -141,6 +144,7 @@ int cmd_distill(int argc, char **argv) {
     o.resume = resume;
     o.out_dir = out;
     o.base_model = student_path;
+    o.shared_vocab = shared_vocab;
 
     Model student, teacher;
     model_init(&student);
@@ -149,22 +153,42 @@ int cmd_distill(int argc, char **argv) {
     TrainSet ts = {0};
     DataSplit sp = {0};
     LoraModel lora = {0};
+    TeacherCache cache = {0};
     int ret = 1;
     if (model_load(&student, student_path, NULL) != STATUS_OK) {
         cli_fail(student_path);
         goto done;
     }
-    if (teacher_path) {
+    if (teacher_path && model_load(&teacher, teacher_path, NULL) != STATUS_OK) {
+        // without its tokenizer the token strings cannot be compared, only the sizes
+        log_warn("%s: %s; loading it without a tokenizer", teacher_path, status_msg());
         ModelLoadOptions lo = {.no_tokenizer = true};
         if (model_load(&teacher, teacher_path, &lo) != STATUS_OK) {
             cli_fail(teacher_path);
             goto done;
         }
     }
+    int kv;
+    if (teacher_path && trainer_resolve_vocab(&student, &teacher, &o, &kv) != STATUS_OK) {
+        cli_fail("distill");
+        goto done;
+    }
     if (alpaca_read_jsonl(&set, data_path, skip_bad) != STATUS_OK ||
         trainset_build(&ts, &set, student.tok, (PromptFormat)fmt, seq_len, true) != STATUS_OK) {
         cli_fail(data_path);
         goto done;
+    }
+    if (cache_path) {
+        if (teacher_path) {
+            fprintf(stderr, "error: give --teacher or --teacher-cache, not both\n");
+            ret = 2;
+            goto done;
+        }
+        if (teacher_cache_load(&cache, cache_path) != STATUS_OK) {
+            cli_fail(cache_path);
+            goto done;
+        }
+        o.teacher_cache = &cache;
     }
     data_split(&sp, ts.n, val_frac, (uint64_t)seed);
     {
@@ -213,6 +237,7 @@ int cmd_distill(int argc, char **argv) {
     }
     ret = 0;
 done:
+    teacher_cache_release(&cache);
     lora_release(&lora);
     data_split_release(&sp);
     trainset_release(&ts);

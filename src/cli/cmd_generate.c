@@ -24,6 +24,7 @@
 #include "cli/commands.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/rng.h"
 #include "model/infer.h"
 #include "model/llama.h"
 #include "model/sampler.h"
@@ -31,10 +32,10 @@
 
 typedef struct {
     const char *model_path, *prompt, *system, *tokenizer, *dtype, *stop;
-    int n, top_k, ctx, threads;
+    int n, top_k, ctx, threads, bench_prompt;
     double temp, top_p;
     int64_t seed;
-    bool chat, ids, no_bos;
+    bool chat, ids, no_bos, ignore_eos;
 } GenArgs;
 
 typedef struct {
@@ -46,6 +47,7 @@ typedef struct {
     int32_t stop_ids[4];
     float *logits; // (V)
     const char *echo;    // prompt text printed once the prefill succeeded (or NULL)
+    bool ignore_eos;
     char *win;     // text held back while it may still start a stop string
     size_t win_len, win_cap;
 } Gen;
@@ -102,6 +104,7 @@ static int gen_setup(Gen *g, const GenArgs *a) {
     }
     g->win_cap = stop_max_len(&g->stop) + 2 * sizeof(((TokenizerStream *)0)->out) + 1;
     g->win = xmalloc(g->win_cap);
+    g->ignore_eos = a->ignore_eos;
     return 0;
 }
 
@@ -159,7 +162,8 @@ static int gen_run(Gen *g, const int32_t *ids, int n, bool print_ids, int32_t *o
     g->win_len = 0;
     while (gen < budget && !stopped) {
         int32_t next = sampler_sample(&g->smp, g->logits);
-        if (stop_is_token(&g->stop, next) || tokenizer_is_control(g->m.tok, next)) break;
+        if (!g->ignore_eos && (stop_is_token(&g->stop, next) || tokenizer_is_control(g->m.tok, next)))
+            break;
         if (out_ids) out_ids[gen] = next;
         gen++;
         if (print_ids) {
@@ -193,6 +197,14 @@ static void print_stats(const GenStats *s) {
 static int gen_tokenize(Gen *g, const GenArgs *a, const ChatMessage *msgs, int n_msgs,
                         int32_t **ids, int *n) {
     Status s;
+    if (a->bench_prompt > 0) { // fixed pseudo-random ids, the same on every run
+        Rng r;
+        rng_seed(&r, 1234);
+        *n = a->bench_prompt;
+        *ids = xmalloc((size_t)*n * sizeof **ids);
+        for (int i = 0; i < *n; i++) (*ids)[i] = (int32_t)rng_below(&r, (uint64_t)g->m.cfg.vocab_size);
+        return 0;
+    }
     if (msgs) {
         char *text;
         if (chat_render(g->m.tok, CHAT_TEMPLATE_AUTO, msgs, n_msgs, true, &text) != STATUS_OK)
@@ -238,6 +250,9 @@ static int parse_gen_args(GenArgs *a, int argc, char **argv, const char *cmd, bo
         {"tokenizer", 0, ARG_STRING, &a->tokenizer, "tokenizer file (llama2.c models)", 0, 0},
         {"ids", 0, ARG_FLAG, &a->ids, "print generated token ids instead of text", 0, 0},
         {"no-bos", 0, ARG_FLAG, &a->no_bos, "do not prepend BOS to the prompt", 0, 0},
+        {"ignore-eos", 0, ARG_FLAG, &a->ignore_eos, "do not stop at end-of-text tokens (benchmarks)", 0, 0},
+        {"bench-prompt", 0, ARG_INT, &a->bench_prompt,
+         "use N fixed pseudo-random token ids as the prompt (benchmarks; as llama-bench)", 1, 1 << 24},
     };
     ArgParse ap = {.cmd = cmd, .pos_usage = "MODEL", .spec = spec, .n_spec = (int)ARRAY_LEN(spec),
                    .min_pos = 1, .max_pos = 1,
@@ -265,7 +280,7 @@ int cmd_generate(int argc, char **argv) {
     msgs[nm++] = (ChatMessage){"user", a.prompt ? a.prompt : ""};
     r = gen_tokenize(&g, &a, a.chat ? msgs : NULL, nm, &ids, &n);
     GenStats stats = {0};
-    if (!a.chat && !a.ids && a.prompt && *a.prompt) g.echo = a.prompt; // as run.c does
+    if (!a.chat && !a.ids && a.prompt && *a.prompt && !a.bench_prompt) g.echo = a.prompt; // as run.c
     if (r == 0) r = gen_run(&g, ids, n, a.ids, NULL, &stats);
     if (r == 0) {
         printf("\n");

@@ -44,11 +44,16 @@ static bool looks_like_llama2c_tokenizer(const char *path) {
 static void print_piece(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '\n') fputs("\\n", stdout);
-        else if (c == '\t') fputs("\\t", stdout);
-        else if (c == '\\') fputs("\\\\", stdout);
-        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
-        else putchar(c);
+        if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\t')
+            fputs("\\t", stdout);
+        else if (c == '\\')
+            fputs("\\\\", stdout);
+        else if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
     }
 }
 
@@ -84,8 +89,10 @@ int cmd_tokenize(int argc, char **argv) {
         if (s == STATUS_OK) tok = m.tok;
     }
     if (s != STATUS_OK || !tok) {
-        if (s == STATUS_OK) fprintf(stderr, "error: '%s' has no tokenizer\n", path);
-        else cli_fail(NULL);
+        if (s == STATUS_OK)
+            fprintf(stderr, "error: '%s' has no tokenizer\n", path);
+        else
+            cli_fail(NULL);
         model_release(&m);
         return 1;
     }
@@ -96,7 +103,8 @@ int cmd_tokenize(int argc, char **argv) {
     if (s != STATUS_OK) {
         cli_fail("tokenize");
     } else if (ids_only) {
-        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+        for (int i = 0; i < n; i++)
+            printf(i ? " %d" : "%d", ids[i]);
         printf("\n");
     } else {
         for (int i = 0; i < n; i++) {

@@ -66,7 +66,8 @@ static Status load_space(HpoSpace *sp, const char *spec) {
     // "name=float:0:1;name2=int:1:8"
     char *dup = xstrdup(spec), *save = NULL;
     Status s = STATUS_OK;
-    for (char *tok = strtok_r(dup, ";", &save); tok && s == STATUS_OK; tok = strtok_r(NULL, ";", &save))
+    for (char *tok = strtok_r(dup, ";", &save); tok && s == STATUS_OK;
+         tok = strtok_r(NULL, ";", &save))
         s = hpo_space_add_flag(sp, tok);
     free(dup);
     if (s == STATUS_OK && sp->n == 0) s = fail(STATUS_ERR_ARG, "search space '%s' is empty", spec);
@@ -78,8 +79,10 @@ static void env_name(char *buf, size_t cap, const char *name) {
     size_t o = (size_t)snprintf(buf, cap, "EDGEFORGE_PARAM_");
     for (const char *c = name; *c && o + 1 < cap; c++) {
         char ch = *c;
-        if (ch >= 'a' && ch <= 'z') ch = (char)(ch - 'a' + 'A');
-        else if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))) ch = '_';
+        if (ch >= 'a' && ch <= 'z')
+            ch = (char)(ch - 'a' + 'A');
+        else if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')))
+            ch = '_';
         buf[o++] = ch;
     }
     buf[o] = 0;
@@ -87,10 +90,8 @@ static void env_name(char *buf, size_t cap, const char *name) {
 
 // Replaces every "{key}" in word by its value. Returns a new string.
 static char *substitute(const char *word, const char *const *keys, const char *const *vals, int n) {
-    size_t cap = strlen(word) + 1;
-    for (int i = 0; i < n; i++) cap += strlen(vals[i]) * 4;
-    char *out = xmalloc(cap + 64);
-    size_t o = 0;
+    size_t cap = strlen(word) + 64, o = 0;
+    char *out = xmalloc(cap);
     for (const char *p = word; *p;) {
         int hit = -1;
         if (*p == '{')
@@ -98,16 +99,15 @@ static char *substitute(const char *word, const char *const *keys, const char *c
                 size_t kl = strlen(keys[i]);
                 if (strncmp(p + 1, keys[i], kl) == 0 && p[1 + kl] == '}') hit = i;
             }
-        if (hit >= 0) {
-            size_t vl = strlen(vals[hit]);
-            if (o + vl + 1 > cap + 64) break;
-            memcpy(out + o, vals[hit], vl);
-            o += vl;
-            p += strlen(keys[hit]) + 2;
-        } else {
-            if (o + 2 > cap + 64) break;
-            out[o++] = *p++;
+        const char *add = hit >= 0 ? vals[hit] : p;
+        size_t al = hit >= 0 ? strlen(vals[hit]) : 1;
+        if (o + al + 1 > cap) {
+            cap = 2 * (o + al + 1);
+            out = xrealloc(out, cap);
         }
+        memcpy(out + o, add, al);
+        o += al;
+        p += hit >= 0 ? strlen(keys[hit]) + 2 : 1;
     }
     out[o] = 0;
     return out;
@@ -138,7 +138,8 @@ static bool poll_results(const char *path, ResultState *rs, HpoJournalStore *js,
         rs->n_read += (int64_t)l;
         line[l - 1] = 0;
         char *p = line;
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         if (!*p) continue;
         json_t *j = json_loads(p, JSON_DECODE_ANY, NULL);
         if (json_is_number(j)) {
@@ -149,9 +150,12 @@ static bool poll_results(const char *path, ResultState *rs, HpoJournalStore *js,
             if (!v) v = json_object_get(j, "objective");
             json_t *st = json_object_get(j, "step");
             if (json_is_number(v) && json_is_integer(st)) {
-                Status s = hpo_trial_report(js, trial_id, json_integer_value(st), json_number_value(v));
-                if (s != STATUS_OK) log_warn("trial result: %s", status_msg());
-                else if (o->prune && hpo_pruner_should_prune(pc, hpo_journal_state(js), study_id, trial_id))
+                Status s =
+                    hpo_trial_report(js, trial_id, json_integer_value(st), json_number_value(v));
+                if (s != STATUS_OK)
+                    log_warn("trial result: %s", status_msg());
+                else if (o->prune &&
+                         hpo_pruner_should_prune(pc, hpo_journal_state(js), study_id, trial_id))
                     prune = true;
             } else if (json_is_number(v)) {
                 rs->final_value = json_number_value(v);
@@ -188,7 +192,8 @@ static void sleep_s(double s) {
 // Runs one trial's command to the end; returns the state to tell and sets *value / *why.
 static HpoTrialState run_trial(const TuneOpts *o, HpoJournalStore *js, int study_id,
                                const HpoSpace *sp, const HpoAsk *a, const char *tmpdir,
-                               const HpoPrunerConfig *pc, double *value, char *why, size_t why_cap) {
+                               const HpoPrunerConfig *pc, double *value, char *why,
+                               size_t why_cap) {
     char result[600], num[32], tid[32];
     snprintf(result, sizeof(result), "%s/trial-%d.result", tmpdir, a->number);
     unlink(result);
@@ -207,7 +212,8 @@ static HpoTrialState run_trial(const TuneOpts *o, HpoJournalStore *js, int study
         vals[p] = owned[p];
         const HpoDist *d = &sp->params[p].dist;
         if (d->kind == HPO_DIST_CATEGORICAL)
-            json_object_set_new(pj, keys[p], json_loads(d->choices_json[(int)a->params[p]], JSON_DECODE_ANY, NULL));
+            json_object_set_new(
+                pj, keys[p], json_loads(d->choices_json[(int)a->params[p]], JSON_DECODE_ANY, NULL));
         else if (d->kind == HPO_DIST_INT)
             json_object_set_new(pj, keys[p], json_integer((json_int_t)a->params[p]));
         else
@@ -221,7 +227,8 @@ static HpoTrialState run_trial(const TuneOpts *o, HpoJournalStore *js, int study
     vals[sp->n + 2] = o->study;
     int argc = o->n_cmd + (o->pass_args ? 2 * sp->n : 0);
     char **argv = xcalloc((size_t)argc + 1, sizeof(char *));
-    for (int i = 0; i < o->n_cmd; i++) argv[i] = substitute(o->cmd[i], keys, vals, nk);
+    for (int i = 0; i < o->n_cmd; i++)
+        argv[i] = substitute(o->cmd[i], keys, vals, nk);
     if (o->pass_args)
         for (int p = 0; p < sp->n; p++) {
             size_t l = strlen(keys[p]) + 3;
@@ -283,7 +290,8 @@ static HpoTrialState run_trial(const TuneOpts *o, HpoJournalStore *js, int study
             break;
         }
         if (time_now() - last_hb > o->heartbeat_s) {
-            if (hpo_trial_heartbeat(js, a->trial_id) != STATUS_OK) log_warn("heartbeat: %s", status_msg());
+            if (hpo_trial_heartbeat(js, a->trial_id) != STATUS_OK)
+                log_warn("heartbeat: %s", status_msg());
             last_hb = time_now();
         }
         sleep_s(0.05);
@@ -316,9 +324,11 @@ static HpoTrialState run_trial(const TuneOpts *o, HpoJournalStore *js, int study
     }
 out:
     unlink(result);
-    for (int i = 0; i < argc; i++) free(argv[i]);
+    for (int i = 0; i < argc; i++)
+        free(argv[i]);
     free(argv);
-    for (int p = 0; p < sp->n; p++) free(owned[p]);
+    for (int p = 0; p < sp->n; p++)
+        free(owned[p]);
     free(owned);
     free(keys);
     free(vals);
@@ -373,24 +383,32 @@ static int worker(const TuneOpts *o, int index) {
         if (a.trial_id < 0) break;
         double value;
         char why[700];
-        HpoTrialState st = run_trial(o, js, study_id, &sp, &a, tmpdir, &pc, &value, why, sizeof(why));
+        HpoTrialState st =
+            run_trial(o, js, study_id, &sp, &a, tmpdir, &pc, &value, why, sizeof(why));
         if (st == HPO_FAIL && why[0]) {
             fprintf(stderr, "warning: trial %d failed: %s\n", a.number, why);
-            if (hpo_trial_set_user_attr(js, a.trial_id, "edgeforge:error", json_string(why)) != STATUS_OK)
+            if (hpo_trial_set_user_attr(js, a.trial_id, "edgeforge:error", json_string(why)) !=
+                STATUS_OK)
                 log_warn("%s", status_msg());
         }
         Status s = hpo_trial_tell(js, a.trial_id, st, value);
-        if (s != STATUS_OK) {
+        if (s == STATUS_ERR_ARG) {
+            // e.g. another worker already failed this trial (its heartbeat looked stale)
+            fprintf(stderr, "warning: trial %d: %s\n", a.number, status_msg());
+        } else if (s != STATUS_OK) {
             rc = cli_fail("tune");
             hpo_ask_release(&a);
             break;
         }
-        if (st == HPO_COMPLETE) log_info("trial %d: %.6g", a.number, value);
-        else if (st == HPO_PRUNED) log_info("trial %d: pruned", a.number);
+        if (st == HPO_COMPLETE)
+            log_info("trial %d: %.6g", a.number, value);
+        else if (st == HPO_PRUNED)
+            log_info("trial %d: pruned", a.number);
         hpo_ask_release(&a);
         consecutive_fail = st == HPO_FAIL ? consecutive_fail + 1 : 0;
         if (consecutive_fail >= o->max_failures) {
-            fprintf(stderr, "error: tune: %d trials in a row failed; stopping (see --max-failures)\n",
+            fprintf(stderr,
+                    "error: tune: %d trials in a row failed; stopping (see --max-failures)\n",
                     consecutive_fail);
             rc = 1;
             break;
@@ -422,7 +440,8 @@ static int show(const TuneOpts *o) {
     if (o->json) {
         json_t *root = hpo_study_to_json(j, st->study_id);
         int best = hpo_study_best_trial(j, st->study_id);
-        json_object_set_new(root, "best_trial", best >= 0 ? json_integer(j->trials[best].number) : json_null());
+        json_object_set_new(root, "best_trial",
+                            best >= 0 ? json_integer(j->trials[best].number) : json_null());
         char *txt = json_dumps(root, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
         printf("%s\n", txt);
         free(txt);
@@ -435,8 +454,10 @@ static int show(const TuneOpts *o) {
     for (int i = 0; i < st->n_trials; i++) {
         const HpoTrial *t = &j->trials[st->trial_ids[i]];
         printf("%4d  %-8s ", t->number, state_name(t->state));
-        if (t->n_values == 1) printf("%-14.8g", t->values[0]);
-        else printf("%-14s", "-");
+        if (t->n_values == 1)
+            printf("%-14.8g", t->values[0]);
+        else
+            printf("%-14s", "-");
         for (int p = 0; p < t->n_params; p++) {
             char buf[256];
             hpo_dist_format(&t->params[p].dist, t->params[p].value, buf, sizeof(buf));
@@ -478,29 +499,49 @@ int cmd_tune(int argc, char **argv) {
     o.grace_s = 120;
     ArgSpec spec[] = {
         {"study", 0, ARG_STRING, &o.study, "study name (created if missing)", 0, 0},
-        {"storage", 0, ARG_STRING, &o.storage, "journal:FILE, journal-open:FILE or redis://HOST:PORT[/DB][?prefix=P]", 0, 0},
-        {"trials", 'n', ARG_INT, &o.trials, "trial budget of the whole study, all workers (16)", 1, 1e6},
-        {"space", 0, ARG_STRING, &o.space_spec, "table3 (default), a JSON file, or 'x=float:0:1;r=int:8:64;o=cat:a,b'", 0, 0},
+        {"storage", 0, ARG_STRING, &o.storage,
+         "journal:FILE, journal-open:FILE or redis://HOST:PORT[/DB][?prefix=P]", 0, 0},
+        {"trials", 'n', ARG_INT, &o.trials, "trial budget of the whole study, all workers (16)", 1,
+         1e6},
+        {"space", 0, ARG_STRING, &o.space_spec,
+         "table3 (default), a JSON file, or 'x=float:0:1;r=int:8:64;o=cat:a,b'", 0, 0},
         {"direction", 0, ARG_STRING, &o.direction, "minimize (default) or maximize", 0, 0},
         {"workers", 'j', ARG_INT, &o.workers, "worker processes on this machine (1)", 1, 256},
-        {"startup", 0, ARG_INT, &o.startup, "random trials before TPE (10; 4-6 suits a 16-trial budget)", 0, 1e6},
+        {"startup", 0, ARG_INT, &o.startup,
+         "random trials before TPE (10; 4-6 suits a 16-trial budget)", 0, 1e6},
         {"candidates", 0, ARG_INT, &o.candidates, "EI candidates per suggestion (24)", 1, 1e5},
-        {"univariate", 0, ARG_FLAG, &o.univariate, "independent TPE per parameter (default: multivariate)", 0, 0},
-        {"no-liar", 0, ARG_FLAG, &o.no_liar, "do not count running trials as worst (constant liar)", 0, 0},
+        {"univariate", 0, ARG_FLAG, &o.univariate,
+         "independent TPE per parameter (default: multivariate)", 0, 0},
+        {"no-liar", 0, ARG_FLAG, &o.no_liar, "do not count running trials as worst (constant liar)",
+         0, 0},
         {"prune", 0, ARG_FLAG, &o.prune, "median pruning on reported intermediate values", 0, 0},
         {"seed", 0, ARG_INT64, &o.seed, "sampler seed (0)", 0, 0},
         {"args", 0, ARG_FLAG, &o.pass_args, "append --name value for every parameter", 0, 0},
-        {"timeout", 0, ARG_FLOAT, &o.timeout_s, "seconds before a trial's command is killed (0: none)", 0, 1e9},
+        {"timeout", 0, ARG_FLOAT, &o.timeout_s,
+         "seconds before a trial's command is killed (0: none)", 0, 1e9},
         {"heartbeat", 0, ARG_FLOAT, &o.heartbeat_s, "seconds between heartbeats (30)", 0.01, 1e6},
-        {"grace", 0, ARG_FLOAT, &o.grace_s, "heartbeat age that marks a trial's worker dead (120)", 0.01, 1e7},
+        {"grace", 0, ARG_FLOAT, &o.grace_s, "heartbeat age that marks a trial's worker dead (120)",
+         0.01, 1e7},
         {"retries", 0, ARG_INT, &o.retries, "retries of a trial whose worker died (1)", 0, 1000},
-        {"max-failures", 0, ARG_INT, &o.max_failures, "stop a worker after this many failed trials in a row (5)", 1, 1e6},
-        {"show", 0, ARG_FLAG, &o.show, "print the study's trials and best parameters, run nothing", 0, 0},
+        {"max-failures", 0, ARG_INT, &o.max_failures,
+         "stop a worker after this many failed trials in a row (5)", 1, 1e6},
+        {"show", 0, ARG_FLAG, &o.show, "print the study's trials and best parameters, run nothing",
+         0, 0},
         {"json", 0, ARG_FLAG, &o.json, "with --show: print JSON", 0, 0},
     };
-    ArgParse ap = {"tune", "[-- COMMAND...]", spec, (int)ARRAY_LEN(spec), 0, 0,
-                   "TPE search (Optuna semantics) running COMMAND per trial; studies are Optuna journals.",
-                   {0}, 0, NULL, 0, false};
+    ArgParse ap = {
+        "tune",
+        "[-- COMMAND...]",
+        spec,
+        (int)ARRAY_LEN(spec),
+        0,
+        0,
+        "TPE search (Optuna semantics) running COMMAND per trial; studies are Optuna journals.",
+        {0},
+        0,
+        NULL,
+        0,
+        false};
     int r = args_parse(&ap, argc, argv);
     if (r != 0) return r > 0 ? 0 : 2;
     if (!o.study || !o.storage) {

@@ -20,10 +20,12 @@ static const Command commands[] = {
     {"generate", cmd_generate, "generate text from a prompt (greedy or sampled), streamed"},
     {"chat", cmd_chat, "chat with a model interactively on stdin"},
     {"tokenize", cmd_tokenize, "print the token ids of a text (Hugging Face encode semantics)"},
+    {"teacher-cache", cmd_teacher_cache, "store a teacher's top-k log-probs for sparse KD"},
     {"distill", cmd_distill, "LoRA + knowledge distillation of a student (AdamW or Muon)"},
     {"merge", cmd_merge, "merge a PEFT LoRA adapter into a model, write an HF directory"},
     {"prune", cmd_prune, "cut a student from a model by keeping some of its layers"},
     {"tune", cmd_tune, "TPE hyperparameter search over a command (Optuna-compatible studies)"},
+    {"eval", cmd_eval, "multiple-choice benchmarks with lm-evaluation-harness v0.4 scores"},
     {NULL, NULL, NULL},
 };
 

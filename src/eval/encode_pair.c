@@ -36,7 +36,8 @@ Status eval_encode_pair(EvalPair *out, const Tokenizer *tok, const char *context
     }
     // 1. n_spaces = len(context) - len(context.rstrip()): move them to the continuation
     size_t keep = py_rstrip_len(context, n_ctx_bytes);
-    // 2. whole = enc(context + continuation) (the same bytes whatever the split), ctx = enc(context)
+    // 2. whole = enc(context + continuation) (the same bytes whatever the split), ctx =
+    // enc(context)
     char *whole = xmalloc(n_ctx_bytes + n_cont_bytes + 1);
     memcpy(whole, context, n_ctx_bytes);
     memcpy(whole + n_ctx_bytes, continuation, n_cont_bytes + 1);
@@ -55,8 +56,7 @@ Status eval_encode_pair(EvalPair *out, const Tokenizer *tok, const char *context
         free(w);
         eval_pair_release(out);
         return fail(STATUS_ERR_FORMAT,
-                    "request tokenizes to %d tokens, fewer than its context's %d", n_w,
-                    out->n_ctx);
+                    "request tokenizes to %d tokens, fewer than its context's %d", n_w, out->n_ctx);
     }
     out->n_cont = n_w - out->n_ctx;
     out->cont = xmalloc((size_t)(out->n_cont > 0 ? out->n_cont : 1) * sizeof(int32_t));

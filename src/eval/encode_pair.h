@@ -29,7 +29,7 @@
 #include "model/tokenizer.h"
 
 typedef struct {
-    int32_t *ctx;  // (n_ctx) context tokens
+    int32_t *ctx; // (n_ctx) context tokens
     int n_ctx;
     int32_t *cont; // (n_cont) continuation tokens
     int n_cont;

@@ -22,7 +22,7 @@ int mc_argmax(const double *x, int n) {
     int best = 0;
     if (isnan(x[0])) return 0;
     for (int i = 1; i < n; i++) {
-        if (isnan(x[i])) return i; // numpy: NaN propagates as the maximum, first one wins
+        if (isnan(x[i])) return i;    // numpy: NaN propagates as the maximum, first one wins
         if (x[i] > x[best]) best = i; // strict: ties keep the first maximum
     }
     return best;
@@ -32,7 +32,8 @@ void mc_score_doc_len(McDocScore *out, const double *lls, const bool *is_greedy,
                       const double *choice_len, int n, int gold) {
     CHECK(n >= 1 && n <= 64);
     double norm[64];
-    for (int i = 0; i < n; i++) norm[i] = lls[i] / choice_len[i]; // lls / completion_len
+    for (int i = 0; i < n; i++)
+        norm[i] = lls[i] / choice_len[i]; // lls / completion_len
     out->pred = mc_argmax(lls, n);
     out->pred_norm = mc_argmax(norm, n);
     bool ok = gold >= 0 && gold < n; // lm-eval maps an out-of-range gold to -100
@@ -45,7 +46,8 @@ void mc_score_doc(McDocScore *out, const double *lls, const bool *is_greedy,
                   const char *const *choices, int n, int gold) {
     CHECK(n >= 1 && n <= 64);
     double len[64];
-    for (int i = 0; i < n; i++) len[i] = (double)py_len(choices[i]); // float(len(choice))
+    for (int i = 0; i < n; i++)
+        len[i] = (double)py_len(choices[i]); // float(len(choice))
     mc_score_doc_len(out, lls, is_greedy, len, n, gold);
 }
 
@@ -54,14 +56,16 @@ void mc_score_doc(McDocScore *out, const double *lls, const bool *is_greedy,
 double mc_mean(const double *x, int64_t n) {
     if (n <= 0) return NAN;
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += x[i]; // Python sum(): left to right
+    for (int64_t i = 0; i < n; i++)
+        s += x[i]; // Python sum(): left to right
     return s / (double)n;
 }
 
 double mc_mean_stderr(const double *x, int64_t n) {
     if (n < 2) return NAN; // lm-eval: "N/A" when len(items) <= 1
     double mu = mc_mean(x, n), ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += (x[i] - mu) * (x[i] - mu);
+    for (int64_t i = 0; i < n; i++)
+        ss += (x[i] - mu) * (x[i] - mu);
     // sample_stddev / sqrt(n), in lm-eval's order of operations
     return sqrt(ss / (double)(n - 1)) / sqrt((double)n);
 }
@@ -81,8 +85,10 @@ McMetric mc_group_aggregate(const McMetric *leaves, int n) {
         num += leaves[i].value * sz; // aggregate_subtask_metrics
         den += sz;
         g.size += leaves[i].size;
-        if (isnan(leaves[i].stderr_)) na = true;
-        else pooled += (sz - 1) * leaves[i].stderr_ * leaves[i].stderr_ * sz;
+        if (isnan(leaves[i].stderr_))
+            na = true;
+        else
+            pooled += (sz - 1) * leaves[i].stderr_ * leaves[i].stderr_ * sz;
     }
     g.value = num / den;
     // pooled_sample_stderr: sqrt(sum (n_i-1) se_i^2 n_i / (N - k) / N)
@@ -101,9 +107,8 @@ void mc_mmlu_aggregate(McMetric groups[MMLU_GROUP_COUNT], McMetric *all, const M
     }
     // "mmlu" aggregates the leaves of all its groups (the task list is flattened), in the
     // order lm-eval visits them: stem, other, social_sciences, humanities (_mmlu.yaml)
-    static const MmluGroup order[MMLU_GROUP_COUNT] = {MMLU_GROUP_STEM, MMLU_GROUP_OTHER,
-                                                      MMLU_GROUP_SOCIAL_SCIENCES,
-                                                      MMLU_GROUP_HUMANITIES};
+    static const MmluGroup order[MMLU_GROUP_COUNT] = {
+        MMLU_GROUP_STEM, MMLU_GROUP_OTHER, MMLU_GROUP_SOCIAL_SCIENCES, MMLU_GROUP_HUMANITIES};
     int k = 0;
     for (int o = 0; o < MMLU_GROUP_COUNT; o++)
         for (int i = 0; i < n_subj; i++)
@@ -175,8 +180,7 @@ void mc_task_results(McResult **rows, int *n_rows, const Task *t, const McDocSco
     r->num_fewshot = t->num_fewshot;
     // lm-eval prints groups in alphabetical order: humanities, other, social_sciences, stem
     static const MmluGroup gorder[MMLU_GROUP_COUNT] = {MMLU_GROUP_HUMANITIES, MMLU_GROUP_OTHER,
-                                                       MMLU_GROUP_SOCIAL_SCIENCES,
-                                                       MMLU_GROUP_STEM};
+                                                       MMLU_GROUP_SOCIAL_SCIENCES, MMLU_GROUP_STEM};
     for (int gi = 0; gi < MMLU_GROUP_COUNT; gi++) {
         MmluGroup g = gorder[gi];
         if (groups[g].size == 0) continue;
@@ -208,9 +212,7 @@ void mc_task_results(McResult **rows, int *n_rows, const Task *t, const McDocSco
 
 /* ---- JSON ------------------------------------------------------------------------------- */
 
-static json_t *json_num_or_na(double v) {
-    return isnan(v) ? json_string("N/A") : json_real(v);
-}
+static json_t *json_num_or_na(double v) { return isnan(v) ? json_string("N/A") : json_real(v); }
 
 static json_t *json_version(double v) {
     if (isnan(v)) return json_null();
@@ -253,8 +255,8 @@ static json_t *row_config(const McResult *r) {
     json_array_append_new(ml, json_pack("{s:s,s:s,s:b}", "metric", "acc", "aggregation", "mean",
                                         "higher_is_better", 1));
     if (r->has_acc_norm)
-        json_array_append_new(ml, json_pack("{s:s,s:s,s:b}", "metric", "acc_norm",
-                                            "aggregation", "mean", "higher_is_better", 1));
+        json_array_append_new(ml, json_pack("{s:s,s:s,s:b}", "metric", "acc_norm", "aggregation",
+                                            "mean", "higher_is_better", 1));
     json_object_set_new(c, "metric_list", ml);
     json_t *md = json_object();
     json_object_set_new(md, "version", json_version(r->version));
@@ -361,16 +363,21 @@ static void str_printf(Str *b, const char *fmt, ...) {
 }
 
 static void fmt_version(char *buf, size_t n, double v) {
-    if (isnan(v)) snprintf(buf, n, "Yaml");
-    else if (v == floor(v)) snprintf(buf, n, "%d", (int)v);
-    else snprintf(buf, n, "%g", v);
+    if (isnan(v))
+        snprintf(buf, n, "N/A");
+    else if (v == floor(v))
+        snprintf(buf, n, "%d", (int)v);
+    else
+        snprintf(buf, n, "%g", v);
 }
 
 static void md_metric(Str *b, const char *task_col, const char *ver, int nshot, const char *m,
                       const McMetric *v) {
     char se[32];
-    if (isnan(v->stderr_)) snprintf(se, sizeof(se), "N/A");
-    else snprintf(se, sizeof(se), "%.4f", v->stderr_);
+    if (isnan(v->stderr_))
+        snprintf(se, sizeof(se), "N/A");
+    else
+        snprintf(se, sizeof(se), "%.4f", v->stderr_);
     str_printf(b, "|%s|%s|none|%7d|%s|↑|%.4f|±|%s|\n", task_col, ver, nshot, m, v->value, se);
 }
 
@@ -392,8 +399,10 @@ char *mc_results_markdown(const McResult *rows, int n, const McRunConfig *cfg) {
     Str b = {0};
     str_printf(&b, "edgeforge eval (%s), num_fewshot: %d, limit: ", cfg->model ? cfg->model : "",
                cfg->num_fewshot);
-    if (cfg->limit > 0) str_printf(&b, "%lld", (long long)cfg->limit);
-    else str_printf(&b, "None");
+    if (cfg->limit > 0)
+        str_printf(&b, "%lld", (long long)cfg->limit);
+    else
+        str_printf(&b, "None");
     str_printf(&b, ", batch_size: %d, add_bos_token: %s\n\n", cfg->batch_size,
                cfg->add_bos ? "True" : "False");
     md_table(&b, rows, n, false);

@@ -33,7 +33,7 @@
 #include "eval/tasks.h"
 
 typedef struct {
-    int pred, pred_norm; // argmax of LL and of LL / len(choice)
+    int pred, pred_norm;  // argmax of LL and of LL / len(choice)
     double acc, acc_norm; // 0 or 1
     double exact_match;   // is_greedy[gold] (0/1)
 } McDocScore;
@@ -73,8 +73,8 @@ void mc_mmlu_aggregate(McMetric groups[MMLU_GROUP_COUNT], McMetric *all, const M
 typedef enum { MC_ROW_TASK, MC_ROW_GROUP, MC_ROW_SUBTASK } McRowKind;
 
 typedef struct {
-    char name[96];  // lm-eval task name: "arc_easy", "mmlu", "mmlu_stem", "mmlu_anatomy"
-    char alias[96]; // lm-eval alias: "arc_easy", "mmlu", " - stem", "  - anatomy"
+    char name[96];   // lm-eval task name: "arc_easy", "mmlu", "mmlu_stem", "mmlu_anatomy"
+    char alias[96];  // lm-eval alias: "arc_easy", "mmlu", " - stem", "  - anatomy"
     char parent[96]; // group this row belongs to ("" for top level)
     McRowKind kind;
     bool has_acc_norm;
@@ -93,22 +93,21 @@ void mc_task_results(McResult **rows, int *n_rows, const Task *t, const McDocSco
                      const int64_t *n_original_per_subject, int64_t n_original);
 
 typedef struct {
-    const char *model;        // path given on the command line
-    const char *model_info;   // e.g. "llama F16, 30 layers" (free text, may be NULL)
-    const char *tasks;        // the --tasks list as given
+    const char *model;      // path given on the command line
+    const char *model_info; // e.g. "llama F16, 30 layers" (free text, may be NULL)
+    const char *tasks;      // the --tasks list as given
     int num_fewshot;
-    int64_t limit;            // <= 0: none
+    int64_t limit; // <= 0: none
     int batch_size;
-    bool add_bos;             // BOS prepended to every request (lm-eval add_bos_token)
+    bool add_bos; // BOS prepended to every request (lm-eval add_bos_token)
     const char *data_dir;
-    double seconds;           // wall time of the evaluation
-    const char *version;      // edgeforge version
+    double seconds;      // wall time of the evaluation
+    const char *version; // edgeforge version
 } McRunConfig;
 
 // Writes lm-eval's results layout (results, groups, group_subtasks, configs, versions,
 // n-shot, higher_is_better, n-samples, config) atomically to `path`.
-Status mc_results_write_json(const char *path, const McResult *rows, int n,
-                             const McRunConfig *cfg);
+Status mc_results_write_json(const char *path, const McResult *rows, int n, const McRunConfig *cfg);
 // lm-eval's make_table Markdown (Tasks|Version|Filter|n-shot|Metric||Value||Stderr), the
 // groups table, and footnotes (metric definitions, BOS, approximate tasks). New heap string.
 char *mc_results_markdown(const McResult *rows, int n, const McRunConfig *cfg);

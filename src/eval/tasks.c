@@ -50,7 +50,8 @@ static const char *pool_strdup(TaskPool *p, const char *s) { return pool_strndup
 
 static void pool_free(TaskPool *p) {
     if (!p) return;
-    for (int i = 0; i < p->n_chunks; i++) free(p->chunks[i]);
+    for (int i = 0; i < p->n_chunks; i++)
+        free(p->chunks[i]);
     free(p->chunks);
     free(p);
 }
@@ -110,8 +111,10 @@ static uint32_t utf8_next(const unsigned char *s, size_t n, int *len) {
 static void utf8_put(Buf *b, uint32_t c) {
     char t[4];
     size_t n;
-    if (c < 0x80) t[0] = (char)c, n = 1;
-    else if (c < 0x800) t[0] = (char)(0xc0 | (c >> 6)), t[1] = (char)(0x80 | (c & 0x3f)), n = 2;
+    if (c < 0x80)
+        t[0] = (char)c, n = 1;
+    else if (c < 0x800)
+        t[0] = (char)(0xc0 | (c >> 6)), t[1] = (char)(0x80 | (c & 0x3f)), n = 2;
     else if (c < 0x10000)
         t[0] = (char)(0xe0 | (c >> 12)), t[1] = (char)(0x80 | ((c >> 6) & 0x3f)),
         t[2] = (char)(0x80 | (c & 0x3f)), n = 3;
@@ -199,8 +202,10 @@ char *py_capitalize(const char *s) {
     for (size_t i = 0; i < n;) {
         int k;
         uint32_t c = utf8_next(u + i, n - i, &k);
-        if (k == 1 && c >= 0x80) buf_putc(&out, (char)c); // invalid byte: keep as is
-        else utf8_put(&out, i == 0 ? py_upper(c) : py_lower(c));
+        if (k == 1 && c >= 0x80)
+            buf_putc(&out, (char)c); // invalid byte: keep as is
+        else
+            utf8_put(&out, i == 0 ? py_upper(c) : py_lower(c));
         i += (size_t)k;
     }
     return buf_take(&out);
@@ -243,7 +248,8 @@ static char *remove_brackets(const char *s) {
     while (*p) {
         if (*p == '[') {
             const char *q = p + 1;
-            while (*q && *q != ']' && *q != '\n') q++;
+            while (*q && *q != ']' && *q != '\n')
+                q++;
             if (*q == ']') {
                 p = q + 1;
                 continue;
@@ -282,15 +288,17 @@ static const struct {
     [TASK_WINOGRANDE] = {"winogrande", false, 1.0},
 };
 
-static const char *const group_names[MMLU_GROUP_COUNT] = {"stem", "humanities",
-                                                          "social_sciences", "other"};
+static const char *const group_names[MMLU_GROUP_COUNT] = {"stem", "humanities", "social_sciences",
+                                                          "other"};
 
 TaskOpts task_opts_default(void) {
     TaskOpts o = {.num_fewshot = 0, .limit = 0};
     return o;
 }
 
-const char *task_name(TaskKind k) { return (unsigned)k < TASK_KIND_COUNT ? task_info[k].name : "?"; }
+const char *task_name(TaskKind k) {
+    return (unsigned)k < TASK_KIND_COUNT ? task_info[k].name : "?";
+}
 
 int task_kind_parse(const char *name) {
     for (int k = 0; k < TASK_KIND_COUNT; k++)
@@ -298,7 +306,9 @@ int task_kind_parse(const char *name) {
     return -1;
 }
 
-bool task_has_acc_norm(TaskKind k) { return (unsigned)k < TASK_KIND_COUNT && task_info[k].acc_norm; }
+bool task_has_acc_norm(TaskKind k) {
+    return (unsigned)k < TASK_KIND_COUNT && task_info[k].acc_norm;
+}
 double task_version(TaskKind k) { return (unsigned)k < TASK_KIND_COUNT ? task_info[k].version : 0; }
 
 const char *mmlu_group_name(MmluGroup g) {
@@ -315,7 +325,8 @@ typedef struct {
     int line;         // 1-based record number
 } Loader;
 
-static Status loader_fail(const Loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static Status loader_fail(const Loader *L, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static Status loader_fail(const Loader *L, const char *fmt, ...) {
     char msg[512];
     va_list ap;
@@ -445,7 +456,8 @@ static Status rec_arc(Loader *L, json_t *rec, int index) {
     if (s != STATUS_OK) return s;
     if ((s = get_str(L, rec, "answerKey", &key)) == STATUS_OK) {
         int gold = find_str(labels, n, key);
-        if (gold < 0) s = loader_fail(L, "answerKey '%s' is not a choice label", key);
+        if (gold < 0)
+            s = loader_fail(L, "answerKey '%s' is not a choice label", key);
         else {
             Buf ctx = {0};
             buf_puts(&ctx, "Question: ");
@@ -475,8 +487,10 @@ static Status rec_obqa(Loader *L, json_t *rec, int index) {
             off += (size_t)k;
         }
         int gold = find_str(labels, n, key + off);
-        if (gold < 0) s = loader_fail(L, "answerKey '%s' is not a choice label", key);
-        else add_doc_shared(L, stem, texts, n, gold, -1, index);
+        if (gold < 0)
+            s = loader_fail(L, "answerKey '%s' is not a choice label", key);
+        else
+            add_doc_shared(L, stem, texts, n, gold, -1, index);
     }
     free(texts);
     free(labels);
@@ -491,10 +505,12 @@ static Status rec_csqa(Loader *L, json_t *rec, int index) {
     int n;
     Status s = get_ai2_choices(L, rec, &stem, &n, &texts, &labels);
     if (s != STATUS_OK) return s;
-    if (n < 5) s = loader_fail(L, "%d choices, the template needs 5", n);
+    if (n < 5)
+        s = loader_fail(L, "%d choices, the template needs 5", n);
     else if ((s = get_str(L, rec, "answerKey", &key)) == STATUS_OK) {
         int gold = find_str(letters, 5, key);
-        if (gold < 0) s = loader_fail(L, "answerKey '%s' is not one of A-E", key);
+        if (gold < 0)
+            s = loader_fail(L, "answerKey '%s' is not one of A-E", key);
         else {
             Buf ctx = {0};
             char *q = py_strip(stem);
@@ -553,7 +569,8 @@ static Status rec_hellaswag(Loader *L, json_t *rec, int index) {
     if (!json_is_array(ends) || json_array_size(ends) == 0)
         return loader_fail(L, "missing array field 'endings'");
     long gold = -1;
-    if (json_is_integer(lab)) gold = (long)json_integer_value(lab);
+    if (json_is_integer(lab))
+        gold = (long)json_integer_value(lab);
     else if (json_is_string(lab)) {
         char *e;
         errno = 0;
@@ -574,11 +591,14 @@ static Status rec_hellaswag(Loader *L, json_t *rec, int index) {
     char **ch = xcalloc((size_t)n, sizeof(char *));
     for (int i = 0; i < n && s == STATUS_OK; i++) {
         const char *e = json_string_value(json_array_get(ends, (size_t)i));
-        if (!e) s = loader_fail(L, "ending %d is not a string", i);
-        else ch[i] = hellaswag_preprocess(e);
+        if (!e)
+            s = loader_fail(L, "ending %d is not a string", i);
+        else
+            ch[i] = hellaswag_preprocess(e);
     }
     if (s == STATUS_OK) add_doc_shared(L, query, (const char *const *)ch, n, (int)gold, -1, index);
-    for (int i = 0; i < n; i++) free(ch[i]);
+    for (int i = 0; i < n; i++)
+        free(ch[i]);
     free(ch);
     free(cap);
     free(raw.s);
@@ -594,7 +614,8 @@ typedef struct {
 } Lines;
 
 static void lines_free(Lines *l) {
-    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    for (int i = 0; i < l->n; i++)
+        free(l->v[i]);
     free(l->v);
     memset(l, 0, sizeof(*l));
 }
@@ -641,8 +662,8 @@ static Status label_at(Loader *L, const LabelsCtx *lc, int index, int lo, int hi
     errno = 0;
     long v = strtol(lc->labels.v[index], &e, 10);
     if (errno || *e || v < lo || v > hi)
-        return fail(STATUS_ERR_FORMAT, "'%s' line %d: label '%s' is not in %d..%d",
-                    lc->labels_path, index + 1, lc->labels.v[index], lo, hi);
+        return fail(STATUS_ERR_FORMAT, "'%s' line %d: label '%s' is not in %d..%d", lc->labels_path,
+                    index + 1, lc->labels.v[index], lo, hi);
     *out = (int)v;
     return STATUS_OK;
 }
@@ -779,7 +800,8 @@ typedef struct {
 } CsvRow;
 
 static void csv_row_free(CsvRow *r) {
-    for (int i = 0; i < r->n; i++) free(r->f[i]);
+    for (int i = 0; i < r->n; i++)
+        free(r->f[i]);
     r->n = 0;
 }
 
@@ -815,13 +837,17 @@ static int csv_next(const char **pp, const char *end, CsvRow *row) {
         if (c == -1) break;
         switch (st) {
         case START:
-            if (c == '"') st = QUOTED;
-            else buf_putc(&fld, (char)c), st = FIELD;
+            if (c == '"')
+                st = QUOTED;
+            else
+                buf_putc(&fld, (char)c), st = FIELD;
             break;
         case FIELD: buf_putc(&fld, (char)c); break;
         case QUOTED:
-            if (c == '"') st = QUOTE_IN_QUOTED;
-            else buf_putc(&fld, (char)c);
+            if (c == '"')
+                st = QUOTE_IN_QUOTED;
+            else
+                buf_putc(&fld, (char)c);
             break;
         case QUOTE_IN_QUOTED:
             buf_putc(&fld, (char)c);
@@ -845,7 +871,8 @@ typedef struct {
 } MmluItem;
 
 static void mmlu_items_free(MmluItem *it, int n) {
-    for (int i = 0; i < n; i++) free(it[i].text);
+    for (int i = 0; i < n; i++)
+        free(it[i].text);
     free(it);
 }
 
@@ -966,7 +993,8 @@ static Status load_mmlu(Loader *L, const char *dir) {
             // description (subject with "_" -> " ") + K shots "text answer\n\n" + item
             Buf pre = {0};
             buf_puts(&pre, "The following are multiple choice questions (with answers) about ");
-            for (const char *c = subj; *c; c++) buf_putc(&pre, *c == '_' ? ' ' : *c);
+            for (const char *c = subj; *c; c++)
+                buf_putc(&pre, *c == '_' ? ' ' : *c);
             buf_puts(&pre, ".\n\n");
             for (int j = 0; j < n_shots; j++) {
                 buf_puts(&pre, shots[j].text);
@@ -1005,7 +1033,8 @@ static void docs_free(Task *t) {
 
 void task_release(Task *t) {
     docs_free(t);
-    for (int i = 0; i < t->n_subjects; i++) free(t->subjects[i]);
+    for (int i = 0; i < t->n_subjects; i++)
+        free(t->subjects[i]);
     free(t->subjects);
     free(t->subject_group);
     free(t->source);

@@ -90,12 +90,12 @@ typedef struct {
     TaskKind kind;
     int n_docs;
     TaskDoc *docs;
-    int n_subjects;        // MMLU: 57, else 0
-    char **subjects;       // (n_subjects) "abstract_algebra", ... (categories file order)
+    int n_subjects;           // MMLU: 57, else 0
+    char **subjects;          // (n_subjects) "abstract_algebra", ... (categories file order)
     MmluGroup *subject_group; // (n_subjects)
     int num_fewshot;
-    bool approximate;      // HellaSwag from the preprocessed copy (not bit-exact lm-eval)
-    char *source;          // the main file read (for the results' config)
+    bool approximate; // HellaSwag from the preprocessed copy (not bit-exact lm-eval)
+    char *source;     // the main file read (for the results' config)
     TaskPool *pool;
 } Task;
 

@@ -53,7 +53,8 @@ void hpo_journal_release(HpoJournal *j) {
         free(s->trial_ids);
     }
     free(j->studies);
-    for (int i = 0; i < j->n_trials; i++) trial_release(&j->trials[i]);
+    for (int i = 0; i < j->n_trials; i++)
+        trial_release(&j->trials[i]);
     free(j->trials);
     memset(j, 0, sizeof(*j));
 }
@@ -96,10 +97,14 @@ static bool get_number(json_t *v, double *out) {
     }
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
-        if (strcmp(s, "\x01NaN") == 0) *out = NAN;
-        else if (strcmp(s, "\x01Infinity") == 0) *out = INFINITY;
-        else if (strcmp(s, "\x01-Infinity") == 0) *out = -INFINITY;
-        else return false;
+        if (strcmp(s, "\x01NaN") == 0)
+            *out = NAN;
+        else if (strcmp(s, "\x01Infinity") == 0)
+            *out = INFINITY;
+        else if (strcmp(s, "\x01-Infinity") == 0)
+            *out = -INFINITY;
+        else
+            return false;
         return true;
     }
     return false;
@@ -189,7 +194,8 @@ static Status dist_of(json_t *v, HpoDist *d, const char *name) {
 
 static Status apply_create_trial(HpoJournal *j, json_t *log) {
     long long sid;
-    if (!get_int(log, "study_id", &sid)) return fail(STATUS_ERR_FORMAT, "journal: CREATE_TRIAL without study_id");
+    if (!get_int(log, "study_id", &sid))
+        return fail(STATUS_ERR_FORMAT, "journal: CREATE_TRIAL without study_id");
     if (!study_exists(j, sid)) return skip_or_fail(j, log, "study does not exist");
     HpoTrial t;
     memset(&t, 0, sizeof(t));
@@ -210,7 +216,8 @@ static Status apply_create_trial(HpoJournal *j, json_t *log) {
     t.system_attrs = json_object();
     json_t *dists = json_object_get(log, "distributions");
     json_t *params = json_object_get(log, "params");
-    if (params && !json_is_object(dists)) s = fail(STATUS_ERR_FORMAT, "journal: params without distributions");
+    if (params && !json_is_object(dists))
+        s = fail(STATUS_ERR_FORMAT, "journal: params without distributions");
     if (s == STATUS_OK && json_is_object(params)) {
         const char *k;
         json_t *v;
@@ -219,7 +226,8 @@ static Status apply_create_trial(HpoJournal *j, json_t *log) {
             double x;
             s = dist_of(json_object_get(dists, k), &d, k);
             if (s != STATUS_OK) break;
-            if (!get_number(v, &x)) s = fail(STATUS_ERR_FORMAT, "journal: param '%s' is not a number", k);
+            if (!get_number(v, &x))
+                s = fail(STATUS_ERR_FORMAT, "journal: param '%s' is not a number", k);
             if (s == STATUS_OK) set_param(&t, k, &d, x);
             hpo_dist_release(&d);
             if (s != STATUS_OK) break;
@@ -245,7 +253,8 @@ static Status apply_create_trial(HpoJournal *j, json_t *log) {
     }
     if (s == STATUS_OK) {
         json_t *vals = json_object_get(log, "values");
-        if (vals && !json_is_null(vals)) s = set_values(&t, vals);
+        if (vals && !json_is_null(vals))
+            s = set_values(&t, vals);
         else {
             double x;
             json_t *v1 = json_object_get(log, "value");
@@ -260,7 +269,8 @@ static Status apply_create_trial(HpoJournal *j, json_t *log) {
             }
         }
     }
-    json_t *ds = json_object_get(log, "datetime_start"), *dc = json_object_get(log, "datetime_complete");
+    json_t *ds = json_object_get(log, "datetime_start"),
+           *dc = json_object_get(log, "datetime_complete");
     if (json_is_string(ds)) t.datetime_start = xstrdup(json_string_value(ds));
     if (json_is_string(dc)) t.datetime_complete = xstrdup(json_string_value(dc));
     if (s != STATUS_OK) {
@@ -310,14 +320,16 @@ Status hpo_journal_apply(HpoJournal *j, json_t *log) {
     j->log_number_read++; // a decodable line counts as read even when it cannot apply
     if (!json_is_object(log)) return fail(STATUS_ERR_FORMAT, "journal: log is not a JSON object");
     long long op;
-    if (!get_int(log, "op_code", &op)) return fail(STATUS_ERR_FORMAT, "journal: log without op_code");
+    if (!get_int(log, "op_code", &op))
+        return fail(STATUS_ERR_FORMAT, "journal: log without op_code");
     if (!json_is_string(json_object_get(log, "worker_id")))
         return fail(STATUS_ERR_FORMAT, "journal: log without worker_id");
     Status s = STATUS_OK;
     long long id;
     switch (op) {
     case HPO_OP_CREATE_STUDY: {
-        json_t *name = json_object_get(log, "study_name"), *dirs = json_object_get(log, "directions");
+        json_t *name = json_object_get(log, "study_name"),
+               *dirs = json_object_get(log, "directions");
         if (!json_is_string(name) || !json_is_array(dirs) || json_array_size(dirs) == 0)
             return fail(STATUS_ERR_FORMAT, "journal: CREATE_STUDY needs study_name and directions");
         if (hpo_journal_find_study(j, json_string_value(name)))
@@ -344,18 +356,20 @@ Status hpo_journal_apply(HpoJournal *j, json_t *log) {
         return STATUS_OK;
     }
     case HPO_OP_DELETE_STUDY:
-        if (!get_int(log, "study_id", &id)) return fail(STATUS_ERR_FORMAT, "journal: DELETE_STUDY without study_id");
+        if (!get_int(log, "study_id", &id))
+            return fail(STATUS_ERR_FORMAT, "journal: DELETE_STUDY without study_id");
         if (!study_exists(j, id)) return skip_or_fail(j, log, "study does not exist");
         j->studies[id].deleted = true;
         return STATUS_OK;
     case HPO_OP_SET_STUDY_USER_ATTR:
     case HPO_OP_SET_STUDY_SYSTEM_ATTR:
-        if (!get_int(log, "study_id", &id)) return fail(STATUS_ERR_FORMAT, "journal: study attr without study_id");
+        if (!get_int(log, "study_id", &id))
+            return fail(STATUS_ERR_FORMAT, "journal: study attr without study_id");
         if (!study_exists(j, id)) return skip_or_fail(j, log, "study does not exist");
-        return op == HPO_OP_SET_STUDY_USER_ATTR ? attr_merge(j->studies[id].user_attrs, log, "user_attr")
-                                                : attr_merge(j->studies[id].system_attrs, log, "system_attr");
-    case HPO_OP_CREATE_TRIAL:
-        return apply_create_trial(j, log);
+        return op == HPO_OP_SET_STUDY_USER_ATTR
+                   ? attr_merge(j->studies[id].user_attrs, log, "user_attr")
+                   : attr_merge(j->studies[id].system_attrs, log, "system_attr");
+    case HPO_OP_CREATE_TRIAL: return apply_create_trial(j, log);
     case HPO_OP_SET_TRIAL_PARAM: {
         HpoTrial *t = updatable(j, log, &s);
         if (!t) return s;
@@ -368,7 +382,8 @@ Status hpo_journal_apply(HpoJournal *j, json_t *log) {
         if (s != STATUS_OK) return s;
         const HpoStudy *st = &j->studies[t->study_id];
         for (int i = 0; i < st->n_trials; i++) {
-            const HpoTrialParam *p = hpo_trial_param(&j->trials[st->trial_ids[i]], json_string_value(name));
+            const HpoTrialParam *p =
+                hpo_trial_param(&j->trials[st->trial_ids[i]], json_string_value(name));
             if (!p) continue;
             if (!dist_compatible(&p->dist, &d)) {
                 hpo_dist_release(&d);
@@ -408,8 +423,10 @@ Status hpo_journal_apply(HpoJournal *j, json_t *log) {
         if (!t) return s;
         long long step;
         double v;
-        if (!get_int(log, "step", &step) || !get_number(json_object_get(log, "intermediate_value"), &v))
-            return fail(STATUS_ERR_FORMAT, "journal: SET_TRIAL_INTERMEDIATE_VALUE needs step and value");
+        if (!get_int(log, "step", &step) ||
+            !get_number(json_object_get(log, "intermediate_value"), &v))
+            return fail(STATUS_ERR_FORMAT,
+                        "journal: SET_TRIAL_INTERMEDIATE_VALUE needs step and value");
         set_inter(t, step, v);
         return STATUS_OK;
     }
@@ -420,10 +437,8 @@ Status hpo_journal_apply(HpoJournal *j, json_t *log) {
         return op == HPO_OP_SET_TRIAL_USER_ATTR ? attr_merge(t->user_attrs, log, "user_attr")
                                                 : attr_merge(t->system_attrs, log, "system_attr");
     }
-    case HPO_OP_DISCARD_TRIALS:
-        return STATUS_OK;
-    default:
-        return fail(STATUS_ERR_FORMAT, "journal: unknown op_code %lld", op);
+    case HPO_OP_DISCARD_TRIALS: return STATUS_OK;
+    default: return fail(STATUS_ERR_FORMAT, "journal: unknown op_code %lld", op);
     }
 }
 
@@ -456,16 +471,21 @@ static char *sanitize_line(const char *s, size_t n) {
         char c = s[i];
         if (in_str) {
             out[o++] = c;
-            if (c == '\\' && i + 1 < n) out[o++] = s[++i];
-            else if (c == '"') in_str = false;
+            if (c == '\\' && i + 1 < n)
+                out[o++] = s[++i];
+            else if (c == '"')
+                in_str = false;
             continue;
         }
         if (c == '"') in_str = true;
         const char *tok = NULL;
         size_t tl = 0;
-        if (c == 'N' && n - i >= 3 && memcmp(s + i, "NaN", 3) == 0) tok = "NaN", tl = 3;
-        else if (c == 'I' && n - i >= 8 && memcmp(s + i, "Infinity", 8) == 0) tok = "Infinity", tl = 8;
-        else if (c == '-' && n - i >= 9 && memcmp(s + i, "-Infinity", 9) == 0) tok = "-Infinity", tl = 9;
+        if (c == 'N' && n - i >= 3 && memcmp(s + i, "NaN", 3) == 0)
+            tok = "NaN", tl = 3;
+        else if (c == 'I' && n - i >= 8 && memcmp(s + i, "Infinity", 8) == 0)
+            tok = "Infinity", tl = 8;
+        else if (c == '-' && n - i >= 9 && memcmp(s + i, "-Infinity", 9) == 0)
+            tok = "-Infinity", tl = 9;
         if (tok) {
             o += (size_t)sprintf(out + o, "\"\\u0001%s\"", tok);
             i += tl - 1;
@@ -489,7 +509,7 @@ json_t *hpo_journal_parse_line(const char *s, size_t n, json_error_t *err) {
 typedef struct {
     HpoBackend base;
     char *path, *lock_path;
-    bool open_lock;  // JournalFileOpenLock instead of the symlink lock
+    bool open_lock;     // JournalFileOpenLock instead of the symlink lock
     int64_t cached_log; // log number at byte offset cached_off
     off_t cached_off;
 } FileBackend;
@@ -509,9 +529,11 @@ static void random_hex(char *buf, int n) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
-        for (size_t i = 0; i < sizeof(b); i++) b[i] = (unsigned char)(x >> (8 * (i % 8))) ^ (unsigned char)i;
+        for (size_t i = 0; i < sizeof(b); i++)
+            b[i] = (unsigned char)(x >> (8 * (i % 8))) ^ (unsigned char)i;
     }
-    for (int i = 0; i < n && i < 64; i++) buf[i] = "0123456789abcdef"[(b[i / 2] >> (4 * (i % 2))) & 15];
+    for (int i = 0; i < n && i < 64; i++)
+        buf[i] = "0123456789abcdef"[(b[i / 2] >> (4 * (i % 2))) & 15];
     buf[n] = 0;
 }
 
@@ -533,10 +555,12 @@ static Status file_lock(HpoBackend *b) {
         }
         if (rc == 0) return STATUS_OK;
         if (errno != EEXIST)
-            return fail(STATUS_ERR_IO, "cannot create lock '%s': %s", f->lock_path, strerror(errno));
+            return fail(STATUS_ERR_IO, "cannot create lock '%s': %s", f->lock_path,
+                        strerror(errno));
         struct stat stt;
         if (stat(f->lock_path, &stt) == 0) {
-            if (!have_mtime || stt.st_mtim.tv_sec != mtime.tv_sec || stt.st_mtim.tv_nsec != mtime.tv_nsec) {
+            if (!have_mtime || stt.st_mtim.tv_sec != mtime.tv_sec ||
+                stt.st_mtim.tv_nsec != mtime.tv_nsec) {
                 mtime = stt.st_mtim;
                 have_mtime = true;
                 last_change = time_now();
@@ -593,7 +617,8 @@ Status hpo_file_backend_repair(const char *path, long *removed) {
         ssize_t got = pread(fd, buf, (size_t)(pos - start), start);
         if (got <= 0) break;
         ssize_t i = got - 1;
-        while (i >= 0 && buf[i] != '\n') i--;
+        while (i >= 0 && buf[i] != '\n')
+            i--;
         if (i >= 0) {
             keep = start + i + 1;
             break;
@@ -601,8 +626,10 @@ Status hpo_file_backend_repair(const char *path, long *removed) {
         pos = start;
     }
     Status s = STATUS_OK;
-    if (ftruncate(fd, keep) != 0) s = fail(STATUS_ERR_IO, "cannot repair journal '%s': %s", path, strerror(errno));
-    else *removed = (long)(st.st_size - keep);
+    if (ftruncate(fd, keep) != 0)
+        s = fail(STATUS_ERR_IO, "cannot repair journal '%s': %s", path, strerror(errno));
+    else
+        *removed = (long)(st.st_size - keep);
     close(fd);
     return s;
 }
@@ -616,7 +643,8 @@ static Status file_append(HpoBackend *b, char **lines, int n) {
         log_warn("journal '%s': removed a torn final line (%ld bytes) left by a killed writer",
                  f->path, removed);
     size_t total = 0;
-    for (int i = 0; i < n; i++) total += strlen(lines[i]) + 1;
+    for (int i = 0; i < n; i++)
+        total += strlen(lines[i]) + 1;
     char *buf = xmalloc(total + 1);
     size_t o = 0;
     for (int i = 0; i < n; i++) {
@@ -654,7 +682,8 @@ static Status file_read(HpoBackend *b, int64_t from, Status (*fn)(void *, json_t
         f->cached_off = 0;
     }
     int fd = open(f->path, O_RDONLY);
-    if (fd < 0) return fail(STATUS_ERR_IO, "cannot open journal '%s': %s", f->path, strerror(errno));
+    if (fd < 0)
+        return fail(STATUS_ERR_IO, "cannot open journal '%s': %s", f->path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         close(fd);
@@ -680,8 +709,8 @@ static Status file_read(HpoBackend *b, int64_t from, Status (*fn)(void *, json_t
                 json_error_t err;
                 json_t *log = hpo_journal_parse_line(buf + p, ll, &err);
                 if (!log) {
-                    s = fail(STATUS_ERR_FORMAT, "journal '%s': line %lld: invalid JSON: %s", f->path,
-                             (long long)lineno, err.text);
+                    s = fail(STATUS_ERR_FORMAT, "journal '%s': line %lld: invalid JSON: %s",
+                             f->path, (long long)lineno, err.text);
                     break;
                 }
                 s = fn(ctx, log);
@@ -742,10 +771,14 @@ Status hpo_journal_open(HpoJournalStore **out, const char *url) {
     *out = NULL;
     HpoBackend *be = NULL;
     Status s;
-    if (strncmp(url, "redis://", 8) == 0) s = hpo_redis_backend_open(&be, url);
-    else if (strncmp(url, "journal-open:", 13) == 0) s = hpo_file_backend_open(&be, url + 13, true);
-    else if (strncmp(url, "journal:", 8) == 0) s = hpo_file_backend_open(&be, url + 8, false);
-    else s = hpo_file_backend_open(&be, url, false);
+    if (strncmp(url, "redis://", 8) == 0)
+        s = hpo_redis_backend_open(&be, url);
+    else if (strncmp(url, "journal-open:", 13) == 0)
+        s = hpo_file_backend_open(&be, url + 13, true);
+    else if (strncmp(url, "journal:", 8) == 0)
+        s = hpo_file_backend_open(&be, url + 8, false);
+    else
+        s = hpo_file_backend_open(&be, url, false);
     if (s != STATUS_OK) return s;
     HpoJournalStore *js = xcalloc(1, sizeof(HpoJournalStore));
     js->be = be;
@@ -795,9 +828,11 @@ Status hpo_journal_append(HpoJournalStore *js, json_t **logs, int n) {
     Status s = STATUS_OK;
     for (int i = 0; i < n; i++) {
         json_object_set_new(logs[i], "worker_id", json_string(js->j.worker_id));
-        lines[i] = json_dumps(logs[i], JSON_COMPACT | JSON_REAL_PRECISION(17) | JSON_PRESERVE_ORDER);
+        lines[i] =
+            json_dumps(logs[i], JSON_COMPACT | JSON_REAL_PRECISION(17) | JSON_PRESERVE_ORDER);
         json_decref(logs[i]);
-        if (!lines[i]) s = fail(STATUS_ERR_ARG, "journal: cannot serialize a log (non-finite number?)");
+        if (!lines[i])
+            s = fail(STATUS_ERR_ARG, "journal: cannot serialize a log (non-finite number?)");
     }
     if (s == STATUS_OK) {
         s = hpo_journal_lock(js);
@@ -806,7 +841,8 @@ Status hpo_journal_append(HpoJournalStore *js, json_t **logs, int n) {
             hpo_journal_unlock(js);
         }
     }
-    for (int i = 0; i < n; i++) free(lines[i]);
+    for (int i = 0; i < n; i++)
+        free(lines[i]);
     free(lines);
     if (s != STATUS_OK) return s;
     return hpo_journal_sync(js);

@@ -63,9 +63,9 @@ typedef struct {
     int n_params;
     HpoTrialParam *params;
     int n_inter;
-    int64_t *inter_steps; // (n_inter) in report order, steps unique
-    double *inter_values; // (n_inter) NaN allowed
-    json_t *user_attrs, *system_attrs; // objects, owned
+    int64_t *inter_steps;                     // (n_inter) in report order, steps unique
+    double *inter_values;                     // (n_inter) NaN allowed
+    json_t *user_attrs, *system_attrs;        // objects, owned
     char *datetime_start, *datetime_complete; // ISO 8601 or NULL
 } HpoTrial;
 

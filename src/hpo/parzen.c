@@ -26,17 +26,21 @@ HpoParzenConfig hpo_parzen_default_config(void) {
 static double pairwise(const double *a, int n) {
     if (n < 8) {
         double r = 0.0;
-        for (int i = 0; i < n; i++) r += a[i];
+        for (int i = 0; i < n; i++)
+            r += a[i];
         return r;
     }
     if (n <= 128) {
         double r[8];
-        for (int j = 0; j < 8; j++) r[j] = a[j];
+        for (int j = 0; j < 8; j++)
+            r[j] = a[j];
         int i = 8;
         for (; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++) r[j] += a[i + j];
+            for (int j = 0; j < 8; j++)
+                r[j] += a[i + j];
         double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++) res += a[i];
+        for (; i < n; i++)
+            res += a[i];
         return res;
     }
     int n2 = n / 2;
@@ -51,19 +55,23 @@ static double np_sum(const double *a, int n) {
 
 void hpo_default_weights(int n, double *w) {
     if (n < 25) {
-        for (int i = 0; i < n; i++) w[i] = 1.0;
+        for (int i = 0; i < n; i++)
+            w[i] = 1.0;
         return;
     }
     // numpy linspace(1/n, 1, n-25): start + i*step, the last element set to stop exactly
     int num = n - 25;
     double start = 1.0 / n, stop = 1.0;
-    if (num == 1) w[0] = start;
+    if (num == 1)
+        w[0] = start;
     else if (num > 1) {
         double step = (stop - start) / (num - 1);
-        for (int i = 0; i < num; i++) w[i] = (double)i * step + start;
+        for (int i = 0; i < num; i++)
+            w[i] = (double)i * step + start;
         w[num - 1] = stop;
     }
-    for (int i = num; i < n; i++) w[i] = 1.0;
+    for (int i = num; i < n; i++)
+        w[i] = 1.0;
 }
 
 // ---- standard normal tails ---------------------------------------------------------------
@@ -117,8 +125,7 @@ static double logaddexp(double x, double y) {
 static double ndtri_exp(double y) {
     bool flipped = y > -1e-2;
     double z = flipped ? log(-expm1(y)) : y;
-    double x = z < -5 ? -sqrt(-2.0 * (z + LOG_SQRT_2PI_C))
-                      : -(sqrt(3.0) / M_PI) * log(expm1(-z));
+    double x = z < -5 ? -sqrt(-2.0 * (z + LOG_SQRT_2PI_C)) : -(sqrt(3.0) / M_PI) * log(expm1(-z));
     for (int it = 0; it < 100; it++) {
         double lx = hpo_log_ndtr(x);
         double lpdf = -0.5 * x * x - LOG_SQRT_2PI_C;
@@ -161,12 +168,15 @@ static void numeric_sigmas(const double *mus, int n, double low, double high,
     SortItem *it = xmalloc((size_t)n * sizeof(SortItem));
     double *e = xmalloc((size_t)(n + 2) * sizeof(double)); // sorted, padded: (n + 2)
     double *ss = xmalloc((size_t)n * sizeof(double));
-    for (int i = 0; i < n; i++) it[i] = (SortItem){mus[i], i};
+    for (int i = 0; i < n; i++)
+        it[i] = (SortItem){mus[i], i};
     qsort(it, (size_t)n, sizeof(SortItem), cmp_item);
     e[0] = low;
-    for (int i = 0; i < n; i++) e[i + 1] = it[i].v;
+    for (int i = 0; i < n; i++)
+        e[i + 1] = it[i].v;
     e[n + 1] = high;
-    for (int i = 0; i < n; i++) ss[i] = fmax(e[i + 1] - e[i], e[i + 2] - e[i + 1]);
+    for (int i = 0; i < n; i++)
+        ss[i] = fmax(e[i + 1] - e[i], e[i + 2] - e[i + 1]);
     if (!cfg->consider_endpoints && n + 2 >= 4) {
         ss[0] = e[2] - e[1];
         ss[n - 1] = e[n] - e[n - 1];
@@ -190,14 +200,18 @@ void hpo_parzen_build(HpoParzen *pe, const HpoSpace *sp, const double *obs, int 
     pe->n_kernels = K;
     pe->n_dims = sp->n;
     pe->weights = xcalloc((size_t)K, sizeof(double));
-    if (n_obs == 0) pe->weights[0] = 1.0;
+    if (n_obs == 0)
+        pe->weights[0] = 1.0;
     else {
-        if (weights) memcpy(pe->weights, weights, (size_t)n_obs * sizeof(double));
-        else hpo_default_weights(n_obs, pe->weights);
+        if (weights)
+            memcpy(pe->weights, weights, (size_t)n_obs * sizeof(double));
+        else
+            hpo_default_weights(n_obs, pe->weights);
         pe->weights[n_obs] = cfg->prior_weight;
     }
     double wsum = np_sum(pe->weights, K);
-    for (int k = 0; k < K; k++) pe->weights[k] /= wsum;
+    for (int k = 0; k < K; k++)
+        pe->weights[k] /= wsum;
 
     pe->dim = xcalloc((size_t)sp->n, sizeof(HpoParzenDim));
     double *col = xmalloc((size_t)(n_obs + 1) * sizeof(double));
@@ -205,21 +219,26 @@ void hpo_parzen_build(HpoParzen *pe, const HpoSpace *sp, const double *obs, int 
         HpoParzenDim *dm = &pe->dim[p];
         const HpoDist *d = &sp->params[p].dist;
         dm->dist = d;
-        for (int i = 0; i < n_obs; i++) col[i] = obs[(size_t)i * sp->n + p];
+        for (int i = 0; i < n_obs; i++)
+            col[i] = obs[(size_t)i * sp->n + p];
         if (d->kind == HPO_DIST_CATEGORICAL) {
             int C = d->n_choices;
             dm->cat_w = xcalloc((size_t)K * C, sizeof(double));
             if (n_obs == 0) {
-                for (int c = 0; c < C; c++) dm->cat_w[c] = 1.0 / C;
+                for (int c = 0; c < C; c++)
+                    dm->cat_w[c] = 1.0 / C;
                 continue;
             }
             for (int k = 0; k < K; k++)
-                for (int c = 0; c < C; c++) dm->cat_w[(size_t)k * C + c] = cfg->prior_weight / K;
-            for (int i = 0; i < n_obs; i++) dm->cat_w[(size_t)i * C + (int)col[i]] += 1.0;
+                for (int c = 0; c < C; c++)
+                    dm->cat_w[(size_t)k * C + c] = cfg->prior_weight / K;
+            for (int i = 0; i < n_obs; i++)
+                dm->cat_w[(size_t)i * C + (int)col[i]] += 1.0;
             for (int k = 0; k < K; k++) {
                 double rs = np_sum(dm->cat_w + (size_t)k * C, C);
                 if (rs == 0) rs = 1;
-                for (int c = 0; c < C; c++) dm->cat_w[(size_t)k * C + c] /= rs;
+                for (int c = 0; c < C; c++)
+                    dm->cat_w[(size_t)k * C + c] /= rs;
             }
             continue;
         }
@@ -229,7 +248,8 @@ void hpo_parzen_build(HpoParzen *pe, const HpoSpace *sp, const double *obs, int 
             high += d->step / 2;
         }
         if (d->log) {
-            for (int i = 0; i < n_obs; i++) col[i] = log(col[i]);
+            for (int i = 0; i < n_obs; i++)
+                col[i] = log(col[i]);
             low = log(low);
             high = log(high);
         }
@@ -286,9 +306,11 @@ static double kernel_norm(const HpoParzenDim *dm, int k) {
 // log-sum-exp over kernels of one row (K) the way Optuna reduces it
 static double row_lse(double *row, int K) {
     double mx = -INFINITY;
-    for (int k = 0; k < K; k++) mx = row[k] > mx ? row[k] : mx;
+    for (int k = 0; k < K; k++)
+        mx = row[k] > mx ? row[k] : mx;
     if (isinf(mx) && mx < 0) mx = 0;
-    for (int k = 0; k < K; k++) row[k] = exp(row[k] - mx);
+    for (int k = 0; k < K; k++)
+        row[k] = exp(row[k] - mx);
     return log(np_sum(row, K)) + mx;
 }
 
@@ -299,7 +321,8 @@ static void log_pdf_impl(const HpoParzen *pe, const double *x, int n, double *ou
     if (shared)
         for (int p = 0; p < D; p++)
             if (pe->dim[p].dist->kind != HPO_DIST_CATEGORICAL)
-                for (int k = 0; k < K; k++) norm[(size_t)p * K + k] = kernel_norm(&pe->dim[p], k);
+                for (int k = 0; k < K; k++)
+                    norm[(size_t)p * K + k] = kernel_norm(&pe->dim[p], k);
     double *row = xmalloc((size_t)K * sizeof(double));
     for (int i = 0; i < n; i++) {
         const double *xi = x + (size_t)i * D;

@@ -40,9 +40,9 @@ typedef struct {
 } HpoParzenDim;
 
 typedef struct {
-    int n_kernels;    // n_obs + 1 (prior); 1 without observations
+    int n_kernels; // n_obs + 1 (prior); 1 without observations
     int n_dims;
-    double *weights;  // (n_kernels) normalized mixture weights
+    double *weights;   // (n_kernels) normalized mixture weights
     HpoParzenDim *dim; // (n_dims)
 } HpoParzen;
 

@@ -50,11 +50,12 @@ bool hpo_pruner_should_prune(const HpoPrunerConfig *pc, const HpoJournal *j, int
     if (!hpo_trial_last_step(t, &step, &last)) return false;
     if (step < pc->n_warmup_steps) return false;
     // only the first report at or after each interval point is judged
-    int64_t nearest = (step - pc->n_warmup_steps) / pc->interval_steps * pc->interval_steps +
-                      pc->n_warmup_steps;
+    int64_t nearest =
+        (step - pc->n_warmup_steps) / pc->interval_steps * pc->interval_steps + pc->n_warmup_steps;
     int64_t second_last = -1;
     for (int i = 0; i < t->n_inter; i++)
-        if (t->inter_steps[i] > second_last && t->inter_steps[i] != step) second_last = t->inter_steps[i];
+        if (t->inter_steps[i] > second_last && t->inter_steps[i] != step)
+            second_last = t->inter_steps[i];
     if (!(second_last < nearest)) return false;
     bool maximize = st->directions[0] == HPO_DIR_MAXIMIZE;
     double best = NAN;

@@ -19,7 +19,7 @@ typedef struct {
     redisContext *c;
     char *prefix;
     char *url;
-    char token[64]; // our lock value
+    char token[96]; // our lock value
 } RedisBackend;
 
 // Optuna's append script, verbatim in behaviour: atomic counter then the log.
@@ -36,9 +36,11 @@ static void nap_ms(double ms) {
 
 static Status reply_err(RedisBackend *r, redisReply *rep, const char *what) {
     Status s;
-    if (!rep) s = fail(STATUS_ERR_IO, "redis '%s': %s: %s", r->url, what, r->c->errstr);
-    else s = fail(STATUS_ERR_IO, "redis '%s': %s: %s", r->url, what,
-                  rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+    if (!rep)
+        s = fail(STATUS_ERR_IO, "redis '%s': %s: %s", r->url, what, r->c->errstr);
+    else
+        s = fail(STATUS_ERR_IO, "redis '%s': %s: %s", r->url, what,
+                 rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
     if (rep) freeReplyObject(rep);
     return s;
 }
@@ -73,7 +75,8 @@ static Status redis_read(HpoBackend *b, int64_t from, Status (*fn)(void *, json_
         freeReplyObject(rep);
         if (!log) {
             if (n == max) return STATUS_OK; // Optuna tolerates a bad last log
-            return fail(STATUS_ERR_FORMAT, "redis '%s': log %lld: invalid JSON: %s", r->url, n, err.text);
+            return fail(STATUS_ERR_FORMAT, "redis '%s': log %lld: invalid JSON: %s", r->url, n,
+                        err.text);
         }
         Status s = fn(ctx, log);
         json_decref(log);
@@ -100,7 +103,8 @@ static Status redis_lock(HpoBackend *b) {
     double wait = 1;
     for (;;) {
         // expires after 30 s, like the file lock's grace period, in case we die holding it
-        redisReply *rep = redisCommand(r->c, "SET %s:edgeforge_lock %s NX PX 30000", r->prefix, r->token);
+        redisReply *rep =
+            redisCommand(r->c, "SET %s:edgeforge_lock %s NX PX 30000", r->prefix, r->token);
         if (!rep || rep->type == REDIS_REPLY_ERROR) return reply_err(r, rep, "SET lock");
         bool ok = rep->type == REDIS_REPLY_STATUS;
         freeReplyObject(rep);
@@ -172,7 +176,17 @@ Status hpo_redis_backend_open(HpoBackend **out, const char *url) {
     r->c = c;
     r->prefix = xstrdup(prefix);
     r->url = xstrdup(url);
-    snprintf(r->token, sizeof(r->token), "%ld-%ld", (long)getpid(), (long)time(NULL));
+    // lock token: unique per connection (host, pid, time and random bits)
+    unsigned long long rnd = 0;
+    FILE *ur = fopen("/dev/urandom", "rb");
+    if (ur) {
+        if (fread(&rnd, sizeof(rnd), 1, ur) != 1) rnd = 0;
+        fclose(ur);
+    }
+    char hn[64] = "host";
+    gethostname(hn, sizeof(hn) - 1);
+    snprintf(r->token, sizeof(r->token), "%.24s-%ld-%ld-%llx", hn, (long)getpid(), (long)time(NULL),
+             rnd);
     r->base.read = redis_read;
     r->base.append = redis_append;
     r->base.lock = redis_lock;

@@ -13,7 +13,8 @@
 #include "core/common.h"
 #include "core/fileio.h"
 
-Status hpo_dist_float(HpoDist *d, double low, double high, bool log, double step, const char *what) {
+Status hpo_dist_float(HpoDist *d, double low, double high, bool log, double step,
+                      const char *what) {
     memset(d, 0, sizeof(*d));
     if (!isfinite(low) || !isfinite(high) || !isfinite(step))
         return fail(STATUS_ERR_ARG, "'%s': bounds and step must be finite", what);
@@ -65,12 +66,14 @@ Status hpo_dist_categorical(HpoDist *d, const char *const *choices_json, int n, 
     d->kind = HPO_DIST_CATEGORICAL;
     d->n_choices = n;
     d->choices_json = xcalloc((size_t)n, sizeof(char *));
-    for (int i = 0; i < n; i++) d->choices_json[i] = xstrdup(choices_json[i]);
+    for (int i = 0; i < n; i++)
+        d->choices_json[i] = xstrdup(choices_json[i]);
     return STATUS_OK;
 }
 
 void hpo_dist_release(HpoDist *d) {
-    for (int i = 0; i < d->n_choices; i++) free(d->choices_json[i]);
+    for (int i = 0; i < d->n_choices; i++)
+        free(d->choices_json[i]);
     free(d->choices_json);
     memset(d, 0, sizeof(*d));
 }
@@ -164,10 +167,11 @@ static Status dist_from_fields(HpoDist *d, json_t *attrs, const char *kind, cons
         int n = (int)json_array_size(ch);
         char **txt = xcalloc((size_t)n, sizeof(char *));
         for (int i = 0; i < n; i++)
-            txt[i] = json_dumps(json_array_get(ch, (size_t)i), JSON_COMPACT | JSON_ENCODE_ANY |
-                                                                   JSON_REAL_PRECISION(17));
+            txt[i] = json_dumps(json_array_get(ch, (size_t)i),
+                                JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
         Status s = hpo_dist_categorical(d, (const char *const *)txt, n, what);
-        for (int i = 0; i < n; i++) free(txt[i]);
+        for (int i = 0; i < n; i++)
+            free(txt[i]);
         free(txt);
         return s;
     }
@@ -180,7 +184,8 @@ static Status dist_from_fields(HpoDist *d, json_t *attrs, const char *kind, cons
     bool log = jl && json_is_true(jl);
     json_t *js = json_object_get(attrs, "step");
     if (js && !json_is_null(js)) {
-        if (!json_is_number(js)) return fail(STATUS_ERR_FORMAT, "'%s': 'step' must be a number", what);
+        if (!json_is_number(js))
+            return fail(STATUS_ERR_FORMAT, "'%s': 'step' must be a number", what);
         step = json_number_value(js);
     }
     if (strcmp(kind, "float") == 0) {
@@ -200,7 +205,8 @@ static Status dist_from_fields(HpoDist *d, json_t *attrs, const char *kind, cons
 
 static Status dist_from_obj(HpoDist *d, json_t *o, const char *what) {
     memset(d, 0, sizeof(*d));
-    if (!json_is_object(o)) return fail(STATUS_ERR_FORMAT, "'%s': distribution is not an object", what);
+    if (!json_is_object(o))
+        return fail(STATUS_ERR_FORMAT, "'%s': distribution is not an object", what);
     json_t *name = json_object_get(o, "name");
     if (json_is_string(name)) {
         json_t *attrs = json_object_get(o, "attributes");
@@ -346,10 +352,12 @@ Status hpo_space_add_flag(HpoSpace *sp, const char *flag) {
             n++;
         }
         s = hpo_dist_categorical(&d, txt, n, name);
-        for (int i = 0; i < n; i++) free(buf[i]);
+        for (int i = 0; i < n; i++)
+            free(buf[i]);
     } else {
         char *save = NULL;
-        for (char *tok = strtok_r(rest, ":", &save); tok && nf < 8; tok = strtok_r(NULL, ":", &save))
+        for (char *tok = strtok_r(rest, ":", &save); tok && nf < 8;
+             tok = strtok_r(NULL, ":", &save))
             fields[nf++] = tok;
         bool is_float = nf > 0 && strcmp(fields[0], "float") == 0;
         bool is_int = nf > 0 && strcmp(fields[0], "int") == 0;
@@ -361,7 +369,8 @@ Status hpo_space_add_flag(HpoSpace *sp, const char *flag) {
             goto done;
         }
         for (int i = 3; i < nf; i++) {
-            if (strcmp(fields[i], "log") == 0) log = true;
+            if (strcmp(fields[i], "log") == 0)
+                log = true;
             else if (strncmp(fields[i], "step=", 5) == 0 && parse_double(fields[i] + 5, &step)) {
             } else {
                 s = fail(STATUS_ERR_ARG, "parameter '%s': unknown option '%s'", flag, fields[i]);

@@ -41,7 +41,8 @@ Status hpo_study_open(HpoJournalStore *js, const char *name, bool maximize, bool
             json_t *log = hpo_log_new(HPO_OP_CREATE_STUDY);
             json_object_set_new(log, "study_name", json_string(name));
             json_t *dirs = json_array();
-            json_array_append_new(dirs, json_integer(maximize ? HPO_DIR_MAXIMIZE : HPO_DIR_MINIMIZE));
+            json_array_append_new(dirs,
+                                  json_integer(maximize ? HPO_DIR_MAXIMIZE : HPO_DIR_MINIMIZE));
             json_object_set_new(log, "directions", dirs);
             s = hpo_journal_append(js, &log, 1);
             st = s == STATUS_OK ? hpo_journal_find_study(hpo_journal_state(js), name) : NULL;
@@ -51,8 +52,8 @@ Status hpo_study_open(HpoJournalStore *js, const char *name, bool maximize, bool
         if (!st) return fail(STATUS_ERR_IO, "study '%s' was not created", name);
     }
     if (st->n_directions != 1)
-        return fail(STATUS_ERR_UNSUPPORTED, "study '%s' has %d objectives; edgeforge tunes one", name,
-                    st->n_directions);
+        return fail(STATUS_ERR_UNSUPPORTED, "study '%s' has %d objectives; edgeforge tunes one",
+                    name, st->n_directions);
     int want = maximize ? HPO_DIR_MAXIMIZE : HPO_DIR_MINIMIZE;
     if (st->directions[0] != want)
         return fail(STATUS_ERR_ARG, "study '%s' exists with direction %s", name,
@@ -106,8 +107,10 @@ static json_t *state_log(int trial_id, HpoTrialState state, double value) {
     } else {
         json_object_set_new(log, "values", json_null());
     }
-    if (state == HPO_RUNNING) json_object_set_new(log, "datetime_start", json_string(ts));
-    else json_object_set_new(log, "datetime_complete", json_string(ts));
+    if (state == HPO_RUNNING)
+        json_object_set_new(log, "datetime_start", json_string(ts));
+    else
+        json_object_set_new(log, "datetime_complete", json_string(ts));
     return log;
 }
 
@@ -127,7 +130,8 @@ static bool trial_dead(const HpoTrial *t, const HpoAskOptions *o, const char *ho
 Status hpo_study_recover(HpoJournalStore *js, int study_id, const HpoAskOptions *o, int *n_failed) {
     if (n_failed) *n_failed = 0;
     const HpoJournal *j = hpo_journal_state(js);
-    if (study_id < 0 || study_id >= j->n_studies) return fail(STATUS_ERR_ARG, "no study %d", study_id);
+    if (study_id < 0 || study_id >= j->n_studies)
+        return fail(STATUS_ERR_ARG, "no study %d", study_id);
     char host[256];
     host_name(host, sizeof(host));
     double now = unix_now();
@@ -150,7 +154,8 @@ Status hpo_study_recover(HpoJournalStore *js, int study_id, const HpoAskOptions 
         if (n_hist >= o->max_retries) continue;
         json_t *sa = json_object();
         json_t *orig = json_object_get(t->system_attrs, "failed_trial");
-        json_object_set_new(sa, "failed_trial", json_is_integer(orig) ? json_copy(orig) : json_integer(t->number));
+        json_object_set_new(sa, "failed_trial",
+                            json_is_integer(orig) ? json_copy(orig) : json_integer(t->number));
         json_t *nh = json_is_array(hist) ? json_deep_copy(hist) : json_array();
         json_array_append_new(nh, json_integer(t->number));
         json_object_set_new(sa, "retry_history", nh);
@@ -258,7 +263,8 @@ int hpo_study_best_trial(const HpoJournal *j, int study_id) {
     for (int i = 0; i < st->n_trials; i++) {
         const HpoTrial *t = &j->trials[st->trial_ids[i]];
         if (t->state != HPO_COMPLETE || t->n_values < 1) continue;
-        if (best < 0) best = t->trial_id;
+        if (best < 0)
+            best = t->trial_id;
         else {
             double a = t->values[0], b = j->trials[best].values[0];
             if (maximize ? a > b : a < b) best = t->trial_id;
@@ -267,8 +273,8 @@ int hpo_study_best_trial(const HpoJournal *j, int study_id) {
     return best;
 }
 
-Status hpo_study_ask(HpoJournalStore *js, int study_id, const HpoSpace *sp,
-                     const HpoTpeConfig *cfg, Rng *rng, const HpoAskOptions *o, HpoAsk *a) {
+Status hpo_study_ask(HpoJournalStore *js, int study_id, const HpoSpace *sp, const HpoTpeConfig *cfg,
+                     Rng *rng, const HpoAskOptions *o, HpoAsk *a) {
     memset(a, 0, sizeof(*a));
     a->trial_id = -1;
     Status s = hpo_journal_lock(js);
@@ -290,7 +296,8 @@ Status hpo_study_ask(HpoJournalStore *js, int study_id, const HpoSpace *sp,
             json_t *logs[2];
             logs[0] = state_log(waiting, HPO_RUNNING, NAN);
             json_t *wa = worker_attrs();
-            logs[1] = sys_attr_log(waiting, "edgeforge:worker", json_incref(json_object_get(wa, "edgeforge:worker")));
+            logs[1] = sys_attr_log(waiting, "edgeforge:worker",
+                                   json_incref(json_object_get(wa, "edgeforge:worker")));
             json_decref(wa);
             s = hpo_journal_append(js, logs, 2);
             if (s == STATUS_OK) {
@@ -372,7 +379,8 @@ Status hpo_study_ask(HpoJournalStore *js, int study_id, const HpoSpace *sp,
 
 Status hpo_trial_report(HpoJournalStore *js, int trial_id, int64_t step, double value) {
     if (!isfinite(value))
-        return fail(STATUS_ERR_ARG, "intermediate value at step %lld is not finite", (long long)step);
+        return fail(STATUS_ERR_ARG, "intermediate value at step %lld is not finite",
+                    (long long)step);
     if (step < 0) return fail(STATUS_ERR_ARG, "step %lld is negative", (long long)step);
     json_t *log = hpo_log_new(HPO_OP_SET_TRIAL_INTERMEDIATE_VALUE);
     json_object_set_new(log, "trial_id", json_integer(trial_id));
@@ -408,15 +416,18 @@ json_t *hpo_study_to_json(const HpoJournal *j, int study_id) {
     const HpoStudy *st = &j->studies[study_id];
     json_t *root = json_object();
     json_object_set_new(root, "study", json_string(st->name));
-    json_object_set_new(root, "direction",
-                        json_string(st->directions[0] == HPO_DIR_MAXIMIZE ? "maximize" : "minimize"));
+    json_object_set_new(
+        root, "direction",
+        json_string(st->directions[0] == HPO_DIR_MAXIMIZE ? "maximize" : "minimize"));
     json_t *arr = json_array();
     for (int i = 0; i < st->n_trials; i++) {
         const HpoTrial *t = &j->trials[st->trial_ids[i]];
         json_t *o = json_object();
         json_object_set_new(o, "number", json_integer(t->number));
         json_object_set_new(o, "state", json_integer(t->state));
-        json_object_set_new(o, "value", t->n_values == 1 && isfinite(t->values[0]) ? json_real(t->values[0]) : json_null());
+        json_object_set_new(o, "value",
+                            t->n_values == 1 && isfinite(t->values[0]) ? json_real(t->values[0])
+                                                                       : json_null());
         json_t *ps = json_object(), *ds = json_object(), *iv = json_object();
         for (int p = 0; p < t->n_params; p++) {
             json_object_set_new(ps, t->params[p].name, json_real(t->params[p].value));
@@ -427,7 +438,9 @@ json_t *hpo_study_to_json(const HpoJournal *j, int study_id) {
         for (int k = 0; k < t->n_inter; k++) {
             char key[32];
             snprintf(key, sizeof(key), "%lld", (long long)t->inter_steps[k]);
-            json_object_set_new(iv, key, isfinite(t->inter_values[k]) ? json_real(t->inter_values[k]) : json_null());
+            json_object_set_new(iv, key,
+                                isfinite(t->inter_values[k]) ? json_real(t->inter_values[k])
+                                                             : json_null());
         }
         json_object_set_new(o, "params", ps);
         json_object_set_new(o, "distributions", ds);

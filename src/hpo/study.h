@@ -39,26 +39,26 @@ Status hpo_study_open(HpoJournalStore *js, const char *name, bool maximize, bool
                       int *study_id);
 
 typedef struct {
-    int max_trials;     // budget over the whole study (all workers); <= 0: unlimited
-    int max_retries;    // retries of a trial whose worker died (default 1)
-    double grace_s;     // heartbeat age that marks a RUNNING trial dead (default 120)
-    bool fail_stale;    // run the recovery before asking (default true)
+    int max_trials;  // budget over the whole study (all workers); <= 0: unlimited
+    int max_retries; // retries of a trial whose worker died (default 1)
+    double grace_s;  // heartbeat age that marks a RUNNING trial dead (default 120)
+    bool fail_stale; // run the recovery before asking (default true)
 } HpoAskOptions;
 
 HpoAskOptions hpo_ask_default_options(void);
 
 typedef struct {
-    int trial_id;    // -1: the budget is used up
+    int trial_id; // -1: the budget is used up
     int number;
-    bool retried;    // claimed a WAITING trial (its parameters were fixed)
-    double *params;  // (space n) internal values; owned, free with hpo_ask_release
+    bool retried;   // claimed a WAITING trial (its parameters were fixed)
+    double *params; // (space n) internal values; owned, free with hpo_ask_release
 } HpoAsk;
 
 void hpo_ask_release(HpoAsk *a);
 
 // Claims the next trial of the study and sets its parameters (TPE or the WAITING trial's).
-Status hpo_study_ask(HpoJournalStore *js, int study_id, const HpoSpace *sp,
-                     const HpoTpeConfig *cfg, Rng *rng, const HpoAskOptions *o, HpoAsk *a);
+Status hpo_study_ask(HpoJournalStore *js, int study_id, const HpoSpace *sp, const HpoTpeConfig *cfg,
+                     Rng *rng, const HpoAskOptions *o, HpoAsk *a);
 
 // Intermediate value at step (Optuna's trial.report). NaN/Inf are rejected.
 Status hpo_trial_report(HpoJournalStore *js, int trial_id, int64_t step, double value);

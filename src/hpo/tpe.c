@@ -82,14 +82,19 @@ void hpo_tpe_split(const HpoTpeConfig *cfg, bool maximize, const HpoTpeTrial *tr
     int bp = MIN(nb, np);
     *n_below = *n_above = 0;
     for (int i = 0; i < nc; i++) {
-        if (i < bc) below[(*n_below)++] = comp[i].idx;
-        else above[(*n_above)++] = comp[i].idx;
+        if (i < bc)
+            below[(*n_below)++] = comp[i].idx;
+        else
+            above[(*n_above)++] = comp[i].idx;
     }
     for (int i = 0; i < np; i++) {
-        if (i < bp) below[(*n_below)++] = prun[i].idx;
-        else above[(*n_above)++] = prun[i].idx;
+        if (i < bp)
+            below[(*n_below)++] = prun[i].idx;
+        else
+            above[(*n_above)++] = prun[i].idx;
     }
-    for (int i = 0; i < nr; i++) above[(*n_above)++] = run[i];
+    for (int i = 0; i < nr; i++)
+        above[(*n_above)++] = run[i];
     sort_by_number(trials, below, *n_below);
     sort_by_number(trials, above, *n_above);
     free(comp);
@@ -105,9 +110,11 @@ static double *gather(const HpoSpace *sub, const int *cols, const HpoTpeTrial *t
     for (int i = 0; i < n; i++) {
         const double *p = trials[idx[i]].params;
         bool ok = p != NULL;
-        for (int j = 0; ok && j < sub->n; j++) ok = !isnan(p[cols[j]]);
+        for (int j = 0; ok && j < sub->n; j++)
+            ok = !isnan(p[cols[j]]);
         if (!ok) continue;
-        for (int j = 0; j < sub->n; j++) obs[(size_t)m * sub->n + j] = p[cols[j]];
+        for (int j = 0; j < sub->n; j++)
+            obs[(size_t)m * sub->n + j] = p[cols[j]];
         m++;
     }
     *n_obs = m;
@@ -163,9 +170,8 @@ double hpo_random_sample(const HpoDist *d, Rng *rng) {
 }
 
 // One TPE draw over sub-space `sub` (columns cols of the full space); writes sub->n values.
-static void tpe_sample(const HpoTpeConfig *cfg, const HpoSpace *sub, const int *cols,
-                       bool maximize, const HpoTpeTrial *trials, int n, int current, Rng *rng,
-                       double *out) {
+static void tpe_sample(const HpoTpeConfig *cfg, const HpoSpace *sub, const int *cols, bool maximize,
+                       const HpoTpeTrial *trials, int n, int current, Rng *rng, double *out) {
     int *below = xmalloc((size_t)(n + 1) * sizeof(int));
     int *above = xmalloc((size_t)(n + 1) * sizeof(int));
     int nb, na;

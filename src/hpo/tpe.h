@@ -54,7 +54,7 @@ typedef struct {
     double value;        // COMPLETE: objective value
     bool has_last_step;  // PRUNED ranking: the trial's largest reported step ...
     int64_t last_step;
-    double last_value;   // ... and the intermediate value there
+    double last_value;    // ... and the intermediate value there
     const double *params; // (space n) internal values; NaN = absent or other distribution
 } HpoTpeTrial;
 
@@ -80,8 +80,7 @@ int hpo_tpe_pick(const HpoParzen *l, const HpoParzen *g, const double *cand, int
 // Suggests every non-single parameter of sp into out (sp->n) for the trial current_number.
 // Single-valued parameters get their only value. Errors: STATUS_ERR_ARG for a bad config.
 Status hpo_tpe_suggest(const HpoTpeConfig *cfg, const HpoSpace *sp, bool maximize,
-                       const HpoTpeTrial *trials, int n, int current_number, Rng *rng,
-                       double *out);
+                       const HpoTpeTrial *trials, int n, int current_number, Rng *rng, double *out);
 
 // Random sampling of one distribution (uniform; log-uniform for log=True; uniform on the
 // step grid).

@@ -22,7 +22,8 @@ typedef struct {
 static void str_put(Str *s, const char *x, size_t n) {
     if (s->n + n + 1 > s->cap) {
         size_t cap = s->cap ? s->cap : 256;
-        while (cap < s->n + n + 1) cap *= 2;
+        while (cap < s->n + n + 1)
+            cap *= 2;
         s->p = xrealloc(s->p, cap);
         s->cap = cap;
     }
@@ -53,12 +54,14 @@ static void str_cat_stripped(Str *s, const char *x) {
     const unsigned char *u = (const unsigned char *)x;
     size_t n = strlen(x), a = 0;
     int k;
-    while (a < n && (k = ws_len(u + a, n - a)) > 0) a += (size_t)k;
+    while (a < n && (k = ws_len(u + a, n - a)) > 0)
+        a += (size_t)k;
     size_t b = n;
     while (b > a) {
         // step back one character and test it
         size_t c = b - 1;
-        while (c > a && (u[c] & 0xC0) == 0x80) c--;
+        while (c > a && (u[c] & 0xC0) == 0x80)
+            c--;
         if (ws_len(u + c, b - c) != (int)(b - c)) break;
         b = c;
     }
@@ -128,8 +131,9 @@ static Status render_llama2(const ChatMessage *msgs, int n, Str *o) {
         int k = i - first;
         bool user = strcmp(msgs[i].role, "user") == 0;
         if (user != (k % 2 == 0))
-            return fail(STATUS_ERR_ARG, "llama2 chat: conversation roles must alternate "
-                                        "user/assistant/user/assistant/... (message %d is '%s')",
+            return fail(STATUS_ERR_ARG,
+                        "llama2 chat: conversation roles must alternate "
+                        "user/assistant/user/assistant/... (message %d is '%s')",
                         i, msgs[i].role);
         Str content = {0};
         if (k == 0 && system) {

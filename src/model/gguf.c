@@ -785,13 +785,6 @@ static void deq_q8_0(const unsigned char *b, float *y) {
         y[j] = (float)(int8_t)b[2 + j] * d;
 }
 
-// Q8_1: d, s (= d * sum q, unused here), int8 qs[32].
-static void deq_q8_1(const unsigned char *b, float *y) {
-    float d = half_at(b);
-    for (int j = 0; j < 32; j++)
-        y[j] = (float)(int8_t)b[4 + j] * d;
-}
-
 // Q2_K: scales[16] (low nibble scale, high nibble min), qs[64] (2-bit), d, dmin.
 // Each 128-element half uses 32 bytes of qs: shift 0,2,4,6 picks one of four 32-element
 // groups, and each group is two 16-element sub-blocks with their own scale/min.
@@ -925,7 +918,6 @@ static DeqBlockFn deq_fn(GgufTensorType t) {
     case GGUF_TENSOR_Q5_0: return deq_q5_0;
     case GGUF_TENSOR_Q5_1: return deq_q5_1;
     case GGUF_TENSOR_Q8_0: return deq_q8_0;
-    case GGUF_TENSOR_Q8_1: return deq_q8_1;
     case GGUF_TENSOR_Q2_K: return deq_q2_k;
     case GGUF_TENSOR_Q3_K: return deq_q3_k;
     case GGUF_TENSOR_Q4_K: return deq_q4_k;

@@ -102,7 +102,10 @@ Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
     st->opt = o;
     int64_t D = c->dim, F = c->hidden_dim, HD = c->head_dim, QD = (int64_t)c->n_heads * HD;
     int64_t KD = (int64_t)c->n_kv_heads * HD, Tb = o.max_batch;
-    size_t cache = (size_t)o.max_seqs * (size_t)c->n_layers * (size_t)KD * (size_t)o.max_ctx;
+    // cache rows per KV head: the context rounded up to 16, plus 16, so that the HD rows of
+    // a transposed key block are not 4 KiB apart (L1 set conflicts)
+    st->ctx_stride = (o.max_ctx + 15) / 16 * 16 + 16;
+    size_t cache = (size_t)o.max_seqs * (size_t)c->n_layers * (size_t)KD * (size_t)st->ctx_stride;
     st->k_cache = alloc_f32(cache, &s);
     st->v_cache = alloc_f32(cache, &s);
     st->x = alloc_f32((size_t)(Tb * D), &s);
@@ -170,22 +173,23 @@ void infer_seq_truncate(InferState *st, int seq, int n) {
 // Base of the cache of (seq, layer): (KVH, ctx, HD).
 static float *cache_at(const InferState *st, float *cache, int seq, int layer) {
     const LlamaConfig *c = &st->m->cfg;
-    size_t per_layer = (size_t)c->n_kv_heads * (size_t)st->opt.max_ctx * (size_t)c->head_dim;
+    size_t per_layer = (size_t)c->n_kv_heads * (size_t)st->ctx_stride * (size_t)c->head_dim;
     return cache + ((size_t)seq * (size_t)c->n_layers + (size_t)layer) * per_layer;
 }
 
 // Writes the chunk's k, v rows (T, KVH*HD) into each token's sequence cache.
 static void cache_store(InferState *st, int layer, const int32_t *seq, const int32_t *pos, int T) {
     const LlamaConfig *c = &st->m->cfg;
-    int KVH = c->n_kv_heads, HD = c->head_dim, ctx = st->opt.max_ctx;
+    int KVH = c->n_kv_heads, HD = c->head_dim, ctx = st->ctx_stride;
     for (int t = 0; t < T; t++) {
         float *kb = cache_at(st, st->k_cache, seq[t], layer);
         float *vb = cache_at(st, st->v_cache, seq[t], layer);
         for (int h = 0; h < KVH; h++) {
-            size_t dst = ((size_t)h * (size_t)ctx + (size_t)pos[t]) * (size_t)HD;
+            size_t head = (size_t)h * (size_t)ctx * (size_t)HD;
             size_t src = ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
-            memcpy(kb + dst, st->k + src, (size_t)HD * sizeof(float));
-            memcpy(vb + dst, st->v + src, (size_t)HD * sizeof(float));
+            // keys transposed (HD, ctx): the scores of consecutive positions are contiguous
+            for (int i = 0; i < HD; i++) kb[head + (size_t)i * (size_t)ctx + (size_t)pos[t]] = st->k[src + (size_t)i];
+            memcpy(vb + head + (size_t)pos[t] * (size_t)HD, st->v + src, (size_t)HD * sizeof(float));
         }
         st->kseq[t] = kb;
         st->vseq[t] = vb;
@@ -209,8 +213,8 @@ static void attention_block(InferState *st, int l, const int32_t *seq, const int
     ops_rope(st->q, T, H, HD, pos, st->rope_cos, st->rope_sin);
     ops_rope(st->k, T, KVH, HD, pos, st->rope_cos, st->rope_sin);
     cache_store(st, l, seq, pos, T);
-    OpsAttnArgs a = {.T = T, .H = H, .KVH = KVH, .HD = HD, .pos = pos, .k_seq = st->kseq,
-                     .v_seq = st->vseq, .kv_head_stride = (int64_t)st->opt.max_ctx * HD,
+    OpsAttnArgs a = {.T = T, .H = H, .KVH = KVH, .HD = HD, .ctx = st->ctx_stride, .pos = pos, .k_seq = st->kseq,
+                     .v_seq = st->vseq, .kv_head_stride = (int64_t)st->ctx_stride * HD,
                      .scale = 1.0f / sqrtf((float)HD), .n_threads = st->n_threads};
     ops_attention(st->att, st->q, &a, st->att_scratch);
     linear(st, st->y, st->att, &ly->wo, NULL, T);

@@ -27,9 +27,21 @@ typedef struct {
     Model *m;
     const char *path;
     char arch[32];
-    bool permute_qk; // llama/mistral: file holds interleaved q/k rows
-    bool *used;      // (n_tensors) tensors consumed by the loader
+    bool permute_qk;    // llama/mistral: file holds interleaved q/k rows
+    bool *used;         // (n_tensors) tensors consumed by the loader
+    struct GlJob *jobs; // owned copies still to fill (run together, in parallel)
+    int n_jobs, cap_jobs;
 } GgufLoad;
+
+// One owned tensor copy: dequantize (or copy) `ti` into buf, then permute q/k rows.
+typedef struct GlJob {
+    const GgufTensorInfo *ti;
+    void *buf;
+    size_t bytes; // bytes to copy for F32/F16/BF16 sources (0: dequantize)
+    int n_head;   // > 0: permute rows interleaved -> HF
+    int head_dim;
+    size_t row_bytes;
+} GlJob;
 
 /* ---- configuration ---------------------------------------------------------- */
 
@@ -251,26 +263,42 @@ static Status gl_bind(GgufLoad *L, Tensor *t, const char *name, int64_t rows, in
         t->data = (void *)ti->data;
         return STATUS_OK;
     }
+    if (dt < 0 && !gguf_tensor_can_dequant(ti->type))
+        return fail(STATUS_ERR_UNSUPPORTED,
+                    "'%s': tensor '%s' has type %s, which edgeforge cannot dequantize", L->path,
+                    name, gguf_tensor_type_name(ti->type));
+    int hd = L->m->cfg.head_dim;
+    if (n_head > 0 && rows != (int64_t)n_head * hd)
+        return fail(STATUS_ERR_FORMAT, "'%s': tensor '%s' rows %lld != %d heads x %d", L->path,
+                    name, (long long)rows, n_head, hd);
     size_t bytes = (size_t)ti->n_elems * esz;
     void *buf = model_alloc(L->m, bytes);
     if (!buf) return fail_context(STATUS_ERR_NOMEM, "'%s': tensor '%s'", L->path, name);
-    if (dt >= 0) {
-        memcpy(buf, ti->data, bytes);
-        t->dtype = (DType)dt;
-    } else {
-        Status s = gguf_tensor_to_f32(&L->g, ti, buf);
-        if (s != STATUS_OK) return s;
-        t->dtype = DTYPE_F32;
-    }
-    if (n_head > 0) {
-        int hd = L->m->cfg.head_dim;
-        if (rows != (int64_t)n_head * hd)
-            return fail(STATUS_ERR_FORMAT, "'%s': tensor '%s' rows %lld != %d heads x %d", L->path,
-                        name, (long long)rows, n_head, hd);
-        rope_permute_rows(buf, n_head, hd, (size_t)(nd == 2 ? cols : 1) * esz, true);
-    }
+    t->dtype = dt >= 0 ? (DType)dt : DTYPE_F32;
     t->data = buf;
+    if (L->n_jobs == L->cap_jobs) {
+        L->cap_jobs = L->cap_jobs ? 2 * L->cap_jobs : 64;
+        L->jobs = xrealloc(L->jobs, (size_t)L->cap_jobs * sizeof *L->jobs);
+    }
+    L->jobs[L->n_jobs++] =
+        (GlJob){ti, buf, dt >= 0 ? bytes : 0, n_head, hd, (size_t)(nd == 2 ? cols : 1) * esz};
     return STATUS_OK;
+}
+
+// Fills every owned copy. One parallel loop over whole tensors (not one per tensor):
+// each job is independent and its result does not depend on the thread count.
+static void gl_run_jobs(GgufLoad *L) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+    for (int i = 0; i < L->n_jobs; i++) {
+        const GlJob *j = &L->jobs[i];
+        if (j->bytes)
+            memcpy(j->buf, j->ti->data, j->bytes);
+        else
+            (void)gguf_dequantize_ref(j->ti->type, j->ti->data, j->buf, j->ti->n_elems); // checked
+        if (j->n_head > 0) rope_permute_rows(j->buf, j->n_head, j->head_dim, j->row_bytes, true);
+    }
 }
 
 static Status gl_layer(GgufLoad *L, int l) {
@@ -325,6 +353,7 @@ static Status gl_tensors(GgufLoad *L) {
         if (!L->used[i])
             return fail(STATUS_ERR_UNSUPPORTED, "'%s': unexpected tensor '%s' for arch '%s'",
                         L->path, L->g.tensors[i].name, L->arch);
+    gl_run_jobs(L);
     return STATUS_OK;
 }
 
@@ -460,6 +489,7 @@ Status model_load_gguf(Model *m, const char *path) {
 out:
     gguf_close(&L.g);
     free(L.used);
+    free(L.jobs);
     if (s != STATUS_OK) model_release(m);
     return s;
 }
@@ -477,14 +507,15 @@ static GgufTensorType dtype_to_ggml(DType d) {
 }
 
 // Adds a weight (converted to `type` at write time); n_head > 0 stores an interleaved copy.
-static void gs_add(GgufSave *S, const char *name, const Tensor *t, GgufTensorType type, int n_head,
-                   int head_dim) {
-    if (!t->data) return;
+static Status gs_add(GgufSave *S, const char *name, const Tensor *t, GgufTensorType type,
+                     int n_head, int head_dim) {
+    if (!t->data) return STATUS_OK;
     int64_t ne[2] = {t->ndim == 2 ? t->shape[1] : t->shape[0], t->ndim == 2 ? t->shape[0] : 1};
     const void *data = t->data;
     if (n_head > 0) {
         size_t esz = dtype_size(t->dtype), bytes = (size_t)tensor_numel(t) * esz;
-        void *buf = xmalloc(bytes);
+        void *buf = malloc(bytes);
+        if (!buf) return fail(STATUS_ERR_NOMEM, "cannot allocate %zu bytes for '%s'", bytes, name);
         memcpy(buf, t->data, bytes);
         size_t row_bytes =
             t->ndim == 2 ? (size_t)t->shape[1] * esz : esz; // a bias row is one value
@@ -494,6 +525,7 @@ static void gs_add(GgufSave *S, const char *name, const Tensor *t, GgufTensorTyp
         data = buf;
     }
     gguf_writer_add_tensor(&S->w, name, type, t->ndim, ne, data, t->dtype);
+    return STATUS_OK;
 }
 
 static void gs_config(GgufWriter *w, const LlamaConfig *c, const char *arch, DType dtype) {
@@ -522,6 +554,94 @@ static void gs_config(GgufWriter *w, const LlamaConfig *c, const char *arch, DTy
 #undef KEY
 }
 
+// SPM token text as llama.cpp expects it: spaces as U+2581 "▁" (llama2.c vocabularies store
+// plain spaces; sentencepiece and HF store "▁"). Returns heap strings and lengths.
+static void spm_metaspace(const TokenizerSpec *sp, char ***out, size_t **out_lens) {
+    char **t = xmalloc((size_t)sp->n_vocab * sizeof *t);
+    size_t *l = xmalloc((size_t)sp->n_vocab * sizeof *l);
+    for (int i = 0; i < sp->n_vocab; i++) {
+        const char *s = sp->tokens[i];
+        size_t n = sp->token_lens ? sp->token_lens[i] : strlen(s), k = 0;
+        char *d = xmalloc(3 * n + 1);
+        for (size_t j = 0; j < n; j++) {
+            if (s[j] == ' ') {
+                memcpy(d + k, "\xe2\x96\x81", 3);
+                k += 3;
+            } else {
+                d[k++] = s[j];
+            }
+        }
+        d[k] = '\0';
+        t[i] = d;
+        l[i] = k;
+    }
+    *out = t;
+    *out_lens = l;
+}
+
+static uint64_t str_hash(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull; // FNV-1a
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+// Token text -> id over a power-of-two open-addressing table (-1 = empty).
+typedef struct {
+    int32_t *slot;
+    uint64_t mask;
+    char **tok;
+    const size_t *len;
+} TokMap;
+
+static int32_t tokmap_find(const TokMap *m, const char *s, size_t n) {
+    for (uint64_t h = str_hash(s, n) & m->mask;; h = (h + 1) & m->mask) {
+        int32_t id = m->slot[h];
+        if (id < 0) return -1;
+        if (m->len[id] == n && memcmp(m->tok[id], s, n) == 0) return id;
+    }
+}
+
+/*
+ * An SPM tokenizer that came with BPE merges but no scores (Hugging Face tokenizer.json):
+ * llama.cpp's SPM merges the pair whose merged token has the highest score, which is the
+ * BPE merge order when score = -rank. Tokens no merge produces get -1e9 (last).
+ */
+static float *spm_scores_from_merges(const TokenizerSpec *sp, char **tok, const size_t *len) {
+    TokMap m = {NULL, 0, tok, len};
+    uint64_t cap = 16;
+    while (cap < 2 * (uint64_t)sp->n_vocab)
+        cap *= 2;
+    m.slot = xmalloc(cap * sizeof *m.slot);
+    m.mask = cap - 1;
+    for (uint64_t i = 0; i < cap; i++)
+        m.slot[i] = -1;
+    for (int i = 0; i < sp->n_vocab; i++) {
+        if (tokmap_find(&m, tok[i], len[i]) >= 0) continue; // duplicate text: first id wins
+        uint64_t h = str_hash(tok[i], len[i]) & m.mask;
+        while (m.slot[h] >= 0)
+            h = (h + 1) & m.mask;
+        m.slot[h] = i;
+    }
+    float *sc = xmalloc((size_t)sp->n_vocab * sizeof *sc);
+    for (int i = 0; i < sp->n_vocab; i++)
+        sc[i] = -1e9f;
+    char buf[1024];
+    for (int r = 0; r < sp->n_merges; r++) {
+        // "left right" in the file's form: the merged token is the text without the separator
+        // (the first space after the first byte; HF SPM tokens hold "▁", never a space)
+        const char *mg = sp->merges[r], *sep = mg[0] ? strchr(mg + 1, ' ') : NULL;
+        size_t la = sep ? (size_t)(sep - mg) : 0, lb = sep ? strlen(sep + 1) : 0;
+        if (!sep || la + lb > sizeof buf) continue;
+        memcpy(buf, mg, la);
+        memcpy(buf + la, sep + 1, lb);
+        int32_t id = tokmap_find(&m, buf, la + lb);
+        if (id >= 0 && sc[id] == -1e9f) sc[id] = (float)-r;
+    }
+    free(m.slot);
+    return sc;
+}
+
 static void gs_tokenizer(GgufWriter *w, const Tokenizer *tok) {
     TokenizerSpec sp;
     tokenizer_get_spec(tok, &sp);
@@ -530,11 +650,27 @@ static void gs_tokenizer(GgufWriter *w, const Tokenizer *tok) {
     // only names are meaningful to llama.cpp; a raw regex falls back to "default"
     const char *pre = sp.pre && !strpbrk(sp.pre, "\\()[]?|") ? sp.pre : "default";
     gguf_writer_set_str(w, "tokenizer.ggml.pre", pre);
-    gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", sp.tokens, sp.token_lens,
+    char **mtok = NULL;
+    size_t *mlen = NULL;
+    float *syn = NULL;
+    if (spm) {
+        spm_metaspace(&sp, &mtok, &mlen);
+        if (!sp.scores && sp.n_merges > 0) syn = spm_scores_from_merges(&sp, mtok, mlen);
+        gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)mtok, mlen,
+                                (uint64_t)sp.n_vocab);
+    } else {
+        gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", sp.tokens, sp.token_lens,
+                                (uint64_t)sp.n_vocab);
+    }
+    if (sp.scores || syn)
+        gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, syn ? syn : sp.scores,
                             (uint64_t)sp.n_vocab);
-    if (sp.scores)
-        gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, sp.scores,
-                            (uint64_t)sp.n_vocab);
+    if (mtok)
+        for (int i = 0; i < sp.n_vocab; i++)
+            free(mtok[i]);
+    free(mtok);
+    free(mlen);
+    free(syn);
     if (sp.token_types)
         gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, sp.token_types,
                             (uint64_t)sp.n_vocab);

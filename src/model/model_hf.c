@@ -881,7 +881,7 @@ static Status hf_check_model(const Model *m) {
     return STATUS_OK;
 }
 
-Status model_save_hf(const Model *m, const char *dir, DType dtype) {
+static Status hf_save_dir(const Model *m, const char *dir, DType dtype) {
     if ((int)dtype < 0 || dtype >= DTYPE_COUNT)
         return fail(STATUS_ERR_ARG, "bad dtype %d", (int)dtype);
     Status s = hf_check_model(m);
@@ -924,5 +924,14 @@ Status model_save_hf(const Model *m, const char *dir, DType dtype) {
         s = fail(STATUS_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
     if (s != STATUS_OK) hf_remove_dir(tmp);
     free(tmp);
+    return s;
+}
+
+Status model_save_hf(const Model *m, const char *dir, DType dtype) {
+    // "out/" names the directory "out": the temporary must sit next to it, not inside
+    char *d = xstrdup(dir);
+    for (size_t n = strlen(d); n > 1 && d[n - 1] == '/'; n--) d[n - 1] = '\0';
+    Status s = hf_save_dir(m, d, dtype);
+    free(d);
     return s;
 }

@@ -56,7 +56,8 @@ typedef struct {
 static void buf_put(Buf *b, const void *s, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
+        while (cap < b->n + n + 1)
+            cap *= 2;
         b->p = xrealloc(b->p, cap);
         b->cap = cap;
     }
@@ -67,7 +68,8 @@ static void buf_put(Buf *b, const void *s, size_t n) {
 
 static uint64_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull; // FNV-1a
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     return h ^ (h >> 29);
 }
 
@@ -82,15 +84,24 @@ static int utf8_seq(const unsigned char *s, size_t n, bool *partial, int *sub) {
     if (c < 0x80) return 1;
     int len;
     unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) len = 3, lo = 0xA0;
-    else if (c >= 0xE1 && c <= 0xEC) len = 3;
-    else if (c == 0xED) len = 3, hi = 0x9F;
-    else if (c >= 0xEE && c <= 0xEF) len = 3;
-    else if (c == 0xF0) len = 4, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) len = 4, hi = 0x8F;
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c == 0xE0)
+        len = 3, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC)
+        len = 3;
+    else if (c == 0xED)
+        len = 3, hi = 0x9F;
+    else if (c >= 0xEE && c <= 0xEF)
+        len = 3;
+    else if (c == 0xF0)
+        len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3)
+        len = 4;
+    else if (c == 0xF4)
+        len = 4, hi = 0x8F;
+    else
+        return 0;
     for (int i = 1; i < len; i++) {
         if ((size_t)i >= n) {
             *partial = true;
@@ -146,30 +157,30 @@ typedef struct {
 struct Tokenizer {
     TokenizerKind kind;
     int n_vocab;
-    char **tokens;       // (n_vocab) as stored, NUL-terminated
-    size_t *token_lens;  // (n_vocab)
-    char **bytes;        // (n_vocab) bytes form (see top of file)
-    size_t *bytes_lens;  // (n_vocab)
-    float *scores;       // (n_vocab) or NULL
-    int32_t *types;      // (n_vocab) TokenType
+    char **tokens;      // (n_vocab) as stored, NUL-terminated
+    size_t *token_lens; // (n_vocab)
+    char **bytes;       // (n_vocab) bytes form (see top of file)
+    size_t *bytes_lens; // (n_vocab)
+    float *scores;      // (n_vocab) or NULL
+    int32_t *types;     // (n_vocab) TokenType
     int n_merges;
-    char **merges;       // (n_merges) "left right"
+    char **merges; // (n_merges) "left right"
     char *pre;
     int n_pre_regex;
     char **pre_regex;
-    pcre2_code **re;     // (n_pre_regex) compiled, JIT where available
+    pcre2_code **re; // (n_pre_regex) compiled, JIT where available
     bool ignore_merges, add_space_prefix, byte_fallback, add_bos, split_whitespace;
     int prefix_scheme;
     int32_t bos_id, eos_id, unk_id, pad_id;
     char *chat_template;
 
-    uint32_t *map;       // open addressing: bytes form -> id + 1 (0 = empty)
+    uint32_t *map; // open addressing: bytes form -> id + 1 (0 = empty)
     uint64_t map_mask;
-    PairSlot *pairs;     // rank mode: (left, right) -> rank, merged id
+    PairSlot *pairs; // rank mode: (left, right) -> rank, merged id
     uint64_t pair_mask;
     int32_t byte_id[256]; // SPM: <0xNN> token; BPE: the token of the byte's mapped char
     // added/special tokens matched in the text, bucketed by first byte
-    int32_t *special;    // ids sorted by first byte, then by length descending
+    int32_t *special; // ids sorted by first byte, then by length descending
     int special_start[257];
 };
 
@@ -205,9 +216,16 @@ static void map_insert(Tokenizer *t, int32_t id) {
     }
 }
 
+// splitmix64's finaliser: both ids reach the low bits the table index uses
+static uint64_t pair_hash(uint64_t x) {
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
 static const PairSlot *pair_find(const Tokenizer *t, int32_t l, int32_t r) {
     uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
-    uint64_t i = (key * 0x9E3779B97F4A7C15ull >> 17) & t->pair_mask;
+    uint64_t i = pair_hash(key) & t->pair_mask;
     for (;;) {
         const PairSlot *p = &t->pairs[i];
         if (p->key == UINT64_MAX) return NULL;
@@ -219,7 +237,7 @@ static const PairSlot *pair_find(const Tokenizer *t, int32_t l, int32_t r) {
 // Inserts a merge; a duplicate pair keeps its first (best) rank.
 static void pair_insert(Tokenizer *t, int32_t l, int32_t r, int32_t rank, int32_t id) {
     uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
-    uint64_t i = (key * 0x9E3779B97F4A7C15ull >> 17) & t->pair_mask;
+    uint64_t i = pair_hash(key) & t->pair_mask;
     for (;;) {
         PairSlot *p = &t->pairs[i];
         if (p->key == key) return;
@@ -235,7 +253,8 @@ static void pair_insert(Tokenizer *t, int32_t l, int32_t r, int32_t rank, int32_
 
 static uint64_t pow2_at_least(uint64_t n) {
     uint64_t c = 16;
-    while (c < n) c *= 2;
+    while (c < n)
+        c *= 2;
     return c;
 }
 
@@ -256,13 +275,13 @@ static const char RE_DIGIT[] = "\\p{N}";
 
 // GGUF tokenizer.ggml.pre names -> split steps, after llama.cpp's llama-vocab.cpp.
 static int pre_steps_for_name(const char *name, const char *steps[2]) {
-    static const char *const llama3[] = {"llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral",
-                                         "dbrx", "smaug-bpe"};
-    static const char *const digits_gpt2[] = {"smollm", "starcoder", "refact", "command-r",
-                                              "codeshell", "exaone", "minerva-7b"};
-    static const char *const gpt2[] = {"gpt2", "gpt-2", "default", "phi-2", "jina-es",
-                                       "jina-de", "jina-v2-es", "jina-v2-de", "mpt", "olmo",
-                                       "jais", "trillion"};
+    static const char *const llama3[] = {"llama3",  "llama-v3", "llama-bpe", "falcon3",
+                                         "pixtral", "dbrx",     "smaug-bpe"};
+    static const char *const digits_gpt2[] = {"smollm",    "starcoder", "refact",    "command-r",
+                                              "codeshell", "exaone",    "minerva-7b"};
+    static const char *const gpt2[] = {"gpt2",    "gpt-2",   "default",    "phi-2",
+                                       "jina-es", "jina-de", "jina-v2-es", "jina-v2-de",
+                                       "mpt",     "olmo",    "jais",       "trillion"};
     static const char *const qwen2[] = {"qwen2", "deepseek-r1-qwen", "megrez"};
     if (!name || !*name) return steps[0] = RE_GPT2, 1;
     for (size_t i = 0; i < ARRAY_LEN(llama3); i++)
@@ -283,8 +302,8 @@ static Status compile_regex(pcre2_code **out, const char *pattern, const char *w
 #ifdef PCRE2_MATCH_INVALID_UTF
     opts |= PCRE2_MATCH_INVALID_UTF; // raw bytes from the caller need not be valid UTF-8
 #endif
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &err, &off,
-                                   NULL);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &err, &off, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
@@ -310,7 +329,8 @@ void tokenizer_free(Tokenizer *t) {
     free(t->bytes_lens);
     free(t->scores);
     free(t->types);
-    for (int i = 0; i < t->n_merges; i++) free(t->merges[i]);
+    for (int i = 0; i < t->n_merges; i++)
+        free(t->merges[i]);
     free(t->merges);
     free(t->pre);
     for (int i = 0; i < t->n_pre_regex; i++) {
@@ -371,8 +391,10 @@ static char *token_to_bytes(const Tokenizer *t, int32_t id, const int32_t inv[],
             int sub;
             int l = utf8_seq(u + i, n - i, &partial, &sub);
             uint32_t c = 0;
-            if (l == 1) c = u[i];
-            else if (l == 2) c = ((u[i] & 0x1Fu) << 6) | (u[i + 1] & 0x3Fu);
+            if (l == 1)
+                c = u[i];
+            else if (l == 2)
+                c = ((u[i] & 0x1Fu) << 6) | (u[i + 1] & 0x3Fu);
             else {
                 mapped = false; // byte-level chars are all below U+0144
                 break;
@@ -429,11 +451,13 @@ static Status build_merges(Tokenizer *t, const TokenizerSpec *spec, const char *
     t->merges = xcalloc((size_t)MAX(spec->n_merges, 1), sizeof(char *));
     t->pair_mask = pow2_at_least((uint64_t)spec->n_merges * 2 + 16) - 1;
     t->pairs = xmalloc((t->pair_mask + 1) * sizeof(PairSlot));
-    for (uint64_t i = 0; i <= t->pair_mask; i++) t->pairs[i].key = UINT64_MAX;
+    for (uint64_t i = 0; i <= t->pair_mask; i++)
+        t->pairs[i].key = UINT64_MAX;
     // merges name tokens by their stored strings: index those
     uint64_t mask = pow2_at_least((uint64_t)t->n_vocab * 2) - 1;
     int32_t *idx = xmalloc((mask + 1) * sizeof(int32_t));
-    for (uint64_t i = 0; i <= mask; i++) idx[i] = -1;
+    for (uint64_t i = 0; i <= mask; i++)
+        idx[i] = -1;
     for (int32_t id = 0; id < t->n_vocab; id++) {
         uint64_t h = hash_bytes(t->tokens[id], t->token_lens[id]) & mask;
         while (idx[h] >= 0) {
@@ -485,8 +509,8 @@ static Status build_merges(Tokenizer *t, const TokenizerSpec *spec, const char *
             ok = true;
         }
         if (!ok) {
-            st = fail(STATUS_ERR_FORMAT, "merge %d \"%s\" in '%s' names tokens not in the vocabulary",
-                      r, m, what);
+            st = fail(STATUS_ERR_FORMAT,
+                      "merge %d \"%s\" in '%s' names tokens not in the vocabulary", r, m, what);
             break;
         }
     }
@@ -523,7 +547,8 @@ static void build_special(Tokenizer *t) {
     }
     int k = 0;
     for (int b = 0; b <= 256; b++) {
-        while (k < n && b < 256 && (unsigned char)t->bytes[t->special[k]][0] < b) k++;
+        while (k < n && b < 256 && (unsigned char)t->bytes[t->special[k]][0] < b)
+            k++;
         t->special_start[b] = b == 256 ? n : k;
     }
 }
@@ -602,8 +627,10 @@ Status tokenizer_build(Tokenizer **out, const TokenizerSpec *spec, const char *w
     int32_t inv[324];
     uint32_t cp[256];
     byte_unicode_table(cp);
-    for (int i = 0; i < 324; i++) inv[i] = -1;
-    for (int b = 0; b < 256; b++) inv[cp[b]] = b;
+    for (int i = 0; i < 324; i++)
+        inv[i] = -1;
+    for (int b = 0; b < 256; b++)
+        inv[cp[b]] = b;
     for (int32_t id = 0; id < t->n_vocab; id++)
         t->bytes[id] = token_to_bytes(t, id, inv, &t->bytes_lens[id]);
 
@@ -620,7 +647,8 @@ Status tokenizer_build(Tokenizer **out, const TokenizerSpec *spec, const char *w
             continue;
         map_insert(t, id);
     }
-    for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
+    for (int b = 0; b < 256; b++)
+        t->byte_id[b] = -1;
     if (t->kind == TOKENIZER_SPM) {
         for (int32_t id = 0; id < t->n_vocab; id++) {
             int bv = byte_token_value(t->tokens[id], t->token_lens[id]);
@@ -657,8 +685,8 @@ fail:
 /* ---- the merge engine --------------------------------------------------------- */
 
 typedef struct {
-    float key;    // rank, or -score: smaller is better
-    int32_t pos;  // left symbol index: ties go to the leftmost pair
+    float key;   // rank, or -score: smaller is better
+    int32_t pos; // left symbol index: ties go to the leftmost pair
     int32_t l_id, r_id, r_pos, new_id;
 } Cand;
 
@@ -669,6 +697,7 @@ typedef struct {
     int n, cap;
     Cand *heap;
     int nh, caph;
+    bool naive; // use word_merge_ref (tests compare the two)
 } Word;
 
 static void word_release(Word *w) {
@@ -759,15 +788,60 @@ static void try_pair(const Tokenizer *t, Word *w, const char *text, int a) {
 }
 
 // Runs the merges over w's symbols and appends the resulting ids.
+// Naive twin of word_merge (llama2.c's loop): rescan every adjacent pair for the best
+// one, merge it, repeat. O(n^2) per word; tokenizer_encode_ref uses it.
+static void word_merge_ref(const Tokenizer *t, Word *w, const char *text, IdVec *out) {
+    for (;;) {
+        int best = -1;
+        float best_key = 0;
+        int32_t best_id = -1;
+        for (int a = 0; w->n > 0 && a >= 0; a = w->next[a]) {
+            int b = w->next[a];
+            if (b < 0) break;
+            if (!w->mergeable[a] || !w->mergeable[b]) continue;
+            float key;
+            int32_t id;
+            if (t->n_merges > 0) {
+                const PairSlot *p = pair_find(t, w->id[a], w->id[b]);
+                if (!p) continue;
+                key = (float)p->rank;
+                id = p->id;
+            } else {
+                id = map_find(t, text + w->start[a], w->len[a] + w->len[b]);
+                if (id < 0) continue;
+                key = t->scores ? -t->scores[id] : 0.0f;
+            }
+            if (best < 0 || key < best_key) { // strict: ties keep the leftmost pair
+                best = a;
+                best_key = key;
+                best_id = id;
+            }
+        }
+        if (best < 0) break;
+        int b = w->next[best];
+        w->id[best] = best_id;
+        w->len[best] += w->len[b];
+        w->len[b] = 0;
+        w->next[best] = w->next[b];
+        if (w->next[b] >= 0) w->prev[w->next[b]] = best;
+    }
+    for (int i = 0; i >= 0 && w->n > 0; i = w->next[i])
+        idvec_push(out, w->id[i]);
+}
+
 static void word_merge(const Tokenizer *t, Word *w, const char *text, IdVec *out) {
+    if (w->naive) {
+        word_merge_ref(t, w, text, out);
+        return;
+    }
     w->nh = 0;
-    for (int i = 0; i + 1 < w->n; i++) try_pair(t, w, text, i);
+    for (int i = 0; i + 1 < w->n; i++)
+        try_pair(t, w, text, i);
     while (w->nh > 0) {
         Cand c = heap_pop(w);
         int a = c.pos, b = c.r_pos;
         // stale when either side changed since the candidate was pushed
-        if (w->len[a] == 0 || w->next[a] != b || w->id[a] != c.l_id || w->id[b] != c.r_id)
-            continue;
+        if (w->len[a] == 0 || w->next[a] != b || w->id[a] != c.l_id || w->id[b] != c.r_id) continue;
         w->id[a] = c.new_id;
         w->len[a] += w->len[b];
         w->len[b] = 0;
@@ -776,14 +850,19 @@ static void word_merge(const Tokenizer *t, Word *w, const char *text, IdVec *out
         if (w->prev[a] >= 0) try_pair(t, w, text, w->prev[a]);
         try_pair(t, w, text, a);
     }
-    for (int i = 0; i >= 0 && w->n > 0; i = w->next[i]) idvec_push(out, w->id[i]);
+    for (int i = 0; i >= 0 && w->n > 0; i = w->next[i])
+        idvec_push(out, w->id[i]);
 }
 
 /* ---- SPM ---------------------------------------------------------------------- */
 
 // One SPM word: the text bytes (spaces already as spaces) -> ids.
+// One SPM word: the text bytes (spaces already as spaces) -> ids. Byte-fallback and
+// <unk> symbols never merge, so they cut the word into runs merged independently: the
+// result is the same and a long text does not grow one huge heap.
 static void spm_word(const Tokenizer *t, Word *w, const char *s, size_t n, IdVec *out) {
     w->n = 0;
+    bool last_unk = false;
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
         bool partial;
@@ -793,17 +872,23 @@ static void spm_word(const Tokenizer *t, Word *w, const char *s, size_t n, IdVec
         int32_t id = map_find(t, s + i, (size_t)l);
         if (id >= 0) {
             word_add(w, id, (uint32_t)i, (uint32_t)l, true);
+            last_unk = false;
         } else {
             bool have = t->byte_fallback;
-            for (int k = 0; k < l && have; k++) have = t->byte_id[u[i + k]] >= 0;
+            for (int k = 0; k < l && have; k++)
+                have = t->byte_id[u[i + k]] >= 0;
+            if (have || t->unk_id >= 0) {
+                word_merge(t, w, s, out); // the run so far is complete
+                w->n = 0;
+            }
             if (have) {
                 for (int k = 0; k < l; k++)
-                    word_add(w, t->byte_id[u[i + k]], (uint32_t)(i + k), 1, false);
+                    idvec_push(out, t->byte_id[u[i + k]]);
+                last_unk = false;
             } else if (t->unk_id >= 0) {
                 // HF fuse_unk / sentencepiece: consecutive unknowns become one <unk>
-                if (!(w->n > 0 && w->id[w->n - 1] == t->unk_id && !w->mergeable[w->n - 1]))
-                    word_add(w, t->unk_id, (uint32_t)i, (uint32_t)l, false);
-                else w->len[w->n - 1] += (uint32_t)l;
+                if (!last_unk) idvec_push(out, t->unk_id);
+                last_unk = true;
             }
         }
         i += (size_t)l;
@@ -904,7 +989,8 @@ static void regex_split(const pcre2_code *re, pcre2_match_data *md, const char *
         size_t ms = ov[0], me = ov[1];
         if (me <= ms) { // empty match: step over one character
             pos = ms + 1;
-            while (pos < len && ((unsigned char)s[start + pos] & 0xC0) == 0x80) pos++;
+            while (pos < len && ((unsigned char)s[start + pos] & 0xC0) == 0x80)
+                pos++;
             continue;
         }
         span_push(out, start + last, ms - last);
@@ -921,12 +1007,14 @@ static void bpe_segment(const Tokenizer *t, Word *w, pcre2_match_data *md, SpanV
     span_push(a, 0, n);
     for (int k = 0; k < t->n_pre_regex; k++) {
         b->n = 0;
-        for (int i = 0; i < a->n; i++) regex_split(t->re[k], md, s, a->v[i].start, a->v[i].len, b);
+        for (int i = 0; i < a->n; i++)
+            regex_split(t->re[k], md, s, a->v[i].start, a->v[i].len, b);
         SpanVec tmp = *a;
         *a = *b;
         *b = tmp;
     }
-    for (int i = 0; i < a->n; i++) bpe_word(t, w, s + a->v[i].start, a->v[i].len, out);
+    for (int i = 0; i < a->n; i++)
+        bpe_word(t, w, s + a->v[i].start, a->v[i].len, out);
 }
 
 /* ---- encode ------------------------------------------------------------------- */
@@ -943,8 +1031,8 @@ static int32_t match_special(const Tokenizer *t, const char *s, size_t n, int fl
     return -1;
 }
 
-Status tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int flags,
-                        int32_t **ids, int *n) {
+static Status encode_impl(const Tokenizer *t, const char *text, size_t len, int flags,
+                          int32_t **ids, int *n, bool naive) {
     *ids = NULL;
     *n = 0;
     if (!t || (!text && len > 0)) return fail(STATUS_ERR_ARG, "tokenizer_encode: NULL argument");
@@ -954,6 +1042,7 @@ Status tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int fl
     bool bos = (flags & TOKENIZE_ADD_BOS) || ((flags & TOKENIZE_DEFAULT_BOS) && t->add_bos);
     if (bos && t->bos_id >= 0) idvec_push(&out, t->bos_id);
     Word w = {0};
+    w.naive = naive;
     Buf tmp = {0};
     SpanVec sa = {0}, sb = {0};
     pcre2_match_data *md = NULL;
@@ -965,12 +1054,14 @@ Status tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int fl
     size_t seg = 0;
     for (size_t i = 0; i <= len; i++) {
         int32_t sid = -1;
-        if (i < len && t->special_start[(unsigned char)text[i] + 1] >
-                           t->special_start[(unsigned char)text[i]])
+        if (i < len &&
+            t->special_start[(unsigned char)text[i] + 1] > t->special_start[(unsigned char)text[i]])
             sid = match_special(t, text + i, len - i, flags);
         if (sid < 0 && i < len) continue;
-        if (t->kind == TOKENIZER_SPM) spm_segment(t, &w, &tmp, text + seg, i - seg, seg == 0, &out);
-        else bpe_segment(t, &w, md, &sa, &sb, text + seg, i - seg, &out);
+        if (t->kind == TOKENIZER_SPM)
+            spm_segment(t, &w, &tmp, text + seg, i - seg, seg == 0, &out);
+        else
+            bpe_segment(t, &w, md, &sa, &sb, text + seg, i - seg, &out);
         if (sid >= 0) {
             idvec_push(&out, sid);
             i += t->bytes_lens[sid] - 1;
@@ -986,6 +1077,16 @@ Status tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int fl
     *ids = out.v;
     *n = out.n;
     return STATUS_OK;
+}
+
+Status tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int flags, int32_t **ids,
+                        int *n) {
+    return encode_impl(t, text, len, flags, ids, n, false);
+}
+
+Status tokenizer_encode_ref(const Tokenizer *t, const char *text, size_t len, int flags,
+                            int32_t **ids, int *n) {
+    return encode_impl(t, text, len, flags, ids, n, true);
 }
 
 /* ---- decode ------------------------------------------------------------------- */
@@ -1018,7 +1119,8 @@ Status tokenizer_decode(const Tokenizer *t, const int32_t *ids, int n, bool keep
                         char **out, size_t *len) {
     *out = NULL;
     if (len) *len = 0;
-    if (!t || (n > 0 && !ids) || n < 0) return fail(STATUS_ERR_ARG, "tokenizer_decode: bad argument");
+    if (!t || (n > 0 && !ids) || n < 0)
+        return fail(STATUS_ERR_ARG, "tokenizer_decode: bad argument");
     Buf raw = {0};
     buf_put(&raw, "", 0);
     for (int i = 0; i < n; i++) {
@@ -1154,8 +1256,8 @@ Status tokenizer_load_llama2c(Tokenizer **out, const char *path, int vocab_size)
     p += 4;
     if (max_len <= 0 || max_len > TOKENIZER_MAX_TOKEN_BYTES) {
         mapped_file_close(&mf);
-        return fail(STATUS_ERR_FORMAT, "bad max_token_length %d in '%s' (not a llama2.c tokenizer?)",
-                    max_len, path);
+        return fail(STATUS_ERR_FORMAT,
+                    "bad max_token_length %d in '%s' (not a llama2.c tokenizer?)", max_len, path);
     }
     int cap = vocab_size > 0 ? vocab_size : 1024;
     char **toks = xmalloc((size_t)cap * sizeof(char *));
@@ -1174,8 +1276,8 @@ Status tokenizer_load_llama2c(Tokenizer **out, const char *path, int vocab_size)
         memcpy(&l, p + 4, 4);
         p += 8;
         if (l < 0 || l > max_len || end - p < l) {
-            s = fail(STATUS_ERR_FORMAT, "truncated or corrupt tokenizer '%s': token %d has length %d",
-                     path, n, l);
+            s = fail(STATUS_ERR_FORMAT,
+                     "truncated or corrupt tokenizer '%s': token %d has length %d", path, n, l);
             break;
         }
         if (!isfinite(scores[n])) {
@@ -1198,7 +1300,8 @@ Status tokenizer_load_llama2c(Tokenizer **out, const char *path, int vocab_size)
     if (s == STATUS_OK) {
         int32_t *types = xmalloc((size_t)n * sizeof(int32_t));
         for (int i = 0; i < n; i++)
-            types[i] = byte_token_value(toks[i], lens[i]) >= 0 ? TOKEN_TYPE_BYTE : TOKEN_TYPE_NORMAL;
+            types[i] =
+                byte_token_value(toks[i], lens[i]) >= 0 ? TOKEN_TYPE_BYTE : TOKEN_TYPE_NORMAL;
         types[0] = TOKEN_TYPE_UNKNOWN;
         types[1] = types[2] = TOKEN_TYPE_CONTROL;
         TokenizerSpec spec = {

@@ -13,6 +13,22 @@
  * Every loader fills a TokenizerSpec and calls tokenizer_build(), so the GGUF,
  * Hugging Face and llama2.c readers share one construction path.
  *
+ * Exactness (tests/test_tokenizer.c against tools/gen_tokenizer_fixtures.py):
+ *   - tokenizer.json: ids equal Hugging Face `tokenizers` Tokenizer.encode(text).ids
+ *     (flags TOKENIZE_HF) for SmolLM2, Llama 2 (Metaspace and legacy Prepend forms) and
+ *     Llama 3; without TOKENIZE_PARSE_SPECIAL they equal HF with encode_special_tokens.
+ *     decode(ids, keep_special=false) equals HF decode(skip_special_tokens=True).
+ *   - SPM without merges (llama2.c tokenizer.bin, GGUF "llama"): llama2.c's algorithm,
+ *     equal to sentencepiece's own ids for Llama 2; dummy prefix before every text
+ *     segment as llama.cpp does.
+ *   - BPE with a GGUF `pre` name: llama.cpp's split regexes ("smollm" = digits one by
+ *     one, then GPT-2; "llama-bpe"/"llama3" = Llama 3; "gpt2"; "qwen2").
+ * Not supported (STATUS_ERR_UNSUPPORTED or a warning): Unigram/WordPiece models,
+ * normalizers other than the SPM Prepend/Replace pair (e.g. NFC), ByteLevel
+ * add_prefix_space, Split behaviours other than Isolated, added-token lstrip/rstrip/
+ * single_word (warned, ignored), post-processor tokens after the text (warned).
+ * Encode/decode are thread-safe on a shared Tokenizer (no mutable state).
+ *
  *   Tokenizer *tok;
  *   if (tokenizer_load_llama2c(&tok, "tok512.bin", 512) != STATUS_OK) ...
  *   int32_t *ids; int n;
@@ -47,24 +63,24 @@ typedef enum {
 typedef struct {
     TokenizerKind kind;
     int n_vocab;
-    const char *const *tokens;   // (n_vocab) token strings as the file stores them
-    const size_t *token_lens;    // (n_vocab) byte lengths, or NULL for NUL-terminated
-    const float *scores;         // (n_vocab) SPM merge scores, or NULL
-    const int32_t *token_types;  // (n_vocab) TokenType, or NULL
+    const char *const *tokens;  // (n_vocab) token strings as the file stores them
+    const size_t *token_lens;   // (n_vocab) byte lengths, or NULL for NUL-terminated
+    const float *scores;        // (n_vocab) SPM merge scores, or NULL
+    const int32_t *token_types; // (n_vocab) TokenType, or NULL
     int n_merges;
-    const char *const *merges;   // (n_merges) "left right", BPE only, in rank order
-    const char *pre;             // pre-tokenizer: "llama3", "smollm"/"gpt2", ... or a regex;
-                                 // "none": no split; NULL: GPT-2 (BPE only)
-    bool ignore_merges;          // Llama 3: a pre-token that is in the vocab is not merged
-    bool add_space_prefix;       // SPM dummy prefix " " (llama2.c, Llama 2)
-    bool byte_fallback;          // SPM <0xNN> fallback
+    const char *const *merges; // (n_merges) "left right", BPE only, in rank order
+    const char *pre;           // pre-tokenizer: "llama3", "smollm"/"gpt2", ... or a regex;
+                               // "none": no split; NULL: GPT-2 (BPE only)
+    bool ignore_merges;        // Llama 3: a pre-token that is in the vocab is not merged
+    bool add_space_prefix;     // SPM dummy prefix " " (llama2.c, Llama 2)
+    bool byte_fallback;        // SPM <0xNN> fallback
     int32_t bos_id, eos_id, unk_id, pad_id; // -1 when absent
-    bool add_bos;                // BOS under TOKENIZE_DEFAULT_BOS
-    const char *chat_template;   // Jinja source from the file, or NULL
+    bool add_bos;                           // BOS under TOKENIZE_DEFAULT_BOS
+    const char *chat_template;              // Jinja source from the file, or NULL
     // ---- extensions (zero = the behaviour described above) ----
-    int prefix_scheme;           // TokenizerPrefixScheme: where SPM puts the dummy prefix
-    bool split_whitespace;       // SPM: split before every space (old HF Metaspace split=true)
-    int n_pre_regex;             // BPE: explicit split steps (each an isolated regex split,
+    int prefix_scheme;            // TokenizerPrefixScheme: where SPM puts the dummy prefix
+    bool split_whitespace;        // SPM: split before every space (old HF Metaspace split=true)
+    int n_pre_regex;              // BPE: explicit split steps (each an isolated regex split,
     const char *const *pre_regex; //      applied in order); overrides `pre` when > 0
 } TokenizerSpec;
 
@@ -117,8 +133,13 @@ enum {
 #define TOKENIZE_HF (TOKENIZE_PARSE_SPECIAL | TOKENIZE_DEFAULT_BOS)
 
 // Encodes len bytes of text. *ids is a new heap array (caller frees), *n its length.
-Status tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int flags,
-                        int32_t **ids, int *n);
+Status tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int flags, int32_t **ids,
+                        int *n);
+
+// The same with the naive O(n^2) merge loop (llama2.c's: rescan every pair for the best
+// one) instead of the heap; for tests of tokenizer_encode.
+Status tokenizer_encode_ref(const Tokenizer *t, const char *text, size_t len, int flags,
+                            int32_t **ids, int *n);
 
 // Decodes ids into a new NUL-terminated heap string (*out; *len bytes without the NUL).
 // Control tokens (BOS/EOS) decode to "" unless `keep_special`.
@@ -164,7 +185,7 @@ const char *tokenizer_stream_flush(TokenizerStream *s);
 /* ---- prompt templates -------------------------------------------------------- */
 
 typedef struct {
-    const char *role;    // "system", "user", "assistant"
+    const char *role; // "system", "user", "assistant"
     const char *content;
 } ChatMessage;
 

@@ -88,7 +88,8 @@ static Status parse_pre(HfPre *h, const json_t *pt) {
     if (strcmp(type, "Sequence") == 0) {
         const json_t *list = json_object_get(pt, "pretokenizers");
         if (!json_is_array(list))
-            return fail(STATUS_ERR_FORMAT, "pre_tokenizer Sequence without a list in '%s'", h->path);
+            return fail(STATUS_ERR_FORMAT, "pre_tokenizer Sequence without a list in '%s'",
+                        h->path);
         for (size_t i = 0; i < json_array_size(list); i++) {
             Status s = parse_pre(h, json_array_get(list, i));
             if (s != STATUS_OK) return s;
@@ -110,8 +111,8 @@ static Status parse_pre(HfPre *h, const json_t *pt) {
         if (json_bool(pt, "invert", false) || !behavior || strcmp(behavior, "Isolated") != 0)
             return fail(STATUS_ERR_UNSUPPORTED,
                         "Split pre_tokenizer with behavior '%s'%s in '%s' is not supported",
-                        behavior ? behavior : "?", json_bool(pt, "invert", false) ? " (inverted)" : "",
-                        h->path);
+                        behavior ? behavior : "?",
+                        json_bool(pt, "invert", false) ? " (inverted)" : "", h->path);
         const char *re = json_str(pat, "Regex");
         if (re) return pre_add_step(h, re, NULL);
         const char *lit = json_str(pat, "String");
@@ -122,12 +123,13 @@ static Status parse_pre(HfPre *h, const json_t *pt) {
         return fail(STATUS_ERR_FORMAT, "Split pre_tokenizer without a pattern in '%s'", h->path);
     }
     if (strcmp(type, "Digits") == 0)
-        return pre_add_step(h, json_bool(pt, "individual_digits", false) ? "\\p{N}" : "\\p{N}+", NULL);
+        return pre_add_step(h, json_bool(pt, "individual_digits", false) ? "\\p{N}" : "\\p{N}+",
+                            NULL);
     if (strcmp(type, "Metaspace") == 0) {
         const char *rep = json_str(pt, "replacement");
         if (rep && strcmp(rep, SPM_SPACE) != 0)
-            return fail(STATUS_ERR_UNSUPPORTED, "Metaspace replacement '%s' in '%s' is not supported",
-                        rep, h->path);
+            return fail(STATUS_ERR_UNSUPPORTED,
+                        "Metaspace replacement '%s' in '%s' is not supported", rep, h->path);
         h->metaspace = true;
         h->split_ws = json_bool(pt, "split", true);
         const char *scheme = json_str(pt, "prepend_scheme");
@@ -165,7 +167,8 @@ static Status parse_normalizer(HfPre *h, const json_t *nm, bool *prepend, bool *
     if (strcmp(type, "Prepend") == 0) {
         const char *p = json_str(nm, "prepend");
         if (!p || strcmp(p, SPM_SPACE) != 0)
-            return fail(STATUS_ERR_UNSUPPORTED, "Prepend normalizer other than \"▁\" in '%s'", h->path);
+            return fail(STATUS_ERR_UNSUPPORTED, "Prepend normalizer other than \"▁\" in '%s'",
+                        h->path);
         *prepend = true;
         return STATUS_OK;
     }
@@ -213,7 +216,7 @@ static json_t *load_json(const char *path, bool required, size_t flags, Status *
 
 typedef struct {
     int n;
-    char **tok;      // (n) borrowed from json or NULL for a gap
+    char **tok; // (n) borrowed from json or NULL for a gap
     size_t *len;
     int32_t *type;
 } HfVocab;
@@ -240,8 +243,10 @@ static Status hf_load(Tokenizer **out, const char *path, const char *buf, size_t
         json_path = xstrdup(path);
         dir = xstrdup(path);
         char *slash = strrchr(dir, '/');
-        if (slash) *slash = 0;
-        else strcpy(dir, ".");
+        if (slash)
+            *slash = 0;
+        else
+            strcpy(dir, ".");
     }
     Status s = STATUS_OK;
     json_t *root = NULL, *cfg = NULL, *stm = NULL;
@@ -285,7 +290,8 @@ static Status hf_load(Tokenizer **out, const char *path, const char *buf, size_t
     const json_t *vocab = json_object_get(model, "vocab");
     if (!mtype && json_is_object(vocab) && json_object_get(model, "merges")) mtype = "BPE";
     if (!mtype || strcmp(mtype, "BPE") != 0) {
-        s = fail(STATUS_ERR_UNSUPPORTED, "unknown or unsupported model type '%s' in '%s' (only BPE)",
+        s = fail(STATUS_ERR_UNSUPPORTED,
+                 "unknown or unsupported model type '%s' in '%s' (only BPE)",
                  mtype ? mtype : "(none)", json_path);
         goto out;
     }
@@ -309,8 +315,8 @@ static Status hf_load(Tokenizer **out, const char *path, const char *buf, size_t
     for (size_t i = 0; i < json_array_size(added); i++) {
         const json_t *a = json_array_get(added, i);
         const json_t *id = json_object_get(a, "id");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= (1 << 24) ||
-            !json_str(a, "content")) {
+        if (!json_is_integer(id) || json_integer_value(id) < 0 ||
+            json_integer_value(id) >= (1 << 24) || !json_str(a, "content")) {
             s = fail(STATUS_ERR_FORMAT, "bad added_tokens entry %zu in '%s'", i, json_path);
             goto out;
         }
@@ -347,8 +353,8 @@ static Status hf_load(Tokenizer **out, const char *path, const char *buf, size_t
         v.type[id] = json_bool(a, "special", false) ? TOKEN_TYPE_CONTROL : TOKEN_TYPE_USER_DEFINED;
         if (json_bool(a, "lstrip", false) || json_bool(a, "rstrip", false) ||
             json_bool(a, "single_word", false))
-            log_warn("added token \"%s\" in '%s': lstrip/rstrip/single_word are ignored",
-                     v.tok[id], json_path);
+            log_warn("added token \"%s\" in '%s': lstrip/rstrip/single_word are ignored", v.tok[id],
+                     json_path);
     }
     int n_gaps = 0;
     for (int i = 0; i < v.n; i++)
@@ -381,8 +387,8 @@ static Status hf_load(Tokenizer **out, const char *path, const char *buf, size_t
             memcpy(j + la + 1, b, lb + 1);
             merges[n_merges++] = j;
         } else {
-            s = fail(STATUS_ERR_FORMAT, "merge %zu in '%s' is neither \"a b\" nor [\"a\", \"b\"]", i,
-                     json_path);
+            s = fail(STATUS_ERR_FORMAT, "merge %zu in '%s' is neither \"a b\" nor [\"a\", \"b\"]",
+                     i, json_path);
             goto out;
         }
     }
@@ -403,9 +409,17 @@ static Status hf_load(Tokenizer **out, const char *path, const char *buf, size_t
         }
     } else if (!json_is_null(json_object_get(root, "normalizer")) &&
                json_object_get(root, "normalizer")) {
-        s = fail(STATUS_ERR_UNSUPPORTED, "normalizer '%s' with a byte-level BPE in '%s' is not supported",
-                 json_str(json_object_get(root, "normalizer"), "type"), json_path);
-        goto out;
+        const char *nt = json_str(json_object_get(root, "normalizer"), "type");
+        if (nt && strcmp(nt, "NFC") == 0) {
+            // Qwen2-style: NFC is not implemented; text that is already NFC (nearly all
+            // text) encodes exactly, other text may differ from HF
+            log_warn("'%s': NFC normalizer not applied (exact only for NFC input)", json_path);
+        } else {
+            s = fail(STATUS_ERR_UNSUPPORTED,
+                     "normalizer '%s' with a byte-level BPE in '%s' is not supported",
+                     nt ? nt : "?", json_path);
+            goto out;
+        }
     }
 
     // special tokens: tokenizer_config.json, then special_tokens_map.json
@@ -441,22 +455,25 @@ static Status hf_load(Tokenizer **out, const char *path, const char *buf, size_t
             const json_t *sp = json_object_get(json_array_get(single, k), "SpecialToken");
             if (!sp) continue;
             const char *name = json_str(sp, "id");
-            const json_t *tab = json_object_get(json_object_get(pps[i], "special_tokens"), name ? name : "");
+            const json_t *tab =
+                json_object_get(json_object_get(pps[i], "special_tokens"), name ? name : "");
             const json_t *tid = json_array_get(json_object_get(tab, "ids"), 0);
-            int32_t id = json_is_integer(tid) ? (int32_t)json_integer_value(tid) : vocab_find(&v, name);
+            int32_t id =
+                json_is_integer(tid) ? (int32_t)json_integer_value(tid) : vocab_find(&v, name);
             if (k == 0 && id >= 0 && id < v.n) {
                 add_bos = true;
                 if (ids[0] < 0) ids[0] = id;
             } else {
-                log_warn("'%s': post-processor token \"%s\" after the text is not added",
-                         json_path, name ? name : "?");
+                log_warn("'%s': post-processor token \"%s\" after the text is not added", json_path,
+                         name ? name : "?");
             }
         }
     }
     if (cfg && json_is_boolean(json_object_get(cfg, "add_bos_token")))
         add_bos = json_is_true(json_object_get(cfg, "add_bos_token"));
     if (cfg && json_is_true(json_object_get(cfg, "add_eos_token")))
-        log_warn("'%s': add_eos_token is ignored (edgeforge adds EOS itself where needed)", cfg_path);
+        log_warn("'%s': add_eos_token is ignored (edgeforge adds EOS itself where needed)",
+                 cfg_path);
 
     // chat template: tokenizer_config.json (string or [{name, template}]) or .jinja file
     const char *tmpl = NULL;
@@ -499,16 +516,18 @@ static Status hf_load(Tokenizer **out, const char *path, const char *buf, size_t
     };
     if (!is_bpe && byte_fallback)
         for (int i = 0; i < v.n; i++)
-            if (v.type[i] == TOKEN_TYPE_NORMAL && v.len[i] == 6 && strncmp(v.tok[i], "<0x", 3) == 0 &&
-                v.tok[i][5] == '>')
+            if (v.type[i] == TOKEN_TYPE_NORMAL && v.len[i] == 6 &&
+                strncmp(v.tok[i], "<0x", 3) == 0 && v.tok[i][5] == '>')
                 v.type[i] = TOKEN_TYPE_BYTE;
     if (!is_bpe && !prepend && !replace && !h.metaspace)
         log_warn("'%s': SPM-style BPE without Prepend/Replace or Metaspace: spaces stay spaces",
                  json_path);
     s = tokenizer_build(out, &spec, json_path);
 out:
-    for (int i = 0; i < h.n_steps; i++) free(h.owned[i]);
-    for (int i = 0; i < n_merges; i++) free(merges[i]);
+    for (int i = 0; i < h.n_steps; i++)
+        free(h.owned[i]);
+    for (int i = 0; i < n_merges; i++)
+        free(merges[i]);
     free(merges);
     free(v.tok);
     free(v.len);
@@ -614,12 +633,14 @@ static json_t *special_template(const char *bos, int32_t bos_id) {
     json_array_append_new(single, json_pack("{s:{s:s,s:i}}", "Sequence", "id", "A", "type_id", 0));
     json_array_append_new(pair, json_deep_copy(st));
     json_array_append_new(pair, json_pack("{s:{s:s,s:i}}", "Sequence", "id", "A", "type_id", 0));
-    json_array_append_new(pair, json_pack("{s:{s:s,s:i}}", "SpecialToken", "id", bos, "type_id", 1));
+    json_array_append_new(pair,
+                          json_pack("{s:{s:s,s:i}}", "SpecialToken", "id", bos, "type_id", 1));
     json_array_append_new(pair, json_pack("{s:{s:s,s:i}}", "Sequence", "id", "B", "type_id", 1));
     json_object_set_new(tp, "single", single);
     json_object_set_new(tp, "pair", pair);
     json_t *sts = json_object();
-    json_object_set_new(sts, bos, json_pack("{s:s,s:[i],s:[s]}", "id", bos, "ids", bos_id, "tokens", bos));
+    json_object_set_new(sts, bos,
+                        json_pack("{s:s,s:[i],s:[s]}", "id", bos, "ids", bos_id, "tokens", bos));
     json_object_set_new(tp, "special_tokens", sts);
     return tp;
 }
@@ -628,8 +649,10 @@ static Status write_json(const char *dir, const char *name, json_t *j) {
     char *path = path_join(dir, name);
     char *txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     Status s;
-    if (!txt) s = fail(STATUS_ERR_FORMAT, "cannot serialise '%s'", path);
-    else s = file_write_all(path, txt, strlen(txt));
+    if (!txt)
+        s = fail(STATUS_ERR_FORMAT, "cannot serialise '%s'", path);
+    else
+        s = file_write_all(path, txt, strlen(txt));
     free(txt);
     free(path);
     return s;
@@ -649,8 +672,8 @@ Status tokenizer_save_hf(const Tokenizer *t, const char *dir) {
     for (int id = 0; id < sp.n_vocab; id++) {
         json_t *str = hf_token_string(&sp, id);
         if (!str) {
-            s = fail(STATUS_ERR_FORMAT, "token %d is not valid UTF-8: cannot write '%s/tokenizer.json'",
-                     id, dir);
+            s = fail(STATUS_ERR_FORMAT,
+                     "token %d is not valid UTF-8: cannot write '%s/tokenizer.json'", id, dir);
             goto out;
         }
         if (is_added(sp.token_types[id])) {
@@ -661,13 +684,15 @@ Status tokenizer_save_hf(const Tokenizer *t, const char *dir) {
             json_object_set_new(a, "lstrip", json_false());
             json_object_set_new(a, "rstrip", json_false());
             json_object_set_new(a, "normalized", json_false());
-            json_object_set_new(a, "special", json_boolean(sp.token_types[id] != TOKEN_TYPE_USER_DEFINED));
+            json_object_set_new(a, "special",
+                                json_boolean(sp.token_types[id] != TOKEN_TYPE_USER_DEFINED));
             json_array_append_new(added, a);
         }
         if (json_object_get(vocab, json_string_value(str))) {
             json_decref(str);
-            s = fail(STATUS_ERR_UNSUPPORTED, "token %d \"%s\" is a duplicate: cannot write '%s/tokenizer.json'",
-                     id, sp.tokens[id], dir);
+            s = fail(STATUS_ERR_UNSUPPORTED,
+                     "token %d \"%s\" is a duplicate: cannot write '%s/tokenizer.json'", id,
+                     sp.tokens[id], dir);
             goto out;
         }
         json_object_set_new(vocab, json_string_value(str), json_integer(id));
@@ -675,39 +700,48 @@ Status tokenizer_save_hf(const Tokenizer *t, const char *dir) {
     }
     json_object_set_new(root, "added_tokens", added);
     bool spm = sp.kind == TOKENIZER_SPM;
-    if (spm && sp.add_space_prefix && sp.prefix_scheme == TOKENIZER_PREFIX_EVERY && !sp.split_whitespace) {
+    if (spm && sp.add_space_prefix && sp.prefix_scheme == TOKENIZER_PREFIX_EVERY &&
+        !sp.split_whitespace) {
         json_object_set_new(root, "normalizer",
                             json_pack("{s:s,s:[{s:s,s:s},{s:s,s:{s:s},s:s}]}", "type", "Sequence",
-                                      "normalizers", "type", "Prepend", "prepend", SPM_SPACE, "type",
-                                      "Replace", "pattern", "String", " ", "content", SPM_SPACE));
+                                      "normalizers", "type", "Prepend", "prepend", SPM_SPACE,
+                                      "type", "Replace", "pattern", "String", " ", "content",
+                                      SPM_SPACE));
         json_object_set_new(root, "pre_tokenizer", json_null());
     } else if (spm) {
-        const char *scheme = !sp.add_space_prefix ? "never"
-                             : sp.prefix_scheme == TOKENIZER_PREFIX_FIRST ? "first" : "always";
+        const char *scheme = !sp.add_space_prefix                         ? "never"
+                             : sp.prefix_scheme == TOKENIZER_PREFIX_FIRST ? "first"
+                                                                          : "always";
         if (sp.add_space_prefix && sp.prefix_scheme == TOKENIZER_PREFIX_EVERY) {
-            s = fail(STATUS_ERR_UNSUPPORTED, "SPM prefix on every segment with whitespace split "
-                     "has no tokenizer.json form ('%s')", dir);
+            s = fail(STATUS_ERR_UNSUPPORTED,
+                     "SPM prefix on every segment with whitespace split "
+                     "has no tokenizer.json form ('%s')",
+                     dir);
             goto out;
         }
         json_object_set_new(root, "normalizer", json_null());
         json_object_set_new(root, "pre_tokenizer",
                             json_pack("{s:s,s:s,s:s,s:b}", "type", "Metaspace", "replacement",
-                                      SPM_SPACE, "prepend_scheme", scheme, "split", sp.split_whitespace));
+                                      SPM_SPACE, "prepend_scheme", scheme, "split",
+                                      sp.split_whitespace));
     } else {
         json_object_set_new(root, "normalizer", json_null());
         json_t *steps = json_array();
         for (int i = 0; i < sp.n_pre_regex; i++)
-            json_array_append_new(steps, json_pack("{s:s,s:{s:s},s:s,s:b}", "type", "Split", "pattern",
-                                                   "Regex", sp.pre_regex[i], "behavior", "Isolated",
-                                                   "invert", 0));
-        json_array_append_new(steps, json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel",
-                                               "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0));
+            json_array_append_new(steps, json_pack("{s:s,s:{s:s},s:s,s:b}", "type", "Split",
+                                                   "pattern", "Regex", sp.pre_regex[i], "behavior",
+                                                   "Isolated", "invert", 0));
+        json_array_append_new(steps,
+                              json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel",
+                                        "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0));
         json_object_set_new(root, "pre_tokenizer",
                             json_pack("{s:s,s:o}", "type", "Sequence", "pretokenizers", steps));
     }
     const char *bos = sp.bos_id >= 0 ? sp.tokens[sp.bos_id] : NULL;
-    if (sp.add_bos && bos) json_object_set_new(root, "post_processor", special_template(bos, sp.bos_id));
-    else json_object_set_new(root, "post_processor", json_null());
+    if (sp.add_bos && bos)
+        json_object_set_new(root, "post_processor", special_template(bos, sp.bos_id));
+    else
+        json_object_set_new(root, "post_processor", json_null());
     if (spm) {
         json_t *decs = json_array();
         json_array_append_new(decs, json_pack("{s:s,s:{s:s},s:s}", "type", "Replace", "pattern",
@@ -715,13 +749,14 @@ Status tokenizer_save_hf(const Tokenizer *t, const char *dir) {
         json_array_append_new(decs, json_pack("{s:s}", "type", "ByteFallback"));
         json_array_append_new(decs, json_pack("{s:s}", "type", "Fuse"));
         if (sp.add_space_prefix)
-            json_array_append_new(decs, json_pack("{s:s,s:s,s:i,s:i}", "type", "Strip", "content", " ",
-                                                  "start", 1, "stop", 0));
-        json_object_set_new(root, "decoder", json_pack("{s:s,s:o}", "type", "Sequence", "decoders", decs));
+            json_array_append_new(decs, json_pack("{s:s,s:s,s:i,s:i}", "type", "Strip", "content",
+                                                  " ", "start", 1, "stop", 0));
+        json_object_set_new(root, "decoder",
+                            json_pack("{s:s,s:o}", "type", "Sequence", "decoders", decs));
     } else {
-        json_object_set_new(root, "decoder", json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel",
-                                                       "add_prefix_space", 1, "trim_offsets", 1,
-                                                       "use_regex", 1));
+        json_object_set_new(root, "decoder",
+                            json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space",
+                                      1, "trim_offsets", 1, "use_regex", 1));
     }
     json_t *model = json_object();
     json_object_set_new(model, "type", json_string("BPE"));

@@ -85,18 +85,21 @@ static Status hessian_check_batch(const GptqHessian *h, const float *X, int64_t 
                                   int64_t n_samples) {
     if (!h->H) return fail(STATUS_ERR_ARG, "gptq: hessian used before gptq_hessian_init");
     if (n_samples < 1 || n_tokens < 1)
-        return fail(STATUS_ERR_ARG, "gptq: a calibration batch needs >= 1 sequence and token, "
-                                    "got %lld and %lld", (long long)n_samples, (long long)n_tokens);
+        return fail(STATUS_ERR_ARG,
+                    "gptq: a calibration batch needs >= 1 sequence and token, "
+                    "got %lld and %lld",
+                    (long long)n_samples, (long long)n_tokens);
     int64_t n = n_tokens * h->K;
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(X[i]))
-            return fail(STATUS_ERR_NUMERIC, "gptq: non-finite calibration input at token %lld, "
-                        "channel %lld", (long long)(i / h->K), (long long)(i % h->K));
+            return fail(STATUS_ERR_NUMERIC,
+                        "gptq: non-finite calibration input at token %lld, "
+                        "channel %lld",
+                        (long long)(i / h->K), (long long)(i % h->K));
     return STATUS_OK;
 }
 
-Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens,
-                              int64_t n_samples) {
+Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens, int64_t n_samples) {
     Status s = hessian_check_batch(h, X, n_tokens, n_samples);
     if (s != STATUS_OK) return s;
     const int64_t K = h->K;
@@ -110,14 +113,16 @@ Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens,
     if (!Xd) return fail(STATUS_ERR_NOMEM, "gptq: cannot allocate hessian scratch");
     for (int64_t t0 = 0; t0 < n_tokens; t0 += chunk) {
         int64_t m = MIN(chunk, n_tokens - t0);
-        for (int64_t i = 0; i < m * K; i++) Xd[i] = X[t0 * K + i];
+        for (int64_t i = 0; i < m * K; i++)
+            Xd[i] = X[t0 * K + i];
         // upper triangle of H = alpha Xd^T Xd + beta H   (Xd (m, K) row-major)
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)K, (int)m, alpha, Xd, (int)K,
                     t0 == 0 ? beta : 1.0, h->H, (int)K);
     }
     free(Xd);
     for (int64_t i = 0; i < K; i++) // mirror the upper triangle
-        for (int64_t j = 0; j < i; j++) h->H[i * K + j] = h->H[j * K + i];
+        for (int64_t j = 0; j < i; j++)
+            h->H[i * K + j] = h->H[j * K + i];
     return STATUS_OK;
 }
 
@@ -132,7 +137,8 @@ Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_toke
     for (int64_t i = 0; i < K; i++)
         for (int64_t j = 0; j < K; j++) {
             double acc = 0;
-            for (int64_t t = 0; t < n_tokens; t++) acc += (double)X[t * K + i] * X[t * K + j];
+            for (int64_t t = 0; t < n_tokens; t++)
+                acc += (double)X[t * K + i] * X[t * K + j];
             h->H[i * K + j] = beta * h->H[i * K + j] + alpha * acc;
         }
     return STATUS_OK;
@@ -180,7 +186,8 @@ static Status result_alloc(GptqResult *r, int64_t N, int64_t K, const GptqOption
         return fail(STATUS_ERR_NOMEM, "gptq: cannot allocate the result for a %lldx%lld layer",
                     (long long)N, (long long)K);
     }
-    for (int64_t j = 0; j < K; j++) r->perm[j] = (int32_t)j;
+    for (int64_t j = 0; j < K; j++)
+        r->perm[j] = (int32_t)j;
     return STATUS_OK;
 }
 
@@ -216,9 +223,11 @@ static int cmp_diag_desc(const void *a, const void *b) {
 
 static void act_order_perm(int32_t *perm, const double *Hp, int64_t K) {
     DiagIdx *v = xmalloc((size_t)K * sizeof *v);
-    for (int64_t i = 0; i < K; i++) v[i] = (DiagIdx){Hp[i * K + i], (int32_t)i};
+    for (int64_t i = 0; i < K; i++)
+        v[i] = (DiagIdx){Hp[i * K + i], (int32_t)i};
     qsort(v, (size_t)K, sizeof *v, cmp_diag_desc);
-    for (int64_t i = 0; i < K; i++) perm[i] = v[i].i;
+    for (int64_t i = 0; i < K; i++)
+        perm[i] = v[i].i;
     free(v);
 }
 
@@ -227,7 +236,8 @@ static void act_order_perm(int32_t *perm, const double *Hp, int64_t K) {
 static Status inverse_factor(double *U, const double *Hp, int64_t K, const GptqOptions *o,
                              double *pd_used) {
     double mean = 0;
-    for (int64_t i = 0; i < K; i++) mean += Hp[i * K + i];
+    for (int64_t i = 0; i < K; i++)
+        mean += Hp[i * K + i];
     mean /= (double)K;
     if (!(mean > 0) || !isfinite(mean))
         return fail(STATUS_ERR_NUMERIC, "gptq: hessian diagonal mean is %g, not positive", mean);
@@ -236,7 +246,8 @@ static Status inverse_factor(double *U, const double *Hp, int64_t K, const GptqO
     for (;;) {
         memcpy(U, Hp, (size_t)(K * K) * sizeof(double));
         const double damp = pd * mean;
-        for (int64_t i = 0; i < K; i++) U[i * K + i] += damp;
+        for (int64_t i = 0; i < K; i++)
+            U[i * K + i] += damp;
         // Row-major U read as column-major is U^T; H is symmetric, and uplo "L" of the
         // column-major view is the row-major upper triangle. potrf: H = L L^T; potri: H^-1;
         // potrf again: H^-1 = L2 L2^T, whose row-major reading is U = L2^T, upper.
@@ -250,13 +261,15 @@ static Status inverse_factor(double *U, const double *Hp, int64_t K, const GptqO
             return fail(STATUS_ERR_NUMERIC,
                         "gptq: hessian is not positive definite even with dampening %g "
                         "(%g x mean diag %g; cholesky failed at column %d); use more or longer "
-                        "calibration sequences", damp, pd, mean, info);
-        log_warn("gptq: cholesky failed at column %d with dampening %g; retrying with %g", info,
-                 pd, next);
+                        "calibration sequences",
+                        damp, pd, mean, info);
+        log_warn("gptq: cholesky failed at column %d with dampening %g; retrying with %g", info, pd,
+                 next);
         pd = next;
     }
     for (int64_t i = 0; i < K; i++) // clear the strictly lower triangle (LAPACK leaves H there)
-        for (int64_t j = 0; j < i; j++) U[i * K + j] = 0;
+        for (int64_t j = 0; j < i; j++)
+            U[i * K + j] = 0;
     *pd_used = pd;
     return STATUS_OK;
 }
@@ -295,7 +308,8 @@ static double quantize_block_row(const BlockCtx *b, GptqResult *r, int64_t row, 
         loss += diff * diff / (d * d);
         const double e = diff / d;
         const double *u = b->U + c * K + i1;
-        for (int64_t j = i; j < i2 - i1; j++) w1[j] -= e * u[j]; // w1[:, i:] -= e U[c, i:]
+        for (int64_t j = i; j < i2 - i1; j++)
+            w1[j] -= e * u[j]; // w1[:, i:] -= e U[c, i:]
         err1[i] = e;
         r->q[row * K + r->perm[c]] = (uint8_t)q;
     }
@@ -309,8 +323,8 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
     if (s != STATUS_OK) return s;
     if (!h || !h->H || h->n_samples < 1)
         return fail(STATUS_ERR_ARG, "gptq: the hessian has no calibration data");
-    if (N < 1) return fail(STATUS_ERR_ARG, "gptq: out_features must be positive, got %lld",
-                           (long long)N);
+    if (N < 1)
+        return fail(STATUS_ERR_ARG, "gptq: out_features must be positive, got %lld", (long long)N);
     const int64_t K = h->K, g = o->group_size, bs = MIN((int64_t)o->blocksize, K);
     if ((s = check_finite_f32(W, N * K, "weights")) != STATUS_OK) return s;
     for (int64_t i = 0; i < K * K; i++)
@@ -319,12 +333,12 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
                         (long long)(i / K), (long long)(i % K));
     if ((s = result_alloc(r, N, K, o)) != STATUS_OK) return s;
 
-    double *Wd = malloc((size_t)(N * K) * sizeof(double));     // (N, K), permuted columns
-    double *Hp = malloc((size_t)(K * K) * sizeof(double));     // (K, K), dead-fixed, permuted
-    double *U = malloc((size_t)(K * K) * sizeof(double));      // (K, K) upper factor of H^-1
+    double *Wd = malloc((size_t)(N * K) * sizeof(double)); // (N, K), permuted columns
+    double *Hp = malloc((size_t)(K * K) * sizeof(double)); // (K, K), dead-fixed, permuted
+    double *U = malloc((size_t)(K * K) * sizeof(double));  // (K, K) upper factor of H^-1
     double *tmp = malloc((size_t)MAX(N, K) * sizeof(double));
-    double *W1 = malloc((size_t)(N * bs) * sizeof(double));    // (N, bs) block copy
-    double *Err = malloc((size_t)(N * bs) * sizeof(double));   // (N, bs) scaled errors
+    double *W1 = malloc((size_t)(N * bs) * sizeof(double));  // (N, bs) block copy
+    double *Err = malloc((size_t)(N * bs) * sizeof(double)); // (N, bs) scaled errors
     double *gs = malloc((size_t)N * sizeof(double)), *gz = malloc((size_t)N * sizeof(double));
     double *row_loss = calloc((size_t)N, sizeof(double));
     if (!Wd || !Hp || !U || !tmp || !W1 || !Err || !gs || !gz || !row_loss) {
@@ -332,7 +346,8 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
                  (long long)N, (long long)K);
         goto out;
     }
-    for (int64_t i = 0; i < N * K; i++) Wd[i] = W[i];
+    for (int64_t i = 0; i < N * K; i++)
+        Wd[i] = W[i];
     memcpy(Hp, h->H, (size_t)(K * K) * sizeof(double));
 
     // The per-row grid for group -1 comes from W before dead columns are zeroed.
@@ -348,7 +363,8 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
     for (int64_t i = 0; i < K; i++)
         if (Hp[i * K + i] == 0) {
             Hp[i * K + i] = 1;
-            for (int64_t row = 0; row < N; row++) Wd[row * K + i] = 0;
+            for (int64_t row = 0; row < N; row++)
+                Wd[row * K + i] = 0;
             r->n_dead++;
         }
 
@@ -366,11 +382,13 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
     if (o->act_order) {
         act_order_perm(r->perm, Hp, K);
         for (int64_t i = 0; i < K; i++)
-            for (int64_t j = 0; j < K; j++) U[i * K + j] = Hp[(int64_t)r->perm[i] * K + r->perm[j]];
+            for (int64_t j = 0; j < K; j++)
+                U[i * K + j] = Hp[(int64_t)r->perm[i] * K + r->perm[j]];
         memcpy(Hp, U, (size_t)(K * K) * sizeof(double));
         for (int64_t row = 0; row < N; row++) {
             double *w = Wd + row * K;
-            for (int64_t j = 0; j < K; j++) tmp[j] = w[r->perm[j]];
+            for (int64_t j = 0; j < K; j++)
+                tmp[j] = w[r->perm[j]];
             memcpy(w, tmp, (size_t)K * sizeof(double));
         }
     }
@@ -392,19 +410,19 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
         // W[:, i2:] -= Err1 (N, i2-i1) . U[i1:i2, i2:]
         if (i2 < K)
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)(K - i2),
-                        (int)(i2 - i1), -1.0, Err, (int)bs, U + i1 * K + i2, (int)K, 1.0,
-                        Wd + i2, (int)K);
+                        (int)(i2 - i1), -1.0, Err, (int)bs, U + i1 * K + i2, (int)K, 1.0, Wd + i2,
+                        (int)K);
     }
     r->loss = 0;
-    for (int64_t row = 0; row < N; row++) r->loss += row_loss[row];
+    for (int64_t row = 0; row < N; row++)
+        r->loss += row_loss[row];
 
     // Step 7 (codes were written unpermuted): group of each original column.
     for (int64_t c = 0; c < K; c++) {
         int64_t j = r->perm[c];
         r->g_idx[j] = g == -1 ? 0 : (int32_t)((o->act_order && !o->static_groups ? c : j) / g);
     }
-    if (!isfinite(r->loss))
-        s = fail(STATUS_ERR_NUMERIC, "gptq: the layer loss is not finite");
+    if (!isfinite(r->loss)) s = fail(STATUS_ERR_NUMERIC, "gptq: the layer loss is not finite");
 out:
     free(Wd);
     free(Hp);
@@ -431,18 +449,21 @@ Status gptq_rtn_layer(GptqResult *r, const float *W, int64_t N, int64_t K, const
     const int maxq = (1 << o->bits) - 1;
     double *x = xmalloc((size_t)K * sizeof(double));
     for (int64_t row = 0; row < N; row++) {
-        for (int64_t j = 0; j < K; j++) x[j] = W[row * K + j];
+        for (int64_t j = 0; j < K; j++)
+            x[j] = W[row * K + j];
         for (int64_t gi = 0; gi < r->G; gi++) {
             const int64_t a = gi * g, n = MIN(g, K - a);
             double sc, z;
             gptq_grid(&sc, &z, x + a, n, o->bits, o->sym);
             r->scales[gi * N + row] = sc;
             r->zeros[gi * N + row] = (int32_t)z;
-            for (int64_t j = a; j < a + n; j++) r->q[row * K + j] = (uint8_t)gptq_code(x[j], sc, z, maxq);
+            for (int64_t j = a; j < a + n; j++)
+                r->q[row * K + j] = (uint8_t)gptq_code(x[j], sc, z, maxq);
         }
     }
     free(x);
-    for (int64_t j = 0; j < K; j++) r->g_idx[j] = (int32_t)(j / g);
+    for (int64_t j = 0; j < K; j++)
+        r->g_idx[j] = (int32_t)(j / g);
     r->percdamp = 0;
     return STATUS_OK;
 }
@@ -451,20 +472,23 @@ void gptq_result_dequantize(float *W_hat, const GptqResult *r) {
     for (int64_t row = 0; row < r->N; row++)
         for (int64_t j = 0; j < r->K; j++) {
             int64_t gi = r->g_idx[j];
-            W_hat[row * r->K + j] = (float)(r->scales[gi * r->N + row] *
-                                            ((double)r->q[row * r->K + j] - r->zeros[gi * r->N + row]));
+            W_hat[row * r->K + j] =
+                (float)(r->scales[gi * r->N + row] *
+                        ((double)r->q[row * r->K + j] - r->zeros[gi * r->N + row]));
         }
 }
 
-double gptq_layer_error(const double *H, const float *W, const float *W_hat, int64_t N,
-                        int64_t K) {
-    double *D = xmalloc((size_t)(N * K) * sizeof(double)), *DH = xmalloc((size_t)(N * K) * sizeof(double));
-    for (int64_t i = 0; i < N * K; i++) D[i] = (double)W[i] - (double)W_hat[i];
+double gptq_layer_error(const double *H, const float *W, const float *W_hat, int64_t N, int64_t K) {
+    double *D = xmalloc((size_t)(N * K) * sizeof(double)),
+           *DH = xmalloc((size_t)(N * K) * sizeof(double));
+    for (int64_t i = 0; i < N * K; i++)
+        D[i] = (double)W[i] - (double)W_hat[i];
     // DH (N, K) = D H; error = sum D .* DH
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)K, (int)K, 1.0, D, (int)K,
                 H, (int)K, 0.0, DH, (int)K);
     double e = 0;
-    for (int64_t i = 0; i < N * K; i++) e += D[i] * DH[i];
+    for (int64_t i = 0; i < N * K; i++)
+        e += D[i] * DH[i];
     free(D);
     free(DH);
     return e;

@@ -31,15 +31,15 @@
 #include "core/status.h"
 
 typedef struct {
-    int bits;            // 2..8; 4 for w4a16
-    int group_size;      // -1 (one grid per row) or >= 1; a ragged last group when K % g != 0
-    bool sym;            // symmetric grid, zero = 2^(bits-1); else asymmetric
-    bool act_order;      // desc_act: quantize columns in order of decreasing diag(H)
-    bool static_groups;  // grids from the original W in column order (needs group_size > 0)
-    double percdamp;     // dampening as a fraction of mean(diag H); 0.01
-    double damp_growth;  // factor applied to percdamp when the Cholesky factorisation fails: 10
-    double damp_max;     // give up (STATUS_ERR_NUMERIC) once percdamp would exceed this: 1.0
-    int blocksize;       // lazy-update block width: 128
+    int bits;           // 2..8; 4 for w4a16
+    int group_size;     // -1 (one grid per row) or >= 1; a ragged last group when K % g != 0
+    bool sym;           // symmetric grid, zero = 2^(bits-1); else asymmetric
+    bool act_order;     // desc_act: quantize columns in order of decreasing diag(H)
+    bool static_groups; // grids from the original W in column order (needs group_size > 0)
+    double percdamp;    // dampening as a fraction of mean(diag H); 0.01
+    double damp_growth; // factor applied to percdamp when the Cholesky factorisation fails: 10
+    double damp_max;    // give up (STATUS_ERR_NUMERIC) once percdamp would exceed this: 1.0
+    int blocksize;      // lazy-update block width: 128
 } GptqOptions;
 
 void gptq_options_defaults(GptqOptions *o);
@@ -50,8 +50,8 @@ Status gptq_options_check(const GptqOptions *o);
 
 typedef struct {
     int64_t K;
-    double *H;          // (K, K) running average (2/n) sum x x^T, full symmetric matrix
-    int64_t n_samples;  // n: sequences seen so far (the reference's nsamples)
+    double *H;         // (K, K) running average (2/n) sum x x^T, full symmetric matrix
+    int64_t n_samples; // n: sequences seen so far (the reference's nsamples)
 } GptqHessian;
 
 Status gptq_hessian_init(GptqHessian *h, int64_t K);
@@ -60,8 +60,7 @@ void gptq_hessian_release(GptqHessian *h);
 // Adds one batch of calibration inputs X (n_tokens, K) holding n_samples sequences, as the
 // reference does: H *= n/(n + m); n += m; H += (2/n) X^T X (OpenBLAS dsyrk in double).
 // Errors: STATUS_ERR_ARG (n_samples < 1), STATUS_ERR_NUMERIC (NaN/Inf in X).
-Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens,
-                              int64_t n_samples);
+Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens, int64_t n_samples);
 // Naive triple-loop twin of gptq_hessian_add_batch, for tests.
 Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_tokens,
                                   int64_t n_samples);
@@ -83,15 +82,15 @@ static inline int gptq_code(double x, double scale, double zero, int maxq) {
 
 typedef struct {
     int64_t N, K, G;
-    int bits, group_size;   // as requested (-1: one group)
-    uint8_t *q;             // (N, K) integer codes 0..2^bits-1, original column order
-    double *scales;         // (G, N) grid scale of each group and row
-    int32_t *zeros;         // (G, N) integer zero points (the true zero, not v1's zero-1)
-    int32_t *g_idx;         // (K) group of each input column
-    int32_t *perm;          // (K) quantization order: column perm[c] was the c-th quantized
-    double loss;            // sum over the layer of (w - q)^2 / d^2 / 2 (the reference's "error")
-    double percdamp;        // dampening actually used (after automatic increases)
-    int64_t n_dead;         // columns with diag(H) == 0 (zeroed in the result)
+    int bits, group_size; // as requested (-1: one group)
+    uint8_t *q;           // (N, K) integer codes 0..2^bits-1, original column order
+    double *scales;       // (G, N) grid scale of each group and row
+    int32_t *zeros;       // (G, N) integer zero points (the true zero, not v1's zero-1)
+    int32_t *g_idx;       // (K) group of each input column
+    int32_t *perm;        // (K) quantization order: column perm[c] was the c-th quantized
+    double loss;          // sum over the layer of (w - q)^2 / d^2 / 2 (the reference's "error")
+    double percdamp;      // dampening actually used (after automatic increases)
+    int64_t n_dead;       // columns with diag(H) == 0 (zeroed in the result)
 } GptqResult;
 
 // Quantizes W (N, K) with the Hessian h (not modified). The result owns its arrays.
@@ -110,7 +109,6 @@ void gptq_result_dequantize(float *W_hat, const GptqResult *r);
 
 // Layer output error sum_r (w_r - w_hat_r)^T H (w_r - w_hat_r) = (2/n) ||(W - W_hat) X^T||^2
 // for W, W_hat (N, K) and H (K, K).
-double gptq_layer_error(const double *H, const float *W, const float *W_hat, int64_t N,
-                        int64_t K);
+double gptq_layer_error(const double *H, const float *W, const float *W_hat, int64_t N, int64_t K);
 
 #endif

@@ -28,15 +28,17 @@
 #include "quant/gptq.h"
 
 typedef struct {
-    int64_t K, N;        // in_features, out_features
-    int bits;            // 2, 4 or 8
-    int group_size;      // the config's group size; -1 = one group
-    int64_t G;           // number of groups (rows of scales/qzeros)
-    uint32_t *qweight;   // (gptq_qweight_rows(K, bits), N)
-    uint32_t *qzeros;    // (G, gptq_qzeros_cols(N, bits)), zero - 1
-    uint16_t *scales;    // (G, N) fp16 bit patterns
-    int32_t *g_idx;      // (K)
-    uint16_t *bias;      // (N) fp16 bit patterns, or NULL
+    int64_t K, N;      // in_features, out_features
+    int bits;          // 2, 4 or 8
+    int group_size;    // the config's group size; -1 = one group
+    int64_t G;         // number of groups (rows of scales/qzeros)
+    uint32_t *qweight; // (gptq_qweight_rows(K, bits), N)
+    uint32_t *qzeros;  // (G, gptq_qzeros_cols(N, bits)), zero - 1
+    uint16_t *scales;  // (G, N) fp16 bit patterns
+    int32_t *g_idx;    // (K)
+    uint16_t *bias;    // (N) fp16 bit patterns, or NULL
+    int32_t *k_perm;   // (K) or NULL: after gptq_packed_sort_groups, packed row k holds input
+                       // k_perm[k] (g_idx is then in packed order); NULL = file order
 } GptqPacked;
 
 // Rows of qweight and columns of qzeros: ceil(K*bits/32), ceil(N*bits/32).
@@ -45,8 +47,7 @@ int64_t gptq_qzeros_cols(int64_t N, int bits);
 
 // Allocates zeroed tensors (bias left NULL). Errors: STATUS_ERR_UNSUPPORTED (bits not 2/4/8),
 // STATUS_ERR_ARG (K, N, G < 1 or huge), STATUS_ERR_NOMEM.
-Status gptq_packed_alloc(GptqPacked *p, int64_t K, int64_t N, int bits, int group_size,
-                         int64_t G);
+Status gptq_packed_alloc(GptqPacked *p, int64_t K, int64_t N, int bits, int group_size, int64_t G);
 void gptq_packed_release(GptqPacked *p);
 
 // Packs codes q (N, K), true zero points zeros (G, N), fp16 scales (G, N) and g_idx (K) into
@@ -64,6 +65,13 @@ void gptq_unpack_zeros(int32_t *zeros, const GptqPacked *p);
 
 // W (N, K) = scales * (q - zero), exact in float32 (an fp16 times a small integer).
 void gptq_dequantize(float *W, const GptqPacked *p);
+
+// In-memory layout for inference (exllama's act-order trick): reorders the packed input rows
+// so that g_idx is non-decreasing, i.e. every group is a run of rows and qmatmul takes its
+// fast path; x is gathered through k_perm at run time. A no-op when g_idx is already sorted.
+// Unpack/dequantize/qmatmul keep working (results in the original input order); checkpoint
+// writers refuse a sorted layer. Errors: STATUS_ERR_NOMEM.
+Status gptq_packed_sort_groups(GptqPacked *p);
 
 // Checks a packed layer read from someone else's file: bits, G against K and group_size,
 // g_idx in [0, G), finite scales. Errors: STATUS_ERR_FORMAT naming `what`.

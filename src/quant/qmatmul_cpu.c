@@ -19,6 +19,7 @@
 #include "quant/qmatmul.h"
 
 #include <cblas.h>
+#include <cpuid.h>
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,17 +27,24 @@
 #include "core/common.h"
 #include "core/dtype.h"
 
+// F16C through cpuid leaf 1 (ecx bit 29): clang 14's __builtin_cpu_supports has no "f16c".
+static int cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
 QmatIsa qmatmul_isa_detect(void) {
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
         return QMAT_ISA_AVX2;
     return QMAT_ISA_PORTABLE;
 }
 
 Status qmatmul_check(const GptqPacked *w) {
     if (w->bits != 4)
-        return fail(STATUS_ERR_UNSUPPORTED, "qmatmul: only 4-bit GPTQ weights are supported, "
-                    "got %d bits", w->bits);
+        return fail(STATUS_ERR_UNSUPPORTED,
+                    "qmatmul: only 4-bit GPTQ weights are supported, "
+                    "got %d bits",
+                    w->bits);
     return gptq_packed_validate(w, "qmatmul weight");
 }
 
@@ -67,15 +75,19 @@ static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked 
     c->R = (K + 7) / 8;
     c->zc = gptq_qzeros_cols(w->N, 4);
     float *xp = scr, *xg = scr + c->R * 8;
-    static const float pow2[8] = {1.0f, 0x1p-4f, 0x1p-8f, 0x1p-12f, 0x1p-16f, 0x1p-20f, 0x1p-24f,
-                                  1.0f};
-    for (int64_t k = 0; k < c->R * 8; k++)
-        xp[k] = k < K ? (scaled ? x[k] * pow2[k % 8] : x[k]) : 0.0f;
+    static const float pow2[8] = {1.0f,     0x1p-4f,  0x1p-8f,  0x1p-12f,
+                                  0x1p-16f, 0x1p-20f, 0x1p-24f, 1.0f};
+    for (int64_t k = 0; k < c->R * 8; k++) { // x in packed row order (gathered when sorted)
+        const float v = k < K ? x[w->k_perm ? w->k_perm[k] : k] : 0.0f;
+        xp[k] = scaled ? v * pow2[k % 8] : v;
+    }
     memset(xg, 0, (size_t)w->G * sizeof(float));
-    for (int64_t k = 0; k < K; k++) xg[w->g_idx[k]] += x[k];
+    for (int64_t k = 0; k < K; k++)
+        xg[w->g_idx[k]] += x[w->k_perm ? w->k_perm[k] : k];
     int64_t gsz = w->G == 1 ? c->R * 8 : w->group_size;
     int contiguous = gsz > 0 && gsz % 8 == 0;
-    for (int64_t k = 0; contiguous && k < K; k++) contiguous = w->g_idx[k] == k / gsz;
+    for (int64_t k = 0; contiguous && k < K; k++)
+        contiguous = w->g_idx[k] == k / gsz;
     c->rows_per_g = contiguous ? gsz / 8 : 0;
     c->xp = xp;
     c->xg = xg;
@@ -102,7 +114,8 @@ static void gemv_tile_portable(float *y, const GemvCtx *c, int64_t n0, int64_t n
             for (int j = 0; j < 8; j++) {
                 const float xv = c->xp[r * 8 + j];
 #pragma omp simd
-                for (int64_t i = 0; i < nt; i++) acc[i] += xv * (float)(int32_t)((row[i] >> (4 * j)) & 15);
+                for (int64_t i = 0; i < nt; i++)
+                    acc[i] += xv * (float)(int32_t)((row[i] >> (4 * j)) & 15);
             }
         }
         for (int64_t i = 0; i < nt; i++)
@@ -123,7 +136,8 @@ static void gemv_tile_generic_portable(float *y, const GemvCtx *c, int64_t n0, i
         const float xv = c->xp[k];
         for (int64_t i = 0; i < nt; i++) {
             const int q = (int)((row[i] >> (4 * (k % 8))) & 15);
-            yacc[i] += xv * (fp16_to_f32(w->scales[g * N + n0 + i]) * (float)(q - zero_at(c, g, n0 + i)));
+            yacc[i] +=
+                xv * (fp16_to_f32(w->scales[g * N + n0 + i]) * (float)(q - zero_at(c, g, n0 + i)));
         }
     }
     memcpy(y + n0, yacc, (size_t)nt * sizeof(float));
@@ -154,12 +168,12 @@ AVX2_TARGET static inline __m256 scales8_avx2(const uint16_t *s) {
         _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) yacc[v] = _mm256_setzero_ps();        \
         for (int64_t g = 0; g < w->G; g++) {                                                       \
             const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);              \
-            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[v] = _mm256_setzero_ps();    \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[v] = _mm256_setzero_ps();     \
             for (int64_t r = r0; r < r1; r++) {                                                    \
                 const __m256i *row = (const __m256i *)(w->qweight + r * N + n0);                   \
                 const float *xr = c->xp + r * 8;                                                   \
-                /* the next tile's words of this row: rows are N words apart, too many streams    \
-                   for the hardware prefetcher when N is large */                                 \
+                /* the next tile's words of this row: rows are N words apart, too many streams     \
+                   for the hardware prefetcher when N is large */                                  \
                 _Pragma("GCC unroll 8") for (int v = 0; v < NV; v += 2)                            \
                     _mm_prefetch((const char *)(row + NV + v), _MM_HINT_T0);                       \
                 _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {                              \
@@ -179,10 +193,12 @@ AVX2_TARGET static inline __m256 scales8_avx2(const uint16_t *s) {
             const __m256 xs = _mm256_set1_ps(c->xg[g]);                                            \
             _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                                 \
                 __m256 t = _mm256_fnmadd_ps(zeros8_avx2(c, g, n0 + 8 * v), xs, acc[v]);            \
-                yacc[v] = _mm256_fmadd_ps(scales8_avx2(w->scales + g * N + n0 + 8 * v), t, yacc[v]); \
+                yacc[v] =                                                                          \
+                    _mm256_fmadd_ps(scales8_avx2(w->scales + g * N + n0 + 8 * v), t, yacc[v]);     \
             }                                                                                      \
         }                                                                                          \
-        for (int v = 0; v < NV; v++) _mm256_storeu_ps(y + n0 + 8 * v, yacc[v]);                    \
+        for (int v = 0; v < NV; v++)                                                               \
+            _mm256_storeu_ps(y + n0 + 8 * v, yacc[v]);                                             \
     }
 DEFINE_GEMV_TILE_AVX2(8)
 DEFINE_GEMV_TILE_AVX2(1)
@@ -197,10 +213,12 @@ AVX2_TARGET static void gemv_tile_generic_avx2(float *y, const GemvCtx *c, int64
         for (int v = 0; v < nv; v++) {
             __m256 s = scales8_avx2(w->scales + g * N + n0 + 8 * v);
             _mm256_storeu_ps(sz + g * 128 + 8 * v, s);
-            _mm256_storeu_ps(sz + g * 128 + 64 + 8 * v, _mm256_mul_ps(s, zeros8_avx2(c, g, n0 + 8 * v)));
+            _mm256_storeu_ps(sz + g * 128 + 64 + 8 * v,
+                             _mm256_mul_ps(s, zeros8_avx2(c, g, n0 + 8 * v)));
         }
     __m256 yacc[8];
-    for (int v = 0; v < 8; v++) yacc[v] = _mm256_setzero_ps();
+    for (int v = 0; v < 8; v++)
+        yacc[v] = _mm256_setzero_ps();
     for (int64_t k = 0; k < w->K; k++) {
         const int64_t g = w->g_idx[k], j = k % 8;
         const __m256i *row = (const __m256i *)(w->qweight + (k / 8) * N + n0);
@@ -218,7 +236,8 @@ AVX2_TARGET static void gemv_tile_generic_avx2(float *y, const GemvCtx *c, int64
         for (int v = 0; v < nv; v++)
             yacc[v] = _mm256_fnmadd_ps(_mm256_loadu_ps(sz + g * 128 + 64 + 8 * v), xs, yacc[v]);
     }
-    for (int v = 0; v < nv; v++) _mm256_storeu_ps(y + n0 + 8 * v, yacc[v]);
+    for (int v = 0; v < nv; v++)
+        _mm256_storeu_ps(y + n0 + 8 * v, yacc[v]);
 }
 
 /* ---- GEMV driver -------------------------------------------------------------------- */
@@ -230,7 +249,8 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
     // scratch for x and the group sums: on the stack when small (decode allocates nothing)
     float stack_buf[4096];
     const int64_t need = R * 8 + w->G;
-    float *scr = need <= (int64_t)ARRAY_LEN(stack_buf) ? stack_buf : xmalloc((size_t)need * sizeof(float));
+    float *scr =
+        need <= (int64_t)ARRAY_LEN(stack_buf) ? stack_buf : xmalloc((size_t)need * sizeof(float));
     GemvCtx c;
     gemv_setup(&c, scr, x, w, isa == QMAT_ISA_AVX2);
     // Tiles: full 64-output tiles, then 8-output tiles (AVX2), then single outputs (portable).
@@ -239,15 +259,19 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
 #pragma omp parallel
     {
         float *sz = NULL;
-        if (isa == QMAT_ISA_AVX2 && !c.rows_per_g) sz = xmalloc((size_t)(w->G * 128) * sizeof(float));
+        if (isa == QMAT_ISA_AVX2 && !c.rows_per_g)
+            sz = xmalloc((size_t)(w->G * 128) * sizeof(float));
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < n_tiles; t++) {
             const int64_t n0 = t * TILE, nt = MIN((int64_t)TILE, n8 - n0);
             if (isa == QMAT_ISA_AVX2) {
-                if (!c.rows_per_g) gemv_tile_generic_avx2(y, &c, n0, (int)(nt / 8), sz);
-                else if (nt == TILE) gemv_tile_avx2_8(y, &c, n0);
+                if (!c.rows_per_g)
+                    gemv_tile_generic_avx2(y, &c, n0, (int)(nt / 8), sz);
+                else if (nt == TILE)
+                    gemv_tile_avx2_8(y, &c, n0);
                 else
-                    for (int64_t n = n0; n < n0 + nt; n += 8) gemv_tile_avx2_1(y, &c, n);
+                    for (int64_t n = n0; n < n0 + nt; n += 8)
+                        gemv_tile_avx2_1(y, &c, n);
             } else if (c.rows_per_g) {
                 gemv_tile_portable(y, &c, n0, nt);
             } else {
@@ -258,11 +282,14 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
     }
     if (n8 < N) { // fewer than 8 outputs left (AVX2 path): the portable tile on unscaled x
         gemv_setup(&c, scr, x, w, 0);
-        if (c.rows_per_g) gemv_tile_portable(y, &c, n8, N - n8);
-        else gemv_tile_generic_portable(y, &c, n8, N - n8);
+        if (c.rows_per_g)
+            gemv_tile_portable(y, &c, n8, N - n8);
+        else
+            gemv_tile_generic_portable(y, &c, n8, N - n8);
     }
     if (w->bias)
-        for (int64_t n = 0; n < N; n++) y[n] += fp16_to_f32(w->bias[n]);
+        for (int64_t n = 0; n < N; n++)
+            y[n] += fp16_to_f32(w->bias[n]);
     if (scr != stack_buf) free(scr);
 }
 
@@ -282,7 +309,7 @@ static void dequant_block(float *Wb, const GptqPacked *w, int64_t n0, int64_t n1
             const int64_t g = w->g_idx[k];
             const int q = (int)((w->qweight[(k / 8) * N + n] >> (4 * (k % 8))) & 15);
             const int z = (int)((w->qzeros[g * zc + n / 8] >> (4 * (n % 8))) & 15) + 1;
-            dst[k] = fp16_to_f32(w->scales[g * N + n]) * (float)(q - z);
+            dst[w->k_perm ? w->k_perm[k] : k] = fp16_to_f32(w->scales[g * N + n]) * (float)(q - z);
         }
     }
 }
@@ -291,7 +318,8 @@ void qmatmul_isa(float *y, const float *x, int64_t M, const GptqPacked *w, float
                  QmatIsa isa) {
     const int64_t K = w->K, N = w->N;
     if (M < QMATMUL_GEMM_MIN_M || !scratch) {
-        for (int64_t m = 0; m < M; m++) gemv_run(y + m * N, x + m * K, w, isa);
+        for (int64_t m = 0; m < M; m++)
+            gemv_run(y + m * N, x + m * K, w, isa);
         return;
     }
     const int64_t nb = gemm_block_cols(w);
@@ -304,7 +332,8 @@ void qmatmul_isa(float *y, const float *x, int64_t M, const GptqPacked *w, float
     }
     if (w->bias)
         for (int64_t m = 0; m < M; m++)
-            for (int64_t n = 0; n < N; n++) y[m * N + n] += fp16_to_f32(w->bias[n]);
+            for (int64_t n = 0; n < N; n++)
+                y[m * N + n] += fp16_to_f32(w->bias[n]);
 }
 
 void qmatmul(float *y, const float *x, int64_t M, const GptqPacked *w, float *scratch) {

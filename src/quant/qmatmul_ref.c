@@ -17,7 +17,7 @@ void qmatmul_ref(float *y, const float *x, int64_t M, const GptqPacked *w) {
                 const int q = (int)((w->qweight[(k / 8) * N + n] >> (4 * (k % 8))) & 15);
                 const int z = (int)((w->qzeros[g * zc + n / 8] >> (4 * (n % 8))) & 15) + 1;
                 const float wt = fp16_to_f32(w->scales[g * N + n]) * (float)(q - z);
-                acc += (double)x[m * K + k] * wt;
+                acc += (double)x[m * K + (w->k_perm ? w->k_perm[k] : k)] * wt;
             }
             if (w->bias) acc += fp16_to_f32(w->bias[n]);
             y[m * N + n] = (float)acc;

@@ -70,16 +70,19 @@ void ops_embed(float *x, const void *emb, DType et, const int32_t *tokens, int T
 void ops_rope(float *x, int T, int nh, int HD, const int32_t *pos, const float *cos_tab,
               const float *sin_tab);
 // Causal attention of T query tokens against a per-sequence KV cache.
-//   out (T, H, HD); q (T, H, HD); token t sees cache positions 0..pos[t] of its sequence,
-//   whose keys are k_seq[t] + kvh * kv_head_stride + p * HD (same for values).
-//   Head h uses KV head h / (H / KVH). scale = 1/sqrt(HD). scratch: T*... see below.
+//   out (T, H, HD); q (T, H, HD); token t sees cache positions 0..pos[t] of its sequence.
+//   Keys are stored transposed, (HD, ctx) per KV head, so that the scores of consecutive
+//   positions are contiguous SIMD lanes: key element i of position p is
+//   k_seq[t][kvh * kv_head_stride + i * ctx + p]. Values are (ctx, HD) per KV head:
+//   v_seq[t][kvh * kv_head_stride + p * HD + i]. Head h uses KV head h / (H / KVH).
 typedef struct {
     int T, H, KVH, HD;
+    int ctx;                     // cache rows per KV head (key row length; > every pos)
     const int32_t *pos;          // (T) position of each query
     const float *const *k_seq;   // (T) key cache base of the token's sequence and layer
     const float *const *v_seq;   // (T) value cache base
-    int64_t kv_head_stride;      // floats between KV heads in the cache
-    float scale;
+    int64_t kv_head_stride;      // floats between KV heads in the cache (HD * ctx)
+    float scale;                 // 1/sqrt(HD)
     int n_threads;               // threads the scratch was planned for (at most this many run)
 } OpsAttnArgs;
 // scratch: ops_attention_scratch_floats(max_pos, n_threads) floats, max_pos >= every pos[t].
@@ -110,8 +113,10 @@ void ops_gemv_rows_avx2(float *y, const float *x, const void *w, DType wt, int K
 void ops_gemv_rows_avx512(float *y, const float *x, const void *w, DType wt, int K, int n_rows);
 // dst (n) = src (n) of type t widened to float32.
 void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n);
-float ops_dot_f32_avx2(const float *a, const float *b, int n);
-// y (n) += a * x (n)
-void ops_axpy_f32_avx2(float *y, float a, const float *x, int n);
+// sc[p] = scale * sum_i q[i] * kt[i * ctx + p] for p in [0, np) (transposed keys).
+void ops_attn_scores_avx2(float *sc, const float *q, const float *kt, int np, int HD, int ctx,
+                          float scale);
+// o (HD) = sum_p w[p] * v[p * HD + i] for p in [0, np).
+void ops_attn_pv_avx2(float *o, const float *w, const float *v, int np, int HD);
 
 #endif

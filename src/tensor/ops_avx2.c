@@ -12,6 +12,7 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <math.h>
 
 #define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
 
@@ -92,21 +93,72 @@ AVX2_TARGET void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n)
     for (; i < n; i++) dst[i] = ops_load(src, t, i);
 }
 
-AVX2_TARGET float ops_dot_f32_avx2(const float *a, const float *b, int n) {
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    float s = hsum8(acc);
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+// Scores of 32 positions at a time: 4 accumulators of 8 consecutive positions, each
+// element i of q broadcast against the contiguous key row i (keys are stored transposed).
+AVX2_TARGET void ops_attn_scores_avx2(float *sc, const float *q, const float *kt, int np, int HD,
+                                      int ctx, float scale) {
+    __m256 vs = _mm256_set1_ps(scale);
+    int p = 0;
+    for (; p + 32 <= np; p += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int i = 0; i < HD; i++) {
+            __m256 qi = _mm256_broadcast_ss(q + i);
+            const float *kr = kt + (int64_t)i * ctx + p;
+            a0 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(kr), a0);
+            a1 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(kr + 8), a1);
+            a2 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(kr + 16), a2);
+            a3 = _mm256_fmadd_ps(qi, _mm256_loadu_ps(kr + 24), a3);
+        }
+        _mm256_storeu_ps(sc + p, _mm256_mul_ps(a0, vs));
+        _mm256_storeu_ps(sc + p + 8, _mm256_mul_ps(a1, vs));
+        _mm256_storeu_ps(sc + p + 16, _mm256_mul_ps(a2, vs));
+        _mm256_storeu_ps(sc + p + 24, _mm256_mul_ps(a3, vs));
+    }
+    for (; p + 8 <= np; p += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (int i = 0; i < HD; i++)
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + i), _mm256_loadu_ps(kt + (int64_t)i * ctx + p), a0);
+        _mm256_storeu_ps(sc + p, _mm256_mul_ps(a0, vs));
+    }
+    for (; p < np; p++) {
+        // same order as a SIMD lane: sequential over i, then the scale
+        float s = 0.0f;
+        for (int i = 0; i < HD; i++) s = fmaf(q[i], kt[(int64_t)i * ctx + p], s);
+        sc[p] = s * scale;
+    }
 }
 
-AVX2_TARGET void ops_axpy_f32_avx2(float *y, float a, const float *x, int n) {
-    __m256 va = _mm256_set1_ps(a);
+// o = sum_p w[p] v[p]: 32 output elements at a time kept in registers across positions.
+AVX2_TARGET void ops_attn_pv_avx2(float *o, const float *w, const float *v, int np, int HD) {
     int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+    for (; i + 32 <= HD; i += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int p = 0; p < np; p++) {
+            __m256 wp = _mm256_broadcast_ss(w + p);
+            const float *vr = v + (int64_t)p * HD + i;
+            a0 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(vr), a0);
+            a1 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(vr + 8), a1);
+            a2 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(vr + 16), a2);
+            a3 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(vr + 24), a3);
+        }
+        _mm256_storeu_ps(o + i, a0);
+        _mm256_storeu_ps(o + i + 8, a1);
+        _mm256_storeu_ps(o + i + 16, a2);
+        _mm256_storeu_ps(o + i + 24, a3);
+    }
+    for (; i + 8 <= HD; i += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (int p = 0; p < np; p++)
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + p), _mm256_loadu_ps(v + (int64_t)p * HD + i), a0);
+        _mm256_storeu_ps(o + i, a0);
+    }
+    for (; i < HD; i++) {
+        float s = 0.0f;
+        for (int p = 0; p < np; p++) s = fmaf(w[p], v[(int64_t)p * HD + i], s);
+        o[i] = s;
+    }
 }
 
 #endif

@@ -197,41 +197,48 @@ size_t ops_attention_scratch_floats(int max_pos, int n_threads) {
     return (size_t)(max_pos + 1) * (size_t)MAX(n_threads, 1);
 }
 
-static float dot_f32(const float *a, const float *b, int n, OpsIsa isa) {
-#if defined(__x86_64__)
-    if (isa != OPS_ISA_PORTABLE) return ops_dot_f32_avx2(a, b, n);
-#endif
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static void axpy_f32(float *y, float a, const float *x, int n, OpsIsa isa) {
+// sc[p] = scale * q . key p (keys transposed: (HD, ctx)).
+static void attn_scores(float *sc, const float *q, const float *kt, int np, int HD, int ctx,
+                        float scale, OpsIsa isa) {
 #if defined(__x86_64__)
     if (isa != OPS_ISA_PORTABLE) {
-        ops_axpy_f32_avx2(y, a, x, n);
+        ops_attn_scores_avx2(sc, q, kt, np, HD, ctx, scale);
         return;
     }
 #endif
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+    for (int p = 0; p < np; p++) sc[p] = 0.0f;
+    for (int i = 0; i < HD; i++) // row by row: contiguous, vectorizable
+        for (int p = 0; p < np; p++) sc[p] += q[i] * kt[(int64_t)i * ctx + p];
+    for (int p = 0; p < np; p++) sc[p] *= scale;
+}
+
+// o = sum_p w[p] * value p.
+static void attn_pv(float *o, const float *w, const float *v, int np, int HD, OpsIsa isa) {
+#if defined(__x86_64__)
+    if (isa != OPS_ISA_PORTABLE) {
+        ops_attn_pv_avx2(o, w, v, np, HD);
+        return;
+    }
+#endif
+    memset(o, 0, (size_t)HD * sizeof *o);
+    for (int p = 0; p < np; p++)
+        for (int i = 0; i < HD; i++) o[i] += w[p] * v[(int64_t)p * HD + i];
 }
 
 // One (token, head): softmax(q K^T * scale) V over positions 0..pos.
 static void attend_one(float *o, const float *qh, const float *kb, const float *vb, int np, int HD,
-                       float scale, float *sc, OpsIsa isa) {
+                       int ctx, float scale, float *sc, OpsIsa isa) {
+    attn_scores(sc, qh, kb, np, HD, ctx, scale, isa);
     float mx = -INFINITY;
-    for (int p = 0; p < np; p++) {
-        sc[p] = dot_f32(qh, kb + (int64_t)p * HD, HD, isa) * scale;
-        mx = sc[p] > mx ? sc[p] : mx;
-    }
+    for (int p = 0; p < np; p++) mx = sc[p] > mx ? sc[p] : mx;
     float sum = 0.0f;
     for (int p = 0; p < np; p++) {
         sc[p] = expf(sc[p] - mx);
         sum += sc[p];
     }
     float inv = 1.0f / sum;
-    memset(o, 0, (size_t)HD * sizeof *o);
-    for (int p = 0; p < np; p++) axpy_f32(o, sc[p] * inv, vb + (int64_t)p * HD, HD, isa);
+    for (int p = 0; p < np; p++) sc[p] *= inv;
+    attn_pv(o, sc, vb, np, HD, isa);
 }
 
 void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scratch) {
@@ -250,7 +257,7 @@ void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scra
         int t = i / H, h = i % H;
         int64_t kv_off = (int64_t)(h / group) * a->kv_head_stride;
         attend_one(out + (int64_t)i * HD, q + (int64_t)i * HD, a->k_seq[t] + kv_off,
-                   a->v_seq[t] + kv_off, a->pos[t] + 1, HD, a->scale,
+                   a->v_seq[t] + kv_off, a->pos[t] + 1, HD, a->ctx, a->scale,
                    scratch + (size_t)thread_id() * per_thread, isa);
     }
 }

@@ -205,7 +205,7 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int
 
 /* ---- Attention ---------------------------------------------------------------------- */
 
-void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+void attention_forward_ref(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int T, int H, int KVH, int HD) {
     int group = H / KVH;
     double scale = 1.0 / sqrt((double)HD);
@@ -245,7 +245,7 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
         }
 }
 
-void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const float *dout,
+void attention_backward_ref(float *dq, float *dk, float *dv, float *dprobs, const float *dout,
                         const float *probs, const float *q, const float *k, const float *v, int B,
                         int T, int H, int KVH, int HD) {
     int group = H / KVH;
@@ -286,6 +286,77 @@ void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const fl
                         }
                     }
                 }
+}
+
+// BLAS versions: per (b, h), S = Q_h K_h^T over the whole (T, T) square (the masked half
+// is wasted work, but sgemm is far faster than the loops above), then a row softmax over
+// the causal prefix; the probabilities above the diagonal are exact zeros, so P V needs
+// no mask. Q_h is a strided view: row stride H*HD.
+void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+                       int B, int T, int H, int KVH, int HD) {
+    int group = H / KVH, qs = H * HD, ks = KVH * HD;
+    float scale = (float)(1.0 / sqrt((double)HD));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int kh = h / group;
+            const float *qb = q + (int64_t)b * T * qs + h * HD;
+            const float *kb = k + (int64_t)b * T * ks + kh * HD;
+            const float *vb = v + (int64_t)b * T * ks + kh * HD;
+            float *p = probs + ((int64_t)b * H + h) * T * T;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, scale, qb, qs, kb, ks,
+                        0.0f, p, T);
+#pragma omp parallel for if ((int64_t)T * T > 65536)
+            for (int t = 0; t < T; t++) {
+                float *row = p + (int64_t)t * T;
+                float mx = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) mx = row[t2] > mx ? row[t2] : mx;
+                double sum = 0;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    row[t2] = expf(row[t2] - mx);
+                    sum += row[t2];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
+                for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, p, T, vb, ks,
+                        0.0f, out + (int64_t)b * T * qs + h * HD, qs);
+        }
+}
+
+void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const float *dout,
+                        const float *probs, const float *q, const float *k, const float *v, int B,
+                        int T, int H, int KVH, int HD) {
+    int group = H / KVH, qs = H * HD, ks = KVH * HD;
+    float scale = (float)(1.0 / sqrt((double)HD));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int kh = h / group;
+            int64_t qo = (int64_t)b * T * qs + h * HD, ko = (int64_t)b * T * ks + kh * HD;
+            const float *p = probs + ((int64_t)b * H + h) * T * T;
+            float *dp = dprobs + ((int64_t)b * H + h) * T * T;
+            // dV (T, HD) += P^T dO
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, p, T, dout + qo,
+                        qs, 1.0f, dv + ko, ks);
+            // dP (T, T) = dO V^T
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dout + qo, qs,
+                        v + ko, ks, 0.0f, dp, T);
+            // dS = P (dP - sum_j P dP) * scale, zero above the diagonal
+#pragma omp parallel for if ((int64_t)T * T > 65536)
+            for (int t = 0; t < T; t++) {
+                const float *pr = p + (int64_t)t * T;
+                float *dr = dp + (int64_t)t * T;
+                double pdp = 0;
+                for (int t2 = 0; t2 <= t; t2++) pdp += (double)pr[t2] * dr[t2];
+                for (int t2 = 0; t2 <= t; t2++) dr[t2] = pr[t2] * (dr[t2] - (float)pdp) * scale;
+                for (int t2 = t + 1; t2 < T; t2++) dr[t2] = 0.0f;
+            }
+            // dQ (T, HD) += dS K ; dK (T, HD) += dS^T Q
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, dp, T, k + ko,
+                        ks, 1.0f, dq + qo, qs);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, dp, T, q + qo,
+                        qs, 1.0f, dk + ko, ks);
+        }
 }
 
 /* ---- SwiGLU and residual ------------------------------------------------------------ */
@@ -354,12 +425,13 @@ KdLoss kd_loss_forward(const float *logits, const float *tlogits, const int32_t 
     r.n_valid = count_valid(targets, N);
     if (r.n_valid == 0) return r;
     double inv_t = 1.0 / o->temperature, kl = 0, ce = 0;
+    int Vk = o->kd_vocab > 0 ? o->kd_vocab : V, Vt = o->teacher_vocab > 0 ? o->teacher_vocab : V;
 #pragma omp parallel for reduction(+ : kl, ce) if (N * V > 65536)
     for (int64_t n = 0; n < N; n++) {
         if (targets[n] == TRAIN_IGNORE_INDEX) continue;
         const float *s = logits + n * V;
         ce += row_lse(s, V, 1.0) - s[targets[n]];
-        if (tlogits) kl += row_kl(s, tlogits + n * V, V, inv_t);
+        if (tlogits) kl += row_kl(s, tlogits + n * Vt, Vk, inv_t);
     }
     double T2 = (double)o->temperature * o->temperature;
     r.kl = T2 * kl / r.n_valid;
@@ -373,6 +445,7 @@ void kd_loss_backward(float *dlogits, const float *logits, const float *tlogits,
                       float dloss) {
     int64_t nv = count_valid(targets, N);
     double inv_t = 1.0 / o->temperature;
+    int Vk = o->kd_vocab > 0 ? o->kd_vocab : V, Vt = o->teacher_vocab > 0 ? o->teacher_vocab : V;
     // d(T^2 KL)/ds = T (p_S^T - p_T^T); d CE/ds = softmax(s) - onehot(y)
     double wkl = nv ? (double)dloss * o->alpha * o->temperature / nv : 0;
     double wce = nv ? (double)dloss * (1 - (double)o->alpha) / nv : 0;
@@ -383,12 +456,12 @@ void kd_loss_backward(float *dlogits, const float *logits, const float *tlogits,
             memset(d, 0, V * sizeof(float));
             continue;
         }
-        const float *s = logits + n * V;
+        const float *s = logits + n * V, *t = tlogits ? tlogits + n * Vt : NULL;
         double ls1 = row_lse(s, V, 1.0);
-        double lst = tlogits ? row_lse(s, V, inv_t) : 0, ltt = tlogits ? row_lse(tlogits + n * V, V, inv_t) : 0;
+        double lst = t ? row_lse(s, Vk, inv_t) : 0, ltt = t ? row_lse(t, Vk, inv_t) : 0;
         for (int i = 0; i < V; i++) {
             double g = wce * (exp(s[i] - ls1) - (i == targets[n]));
-            if (tlogits) g += wkl * (exp(s[i] * inv_t - lst) - exp(tlogits[n * V + i] * inv_t - ltt));
+            if (t && i < Vk) g += wkl * (exp(s[i] * inv_t - lst) - exp(t[i] * inv_t - ltt));
             d[i] = (float)g;
         }
     }

@@ -78,12 +78,19 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int
 // keeps the softmax (row t holds positions 0..t; the rest is written 0). Query head h
 // reads kv head h / (H / KVH). Scores are scaled by 1/sqrt(HD); softmax subtracts the row
 // max. Sequences are independent: right padding never affects real positions.
+// attention_forward uses sgemm per (b, h); attention_forward_ref is the naive loop
+// (double accumulation). Same for the backward.
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int T, int H, int KVH, int HD);
+void attention_forward_ref(float *out, float *probs, const float *q, const float *k,
+                           const float *v, int B, int T, int H, int KVH, int HD);
 // dq (B, T, H, HD), dk, dv (B, T, KVH, HD) += gradients; dprobs is scratch (B, H, T, T).
 void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const float *dout,
                         const float *probs, const float *q, const float *k, const float *v, int B,
                         int T, int H, int KVH, int HD);
+void attention_backward_ref(float *dq, float *dk, float *dv, float *dprobs, const float *dout,
+                            const float *probs, const float *q, const float *k, const float *v,
+                            int B, int T, int H, int KVH, int HD);
 
 /* ---- SwiGLU and residual ------------------------------------------------------------ */
 
@@ -115,6 +122,11 @@ typedef struct {
 typedef struct {
     float temperature; // T > 0
     float alpha;       // weight of the KL term, [0, 1]
+    // Shared vocabulary (0 = V): the KL term uses only logit columns [0, kd_vocab) of both
+    // models (padding rows past the real vocabulary are left out of both softmaxes; CE
+    // still uses all V student columns). teacher_vocab (0 = V) is the row length of tlogits.
+    int kd_vocab;
+    int teacher_vocab;
 } KdLossOptions;
 
 // logits, tlogits (N, V) (tlogits may be NULL), targets (N). Returns the three means.

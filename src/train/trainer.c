@@ -208,8 +208,34 @@ static void batch_get(BatchSource *bs, int64_t g, const int **idx, int *nb) {
     *nb = bs->starts[b + 1] - bs->starts[b];
 }
 
-static Status check_options(const Model *student, const Model *teacher, const DataSplit *sp,
-                            const TrainerOptions *o) {
+Status trainer_resolve_vocab(const Model *st, const Model *te, const TrainerOptions *o, int *kv) {
+    int vs = st->cfg.vocab_size, vt = te->cfg.vocab_size;
+    int ns = st->tok ? tokenizer_vocab_size(st->tok) : 0, nt = te->tok ? tokenizer_vocab_size(te->tok) : 0;
+    if (st->tok && te->tok) {
+        if (ns != nt)
+            return fail(STATUS_ERR_ARG, "student tokenizer has %d tokens, the teacher's %d: KD needs the same tokenizer", ns, nt);
+        // compare the bytes each token stands for: the same vocabulary stored as SPM
+        // pieces ("\u2581t") and as HF byte-level strings (" t") must agree
+        for (int i = 0; i < ns; i++) {
+            size_t la = 0, lb = 0;
+            const char *a = tokenizer_token_bytes(st->tok, i, &la);
+            const char *b = tokenizer_token_bytes(te->tok, i, &lb);
+            if ((a == NULL) != (b == NULL) || la != lb || (a && memcmp(a, b, la) != 0))
+                return fail(STATUS_ERR_ARG, "student and teacher tokenizers differ at id %d ('%s' vs '%s')",
+                            i, tokenizer_token_str(st->tok, i), tokenizer_token_str(te->tok, i));
+        }
+    }
+    int shared = o->shared_vocab > 0 ? o->shared_vocab : (vs == vt ? vs : (ns && ns == nt ? ns : 0));
+    if (shared <= 0 || shared > vs || shared > vt)
+        return fail(STATUS_ERR_ARG,
+                    "teacher vocabulary (%d) differs from the student's (%d) and no shared vocabulary fits both: "
+                    "KD needs the same tokenizer", vt, vs);
+    *kv = shared;
+    return STATUS_OK;
+}
+
+static Status check_options(const Model *student, const Model *teacher, const TrainSet *ts,
+                            const DataSplit *sp, const TrainerOptions *o) {
     if (o->batch < 1 || o->seq_len < 2 || o->grad_accum < 1 || o->group_mult < 1 ||
         (o->epochs < 1 && o->max_steps <= 0))
         return fail(STATUS_ERR_ARG, "bad trainer options: batch %d, seq_len %d, grad_accum %d, epochs %d",
@@ -218,10 +244,12 @@ static Status check_options(const Model *student, const Model *teacher, const Da
         return fail(STATUS_ERR_ARG, "bad KD options: temperature %g, alpha %g",
                     (double)o->kd.temperature, (double)o->kd.alpha);
     if (sp->n_train < 1) return fail(STATUS_ERR_ARG, "the training split is empty");
-    if (teacher && teacher->cfg.vocab_size != student->cfg.vocab_size)
-        return fail(STATUS_ERR_ARG,
-                    "teacher vocabulary (%d) differs from the student's (%d): KD needs the same tokenizer",
-                    teacher->cfg.vocab_size, student->cfg.vocab_size);
+    if (teacher && o->teacher_cache)
+        return fail(STATUS_ERR_ARG, "give either a teacher or a teacher cache, not both");
+    if (o->teacher_cache) {
+        Status s = teacher_cache_check(o->teacher_cache, ts, o->seq_len, student->cfg.vocab_size);
+        if (s != STATUS_OK) return s;
+    }
     return STATUS_OK;
 }
 
@@ -245,6 +273,9 @@ typedef struct {
     LoraOptimizer opt;
     BatchSource bs;
     int32_t *ids, *targets;
+    int kd_vocab;               // columns the KL runs over
+    int32_t *c_ids;             // (B*T, K) teacher-cache rows of the micro-batch
+    float *c_logp;
     FILE *log;
 } Run;
 
@@ -256,6 +287,8 @@ static void run_release(Run *r) {
     free(r->bs.starts);
     free(r->ids);
     free(r->targets);
+    free(r->c_ids);
+    free(r->c_logp);
     if (r->log) fclose(r->log);
 }
 
@@ -279,14 +312,31 @@ static Status train_step(Run *r, const Model *teacher, LoraModel *lora, const Tr
             tl = r->te.logits;
         }
         KdLossOptions ko = o->kd;
-        if (!teacher) ko.alpha = 0; // no teacher: plain CE
+        if (teacher) {
+            ko.kd_vocab = r->kd_vocab;
+            ko.teacher_vocab = teacher->cfg.vocab_size;
+        }
+        const TeacherCache *tc = o->teacher_cache;
+        if (!teacher && !tc) ko.alpha = 0; // no teacher: plain CE
         if ((s = llama_train_forward(&r->st, lora, r->ids)) != STATUS_OK) return s;
-        KdLoss l = kd_loss_forward(r->st.logits, tl, r->targets, N, V, &ko);
+        KdLoss l;
+        KdSparseTeacher sp = {0};
+        if (tc) {
+            teacher_cache_fill(r->c_ids, r->c_logp, tc, r->bs.ts, idx, nb, B, T);
+            sp = (KdSparseTeacher){.ids = r->c_ids, .logp = r->c_logp, .K = tc->K, .t_gen = tc->t_gen};
+            l = kd_sparse_loss_forward(r->st.logits, &sp, r->targets, N, V, &ko);
+        } else {
+            l = kd_loss_forward(r->st.logits, tl, r->targets, N, V, &ko);
+        }
         if (!isfinite(l.loss))
             return fail(STATUS_ERR_NUMERIC, "loss is %g at step %" PRId64 " (KL %g, CE %g)", l.loss,
                         step, l.kl, l.ce);
-        kd_loss_backward(r->st.dlogits, r->st.logits, tl, r->targets, N, V, &ko,
-                         1.0f / (float)o->grad_accum);
+        if (tc)
+            kd_sparse_loss_backward(r->st.dlogits, r->st.logits, &sp, r->targets, N, V, &ko,
+                                    1.0f / (float)o->grad_accum);
+        else
+            kd_loss_backward(r->st.dlogits, r->st.logits, tl, r->targets, N, V, &ko,
+                             1.0f / (float)o->grad_accum);
         llama_train_backward(&r->st, lora);
         loss += l.loss / o->grad_accum;
         kl += l.kl / o->grad_accum;
@@ -313,7 +363,7 @@ Status trainer_run(const Model *student, const Model *teacher, const TrainSet *t
                    LoraModel *lora, TrainerResult *res) {
     memset(lora, 0, sizeof *lora);
     memset(res, 0, sizeof *res);
-    Status s = check_options(student, teacher, sp, o);
+    Status s = check_options(student, teacher, ts, sp, o);
     if (s != STATUS_OK) return s;
     Run r;
     memset(&r, 0, sizeof r);
@@ -322,10 +372,15 @@ Status trainer_run(const Model *student, const Model *teacher, const TrainSet *t
     rng_seed(&rng, o->seed);
     if ((s = lora_init(lora, &student->cfg, &o->lora, &rng)) != STATUS_OK) return s;
     if ((s = llama_train_init(&r.st, student, B, T, o->lora.rank)) != STATUS_OK) goto out;
+    if (teacher && (s = trainer_resolve_vocab(student, teacher, o, &r.kd_vocab)) != STATUS_OK) goto out;
     if (teacher && (s = llama_train_init(&r.te, teacher, B, T, 0)) != STATUS_OK) goto out;
     if ((s = lora_optim_init(&r.opt, lora, &o->optim)) != STATUS_OK) goto out;
     r.ids = xmalloc(sizeof(int32_t) * B * T);
     r.targets = xmalloc(sizeof(int32_t) * B * T);
+    if (o->teacher_cache) {
+        r.c_ids = xmalloc(sizeof(int32_t) * B * T * o->teacher_cache->K);
+        r.c_logp = xmalloc(sizeof(float) * B * T * o->teacher_cache->K);
+    }
     r.bs = (BatchSource){.ts = ts, .sp = sp, .B = B, .group_mult = o->group_mult,
                          .seed = o->seed, .epoch = -1};
     r.bs.n_batches = (sp->n_train + B - 1) / B;

@@ -3,6 +3,14 @@
  * the same process (or plain CE without one), AdamW or Muon, warm-up + decay, gradient
  * clipping and accumulation, periodic validation CE, checkpoints and bit-identical resume.
  *
+ * Vocabularies: student and teacher must share the tokenizer. With equal sizes and both
+ * tokenizers present, every token string is compared. With different sizes (padding rows,
+ * e.g. 151936 vs 152064) the KL runs over the shared real vocabulary: shared_vocab, or
+ * the tokenizers' common size; anything else stops with an error naming both sizes.
+ *
+ * With a teacher_cache instead of a teacher the KL term is the sparse top-k KL
+ * (kd_sparse_loss_*).
+ *
  * One optimizer step = grad_accum micro-batches of `batch` sequences padded to seq_len.
  * Each micro-batch loss is the token mean over its response tokens (train_ops.h); the
  * accumulated gradient is the mean of the micro-batch gradients. Data order: each epoch
@@ -35,6 +43,7 @@
 #include "train/lora.h"
 #include "train/optim.h"
 #include "train/schedule.h"
+#include "train/teacher_cache.h"
 #include "train/train_ops.h"
 
 typedef struct {
@@ -58,6 +67,8 @@ typedef struct {
     bool resume;              // continue from out_dir/checkpoint when present
     const char *out_dir;      // NULL: nothing written (tests)
     const char *base_model;   // recorded in adapter_config.json
+    const TeacherCache *teacher_cache; // sparse top-k KD from a cache (then teacher = NULL)
+    int shared_vocab;         // > 0: KL over the first shared_vocab logits (padded vocabularies)
 } TrainerOptions;
 
 TrainerOptions trainer_options_defaults(void);
@@ -86,6 +97,12 @@ typedef struct {
 Status trainer_run(const Model *student, const Model *teacher, const TrainSet *ts,
                    const DataSplit *sp, const TrainerOptions *o, TrainerCallback cb, void *ctx,
                    LoraModel *lora, TrainerResult *res);
+
+// Checks that student and teacher share the tokenizer (token bytes compared when both
+// have one) and sets *kd_vocab, the logit columns the KL runs over. STATUS_ERR_ARG names
+// the mismatch.
+Status trainer_resolve_vocab(const Model *student, const Model *teacher, const TrainerOptions *o,
+                             int *kd_vocab);
 
 // Validation CE (token mean over response tokens, untempered) of the student with lora
 // (may be NULL) over examples idx (n), in batches of B x T.

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Score parity of `edgeforge eval` with lm-evaluation-harness's Hugging Face backend.
+
+Runs lm-eval 0.4.9.1 (HFLM, transformers loading the same GGUF file, float32, CPU) on the
+first N documents of each task through lm_eval.simple_evaluate(log_samples=True), and
+compares every document's per-choice log-likelihoods, is_greedy, acc and acc_norm with the
+JSON lines `edgeforge eval --log-samples` wrote for the same documents.
+
+Usage (from the repository root):
+    D=$(tools/check_eval_parity.py --make-data-dir /tmp/ef_parity_data)
+    build/edgeforge eval MODEL.gguf --tasks T1,T2 --limit N --data-dir "$D" \
+        --log-samples /tmp/ours.jsonl
+    /work/pyref/bin/python tools/check_eval_parity.py MODEL.gguf --tasks T1,T2 --limit N \
+        --samples /tmp/ours.jsonl [--report out.json]
+
+--make-data-dir builds a data folder of links to data/benchmarks whose HellaSwag is the
+1000-record ORIGINAL subset (the documents lm-eval sees through the offline loader of
+tools/gen_eval_fixtures.py), so HellaSwag is compared exactly too.
+Exit status 1 when a log-likelihood differs by more than --tol (default 1e-3) or an acc /
+acc_norm differs where the two best choices are further apart than --tol.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen_eval_fixtures as G  # noqa: E402  (offline dataset loader)
+
+
+def make_data_dir(path):
+    os.makedirs(path, exist_ok=True)
+    for t in os.listdir(G.DATA):
+        src = os.path.join(G.DATA, t)
+        if not os.path.isdir(src):
+            continue
+        dst = os.path.join(path, t)
+        if t == "hellaswag":
+            os.makedirs(dst, exist_ok=True)
+            link = os.path.join(dst, "hellaswag_val.jsonl")
+            if not os.path.exists(link):
+                os.symlink(os.path.join(src, "val_subset1000_original_rubrikscube.jsonl"), link)
+        elif not os.path.exists(dst):
+            os.symlink(src, dst)
+    print(path)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", nargs="?")
+    ap.add_argument("--tasks", default="arc_easy")
+    ap.add_argument("--limit", type=int, default=10)
+    ap.add_argument("--samples")
+    ap.add_argument("--report")
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--make-data-dir")
+    a = ap.parse_args()
+    if a.make_data_dir:
+        make_data_dir(a.make_data_dir)
+        return 0
+    import torch
+    import transformers
+    if not hasattr(transformers, "AutoModelForVision2Seq"):  # see gen_eval_fixtures.py
+        transformers.AutoModelForVision2Seq = transformers.AutoModelForImageTextToText
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    G.install_loader()
+    lm = HFLM(pretrained=os.path.dirname(os.path.abspath(a.model)),
+              gguf_file=os.path.basename(a.model), dtype="float32", device="cpu",
+              batch_size=a.batch)
+    from lm_eval.tasks import TaskManager
+    res = lm_eval.simple_evaluate(model=lm, tasks=a.tasks.split(","), limit=a.limit,
+                                  log_samples=True, task_manager=TaskManager(),
+                                  bootstrap_iters=0)
+    ref = {}
+    for tname, samples in res["samples"].items():
+        task = "mmlu" if tname.startswith("mmlu_") else tname
+        subject = tname[5:] if task == "mmlu" else ""
+        for s in samples:
+            ref[(task, subject, s["doc_id"])] = s
+    import time
+    while not os.path.exists(a.samples):  # edgeforge may still be running beside us
+        time.sleep(10)
+    ours = [json.loads(l) for l in open(a.samples)]
+    worst, n_req, n_docs, diff_acc, near_ties = 0.0, 0, 0, [], 0
+    per_task = {}
+    for o in ours:
+        key = (o["task"], o["subject"], o["doc_id"])
+        if key not in ref:
+            continue
+        s = ref[key]
+        lls = [float(r[0]) for r in s["filtered_resps"]]
+        greedy = [bool(r[1]) for r in s["filtered_resps"]]
+        d = max(abs(x - y) for x, y in zip(lls, o["lls"]))
+        worst = max(worst, d)
+        n_req += len(lls)
+        n_docs += 1
+        t = per_task.setdefault(o["task"], {"docs": 0, "max_abs_ll_diff": 0.0, "acc_diff": 0,
+                                            "acc_norm_diff": 0, "greedy_diff": 0})
+        t["docs"] += 1
+        t["max_abs_ll_diff"] = max(t["max_abs_ll_diff"], d)
+        t["greedy_diff"] += sum(g != h for g, h in zip(greedy, o["is_greedy"]))
+        srt = sorted(lls, reverse=True)
+        tie = len(srt) > 1 and srt[0] - srt[1] <= a.tol
+        for m in ("acc", "acc_norm"):
+            if m in s and float(s[m]) != float(o[m]):
+                t[m + "_diff"] += 1
+                if tie:
+                    near_ties += 1
+                else:
+                    diff_acc.append((key, m))
+    report = {"lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else "0.4.9.1",
+              "torch": torch.__version__, "transformers": transformers.__version__,
+              "model": a.model, "limit": a.limit, "documents": n_docs, "requests": n_req,
+              "max_abs_ll_diff": worst, "acc_diffs_outside_near_ties": len(diff_acc),
+              "acc_diffs_at_near_ties": near_ties, "tasks": per_task,
+              "lm_eval_results": res["results"]}
+    print(json.dumps({k: v for k, v in report.items() if k != "lm_eval_results"}, indent=1))
+    if a.report:
+        with open(a.report, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0 if n_docs > 0 and worst <= a.tol and not diff_acc else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
