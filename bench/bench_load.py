@@ -100,7 +100,7 @@ def main():
 
     def add(file, tool, stats):
         results.append({"file": file, "tool": tool, **stats})
-        print("  %-40s %-34s %9.1f ms (min %.1f, max %.1f)" % (
+        print("  %-34s %-34s %9.1f ms (min %.1f, max %.1f)" % (
             os.path.basename(file.rstrip("/")), tool, stats["median_ms"], stats["min_ms"],
             stats["max_ms"]), file=sys.stderr, flush=True)
 
@@ -108,7 +108,8 @@ def main():
         add(path, "edgeforge", run_edgeforge(a.edgeforge, path, a.reps))
         add(path, "edgeforge no tok", run_edgeforge(a.edgeforge, path, a.reps, "--no-tokenizer"))
         t = run_edgeforge(a.edgeforge, path, a.reps, "--touch")
-        add(path, "edgeforge +touch", {**t, "median_ms": t["median_ms"] + t["touch_ms_median"]})
+        add(path, "edgeforge +touch", {**t, "median_ms": t["median_ms"] + t["touch_ms_median"],
+                                       "min_ms": float("nan"), "max_ms": float("nan")})
         try:
             loaders, versions["llama_cpp_python"] = llama_cpp_loaders(path)
         except ImportError as e:
@@ -143,7 +144,8 @@ def main():
         add(path, "edgeforge", run_edgeforge(a.edgeforge, path, a.reps))
         add(path, "edgeforge no tok", run_edgeforge(a.edgeforge, path, a.reps, "--no-tokenizer"))
         t = run_edgeforge(a.edgeforge, path, a.reps, "--touch")
-        add(path, "edgeforge +touch", {**t, "median_ms": t["median_ms"] + t["touch_ms_median"]})
+        add(path, "edgeforge +touch", {**t, "median_ms": t["median_ms"] + t["touch_ms_median"],
+                                       "min_ms": float("nan"), "max_ms": float("nan")})
         with open(os.path.join(path, "config.json")) as f:
             dt = json.load(f).get("torch_dtype", "float32")
         dtype = getattr(torch, dt)
@@ -159,8 +161,9 @@ def main():
         base = next(x for x in results if x["file"] == r["file"] and x["tool"] == base_tool)
         ratio = "" if r["tool"].startswith("edgeforge") else "%.2fx (vs %s)" % (
             r["median_ms"] / base["median_ms"], base_tool)
-        lines.append("| %s | %s | %.1f | %.1f-%.1f | %s |" % (
-            r["file"], r["tool"], r["median_ms"], r["min_ms"], r["max_ms"], ratio))
+        spread = "-" if r["min_ms"] != r["min_ms"] else "%.1f-%.1f" % (r["min_ms"], r["max_ms"])
+        lines.append("| %s | %s | %.1f | %s | %s |" % (
+            r["file"], r["tool"], r["median_ms"], spread, ratio))
     table = "\n".join(lines)
     print(table)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)

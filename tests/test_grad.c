@@ -25,13 +25,15 @@
 
 static float *rand_f(Rng *r, int64_t n, double scale) {
     float *p = xmalloc(sizeof(float) * n);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)(scale * rng_normal(r));
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(scale * rng_normal(r));
     return p;
 }
 
 static double *to_d(const float *x, int64_t n) {
     double *d = xmalloc(sizeof(double) * n);
-    for (int64_t i = 0; i < n; i++) d[i] = x[i];
+    for (int64_t i = 0; i < n; i++)
+        d[i] = x[i];
     return d;
 }
 
@@ -73,9 +75,11 @@ static double norm_loss(void *vc) {
     double L = 0;
     for (int n = 0; n < c->N; n++) {
         double ss = 0;
-        for (int i = 0; i < c->D; i++) ss += c->x[n * c->D + i] * c->x[n * c->D + i];
+        for (int i = 0; i < c->D; i++)
+            ss += c->x[n * c->D + i] * c->x[n * c->D + i];
         double r = 1 / sqrt(ss / c->D + 1e-5);
-        for (int i = 0; i < c->D; i++) L += c->G[n * c->D + i] * c->w[i] * c->x[n * c->D + i] * r;
+        for (int i = 0; i < c->D; i++)
+            L += c->G[n * c->D + i] * c->w[i] * c->x[n * c->D + i] * r;
     }
     return L;
 }
@@ -93,11 +97,19 @@ static void test_rmsnorm_grad(void **state) {
     NormCtx c = {N, D, to_d(x, N * D), to_d(w, D), G};
     // forward value against the double reference too
     double L = 0;
-    for (int i = 0; i < N * D; i++) L += (double)out[i] * G[i];
+    for (int i = 0; i < N * D; i++)
+        L += (double)out[i] * G[i];
     assert_true(fabs(L - norm_loss(&c)) <= 1e-5 * fabs(L) + 1e-6);
     fd_check("rmsnorm dx", norm_loss, &c, c.x, N * D, dx, 1e-4);
     fd_check("rmsnorm dw", norm_loss, &c, c.w, D, dw, 1e-4);
-    free(x); free(w); free(G); free(out); free(dx); free(dw); free(c.x); free(c.w);
+    free(x);
+    free(w);
+    free(G);
+    free(out);
+    free(dx);
+    free(dw);
+    free(c.x);
+    free(c.w);
 }
 
 /* ---- Linear ------------------------------------------------------------------------- */
@@ -114,7 +126,8 @@ static double lin_loss(void *vc) {
     for (int n = 0; n < c->N; n++)
         for (int o = 0; o < c->O; o++) {
             double s = c->b[o];
-            for (int i = 0; i < c->I; i++) s += c->x[n * c->I + i] * c->w[o * c->I + i];
+            for (int i = 0; i < c->I; i++)
+                s += c->x[n * c->I + i] * c->w[o * c->I + i];
             L += s * c->G[n * c->O + o];
         }
     return L;
@@ -133,8 +146,16 @@ static void test_linear_grad(void **state) {
     fd_check("linear dx", lin_loss, &c, c.x, N * I, dx, 1e-4);
     fd_check("linear dw", lin_loss, &c, c.w, O * I, dw, 1e-4);
     fd_check("linear db", lin_loss, &c, c.b, O, db, 1e-4);
-    free(x); free(w); free(b); free(G); free(dx); free(dw); free(db);
-    free(c.x); free(c.w); free(c.b);
+    free(x);
+    free(w);
+    free(b);
+    free(G);
+    free(dx);
+    free(dw);
+    free(db);
+    free(c.x);
+    free(c.w);
+    free(c.b);
 }
 
 static void test_linear_vs_ref(void **state) {
@@ -155,8 +176,18 @@ static void test_linear_vs_ref(void **state) {
     assert_close_f32("linear dx vs ref", dx, dxr, N * I, 1e-5, 1e-4);
     assert_close_f32("linear dw vs ref", dw, dwr, O * I, 1e-5, 1e-4);
     assert_close_f32("linear db vs ref", db, dbr, O, 1e-5, 1e-4);
-    free(x); free(w); free(b); free(G); free(y); free(yr);
-    free(dx); free(dw); free(db); free(dxr); free(dwr); free(dbr);
+    free(x);
+    free(w);
+    free(b);
+    free(G);
+    free(y);
+    free(yr);
+    free(dx);
+    free(dw);
+    free(db);
+    free(dxr);
+    free(dwr);
+    free(dbr);
 }
 
 /* ---- RoPE --------------------------------------------------------------------------- */
@@ -178,7 +209,8 @@ static double rope_loss(void *vc) {
                 for (int i = 0; i < half; i++) {
                     double co = c->cs[t * half + i], si = c->sn[t * half + i];
                     double x0 = c->x[o + i], x1 = c->x[o + i + half];
-                    L += c->G[o + i] * (x0 * co - x1 * si) + c->G[o + i + half] * (x1 * co + x0 * si);
+                    L += c->G[o + i] * (x0 * co - x1 * si) +
+                         c->G[o + i + half] * (x1 * co + x0 * si);
                 }
             }
     return L;
@@ -189,8 +221,11 @@ static void test_rope_grad(void **state) {
     Rng r;
     rng_seed(&r, 4);
     int B = 2, T = 7, NH = 3, HD = 8;
-    LlamaConfig cfg = {.rope_theta = 10000.0f, .rope_scaling = ROPE_SCALING_LLAMA3,
-                       .rope_factor = 8, .rope_low_freq_factor = 1, .rope_high_freq_factor = 4,
+    LlamaConfig cfg = {.rope_theta = 10000.0f,
+                       .rope_scaling = ROPE_SCALING_LLAMA3,
+                       .rope_factor = 8,
+                       .rope_low_freq_factor = 1,
+                       .rope_high_freq_factor = 4,
                        .rope_orig_max_pos = 8};
     float cs[7 * 4], sn[7 * 4];
     rope_tables_init(cs, sn, T, HD, &cfg);
@@ -205,9 +240,14 @@ static void test_rope_grad(void **state) {
     memcpy(y, x, 4 * n);
     rope_forward(y, cs, sn, B, T, NH, HD);
     double L = 0;
-    for (int64_t i = 0; i < n; i++) L += (double)y[i] * G[i];
+    for (int64_t i = 0; i < n; i++)
+        L += (double)y[i] * G[i];
     assert_true(fabs(L - rope_loss(&c)) < 1e-4);
-    free(x); free(G); free(g); free(y); free(c.x);
+    free(x);
+    free(G);
+    free(g);
+    free(y);
+    free(c.x);
 }
 
 /* ---- Attention ---------------------------------------------------------------------- */
@@ -230,15 +270,18 @@ static double att_loss(void *vc) {
                 for (int t2 = 0; t2 <= t; t2++) {
                     const double *kt = c->k + (((int64_t)b * c->T + t2) * c->KVH + h / g) * c->HD;
                     double s = 0;
-                    for (int i = 0; i < c->HD; i++) s += qt[i] * kt[i];
+                    for (int i = 0; i < c->HD; i++)
+                        s += qt[i] * kt[i];
                     sc[t2] = s / sqrt((double)c->HD);
                     mx = fmax(mx, sc[t2]);
                 }
-                for (int t2 = 0; t2 <= t; t2++) sum += (sc[t2] = exp(sc[t2] - mx));
+                for (int t2 = 0; t2 <= t; t2++)
+                    sum += (sc[t2] = exp(sc[t2] - mx));
                 for (int i = 0; i < c->HD; i++) {
                     double o = 0;
                     for (int t2 = 0; t2 <= t; t2++)
-                        o += sc[t2] / sum * c->v[(((int64_t)b * c->T + t2) * c->KVH + h / g) * c->HD + i];
+                        o += sc[t2] / sum *
+                             c->v[(((int64_t)b * c->T + t2) * c->KVH + h / g) * c->HD + i];
                     L += o * c->G[(((int64_t)b * c->T + t) * c->H + h) * c->HD + i];
                 }
             }
@@ -259,7 +302,8 @@ static void test_attention_grad(void **state) {
     attention_backward(dq, dk, dv, dp, G, probs, q, k, v, B, T, H, KVH, HD);
     AttCtx c = {B, T, H, KVH, HD, to_d(q, nq), to_d(k, nk), to_d(v, nk), G};
     double L = 0;
-    for (int64_t i = 0; i < nq; i++) L += (double)out[i] * G[i];
+    for (int64_t i = 0; i < nq; i++)
+        L += (double)out[i] * G[i];
     assert_true(fabs(L - att_loss(&c)) < 1e-4);
     fd_check("attention dq", att_loss, &c, c.q, nq, dq, 1e-3);
     // the naive twin too
@@ -268,14 +312,28 @@ static void test_attention_grad(void **state) {
     fd_check("attention_ref dq", att_loss, &c, c.q, nq, rq, 1e-3);
     fd_check("attention_ref dk", att_loss, &c, c.k, nk, rk, 1e-3);
     fd_check("attention_ref dv", att_loss, &c, c.v, nk, rv, 1e-3);
-    free(rq); free(rk); free(rv);
+    free(rq);
+    free(rk);
+    free(rv);
     fd_check("attention dk", att_loss, &c, c.k, nk, dk, 1e-3);
     fd_check("attention dv", att_loss, &c, c.v, nk, dv, 1e-3);
     // causality: probabilities above the diagonal are exactly zero
     for (int t = 0; t < T; t++)
-        for (int t2 = t + 1; t2 < T; t2++) assert_true(probs[t * T + t2] == 0.0f);
-    free(q); free(k); free(v); free(G); free(out); free(probs); free(dp);
-    free(dq); free(dk); free(dv); free(c.q); free(c.k); free(c.v);
+        for (int t2 = t + 1; t2 < T; t2++)
+            assert_true(probs[t * T + t2] == 0.0f);
+    free(q);
+    free(k);
+    free(v);
+    free(G);
+    free(out);
+    free(probs);
+    free(dp);
+    free(dq);
+    free(dk);
+    free(dv);
+    free(c.q);
+    free(c.k);
+    free(c.v);
 }
 
 static void test_attention_vs_ref(void **state) {
@@ -283,10 +341,12 @@ static void test_attention_vs_ref(void **state) {
     Rng r;
     rng_seed(&r, 55);
     int B = 2, T = 13, H = 6, KVH = 2, HD = 7; // odd sizes
-    int64_t nq = (int64_t)B * T * H * HD, nk = (int64_t)B * T * KVH * HD, np = (int64_t)B * H * T * T;
+    int64_t nq = (int64_t)B * T * H * HD, nk = (int64_t)B * T * KVH * HD,
+            np = (int64_t)B * H * T * T;
     float *q = rand_f(&r, nq, 1.0), *k = rand_f(&r, nk, 1.0), *v = rand_f(&r, nk, 1.0);
     float *G = rand_f(&r, nq, 1.0);
-    float *o1 = xmalloc(4 * nq), *o2 = xmalloc(4 * nq), *p1 = xmalloc(4 * np), *p2 = xmalloc(4 * np);
+    float *o1 = xmalloc(4 * nq), *o2 = xmalloc(4 * nq), *p1 = xmalloc(4 * np),
+          *p2 = xmalloc(4 * np);
     float *dp = xmalloc(4 * np);
     attention_forward(o1, p1, q, k, v, B, T, H, KVH, HD);
     attention_forward_ref(o2, p2, q, k, v, B, T, H, KVH, HD);
@@ -303,7 +363,15 @@ static void test_attention_vs_ref(void **state) {
         free(g1[i]);
         free(g2[i]);
     }
-    free(q); free(k); free(v); free(G); free(o1); free(o2); free(p1); free(p2); free(dp);
+    free(q);
+    free(k);
+    free(v);
+    free(G);
+    free(o1);
+    free(o2);
+    free(p1);
+    free(p2);
+    free(dp);
 }
 
 /* ---- SwiGLU, residual, embedding ----------------------------------------------------- */
@@ -317,14 +385,16 @@ typedef struct {
 static double swi_loss(void *vc) {
     SwiCtx *c = vc;
     double L = 0;
-    for (int64_t i = 0; i < c->n; i++) L += c->G[i] * c->g[i] / (1 + exp(-c->g[i])) * c->u[i];
+    for (int64_t i = 0; i < c->n; i++)
+        L += c->G[i] * c->g[i] / (1 + exp(-c->g[i])) * c->u[i];
     return L;
 }
 
 static double res_loss(void *vc) {
     SwiCtx *c = vc; // reuse: out = g + u
     double L = 0;
-    for (int64_t i = 0; i < c->n; i++) L += c->G[i] * (c->g[i] + c->u[i]);
+    for (int64_t i = 0; i < c->n; i++)
+        L += c->G[i] * (c->g[i] + c->u[i]);
     return L;
 }
 
@@ -344,7 +414,13 @@ static void test_swiglu_residual_grad(void **state) {
     residual_backward(dg, du, G, n);
     fd_check("residual da", res_loss, &c, c.g, n, dg, 1e-4);
     fd_check("residual db", res_loss, &c, c.u, n, du, 1e-4);
-    free(g); free(u); free(G); free(dg); free(du); free(c.g); free(c.u);
+    free(g);
+    free(u);
+    free(G);
+    free(dg);
+    free(du);
+    free(c.g);
+    free(c.u);
 }
 
 typedef struct {
@@ -358,7 +434,8 @@ static double emb_loss(void *vc) {
     EmbCtx *c = vc;
     double L = 0;
     for (int n = 0; n < c->N; n++)
-        for (int i = 0; i < c->D; i++) L += c->G[n * c->D + i] * c->emb[c->ids[n] * c->D + i];
+        for (int i = 0; i < c->D; i++)
+            L += c->G[n * c->D + i] * c->emb[c->ids[n] * c->D + i];
     return L;
 }
 
@@ -372,7 +449,10 @@ static void test_embedding_grad(void **state) {
     embedding_backward(demb, G, ids, N, D);
     EmbCtx c = {N, D, ids, to_d(emb, V * D), G};
     fd_check("embedding demb", emb_loss, &c, c.emb, V * D, demb, 1e-4);
-    free(emb); free(G); free(demb); free(c.emb);
+    free(emb);
+    free(G);
+    free(demb);
+    free(c.emb);
 }
 
 /* ---- Losses ------------------------------------------------------------------------- */
@@ -393,8 +473,10 @@ typedef struct {
 
 static double lse_d(const double *x, int V, double inv_t) {
     double mx = -1e300, s = 0;
-    for (int i = 0; i < V; i++) mx = fmax(mx, x[i] * inv_t);
-    for (int i = 0; i < V; i++) s += exp(x[i] * inv_t - mx);
+    for (int i = 0; i < V; i++)
+        mx = fmax(mx, x[i] * inv_t);
+    for (int i = 0; i < V; i++)
+        s += exp(x[i] * inv_t - mx);
     return mx + log(s);
 }
 
@@ -409,7 +491,8 @@ static double kd_loss_d(void *vc) {
         ce += lse_d(s, c->V, 1) - s[c->y[n]];
         if (!c->t) continue;
         int Vk = c->Vk ? c->Vk : c->V, Vt = c->Vt ? c->Vt : c->V;
-        for (int i = 0; i < Vk; i++) tt[i] = c->t[n * Vt + i];
+        for (int i = 0; i < Vk; i++)
+            tt[i] = c->t[n * Vt + i];
         double ls = lse_d(s, Vk, 1 / c->T), lt = lse_d(tt, Vk, 1 / c->T);
         for (int i = 0; i < Vk; i++) {
             double a = tt[i] / c->T - lt, b = s[i] / c->T - ls;
@@ -436,7 +519,8 @@ static void test_kd_loss_grad(void **state) {
         kd_loss_backward(d, s, tl, y, N, V, &o, 1.0f);
         LossCtx c = {N, V, to_d(s, N * V), tl, y, 2.5, 0.3, NULL, NULL, 0, 1, 0, 0};
         assert_true(fabs(l.loss - kd_loss_d(&c)) < 1e-6);
-        fd_check(with_teacher ? "kd loss dlogits" : "ce loss dlogits", kd_loss_d, &c, c.s, N * V, d, 1e-4);
+        fd_check(with_teacher ? "kd loss dlogits" : "ce loss dlogits", kd_loss_d, &c, c.s, N * V, d,
+                 1e-4);
         free(c.s);
     }
     // shared vocabulary: KL over the first 8 columns, teacher rows of 13 (padding rows)
@@ -459,7 +543,9 @@ static void test_kd_loss_grad(void **state) {
                        TRAIN_IGNORE_INDEX, TRAIN_IGNORE_INDEX, TRAIN_IGNORE_INDEX};
     KdLoss z = kd_loss_forward(s, t, none, N, V, &o);
     assert_true(z.loss == 0 && z.n_valid == 0);
-    free(s); free(t); free(d);
+    free(s);
+    free(t);
+    free(d);
 }
 
 // Double reference of DistillKit's sparse KL (SYMMETRIC_UNIFORM), written from the formula.
@@ -505,8 +591,10 @@ static void test_sparse_kd_grad(void **state) {
     float lp[5 * 4];
     for (int n = 0; n < N; n++) {
         double mx = -1e300, sum = 0;
-        for (int i = 0; i < V; i++) mx = fmax(mx, t[n * V + i]);
-        for (int i = 0; i < V; i++) sum += exp(t[n * V + i] - mx);
+        for (int i = 0; i < V; i++)
+            mx = fmax(mx, t[n * V + i]);
+        for (int i = 0; i < V; i++)
+            sum += exp(t[n * V + i] - mx);
         for (int k = 0; k < K; k++) {
             ids[n * K + k] = (n * 3 + k * 5) % V;
             lp[n * K + k] = (float)(t[n * V + ids[n * K + k]] - mx - log(sum));
@@ -523,17 +611,23 @@ static void test_sparse_kd_grad(void **state) {
     int32_t all[13];
     float lpa[13];
     double mx = -1e300, sum = 0;
-    for (int i = 0; i < V; i++) mx = fmax(mx, t[i]);
-    for (int i = 0; i < V; i++) sum += exp(t[i] - mx);
+    for (int i = 0; i < V; i++)
+        mx = fmax(mx, t[i]);
+    for (int i = 0; i < V; i++)
+        sum += exp(t[i] - mx);
     for (int i = 0; i < V; i++) {
         all[i] = i;
         lpa[i] = (float)(t[i] - mx - log(sum));
     }
     KdSparseTeacher full = {.ids = all, .logp = lpa, .K = V, .t_gen = 1.0f};
     KdLossOptions o1 = {.temperature = 1.0f, .alpha = 1.0f};
-    KdLoss a = kd_sparse_loss_forward(s, &full, y, 1, V, &o1), b = kd_loss_forward(s, t, y, 1, V, &o1);
+    KdLoss a = kd_sparse_loss_forward(s, &full, y, 1, V, &o1),
+           b = kd_loss_forward(s, t, y, 1, V, &o1);
     assert_true(fabs(a.kl - b.kl) < 1e-5);
-    free(s); free(t); free(d); free(c.s);
+    free(s);
+    free(t);
+    free(d);
+    free(c.s);
 }
 
 /* ---- LoRA --------------------------------------------------------------------------- */
@@ -542,6 +636,7 @@ typedef struct {
     int N, I, O, R;
     double *x, *a, *b, scaling;
     const float *G;
+    const float *ms; // dropout mask (N, I) or NULL
 } LoraCtx;
 
 static double lora_loss_d(void *vc) {
@@ -550,11 +645,14 @@ static double lora_loss_d(void *vc) {
     for (int n = 0; n < c->N; n++) {
         for (int k = 0; k < c->R; k++) {
             u[k] = 0;
-            for (int i = 0; i < c->I; i++) u[k] += c->x[n * c->I + i] * c->a[k * c->I + i];
+            for (int i = 0; i < c->I; i++)
+                u[k] +=
+                    c->x[n * c->I + i] * (c->ms ? c->ms[n * c->I + i] : 1.0) * c->a[k * c->I + i];
         }
         for (int o = 0; o < c->O; o++) {
             double y = 0;
-            for (int k = 0; k < c->R; k++) y += u[k] * c->b[o * c->R + k];
+            for (int k = 0; k < c->R; k++)
+                y += u[k] * c->b[o * c->R + k];
             L += c->scaling * y * c->G[n * c->O + o];
         }
     }
@@ -568,16 +666,23 @@ static void test_lora_grad(void **state) {
     int N = 5, I = 9, O = 7, R = 3;
     float *x = rand_f(&r, N * I, 1.0), *G = rand_f(&r, N * O, 1.0);
     float *slab = rand_f(&r, R * I + O * R, 0.5), *gslab = xcalloc(R * I + O * R, 4);
-    LoraAdapter ad = {.a = slab, .b = slab + R * I, .da = gslab, .db = gslab + R * I,
-                      .rank = R, .in = I, .out = O};
+    LoraAdapter ad = {.a = slab,
+                      .b = slab + R * I,
+                      .da = gslab,
+                      .db = gslab + R * I,
+                      .rank = R,
+                      .in = I,
+                      .out = O};
     float *y = xcalloc(N * O, 4), *u = xmalloc(4 * N * R), *du = xmalloc(4 * N * R);
     float *dx = xcalloc(N * I, 4);
     float scaling = 2.5f;
     lora_forward(y, u, x, &ad, scaling, N);
     lora_backward(dx, du, G, x, u, &ad, scaling, N);
-    LoraCtx c = {N, I, O, R, to_d(x, N * I), to_d(ad.a, R * I), to_d(ad.b, O * R), scaling, G};
+    LoraCtx c = {N,       I, O,   R, to_d(x, N * I), to_d(ad.a, R * I), to_d(ad.b, O * R),
+                 scaling, G, NULL};
     double L = 0;
-    for (int i = 0; i < N * O; i++) L += (double)y[i] * G[i];
+    for (int i = 0; i < N * O; i++)
+        L += (double)y[i] * G[i];
     assert_true(fabs(L - lora_loss_d(&c)) < 1e-4);
     fd_check("lora dx", lora_loss_d, &c, c.x, N * I, dx, 1e-4);
     fd_check("lora dA", lora_loss_d, &c, c.a, R * I, ad.da, 1e-4);
@@ -587,8 +692,43 @@ static void test_lora_grad(void **state) {
     lora_merge_weight(w, &ad, scaling);
     linear_forward_ref(ym, x, w, NULL, N, I, O);
     assert_close_f32("merged = unmerged", ym, y, N * O, 1e-5, 1e-4);
-    free(x); free(G); free(slab); free(gslab); free(y); free(u); free(du); free(dx);
-    free(w); free(ym); free(c.x); free(c.a); free(c.b);
+    // inverted dropout with a fixed mask (p = 0.4)
+    float *ms = xmalloc(4 * N * I), *xd = xmalloc(4 * N * I);
+    lora_dropout_mask(ms, N * I, 0.4f, &r);
+    int zeros = 0;
+    for (int i = 0; i < N * I; i++) {
+        zeros += ms[i] == 0.0f;
+        assert_true(ms[i] == 0.0f || fabsf(ms[i] - 1.0f / 0.6f) < 1e-6f);
+    }
+    assert_true(zeros > 0 && zeros < N * I);
+    memset(gslab, 0, 4 * (R * I + O * R));
+    memset(dx, 0, 4 * N * I);
+    memset(y, 0, 4 * N * O);
+    lora_forward_dropout(y, u, xd, x, ms, &ad, scaling, N);
+    lora_backward_dropout(dx, du, xd, G, x, ms, u, &ad, scaling, N);
+    c.ms = ms;
+    L = 0;
+    for (int i = 0; i < N * O; i++)
+        L += (double)y[i] * G[i];
+    assert_true(fabs(L - lora_loss_d(&c)) < 1e-4);
+    fd_check("lora+dropout dx", lora_loss_d, &c, c.x, N * I, dx, 1e-4);
+    fd_check("lora+dropout dA", lora_loss_d, &c, c.a, R * I, ad.da, 1e-4);
+    fd_check("lora+dropout dB", lora_loss_d, &c, c.b, O * R, ad.db, 1e-4);
+    free(ms);
+    free(xd);
+    free(x);
+    free(G);
+    free(slab);
+    free(gslab);
+    free(y);
+    free(u);
+    free(du);
+    free(dx);
+    free(w);
+    free(ym);
+    free(c.x);
+    free(c.a);
+    free(c.b);
 }
 
 int main(void) {

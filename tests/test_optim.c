@@ -38,7 +38,10 @@ static void test_adamw_vs_torch(void **state) {
         assert_close_f32(name, p, r, n, 1e-6, 1e-5);
         free(r);
     }
-    free(p); free(g); free(m); free(v);
+    free(p);
+    free(g);
+    free(m);
+    free(v);
     safetensors_close(&st);
 }
 
@@ -63,8 +66,10 @@ static void test_newton_schulz_vs_torch(void **state) {
         assert_close_f32("NS5 vs torch f64", out, ref, r * c, 1e-5, 0);
         assert_close_f32("NS5 vs _ref", out, outr, r * c, 1e-5, 1e-4);
         double md = 0;
-        for (int j = 0; j < r * c; j++) md = fmax(md, fabs(out[j] - bf[j]));
-        printf("  NS5 %dx%d: max |F32 - torch bf16| = %.3g (bf16 rounding, informative)\n", r, c, md);
+        for (int j = 0; j < r * c; j++)
+            md = fmax(md, fabs(out[j] - bf[j]));
+        printf("  NS5 %dx%d: max |F32 - torch bf16| = %.3g (bf16 rounding, informative)\n", r, c,
+               md);
         // singular values of NS5 output lie roughly in (0.5, 1.5): diag of O O^T (or O^T O)
         int mn = MIN(r, c);
         for (int a = 0; a < mn; a++) {
@@ -75,12 +80,18 @@ static void test_newton_schulz_vs_torch(void **state) {
             }
             assert_true(d > 0.25 && d < 2.25);
         }
-        free(x); free(ref); free(bf); free(scratch); free(out); free(outr);
+        free(x);
+        free(ref);
+        free(bf);
+        free(scratch);
+        free(out);
+        free(outr);
     }
     // a zero gradient gives a zero update (norm clamped at eps, no NaN)
     float z[12] = {0}, o[12], sc[64];
     muon_newton_schulz(o, z, 3, 4, 5, 1e-7f, sc);
-    for (int i = 0; i < 12; i++) assert_true(o[i] == 0.0f);
+    for (int i = 0; i < 12; i++)
+        assert_true(o[i] == 0.0f);
     safetensors_close(&st);
 }
 
@@ -145,7 +156,8 @@ static void test_schedules_vs_transformers(void **state) {
     assert_true(schedule_lr(&s, 1.0f, 24) == 0.0f);
     Schedule c = {.kind = SCHEDULE_CONSTANT, .warmup_steps = 0, .total_steps = 5};
     assert_true(schedule_lr(&c, 0.5f, 3) == 0.5f);
-    Schedule mn = {.kind = SCHEDULE_COSINE, .warmup_steps = 0, .total_steps = 10, .min_lr_ratio = 0.1f};
+    Schedule mn = {
+        .kind = SCHEDULE_COSINE, .warmup_steps = 0, .total_steps = 10, .min_lr_ratio = 0.1f};
     assert_true(fabsf(schedule_lr(&mn, 1.0f, 10) - 0.1f) < 1e-7f);
     ScheduleKind sk;
     assert_int_equal(schedule_parse("cosine", &sk), STATUS_OK);
@@ -170,7 +182,8 @@ static void test_clip_vs_torch(void **state) {
     assert_true(small[0] == 0.1f && small[2] == -0.2f);
     float bad[2] = {NAN, 1.0f};
     assert_true(isnan(grad_clip_global(bad, 2, 1.0)) && bad[1] == 1.0f);
-    free(g); free(ref);
+    free(g);
+    free(ref);
     safetensors_close(&st);
 }
 

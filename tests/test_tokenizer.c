@@ -438,6 +438,9 @@ static void test_spec_pre_names(void **state) {
     assert_int_equal(bad, 0);
     cases_free(&c);
     tokenizer_free(u);
+    sp.pre = "deepseek-coder"; // a GGUF name we do not map
+    assert_int_equal(tokenizer_build(&u, &sp, "spec"), STATUS_ERR_UNSUPPORTED);
+    assert_non_null(strstr(status_msg(), "deepseek-coder"));
     sp.pre = "no-such-(regex";
     assert_int_equal(tokenizer_build(&u, &sp, "spec"), STATUS_ERR_FORMAT);
     assert_non_null(strstr(status_msg(), "regex"));

@@ -39,7 +39,8 @@ static void view(Tensor *t, const SafeTensors *st, const char *name) {
     assert_int_equal(s->dtype, ST_F32);
     t->dtype = DTYPE_F32;
     t->ndim = s->ndim;
-    for (int i = 0; i < s->ndim; i++) t->shape[i] = s->shape[i];
+    for (int i = 0; i < s->ndim; i++)
+        t->shape[i] = s->shape[i];
     t->data = (void *)s->data;
 }
 
@@ -84,8 +85,10 @@ static void fix_model_load(FixModel *fm, const char *dir) {
     const SafeTensors *st = &fm->st;
     view(&m->tok_emb, st, "model.embed_tokens.weight");
     view(&m->final_norm, st, "model.norm.weight");
-    if (c->tied_embeddings) m->lm_head = m->tok_emb;
-    else view(&m->lm_head, st, "lm_head.weight");
+    if (c->tied_embeddings)
+        m->lm_head = m->tok_emb;
+    else
+        view(&m->lm_head, st, "lm_head.weight");
     m->layers = xcalloc((size_t)c->n_layers, sizeof(LlamaLayer));
     for (int l = 0; l < c->n_layers; l++) {
         LlamaLayer *ly = &m->layers[l];
@@ -253,7 +256,8 @@ static void check_case(Ctx *c, int case_no) {
     KdLossOptions o = kd_opts(c);
     KdLoss l;
     lora_zero_grad(&lm);
-    assert_int_equal(llama_train_step(&c->lt, &lm, c->ids, c->targets, c->tlogits, &o, &l), STATUS_OK);
+    assert_int_equal(llama_train_step(&c->lt, &lm, c->ids, c->targets, c->tlogits, &o, &l),
+                     STATUS_OK);
     char name[64];
     snprintf(name, sizeof name, "student_logits%d", case_no);
     int64_t n;
@@ -312,7 +316,8 @@ static void run_steps(Ctx *c, const char *tag, OptimOptions oo) {
     for (int s = 0; s < steps; s++) {
         KdLoss l;
         lora_zero_grad(&lm);
-        assert_int_equal(llama_train_step(&c->lt, &lm, c->ids, c->targets, c->tlogits, &ko, &l), STATUS_OK);
+        assert_int_equal(llama_train_step(&c->lt, &lm, c->ids, c->targets, c->tlogits, &ko, &l),
+                         STATUS_OK);
         double d = fabs(l.loss - ref[s]);
         worst_loss = fmax(worst_loss, d);
         if (!(d <= 1e-4)) fail_msg("%s step %d: loss %.8f ref %.8f", tag, s, l.loss, ref[s]);
@@ -399,7 +404,8 @@ static void test_merge(void **state) {
     KdLossOptions o = kd_opts(c);
     KdLoss l1, l2;
     lora_zero_grad(&lm);
-    assert_int_equal(llama_train_step(&c->lt, &lm, c->ids, c->targets, c->tlogits, &o, &l1), STATUS_OK);
+    assert_int_equal(llama_train_step(&c->lt, &lm, c->ids, c->targets, c->tlogits, &o, &l1),
+                     STATUS_OK);
     int64_t nl = (int64_t)c->B * c->T * c->student.m.cfg.vocab_size;
     float *with = xmalloc(sizeof(float) * nl);
     memcpy(with, c->lt.logits, sizeof(float) * nl);
@@ -414,7 +420,8 @@ static void test_merge(void **state) {
     for (int o2 = 0; o2 < ad->out; o2++)
         for (int i = 0; i < ad->in; i++) {
             double d = 0;
-            for (int k = 0; k < ad->rank; k++) d += (double)ad->b[o2 * ad->rank + k] * ad->a[k * ad->in + i];
+            for (int k = 0; k < ad->rank; k++)
+                d += (double)ad->b[o2 * ad->rank + k] * ad->a[k * ad->in + i];
             md = fmax(md, fabs(w1[o2 * ad->in + i] - (w0[o2 * ad->in + i] + lm.scaling * d)));
         }
     assert_true(md < 1e-6);
@@ -477,7 +484,8 @@ static void test_lora_init_bound(void **state) {
         int64_t n;
         float *a = fixture_f32(&c->ref, key, &n);
         float mx = 0;
-        for (int64_t i = 0; i < n; i++) mx = fmaxf(mx, fabsf(a[i]));
+        for (int64_t i = 0; i < n; i++)
+            mx = fmaxf(mx, fabsf(a[i]));
         assert_true(mx <= bound && mx > 0.8 * bound);
         free(a);
     }
@@ -489,9 +497,11 @@ static void test_lora_init_bound(void **state) {
     assert_int_equal(lora_init(&lm, &c->student.m.cfg, &lc, &rng), STATUS_OK);
     LoraAdapter *ad = lora_get(&lm, 1, LORA_DOWN);
     float mx = 0;
-    for (int64_t i = 0; i < (int64_t)ad->rank * ad->in; i++) mx = fmaxf(mx, fabsf(ad->a[i]));
+    for (int64_t i = 0; i < (int64_t)ad->rank * ad->in; i++)
+        mx = fmaxf(mx, fabsf(ad->a[i]));
     assert_true(mx <= lora_kaiming_bound(ad->in) && mx > 0.9 * lora_kaiming_bound(ad->in));
-    for (int64_t i = 0; i < (int64_t)ad->rank * ad->out; i++) assert_true(ad->b[i] == 0.0f);
+    for (int64_t i = 0; i < (int64_t)ad->rank * ad->out; i++)
+        assert_true(ad->b[i] == 0.0f);
     assert_true(lm.scaling == 1.0f);
     lora_release(&lm);
 }

@@ -9,6 +9,7 @@
 #include "core/fileio.h"
 #include "core/rng.h"
 #include "model/llama.h"
+#include "train/llama_train.h"
 #include "train/trainer.h"
 #include "testutil.h"
 
@@ -95,7 +96,8 @@ static void test_fill_batch(void **state) {
     int64_t n = trainer_fill_batch(ids, tg, &c->ts, idx, 1, 2, 16);
     assert_int_equal(n, MIN(ex->len, 16));
     for (int t = 0; t < 16; t++) {
-        int want = (t + 1 < MIN(ex->len, 16) && ex->mask[t + 1]) ? ex->ids[t + 1] : TRAIN_IGNORE_INDEX;
+        int want =
+            (t + 1 < MIN(ex->len, 16) && ex->mask[t + 1]) ? ex->ids[t + 1] : TRAIN_IGNORE_INDEX;
         assert_int_equal(tg[t], want);
         assert_int_equal(tg[16 + t], TRAIN_IGNORE_INDEX); // row past nb: all ignored
     }
@@ -117,10 +119,23 @@ static void test_same_seed_identical_and_loss_drops(void **state) {
     run_ok(c, &o, &b, &rb);
     assert_int_equal(ra.steps, 8);
     assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
+    // recomputing attention in the backward gives the same bytes with less memory
+    lora_release(&b);
+    o.recompute_attention = true;
+    run_ok(c, &o, &b, &rb);
+    assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
+    int64_t full = llama_train_act_bytes(&c->student.cfg, 3, 16, 4, false);
+    int64_t rec = llama_train_act_bytes(&c->student.cfg, 3, 16, 4, true);
+    int64_t probs = (int64_t)3 * c->student.cfg.n_heads * 16 * 16 * (int64_t)sizeof(float);
+    assert_true(full - rec == (c->student.cfg.n_layers - 1) * probs);
     // validation CE improves on the initial (B = 0, i.e. base model) CE
     double ce0, ce1;
-    assert_int_equal(trainer_eval_ce(&c->student, NULL, &c->ts, c->sp.val, c->sp.n_val, 3, 16, &ce0, NULL), STATUS_OK);
-    assert_int_equal(trainer_eval_ce(&c->student, &a, &c->ts, c->sp.val, c->sp.n_val, 3, 16, &ce1, NULL), STATUS_OK);
+    assert_int_equal(
+        trainer_eval_ce(&c->student, NULL, &c->ts, c->sp.val, c->sp.n_val, 3, 16, &ce0, NULL),
+        STATUS_OK);
+    assert_int_equal(
+        trainer_eval_ce(&c->student, &a, &c->ts, c->sp.val, c->sp.n_val, 3, 16, &ce1, NULL),
+        STATUS_OK);
     assert_true(fabs(ce1 - ra.final_val_ce) < 1e-9);
     printf("  val CE base %.4f -> trained %.4f; last train loss %.4f\n", ce0, ce1, ra.final_loss);
     lora_release(&a);
@@ -149,7 +164,8 @@ static void test_training_lowers_loss(void **state) {
 }
 
 static void rm_run_dir(const char *dir) {
-    const char *files[] = {"train_log.jsonl", "adapter/adapter_config.json",
+    const char *files[] = {"train_log.jsonl",
+                           "adapter/adapter_config.json",
                            "adapter/adapter_model.safetensors",
                            "checkpoint/adapter_config.json",
                            "checkpoint/adapter_model.safetensors",
@@ -171,11 +187,13 @@ static void test_kill_and_resume(void **state) {
     char da[] = "/tmp/ef_train_a_XXXXXX", db[] = "/tmp/ef_train_b_XXXXXX";
     assert_non_null(mkdtemp(da));
     assert_non_null(mkdtemp(db));
-    for (int k = 0; k < 2; k++) {
-        OptimKind kind = k ? OPTIM_MUON : OPTIM_ADAMW;
+    // AdamW; Muon; AdamW with LoRA dropout (masks must follow the step after a resume)
+    for (int k = 0; k < 3; k++) {
+        OptimKind kind = k == 1 ? OPTIM_MUON : OPTIM_ADAMW;
         TrainerOptions o = small_opts();
         o.optim = optim_defaults(kind);
         o.optim.lr = kind == OPTIM_MUON ? 2e-2f : 1e-2f;
+        if (k == 2) o.lora.dropout = 0.3f;
         o.ckpt_every = 2;
         o.out_dir = da;
         LoraModel a, b;
@@ -222,7 +240,8 @@ static void test_bad_input(void **state) {
     // vocabulary mismatch
     Model t2 = c->teacher;
     t2.cfg.vocab_size = 300;
-    assert_int_equal(trainer_run(&c->student, &t2, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r), STATUS_ERR_ARG);
+    assert_int_equal(trainer_run(&c->student, &t2, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r),
+                     STATUS_ERR_ARG);
     assert_non_null(strstr(status_msg(), "vocabulary"));
     // a teacher with padding rows past the shared vocabulary: refused without a shared
     // vocabulary, and with it the run equals the unpadded one
@@ -231,14 +250,16 @@ static void test_bad_input(void **state) {
         int V = c->teacher.cfg.vocab_size, D = c->teacher.cfg.dim, pad = 8;
         float *emb = xmalloc(sizeof(float) * (V + pad) * D);
         dtype_to_f32(emb, c->teacher.tok_emb.data, c->teacher.tok_emb.dtype, (int64_t)V * D);
-        for (int i = V * D; i < (V + pad) * D; i++) emb[i] = 0.01f * (float)(i % 7);
+        for (int i = V * D; i < (V + pad) * D; i++)
+            emb[i] = 0.01f * (float)(i % 7);
         tp.cfg.vocab_size = V + pad;
         tp.tok_emb.data = emb;
         tp.tok_emb.dtype = DTYPE_F32;
         tp.tok_emb.shape[0] = V + pad;
         tp.lm_head = tp.tok_emb; // the fixture teacher is tied
         assert_true(c->teacher.cfg.tied_embeddings);
-        assert_int_equal(trainer_run(&c->student, &tp, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r), STATUS_ERR_ARG);
+        assert_int_equal(trainer_run(&c->student, &tp, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r),
+                         STATUS_ERR_ARG);
         TrainerOptions o2 = o;
         o2.max_steps = 3;
         o2.shared_vocab = V;
@@ -262,7 +283,8 @@ static void test_bad_input(void **state) {
     }
     // empty training split
     DataSplit empty = {0};
-    assert_int_equal(trainer_run(&c->student, NULL, &c->ts, &empty, &o, NULL, NULL, &lm, &r), STATUS_ERR_ARG);
+    assert_int_equal(trainer_run(&c->student, NULL, &c->ts, &empty, &o, NULL, NULL, &lm, &r),
+                     STATUS_ERR_ARG);
     // NaN in a weight: a numeric error, not a crash
     Model bad = c->student;
     LlamaLayer *layers = xmalloc(sizeof(LlamaLayer) * bad.cfg.n_layers);
@@ -274,13 +296,15 @@ static void test_bad_input(void **state) {
     layers[0].w_up.data = w;
     layers[0].w_up.dtype = DTYPE_F32;
     bad.layers = layers;
-    assert_int_equal(trainer_run(&bad, &c->teacher, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r), STATUS_ERR_NUMERIC);
+    assert_int_equal(trainer_run(&bad, &c->teacher, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r),
+                     STATUS_ERR_NUMERIC);
     assert_non_null(strstr(status_msg(), "step 0"));
     free(w);
     free(layers);
     // bad options
     o.batch = 0;
-    assert_int_equal(trainer_run(&c->student, NULL, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r), STATUS_ERR_ARG);
+    assert_int_equal(trainer_run(&c->student, NULL, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r),
+                     STATUS_ERR_ARG);
 }
 
 // A cache holding the whole distribution (K = V) at t_gen = T gives the dense KD run.
@@ -290,7 +314,9 @@ static void test_teacher_cache(void **state) {
     o.max_steps = 4;
     int V = c->teacher.cfg.vocab_size;
     TeacherCache tc, back;
-    assert_int_equal(teacher_cache_build(&tc, &c->teacher, &c->ts, V, o.kd.temperature, o.seq_len, 5), STATUS_OK);
+    assert_int_equal(
+        teacher_cache_build(&tc, &c->teacher, &c->ts, V, o.kd.temperature, o.seq_len, 5),
+        STATUS_OK);
     char path[] = "/tmp/ef_cache_XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -301,7 +327,8 @@ static void test_teacher_cache(void **state) {
     assert_memory_equal(back.ids, tc.ids, sizeof(int32_t) * tc.rows * V);
     assert_memory_equal(back.logp, tc.logp, sizeof(float) * tc.rows * V);
     // most likely first, log-probs of a distribution
-    for (int k = 1; k < V; k++) assert_true(back.logp[k - 1] >= back.logp[k]);
+    for (int k = 1; k < V; k++)
+        assert_true(back.logp[k - 1] >= back.logp[k]);
     // a cache made for another window is refused with the example named
     assert_int_equal(teacher_cache_check(&back, &c->ts, 12, V), STATUS_ERR_ARG);
     LoraModel a, b;
@@ -362,7 +389,8 @@ static void test_nan_keeps_checkpoint(void **state) {
     bad.layers = layers;
     o.stop_after = 0;
     o.resume = true;
-    assert_int_equal(trainer_run(&bad, &c->teacher, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r), STATUS_ERR_NUMERIC);
+    assert_int_equal(trainer_run(&bad, &c->teacher, &c->ts, &c->sp, &o, NULL, NULL, &lm, &r),
+                     STATUS_ERR_NUMERIC);
     assert_int_equal(file_read_all(st, &after, &na), STATUS_OK);
     assert_int_equal(na, nb);
     assert_memory_equal(before, after, na);
@@ -385,7 +413,8 @@ static void test_distill_cli(void **state) {
     FILE *f = fopen(data, "w");
     assert_non_null(f);
     for (int i = 0; i < 6; i++) {
-        fprintf(f, "{\"instruction\": \"Tell a story.\", \"output\": \"Once upon a time %d.\"}\n", i);
+        fprintf(f, "{\"instruction\": \"Tell a story.\", \"output\": \"Once upon a time %d.\"}\n",
+                i);
         if (i == 1) fprintf(f, "{\"instruction\": 3}\n"); // line 3
     }
     fclose(f);
@@ -394,8 +423,10 @@ static void test_distill_cli(void **state) {
     fputs("\n\n", f);
     fclose(f);
     const char *m = "models/stories260K/stories260K.bin";
-    snprintf(args, sizeof args, "distill --student %s --teacher %s --data %s --out %s/run --max-steps 2 "
-             "--batch 2 --seq-len 160 --rank 2", m, m, data, dir);
+    snprintf(args, sizeof args,
+             "distill --student %s --teacher %s --data %s --out %s/run --max-steps 2 "
+             "--batch 2 --seq-len 160 --rank 2",
+             m, m, data, dir);
     assert_int_equal(run_cli(args, &out), 1);
     assert_non_null(strstr(out, "d.jsonl:3:"));
     free(out);
@@ -412,6 +443,31 @@ static void test_distill_cli(void **state) {
     assert_int_equal(system(args), 0);
 }
 
+// LoRA dropout: seeded (same run twice = same bytes), it changes the result, and the
+// validation CE is computed without it (equals a plain evaluation of the adapter).
+static void test_lora_dropout_run(void **state) {
+    Ctx *c = *state;
+    TrainerOptions o = small_opts();
+    LoraModel a, b, d;
+    TrainerResult ra, rb, rd;
+    run_ok(c, &o, &d, &rd);
+    o.lora.dropout = 0.25f;
+    run_ok(c, &o, &a, &ra);
+    run_ok(c, &o, &b, &rb);
+    assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
+    assert_true(memcmp(a.params, d.params, sizeof(float) * a.n_params) != 0);
+    double ce;
+    assert_int_equal(trainer_eval_ce(&c->student, &a, &c->ts, c->sp.val, c->sp.n_val, o.batch,
+                                     o.seq_len, &ce, NULL),
+                     STATUS_OK);
+    assert_true(fabs(ce - ra.final_val_ce) < 1e-9);
+    printf("  dropout 0.25: loss %.5f (no dropout %.5f), val CE %.5f\n", ra.final_loss,
+           rd.final_loss, ce);
+    lora_release(&a);
+    lora_release(&b);
+    lora_release(&d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fill_batch),
@@ -421,6 +477,7 @@ int main(void) {
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_teacher_cache),
         cmocka_unit_test(test_nan_keeps_checkpoint),
+        cmocka_unit_test(test_lora_dropout_run),
         cmocka_unit_test(test_distill_cli),
     };
     return cmocka_run_group_tests_name("trainer", tests, setup, teardown);

@@ -22,7 +22,9 @@ What it follows exactly (see docs/gptq.md):
   * RTN baseline: the same grids as static groups, no error feedback, no act-order.
 
 The arithmetic runs in float64 by default (--dtype float32 mirrors the reference's fp32).
-Our C code computes in double, so the float64 fixtures give identical integer codes;
+In float32 it reproduces the reference's own code bit for bit on the fixture layers
+(tools/gptq_check_upstream.py runs both). Our C code computes in double, so the float64
+fixtures give identical integer codes;
 mismatches are only allowed at exact rounding ties (|frac(x/scale)| = 0.5 up to 1e-9),
 whose distance we record per code ("tie").
 
@@ -124,6 +126,7 @@ def gptq(W, H, bits=4, group=128, sym=True, act_order=False, static_groups=False
     U = torch.linalg.cholesky(Hinv, upper=True)
 
     Q = torch.zeros_like(W)
+    Wq = torch.zeros_like(W)
     Losses = torch.zeros_like(W)
     Tie = torch.zeros_like(W)
     scales = torch.zeros((G, N), dtype=W.dtype)
@@ -151,6 +154,7 @@ def gptq(W, H, bits=4, group=128, sym=True, act_order=False, static_groups=False
             q, tie = quantize_codes(w, scale, zero, maxq)
             wq = scale * (q - zero)
             Q[:, c] = q
+            Wq[:, c] = wq
             Tie[:, c] = tie
             Losses[:, c] = (w - wq) ** 2 / d ** 2 / 2
             err = (w - wq) / d
@@ -163,7 +167,7 @@ def gptq(W, H, bits=4, group=128, sym=True, act_order=False, static_groups=False
         g_idx = invperm // group
     else:
         g_idx = torch.arange(K) // group
-    return {"q": Q[:, invperm], "tie": Tie[:, invperm], "scale": scales, "zero": zeros,
+    return {"q": Q[:, invperm], "wq": Wq[:, invperm], "tie": Tie[:, invperm], "scale": scales, "zero": zeros,
             "g_idx": g_idx, "perm": perm, "loss": float(Losses.sum())}
 
 

@@ -7,8 +7,8 @@
  *       --weight-decay 0.01 --epochs 1 --batch 4 --seq-len 512 --seed 0
  *   edgeforge distill ... --resume          (continue from runs/a/checkpoint)
  *
- * Without --teacher (or --teacher-cache, sparse top-k KD) the loss is plain CE. Writes OUT/adapter (PEFT),
- * OUT/train_log.jsonl, OUT/checkpoint (with --save-every), and with --merge the merged
+ * Without --teacher (or --teacher-cache, sparse top-k KD) the loss is plain CE. Writes OUT/adapter
+ * (PEFT), OUT/train_log.jsonl, OUT/checkpoint (with --save-every), and with --merge the merged
  * student as an HF directory OUT/merged. Prints a progress line per step on stderr and a
  * summary on stdout.
  */
@@ -61,21 +61,25 @@ int cmd_distill(int argc, char **argv) {
     const char *optimizer = "adamw", *muon_scale = "original", *muon_lora = "both";
     const char *schedule = "cosine", *targets = "all", *format = "alpaca";
     double scale = 1.0, lr = 1e-4, temperature = 1.0, alpha = 1.0, wd = 0.01, val_frac = 0.1;
-    double max_grad_norm = 1.0, warmup_ratio = 0.0;
+    double max_grad_norm = 1.0, warmup_ratio = 0.0, dropout = 0.0;
     int rank = 8, epochs = 1, batch = 4, seq_len = 512, grad_accum = 1, shared_vocab = 0;
     int64_t seed = 0, max_steps = 0, eval_every = 0, save_every = 0;
-    bool resume = false, skip_bad = false, rslora = false, merge = false;
+    bool resume = false, skip_bad = false, rslora = false, merge = false, recompute = false;
     ArgSpec spec[] = {
         {"student", 0, ARG_STRING, &student_path, "student model (HF dir, GGUF, llama2.c)", 0, 0},
-        {"teacher", 0, ARG_STRING, &teacher_path, "teacher model with the same vocabulary (omit: CE only)", 0, 0},
-        {"teacher-cache", 0, ARG_STRING, &cache_path, "top-k cache from teacher-cache (instead of --teacher)", 0, 0},
-        {"shared-vocab", 0, ARG_INT, &shared_vocab, "KL over the first N logits (padded vocabularies; 0: auto)", 0, 1 << 24},
+        {"teacher", 0, ARG_STRING, &teacher_path,
+         "teacher model with the same vocabulary (omit: CE only)", 0, 0},
+        {"teacher-cache", 0, ARG_STRING, &cache_path,
+         "top-k cache from teacher-cache (instead of --teacher)", 0, 0},
+        {"shared-vocab", 0, ARG_INT, &shared_vocab,
+         "KL over the first N logits (padded vocabularies; 0: auto)", 0, 1 << 24},
         {"data", 0, ARG_STRING, &data_path, "Alpaca JSONL (instruction, input, output)", 0, 0},
         {"out", 'o', ARG_STRING, &out, "output directory", 0, 0},
         {"optimizer", 0, ARG_STRING, &optimizer, "adamw | muon", 0, 0},
         {"rank", 'r', ARG_INT, &rank, "LoRA rank R", 1, 4096},
         {"scale", 0, ARG_FLOAT, &scale, "LoRA scaling a (lora_alpha = a*R)", 1e-6, 1e6},
         {"rslora", 0, ARG_FLAG, &rslora, "rsLoRA: lora_alpha = a*sqrt(R)", 0, 0},
+        {"lora-dropout", 0, ARG_FLOAT, &dropout, "LoRA dropout p (PEFT lora_dropout)", 0, 0.99},
         {"targets", 0, ARG_STRING, &targets, "LoRA modules: all or q,k,v,o,gate,up,down", 0, 0},
         {"lr", 0, ARG_FLOAT, &lr, "peak learning rate", 0, 10},
         {"temperature", 0, ARG_FLOAT, &temperature, "KD temperature T", 1e-3, 1e3},
@@ -87,21 +91,30 @@ int cmd_distill(int argc, char **argv) {
         {"warmup-ratio", 0, ARG_FLOAT, &warmup_ratio, "warm-up steps as a fraction of all", 0, 1},
         {"max-grad-norm", 0, ARG_FLOAT, &max_grad_norm, "clip gradients (0: off)", 0, 1e9},
         {"epochs", 0, ARG_INT, &epochs, "epochs", 1, 1000},
-        {"max-steps", 0, ARG_INT64, &max_steps, "stop after N optimizer steps (overrides epochs)", 0, 1e12},
+        {"max-steps", 0, ARG_INT64, &max_steps, "stop after N optimizer steps (overrides epochs)",
+         0, 1e12},
         {"batch", 'b', ARG_INT, &batch, "sequences per micro-batch", 1, 4096},
         {"grad-accum", 0, ARG_INT, &grad_accum, "micro-batches per step", 1, 4096},
         {"seq-len", 0, ARG_INT, &seq_len, "tokens per sequence", 2, 1 << 20},
         {"format", 0, ARG_STRING, &format, "prompt format: alpaca | chat", 0, 0},
         {"val-frac", 0, ARG_FLOAT, &val_frac, "validation fraction", 0, 0.9},
-        {"eval-every", 0, ARG_INT64, &eval_every, "validation CE every N steps (0: at the end)", 0, 1e12},
+        {"eval-every", 0, ARG_INT64, &eval_every, "validation CE every N steps (0: at the end)", 0,
+         1e12},
         {"save-every", 0, ARG_INT64, &save_every, "checkpoint every N steps (0: never)", 0, 1e12},
+        {"recompute", 0, ARG_FLAG, &recompute, "recompute attention in the backward (less memory)",
+         0, 0},
         {"resume", 0, ARG_FLAG, &resume, "continue from OUT/checkpoint", 0, 0},
-        {"skip-bad-lines", 0, ARG_FLAG, &skip_bad, "skip malformed JSONL lines (default: fatal)", 0, 0},
+        {"skip-bad-lines", 0, ARG_FLAG, &skip_bad, "skip malformed JSONL lines (default: fatal)", 0,
+         0},
         {"merge", 0, ARG_FLAG, &merge, "also write the merged student to OUT/merged", 0, 0},
         {"seed", 0, ARG_INT64, &seed, "seed (LoRA init, split, data order)", 0, 9e18},
     };
-    ArgParse ap = {.cmd = "distill", .pos_usage = "", .spec = spec, .n_spec = (int)ARRAY_LEN(spec),
-                   .min_pos = 0, .max_pos = 0,
+    ArgParse ap = {.cmd = "distill",
+                   .pos_usage = "",
+                   .spec = spec,
+                   .n_spec = (int)ARRAY_LEN(spec),
+                   .min_pos = 0,
+                   .max_pos = 0,
                    .summary = "LoRA + knowledge distillation of a student from a teacher"};
     int rc = args_parse(&ap, argc, argv);
     if (rc != 0) return rc > 0 ? 0 : 2;
@@ -129,6 +142,7 @@ int cmd_distill(int argc, char **argv) {
     o.optim.lora_mode = (MuonLoraMode)mlo;
     o.lora.rank = rank;
     o.lora.use_rslora = rslora;
+    o.lora.dropout = (float)dropout;
     o.lora.lora_alpha = (float)(rslora ? scale * sqrt((double)rank) : scale * rank);
     o.kd.temperature = (float)temperature;
     o.kd.alpha = (float)alpha;
@@ -145,6 +159,7 @@ int cmd_distill(int argc, char **argv) {
     o.out_dir = out;
     o.base_model = student_path;
     o.shared_vocab = shared_vocab;
+    o.recompute_attention = recompute;
 
     Model student, teacher;
     model_init(&student);
@@ -192,7 +207,8 @@ int cmd_distill(int argc, char **argv) {
     }
     data_split(&sp, ts.n, val_frac, (uint64_t)seed);
     {
-        int64_t nb = (sp.n_train + batch - 1) / batch, per_epoch = (nb + grad_accum - 1) / grad_accum;
+        int64_t nb = (sp.n_train + batch - 1) / batch,
+                per_epoch = (nb + grad_accum - 1) / grad_accum;
         int64_t total = max_steps > 0 ? max_steps : epochs * per_epoch;
         o.warmup_steps = (int64_t)ceil(warmup_ratio * (double)total);
         log_info("distill: %d train / %d validation examples, %" PRId64 " steps, %s, rank %d, "
@@ -201,7 +217,8 @@ int cmd_distill(int argc, char **argv) {
         // the gap to close: validation CE of the untouched student and of the teacher
         double ce_s = NAN, ce_t = NAN;
         if (sp.n_val > 0 && !resume) {
-            if (trainer_eval_ce(&student, NULL, &ts, sp.val, sp.n_val, batch, seq_len, &ce_s, NULL) != STATUS_OK ||
+            if (trainer_eval_ce(&student, NULL, &ts, sp.val, sp.n_val, batch, seq_len, &ce_s,
+                                NULL) != STATUS_OK ||
                 (teacher_path && trainer_eval_ce(&teacher, NULL, &ts, sp.val, sp.n_val, batch,
                                                  seq_len, &ce_t, NULL) != STATUS_OK)) {
                 cli_fail("validation");

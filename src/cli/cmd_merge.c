@@ -20,10 +20,15 @@
 int cmd_merge(int argc, char **argv) {
     const char *dtype_name = "f32";
     ArgSpec spec[] = {
-        {"dtype", 0, ARG_STRING, &dtype_name, "weights of the written model: f32 | f16 | bf16", 0, 0},
+        {"dtype", 0, ARG_STRING, &dtype_name, "weights of the written model: f32 | f16 | bf16", 0,
+         0},
     };
-    ArgParse ap = {.cmd = "merge", .pos_usage = "MODEL ADAPTER OUT", .spec = spec,
-                   .n_spec = (int)ARRAY_LEN(spec), .min_pos = 3, .max_pos = 3,
+    ArgParse ap = {.cmd = "merge",
+                   .pos_usage = "MODEL ADAPTER OUT",
+                   .spec = spec,
+                   .n_spec = (int)ARRAY_LEN(spec),
+                   .min_pos = 3,
+                   .max_pos = 3,
                    .summary = "merge a PEFT LoRA adapter into a model and write an HF directory"};
     int rc = args_parse(&ap, argc, argv);
     if (rc != 0) return rc > 0 ? 0 : 2;
@@ -40,7 +45,8 @@ int cmd_merge(int argc, char **argv) {
         cli_fail(ap.pos[1]);
         goto done;
     }
-    if (lora_merge_model(&lm, &m) != STATUS_OK || model_save_hf(&m, ap.pos[2], (DType)dt) != STATUS_OK) {
+    if (lora_merge_model(&lm, &m) != STATUS_OK ||
+        model_save_hf(&m, ap.pos[2], (DType)dt) != STATUS_OK) {
         cli_fail("merge");
         goto done;
     }

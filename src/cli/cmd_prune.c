@@ -19,10 +19,15 @@ int cmd_prune(int argc, char **argv) {
     const char *layers = NULL, *dtype_name = "f32";
     ArgSpec spec[] = {
         {"keep-layers", 0, ARG_STRING, &layers, "layers to keep, e.g. 0,4 or 0-2,5", 0, 0},
-        {"dtype", 0, ARG_STRING, &dtype_name, "weights of the written model: f32 | f16 | bf16", 0, 0},
+        {"dtype", 0, ARG_STRING, &dtype_name, "weights of the written model: f32 | f16 | bf16", 0,
+         0},
     };
-    ArgParse ap = {.cmd = "prune", .pos_usage = "MODEL OUT", .spec = spec,
-                   .n_spec = (int)ARRAY_LEN(spec), .min_pos = 2, .max_pos = 2,
+    ArgParse ap = {.cmd = "prune",
+                   .pos_usage = "MODEL OUT",
+                   .spec = spec,
+                   .n_spec = (int)ARRAY_LEN(spec),
+                   .min_pos = 2,
+                   .max_pos = 2,
                    .summary = "cut a student from a model by keeping some of its layers"};
     int rc = args_parse(&ap, argc, argv);
     if (rc != 0) return rc > 0 ? 0 : 2;
@@ -40,7 +45,8 @@ int cmd_prune(int argc, char **argv) {
         return cli_fail(ap.pos[0]);
     }
     int L = m.cfg.n_layers;
-    if (prune_keep_layers(&m, keep, n) != STATUS_OK || model_save_hf(&m, ap.pos[1], (DType)dt) != STATUS_OK)
+    if (prune_keep_layers(&m, keep, n) != STATUS_OK ||
+        model_save_hf(&m, ap.pos[1], (DType)dt) != STATUS_OK)
         cli_fail("prune");
     else {
         printf("kept %d of %d layers (%s) -> %s, %lld parameters\n", n, L, layers, ap.pos[1],

@@ -37,8 +37,12 @@ int cmd_teacher_cache(int argc, char **argv) {
         {"format", 0, ARG_STRING, &format, "prompt format: alpaca | chat", 0, 0},
         {"skip-bad-lines", 0, ARG_FLAG, &skip_bad, "skip malformed JSONL lines", 0, 0},
     };
-    ArgParse ap = {.cmd = "teacher-cache", .pos_usage = "", .spec = spec,
-                   .n_spec = (int)ARRAY_LEN(spec), .min_pos = 0, .max_pos = 0,
+    ArgParse ap = {.cmd = "teacher-cache",
+                   .pos_usage = "",
+                   .spec = spec,
+                   .n_spec = (int)ARRAY_LEN(spec),
+                   .min_pos = 0,
+                   .max_pos = 0,
                    .summary = "store a teacher's top-k log-probs for sparse KD"};
     int rc = args_parse(&ap, argc, argv);
     if (rc != 0) return rc > 0 ? 0 : 2;
@@ -47,7 +51,8 @@ int cmd_teacher_cache(int argc, char **argv) {
         return 2;
     }
     PromptFormat fmt = PROMPT_ALPACA;
-    if (!strcmp(format, "chat")) fmt = PROMPT_CHAT;
+    if (!strcmp(format, "chat"))
+        fmt = PROMPT_CHAT;
     else if (strcmp(format, "alpaca") != 0) {
         fprintf(stderr, "error: --format: unknown value '%s'\n", format);
         return 2;

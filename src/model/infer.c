@@ -24,6 +24,7 @@
 #endif
 
 #include "core/common.h"
+#include "quant/qmatmul.h"
 #include "tensor/ops.h"
 
 InferOptions infer_options_default(void) {
@@ -67,6 +68,18 @@ static float *alloc_f32(size_t n, Status *s) {
     return p;
 }
 
+// Scratch floats qmatmul needs for the model's GPTQ-packed linears (0 when none).
+static size_t infer_gptq_scratch_floats(const Model *m) {
+    size_t n = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const LlamaLayer *ly = &m->layers[l];
+        const Tensor *ts[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (size_t i = 0; i < ARRAY_LEN(ts); i++)
+            if (ts[i]->gptq) n = MAX(n, qmatmul_scratch_floats(ts[i]->gptq));
+    }
+    return n;
+}
+
 static Status infer_check_model(const Model *m) {
     const LlamaConfig *c = &m->cfg;
     if (!m->tok_emb.data || !m->lm_head.data || !m->final_norm.data || !m->layers)
@@ -74,8 +87,11 @@ static Status infer_check_model(const Model *m) {
                     m->source ? m->source : "?");
     for (int l = 0; l < c->n_layers; l++) {
         const LlamaLayer *ly = &m->layers[l];
-        if (!ly->wq.data || !ly->wk.data || !ly->wv.data || !ly->wo.data || !ly->w_gate.data ||
-            !ly->w_up.data || !ly->w_down.data || !ly->attn_norm.data || !ly->ffn_norm.data)
+        // a GPTQ-packed linear (Tensor.gptq) has no float data
+        if (!(ly->wq.data || ly->wq.gptq) || !(ly->wk.data || ly->wk.gptq) ||
+            !(ly->wv.data || ly->wv.gptq) || !(ly->wo.data || ly->wo.gptq) ||
+            !(ly->w_gate.data || ly->w_gate.gptq) || !(ly->w_up.data || ly->w_up.gptq) ||
+            !(ly->w_down.data || ly->w_down.gptq) || !ly->attn_norm.data || !ly->ffn_norm.data)
             return fail(STATUS_ERR_FORMAT, "model '%s': layer %d is missing a weight",
                         m->source ? m->source : "?", l);
     }
@@ -118,7 +134,8 @@ Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
     st->u = alloc_f32((size_t)(Tb * F), &s);
     st->y = alloc_f32((size_t)(Tb * MAX(MAX(D, F), QD)), &s);
     st->att_scratch = alloc_f32(ops_attention_scratch_floats(o.max_ctx, st->n_threads), &s);
-    st->mm_scratch = alloc_f32(ops_matmul_scratch_floats((int)MAX(MAX(D, F), QD)), &s);
+    st->mm_scratch = alloc_f32(MAX(ops_matmul_scratch_floats((int)MAX(MAX(D, F), QD)),
+                                   infer_gptq_scratch_floats(m)), &s);
     st->rope_cos = alloc_f32((size_t)o.max_ctx * (size_t)(HD / 2), &s);
     st->rope_sin = alloc_f32((size_t)o.max_ctx * (size_t)(HD / 2), &s);
     if (s != STATUS_OK) {
@@ -198,7 +215,9 @@ static void cache_store(InferState *st, int layer, const int32_t *seq, const int
 
 static void linear(InferState *st, float *y, const float *x, const Tensor *w, const Tensor *b, int T) {
     int N = (int)w->shape[0], K = (int)w->shape[1];
-    ops_matmul(y, x, w->data, w->dtype, T, K, N, st->mm_scratch);
+    // GPTQ w4a16: fused dequantizing GEMV for decode, dequantize + sgemm for prefill
+    if (w->gptq) qmatmul(y, x, T, w->gptq, st->mm_scratch);
+    else ops_matmul(y, x, w->data, w->dtype, T, K, N, st->mm_scratch);
     if (b && b->data) ops_add_bias(y, b->data, b->dtype, T, N);
 }
 

@@ -12,6 +12,7 @@
 #include "core/common.h"
 #include "model/model_io.h"
 #include "model/tokenizer.h"
+#include "quant/gptq_model.h"
 
 void model_init(Model *m) { memset(m, 0, sizeof *m); }
 
@@ -340,7 +341,9 @@ Status model_load(Model *m, const char *path, const ModelLoadOptions *opts) {
     switch (kind) {
     case MODEL_FILE_LLAMA2C: s = model_load_llama2c(m, path); break;
     case MODEL_FILE_GGUF: s = model_load_gguf(m, path); break;
-    case MODEL_FILE_HF: s = model_load_hf(m, path); break;
+    case MODEL_FILE_HF: // a GPTQ checkpoint directory loads packed (quant/gptq_model.h)
+        s = gptq_model_is_checkpoint(path) ? gptq_model_load(m, path) : model_load_hf(m, path);
+        break;
     default: return fail(STATUS_ERR_FORMAT, "cannot tell the format of '%s'", path);
     }
     if (s != STATUS_OK) return s;

@@ -57,12 +57,18 @@ typedef struct {
     int bos_id, eos_id; // -1 when unknown (the tokenizer may know better)
 } LlamaConfig;
 
+struct GptqPacked;
+
 // A non-owning view of a weight: row-major, shape outermost first.
+// A GPTQ-quantized linear (quant/gptq_model.h) has gptq set and data NULL: the engine
+// multiplies with the packed 4-bit weight directly (quant/qmatmul.h); dtype/shape still
+// describe the logical (out, in) matrix.
 typedef struct {
     DType dtype;
     int ndim;
     int64_t shape[4];
-    void *data; // NULL when absent (e.g. bias of a model without biases)
+    void *data;               // NULL when absent (e.g. bias of a model without biases)
+    struct GptqPacked *gptq;  // packed GPTQ v1 weight (owned by the Model), or NULL
 } Tensor;
 
 static inline int64_t tensor_numel(const Tensor *t) {

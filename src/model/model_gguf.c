@@ -702,12 +702,15 @@ Status model_save_gguf(const Model *m, const char *path, DType dtype) {
     gs_config(&S.w, c, arch, dtype);
     if (m->tok) gs_tokenizer(&S.w, m->tok);
     GgufTensorType wt = dtype_to_ggml(dtype), f32 = GGUF_TENSOR_F32; // norms/biases stay F32
-    gs_add(&S, "token_embd.weight", &m->tok_emb, wt, 0, hd);
+    Status s = gs_add(&S, "token_embd.weight", &m->tok_emb, wt, 0, hd);
     char n[96];
-    for (int l = 0; l < c->n_layers; l++) {
+    for (int l = 0; l < c->n_layers && s == STATUS_OK; l++) {
         const LlamaLayer *ly = &m->layers[l];
 #define ADD(suffix, t, type, heads)                                                                \
-    (snprintf(n, sizeof n, "blk.%d.%s", l, suffix), gs_add(&S, n, t, type, heads, hd))
+    do {                                                                                           \
+        snprintf(n, sizeof n, "blk.%d.%s", l, suffix);                                             \
+        if (s == STATUS_OK) s = gs_add(&S, n, t, type, heads, hd);                                 \
+    } while (0)
         ADD("attn_norm.weight", &ly->attn_norm, f32, 0);
         ADD("attn_q.weight", &ly->wq, wt, hq);
         ADD("attn_k.weight", &ly->wk, wt, hk);
@@ -722,8 +725,9 @@ Status model_save_gguf(const Model *m, const char *path, DType dtype) {
         ADD("ffn_down.weight", &ly->w_down, wt, 0);
 #undef ADD
     }
-    gs_add(&S, "output_norm.weight", &m->final_norm, f32, 0, hd);
-    if (!c->tied_embeddings) gs_add(&S, "output.weight", &m->lm_head, wt, 0, hd);
+    if (s == STATUS_OK) s = gs_add(&S, "output_norm.weight", &m->final_norm, f32, 0, hd);
+    if (s == STATUS_OK && !c->tied_embeddings)
+        s = gs_add(&S, "output.weight", &m->lm_head, wt, 0, hd);
     float *rf = NULL;
     if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
         double *f = xmalloc((size_t)(hd / 2) * sizeof *f);
@@ -735,7 +739,7 @@ Status model_save_gguf(const Model *m, const char *path, DType dtype) {
         int64_t ne[1] = {hd / 2};
         gguf_writer_add_tensor(&S.w, "rope_freqs.weight", GGUF_TENSOR_F32, 1, ne, rf, DTYPE_F32);
     }
-    Status s = gguf_writer_write(&S.w, path);
+    if (s == STATUS_OK) s = gguf_writer_write(&S.w, path);
     gguf_writer_release(&S.w);
     for (int i = 0; i < S.n_bufs; i++)
         free(S.bufs[i]);

@@ -426,7 +426,11 @@ static Status build_pretokenizer(Tokenizer *t, const TokenizerSpec *spec, const 
         n = spec->n_pre_regex;
         src = spec->pre_regex;
     } else if (spec->pre && (n = pre_steps_for_name(spec->pre, steps)) == 0) {
-        // not a known name: the string is the regex itself
+        // not a known name: a bare lowercase word is a GGUF pre-tokenizer name we do not
+        // know (guessing would tokenize silently wrong); anything else is the regex itself
+        if (strspn(spec->pre, "abcdefghijklmnopqrstuvwxyz0123456789-_.") == strlen(spec->pre))
+            return fail(STATUS_ERR_UNSUPPORTED, "unknown pre-tokenizer '%s' in '%s'", spec->pre,
+                        what);
         steps[0] = spec->pre;
         n = 1;
     } else if (!spec->pre) {
@@ -984,7 +988,10 @@ static void regex_split(const pcre2_code *re, pcre2_match_data *md, const char *
     size_t pos = 0, last = 0;
     while (pos < len) {
         int rc = pcre2_match(re, subj, len, pos, 0, md, NULL);
-        if (rc < 0) break; // no (more) matches, or an error: the rest is one gap
+        // a JIT stack overflow on a pathological piece: the interpreter keeps going
+        if (rc < 0 && rc != PCRE2_ERROR_NOMATCH)
+            rc = pcre2_match(re, subj, len, pos, PCRE2_NO_JIT, md, NULL);
+        if (rc < 0) break; // no more matches (or still an error): the rest is one gap
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t ms = ov[0], me = ov[1];
         if (me <= ms) { // empty match: step over one character

@@ -27,7 +27,7 @@
 #include "core/status.h"
 #include "quant/gptq.h"
 
-typedef struct {
+typedef struct GptqPacked {
     int64_t K, N;      // in_features, out_features
     int bits;          // 2, 4 or 8
     int group_size;    // the config's group size; -1 = one group

@@ -3,9 +3,6 @@
  * (Alpaca template or the model's chat template), tokenization with a response-only loss
  * mask, a seeded train/validation split and length-grouped batches.
  *
- * NOTE(train): this header was accidentally overwritten by the "train" engineer at 03:37
- * and reconstructed from data.c and tests/test_data.c; the owner should review it.
- *
  *   AlpacaSet set;
  *   if (alpaca_read_jsonl(&set, "data.jsonl", true) != STATUS_OK) ...   // skip bad lines
  *   TrainSet ts;

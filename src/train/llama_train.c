@@ -15,6 +15,7 @@
 
 #include "core/common.h"
 #include "core/dtype.h"
+#include "core/rng.h"
 
 /* ---- Planning ------------------------------------------------------------------------ */
 
@@ -39,6 +40,8 @@ static void plan_acts(LlamaTrain *lt, Bump *b) {
         float *p = bump(b, N * D);
         if (b->base) lt->resid[l] = p;
     }
+    // recomputation: one probability buffer shared by all layers, refilled in the backward
+    float *shared_probs = lt->recompute_attention ? bump(b, att) : NULL;
     for (int l = 0; l < c->n_layers; l++) {
         LlamaTrainActs a = {0};
         a.ln1 = bump(b, N * D);
@@ -46,7 +49,7 @@ static void plan_acts(LlamaTrain *lt, Bump *b) {
         a.q = bump(b, N * qd);
         a.k = bump(b, N * kvd);
         a.v = bump(b, N * kvd);
-        a.probs = bump(b, att);
+        a.probs = lt->recompute_attention ? shared_probs : bump(b, att);
         a.atty = bump(b, N * qd);
         a.res1 = bump(b, N * D);
         a.ln2 = bump(b, N * D);
@@ -55,11 +58,13 @@ static void plan_acts(LlamaTrain *lt, Bump *b) {
         a.up = bump(b, N * F);
         a.h = bump(b, N * F);
         if (lt->lora_rank > 0)
-            for (int m = 0; m < LORA_MODULE_COUNT; m++) a.u[m] = bump(b, N * lt->lora_rank);
+            for (int m = 0; m < LORA_MODULE_COUNT; m++)
+                a.u[m] = bump(b, N * lt->lora_rank);
         if (b->base) lt->acts[l] = a;
     }
     float *lnf = bump(b, N * D), *rstdf = bump(b, N), *logits = bump(b, N * c->vocab_size);
-    float *rc = bump(b, (int64_t)lt->T * c->head_dim / 2), *rs = bump(b, (int64_t)lt->T * c->head_dim / 2);
+    float *rc = bump(b, (int64_t)lt->T * c->head_dim / 2),
+          *rs = bump(b, (int64_t)lt->T * c->head_dim / 2);
     if (b->base) {
         lt->lnf = lnf;
         lt->rstdf = rstdf;
@@ -75,7 +80,8 @@ static void plan_grads(LlamaTrain *lt, Bump *b) {
     int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
     float *p[14];
     p[0] = bump(b, N * c->vocab_size);
-    for (int i = 1; i <= 4; i++) p[i] = bump(b, N * D);
+    for (int i = 1; i <= 4; i++)
+        p[i] = bump(b, N * D);
     p[5] = bump(b, N * qd);
     p[6] = bump(b, N * kvd);
     p[7] = bump(b, N * kvd);
@@ -102,8 +108,13 @@ static void plan_grads(LlamaTrain *lt, Bump *b) {
     lt->g_u = p[13];
 }
 
-int64_t llama_train_act_bytes(const LlamaConfig *c, int B, int T, int lora_rank) {
-    LlamaTrain lt = {.cfg = *c, .B = B, .T = T, .lora_rank = lora_rank};
+int64_t llama_train_act_bytes(const LlamaConfig *c, int B, int T, int lora_rank,
+                              bool recompute_attention) {
+    LlamaTrain lt = {.cfg = *c,
+                     .B = B,
+                     .T = T,
+                     .lora_rank = lora_rank,
+                     .recompute_attention = recompute_attention};
     Bump a = {0}, g = {0};
     plan_acts(&lt, &a);
     plan_grads(&lt, &g);
@@ -160,7 +171,13 @@ static Status slab_alloc(float **p, int64_t n, const char *what) {
 }
 
 Status llama_train_init(LlamaTrain *lt, const Model *m, int B, int T, int lora_rank) {
+    return llama_train_init_ex(lt, m, B, T, lora_rank, false);
+}
+
+Status llama_train_init_ex(LlamaTrain *lt, const Model *m, int B, int T, int lora_rank,
+                           bool recompute_attention) {
     memset(lt, 0, sizeof *lt);
+    lt->recompute_attention = recompute_attention;
     const LlamaConfig *c = &m->cfg;
     if (B <= 0 || T <= 0 || lora_rank < 0 || (int64_t)B * T > (1 << 24))
         return fail(STATUS_ERR_ARG, "bad training shape B=%d T=%d rank=%d", B, T, lora_rank);
@@ -196,7 +213,44 @@ Status llama_train_init(LlamaTrain *lt, const Model *m, int B, int T, int lora_r
     return STATUS_OK;
 }
 
+Status llama_train_enable_dropout(LlamaTrain *lt, float p) {
+    if (!(p > 0.0f && p < 1.0f))
+        return fail(STATUS_ERR_ARG, "LoRA dropout %g out of range (0, 1)", (double)p);
+    if (lt->lora_rank <= 0) return fail(STATUS_ERR_ARG, "LoRA dropout needs a plan with adapters");
+    const LlamaConfig *c = &lt->cfg;
+    int64_t N = (int64_t)lt->B * lt->T, total = 0, max_in = 0;
+    for (int m = 0; m < LORA_MODULE_COUNT; m++) {
+        int in, out;
+        lora_module_shape(c, (LoraModule)m, &in, &out);
+        total += N * in * c->n_layers;
+        max_in = MAX(max_in, in);
+    }
+    free(lt->drop_slab);
+    free(lt->drop_ms);
+    lt->drop_ms = xcalloc((size_t)c->n_layers * LORA_MODULE_COUNT, sizeof(float *));
+    Status s = slab_alloc(&lt->drop_slab, total + N * max_in, "LoRA dropout masks");
+    if (s != STATUS_OK) {
+        free(lt->drop_ms);
+        lt->drop_ms = NULL;
+        return s;
+    }
+    float *p0 = lt->drop_slab;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int m = 0; m < LORA_MODULE_COUNT; m++) {
+            int in, out;
+            lora_module_shape(c, (LoraModule)m, &in, &out);
+            lt->drop_ms[l * LORA_MODULE_COUNT + m] = p0;
+            p0 += N * in;
+        }
+    lt->drop_xd = p0;
+    lt->dropout = p;
+    lt->dropout_on = true;
+    return STATUS_OK;
+}
+
 void llama_train_release(LlamaTrain *lt) {
+    free(lt->drop_slab);
+    free(lt->drop_ms);
     free(lt->w_slab);
     free(lt->act_slab);
     free(lt->grad_slab);
@@ -208,15 +262,24 @@ void llama_train_release(LlamaTrain *lt) {
 
 /* ---- Forward ------------------------------------------------------------------------ */
 
-// out (N, Dout) = x W^T + b (+ LoRA of module m, intermediate kept in u).
-static void lin_fwd(float *out, float *u, const float *x, const float *w, const float *bias,
-                    int Din, int Dout, const LoraModel *lora, int layer, LoraModule m, int64_t N) {
+// out (N, Dout) = x W^T + b (+ LoRA of module m, intermediate kept in u; with dropout the
+// mask of (layer, m) is drawn from rng first).
+static void lin_fwd(LlamaTrain *lt, Rng *rng, float *out, float *u, const float *x, const float *w,
+                    const float *bias, int Din, int Dout, const LoraModel *lora, int layer,
+                    LoraModule m, int64_t N) {
     linear_forward(out, x, w, bias, N, Din, Dout);
     const LoraAdapter *ad = lora_get(lora, layer, m);
-    if (ad) lora_forward(out, u, x, ad, lora->scaling, N);
+    if (!ad) return;
+    if (lt->dropout_applied) {
+        float *ms = lt->drop_ms[layer * LORA_MODULE_COUNT + m];
+        lora_dropout_mask(ms, N * Din, lt->dropout, rng);
+        lora_forward_dropout(out, u, lt->drop_xd, x, ms, ad, lora->scaling, N);
+    } else {
+        lora_forward(out, u, x, ad, lora->scaling, N);
+    }
 }
 
-static void layer_forward(LlamaTrain *lt, const LoraModel *lora, int l) {
+static void layer_forward(LlamaTrain *lt, Rng *rng, const LoraModel *lora, int l) {
     const LlamaConfig *c = &lt->cfg;
     const LlamaTrainLayer *w = &lt->layers[l];
     LlamaTrainActs *a = &lt->acts[l];
@@ -227,20 +290,21 @@ static void layer_forward(LlamaTrain *lt, const LoraModel *lora, int l) {
     float *tmp = lt->g_tmp; // (N, D) scratch: the backward recomputes nothing from it
 
     rmsnorm_forward(a->ln1, a->rstd1, x, w->attn_norm, N, D, c->norm_eps);
-    lin_fwd(a->q, a->u[LORA_Q], a->ln1, w->wq, w->bq, D, qd, lora, l, LORA_Q, N);
-    lin_fwd(a->k, a->u[LORA_K], a->ln1, w->wk, w->bk, D, kvd, lora, l, LORA_K, N);
-    lin_fwd(a->v, a->u[LORA_V], a->ln1, w->wv, w->bv, D, kvd, lora, l, LORA_V, N);
+    lin_fwd(lt, rng, a->q, a->u[LORA_Q], a->ln1, w->wq, w->bq, D, qd, lora, l, LORA_Q, N);
+    lin_fwd(lt, rng, a->k, a->u[LORA_K], a->ln1, w->wk, w->bk, D, kvd, lora, l, LORA_K, N);
+    lin_fwd(lt, rng, a->v, a->u[LORA_V], a->ln1, w->wv, w->bv, D, kvd, lora, l, LORA_V, N);
     rope_forward(a->q, lt->rope_cos, lt->rope_sin, lt->B, lt->T, H, HD);
     rope_forward(a->k, lt->rope_cos, lt->rope_sin, lt->B, lt->T, KVH, HD);
     attention_forward(a->atty, a->probs, a->q, a->k, a->v, lt->B, lt->T, H, KVH, HD);
-    lin_fwd(tmp, a->u[LORA_O], a->atty, w->wo, NULL, qd, D, lora, l, LORA_O, N);
+    lin_fwd(lt, rng, tmp, a->u[LORA_O], a->atty, w->wo, NULL, qd, D, lora, l, LORA_O, N);
     residual_forward(a->res1, x, tmp, N * D);
 
     rmsnorm_forward(a->ln2, a->rstd2, a->res1, w->ffn_norm, N, D, c->norm_eps);
-    lin_fwd(a->gate, a->u[LORA_GATE], a->ln2, w->w_gate, NULL, D, F, lora, l, LORA_GATE, N);
-    lin_fwd(a->up, a->u[LORA_UP], a->ln2, w->w_up, NULL, D, F, lora, l, LORA_UP, N);
+    lin_fwd(lt, rng, a->gate, a->u[LORA_GATE], a->ln2, w->w_gate, NULL, D, F, lora, l, LORA_GATE,
+            N);
+    lin_fwd(lt, rng, a->up, a->u[LORA_UP], a->ln2, w->w_up, NULL, D, F, lora, l, LORA_UP, N);
     swiglu_forward(a->h, a->gate, a->up, N * F);
-    lin_fwd(tmp, a->u[LORA_DOWN], a->h, w->w_down, NULL, F, D, lora, l, LORA_DOWN, N);
+    lin_fwd(lt, rng, tmp, a->u[LORA_DOWN], a->h, w->w_down, NULL, F, D, lora, l, LORA_DOWN, N);
     residual_forward(lt->resid[l + 1], a->res1, tmp, N * D);
 }
 
@@ -253,7 +317,8 @@ Status llama_train_forward(LlamaTrain *lt, const LoraModel *lora, const int32_t 
                         ids[n], (long long)n, c->vocab_size);
     if (lora) {
         if (lora->cfg.rank != lt->lora_rank || lora->n_layers != c->n_layers)
-            return fail(STATUS_ERR_ARG, "LoRA of rank %d / %d layers does not fit a plan for rank %d / %d layers",
+            return fail(STATUS_ERR_ARG,
+                        "LoRA of rank %d / %d layers does not fit a plan for rank %d / %d layers",
                         lora->cfg.rank, lora->n_layers, lt->lora_rank, c->n_layers);
         for (int m = 0; m < LORA_MODULE_COUNT; m++) {
             const LoraAdapter *ad = lora_get(lora, 0, (LoraModule)m);
@@ -265,8 +330,12 @@ Status llama_train_forward(LlamaTrain *lt, const LoraModel *lora, const int32_t 
         }
     }
     lt->ids = ids;
+    lt->dropout_applied = lora && lt->dropout > 0 && lt->dropout_on && lt->drop_ms;
+    Rng rng;
+    rng_seed(&rng, lt->dropout_seed);
     embedding_forward(lt->resid[0], ids, lt->tok_emb, N, c->dim);
-    for (int l = 0; l < c->n_layers; l++) layer_forward(lt, lora, l);
+    for (int l = 0; l < c->n_layers; l++)
+        layer_forward(lt, &rng, lora, l);
     rmsnorm_forward(lt->lnf, lt->rstdf, lt->resid[c->n_layers], lt->final_norm, N, c->dim,
                     c->norm_eps);
     linear_forward(lt->logits, lt->lnf, lt->lm_head, NULL, N, c->dim, c->vocab_size);
@@ -276,12 +345,17 @@ Status llama_train_forward(LlamaTrain *lt, const LoraModel *lora, const int32_t 
 /* ---- Backward ----------------------------------------------------------------------- */
 
 // dx (N, Din) += dout W (+ LoRA path); LoRA grads accumulate into lora->grads.
-static void lin_bwd(float *dx, const float *dout, const float *x, const float *w, const float *u,
-                    int Din, int Dout, LoraModel *lora, int layer, LoraModule m, float *du,
-                    int64_t N) {
+static void lin_bwd(LlamaTrain *lt, float *dx, const float *dout, const float *x, const float *w,
+                    const float *u, int Din, int Dout, LoraModel *lora, int layer, LoraModule m,
+                    float *du, int64_t N) {
     linear_backward(dx, NULL, NULL, dout, x, w, N, Din, Dout);
     LoraAdapter *ad = lora_get(lora, layer, m);
-    if (ad) lora_backward(dx, du, dout, x, u, ad, lora->scaling, N);
+    if (!ad) return;
+    if (lt->dropout_applied)
+        lora_backward_dropout(dx, du, lt->drop_xd, dout, x,
+                              lt->drop_ms[layer * LORA_MODULE_COUNT + m], u, ad, lora->scaling, N);
+    else
+        lora_backward(dx, du, dout, x, u, ad, lora->scaling, N);
 }
 
 // On entry lt->g_res holds d loss / d resid[l+1]; on exit d loss / d resid[l].
@@ -293,23 +367,30 @@ static void layer_backward(LlamaTrain *lt, LoraModel *lora, int l) {
     int D = c->dim, F = c->hidden_dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim;
     int qd = H * HD, kvd = KVH * HD;
     float *gres = lt->g_res, *gres1 = lt->g_res1;
+    // (with recomputation atty is rewritten below with the same values, after its last use)
 
     // x' = res1 + down(h): the residual passes gres to res1 unchanged
     memcpy(gres1, gres, (size_t)N * D * sizeof(float));
     memset(lt->g_h, 0, (size_t)N * F * sizeof(float));
-    lin_bwd(lt->g_h, gres, a->h, w->w_down, a->u[LORA_DOWN], F, D, lora, l, LORA_DOWN, lt->g_u, N);
+    lin_bwd(lt, lt->g_h, gres, a->h, w->w_down, a->u[LORA_DOWN], F, D, lora, l, LORA_DOWN, lt->g_u,
+            N);
     memset(lt->g_gate, 0, (size_t)N * F * sizeof(float));
     memset(lt->g_up, 0, (size_t)N * F * sizeof(float));
     swiglu_backward(lt->g_gate, lt->g_up, lt->g_h, a->gate, a->up, N * F);
     memset(lt->g_ln, 0, (size_t)N * D * sizeof(float));
-    lin_bwd(lt->g_ln, lt->g_gate, a->ln2, w->w_gate, a->u[LORA_GATE], D, F, lora, l, LORA_GATE, lt->g_u, N);
-    lin_bwd(lt->g_ln, lt->g_up, a->ln2, w->w_up, a->u[LORA_UP], D, F, lora, l, LORA_UP, lt->g_u, N);
+    lin_bwd(lt, lt->g_ln, lt->g_gate, a->ln2, w->w_gate, a->u[LORA_GATE], D, F, lora, l, LORA_GATE,
+            lt->g_u, N);
+    lin_bwd(lt, lt->g_ln, lt->g_up, a->ln2, w->w_up, a->u[LORA_UP], D, F, lora, l, LORA_UP, lt->g_u,
+            N);
     rmsnorm_backward(gres1, NULL, lt->g_ln, a->res1, w->ffn_norm, a->rstd2, N, D);
 
     // res1 = x + o(atty)
     memcpy(gres, gres1, (size_t)N * D * sizeof(float));
     memset(lt->g_atty, 0, (size_t)N * qd * sizeof(float));
-    lin_bwd(lt->g_atty, gres1, a->atty, w->wo, a->u[LORA_O], qd, D, lora, l, LORA_O, lt->g_u, N);
+    lin_bwd(lt, lt->g_atty, gres1, a->atty, w->wo, a->u[LORA_O], qd, D, lora, l, LORA_O, lt->g_u,
+            N);
+    if (lt->recompute_attention) // the shared buffer holds the last layer's: refill it
+        attention_forward(a->atty, a->probs, a->q, a->k, a->v, lt->B, lt->T, H, KVH, HD);
     memset(lt->g_q, 0, (size_t)N * qd * sizeof(float));
     memset(lt->g_k, 0, (size_t)N * kvd * sizeof(float));
     memset(lt->g_v, 0, (size_t)N * kvd * sizeof(float));
@@ -318,9 +399,11 @@ static void layer_backward(LlamaTrain *lt, LoraModel *lora, int l) {
     rope_backward(lt->g_q, lt->rope_cos, lt->rope_sin, lt->B, lt->T, H, HD);
     rope_backward(lt->g_k, lt->rope_cos, lt->rope_sin, lt->B, lt->T, KVH, HD);
     memset(lt->g_ln, 0, (size_t)N * D * sizeof(float));
-    lin_bwd(lt->g_ln, lt->g_q, a->ln1, w->wq, a->u[LORA_Q], D, qd, lora, l, LORA_Q, lt->g_u, N);
-    lin_bwd(lt->g_ln, lt->g_k, a->ln1, w->wk, a->u[LORA_K], D, kvd, lora, l, LORA_K, lt->g_u, N);
-    lin_bwd(lt->g_ln, lt->g_v, a->ln1, w->wv, a->u[LORA_V], D, kvd, lora, l, LORA_V, lt->g_u, N);
+    lin_bwd(lt, lt->g_ln, lt->g_q, a->ln1, w->wq, a->u[LORA_Q], D, qd, lora, l, LORA_Q, lt->g_u, N);
+    lin_bwd(lt, lt->g_ln, lt->g_k, a->ln1, w->wk, a->u[LORA_K], D, kvd, lora, l, LORA_K, lt->g_u,
+            N);
+    lin_bwd(lt, lt->g_ln, lt->g_v, a->ln1, w->wv, a->u[LORA_V], D, kvd, lora, l, LORA_V, lt->g_u,
+            N);
     rmsnorm_backward(gres, NULL, lt->g_ln, lt->resid[l], w->attn_norm, a->rstd1, N, D);
 }
 
@@ -334,13 +417,13 @@ void llama_train_backward(LlamaTrain *lt, LoraModel *lora) {
     memset(lt->g_res, 0, (size_t)N * D * sizeof(float));
     rmsnorm_backward(lt->g_res, NULL, lt->g_ln, lt->resid[c->n_layers], lt->final_norm, lt->rstdf,
                      N, D);
-    for (int l = c->n_layers - 1; l >= 0; l--) layer_backward(lt, lora, l);
+    for (int l = c->n_layers - 1; l >= 0; l--)
+        layer_backward(lt, lora, l);
     // the embedding is frozen: g_res now holds d loss / d embeddings, unused
 }
 
-Status llama_train_step(LlamaTrain *lt, LoraModel *lora, const int32_t *ids,
-                        const int32_t *targets, const float *tlogits, const KdLossOptions *o,
-                        KdLoss *out) {
+Status llama_train_step(LlamaTrain *lt, LoraModel *lora, const int32_t *ids, const int32_t *targets,
+                        const float *tlogits, const KdLossOptions *o, KdLoss *out) {
     Status s = llama_train_forward(lt, lora, ids);
     if (s != STATUS_OK) return s;
     int64_t N = (int64_t)lt->B * lt->T;

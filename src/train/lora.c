@@ -24,7 +24,10 @@ const char *lora_module_name(LoraModule m) { return lora_names[m]; }
 const char *lora_module_parent(LoraModule m) { return m <= LORA_O ? "self_attn" : "mlp"; }
 
 LoraConfig lora_config_defaults(void) {
-    LoraConfig c = {.rank = 8, .lora_alpha = 8.0f, .use_rslora = false, .dropout = 0.0f,
+    LoraConfig c = {.rank = 8,
+                    .lora_alpha = 8.0f,
+                    .use_rslora = false,
+                    .dropout = 0.0f,
                     .targets = LORA_ALL_MODULES};
     return c;
 }
@@ -41,7 +44,9 @@ Status lora_parse_targets(const char *list, unsigned *mask) {
         for (int m = 0; m < LORA_MODULE_COUNT; m++)
             if (!strcmp(tok, lora_names[m]) || !strcmp(tok, lora_short[m])) found = m;
         if (found < 0) {
-            Status s = fail(STATUS_ERR_ARG, "unknown LoRA target module '%s' (expected q, k, v, o, gate, up, down)", tok);
+            Status s =
+                fail(STATUS_ERR_ARG,
+                     "unknown LoRA target module '%s' (expected q, k, v, o, gate, up, down)", tok);
             free(copy);
             return s;
         }
@@ -55,13 +60,28 @@ Status lora_parse_targets(const char *list, unsigned *mask) {
 void lora_module_shape(const LlamaConfig *c, LoraModule m, int *in, int *out) {
     int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     switch (m) {
-    case LORA_Q: *in = c->dim; *out = qd; break;
+    case LORA_Q:
+        *in = c->dim;
+        *out = qd;
+        break;
     case LORA_K:
-    case LORA_V: *in = c->dim; *out = kvd; break;
-    case LORA_O: *in = qd; *out = c->dim; break;
+    case LORA_V:
+        *in = c->dim;
+        *out = kvd;
+        break;
+    case LORA_O:
+        *in = qd;
+        *out = c->dim;
+        break;
     case LORA_GATE:
-    case LORA_UP: *in = c->dim; *out = c->hidden_dim; break;
-    case LORA_DOWN: *in = c->hidden_dim; *out = c->dim; break;
+    case LORA_UP:
+        *in = c->dim;
+        *out = c->hidden_dim;
+        break;
+    case LORA_DOWN:
+        *in = c->hidden_dim;
+        *out = c->dim;
+        break;
     default: CHECK(0);
     }
 }
@@ -106,11 +126,11 @@ Status lora_init(LoraModel *lm, const LlamaConfig *c, const LoraConfig *cfg, Rng
     if (cfg->rank <= 0 || cfg->rank > 4096)
         return fail(STATUS_ERR_ARG, "LoRA rank %d out of range 1..4096", cfg->rank);
     if (!(cfg->lora_alpha > 0) || !isfinite(cfg->lora_alpha))
-        return fail(STATUS_ERR_ARG, "LoRA alpha %g must be a positive number", (double)cfg->lora_alpha);
-    if (cfg->dropout != 0.0f)
-        return fail(STATUS_ERR_UNSUPPORTED, "LoRA dropout %g: only 0 is implemented", (double)cfg->dropout);
-    if (!(cfg->targets & LORA_ALL_MODULES))
-        return fail(STATUS_ERR_ARG, "no LoRA target modules");
+        return fail(STATUS_ERR_ARG, "LoRA alpha %g must be a positive number",
+                    (double)cfg->lora_alpha);
+    if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f))
+        return fail(STATUS_ERR_ARG, "LoRA dropout %g out of range [0, 1)", (double)cfg->dropout);
+    if (!(cfg->targets & LORA_ALL_MODULES)) return fail(STATUS_ERR_ARG, "no LoRA target modules");
     lm->cfg = *cfg;
     lm->scaling = lora_scaling(cfg);
     lm->n_layers = c->n_layers;
@@ -120,7 +140,8 @@ Status lora_init(LoraModel *lm, const LlamaConfig *c, const LoraConfig *cfg, Rng
     lm->grads = calloc((size_t)lm->n_params, sizeof(float));
     if (!lm->params || !lm->grads) {
         lora_release(lm);
-        return fail(STATUS_ERR_NOMEM, "cannot allocate %lld LoRA parameters", (long long)lm->n_params);
+        return fail(STATUS_ERR_NOMEM, "cannot allocate %lld LoRA parameters",
+                    (long long)lm->n_params);
     }
     lora_layout(lm, c);
     for (int i = 0; i < c->n_layers * LORA_MODULE_COUNT; i++) {
@@ -166,11 +187,11 @@ void lora_backward(float *dx, float *du, const float *dout, const float *x, cons
                    LoraAdapter *ad, float scaling, int64_t N) {
     int in = ad->in, o = ad->out, R = ad->rank;
     // dB (out, R) += scaling * dout^T (out, N) @ u (N, R)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o, R, (int)N, scaling, dout, o, u, R,
-                1.0f, ad->db, R);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o, R, (int)N, scaling, dout, o, u, R, 1.0f,
+                ad->db, R);
     // du (N, R) = scaling * dout (N, out) @ B (out, R)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, R, o, scaling, dout, o, ad->b,
-                R, 0.0f, du, R);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, R, o, scaling, dout, o, ad->b, R,
+                0.0f, du, R);
     // dA (R, in) += du^T (R, N) @ x (N, in)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, in, (int)N, 1.0f, du, R, x, in, 1.0f,
                 ad->da, in);
@@ -180,11 +201,42 @@ void lora_backward(float *dx, float *du, const float *dout, const float *x, cons
                     in, 1.0f, dx, in);
 }
 
+void lora_dropout_mask(float *ms, int64_t n, float p, Rng *rng) {
+    float keep = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++)
+        ms[i] = rng_float(rng) < p ? 0.0f : keep;
+}
+
+void lora_forward_dropout(float *out, float *u, float *xd, const float *x, const float *ms,
+                          const LoraAdapter *ad, float scaling, int64_t N) {
+    int64_t n = N * ad->in;
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = x[i] * ms[i];
+    lora_forward(out, u, xd, ad, scaling, N);
+}
+
+void lora_backward_dropout(float *dx, float *du, float *xd, const float *dout, const float *x,
+                           const float *ms, const float *u, LoraAdapter *ad, float scaling,
+                           int64_t N) {
+    int in = ad->in, R = ad->rank;
+    int64_t n = N * in;
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = x[i] * ms[i];
+    // dB, du, dA exactly as without dropout but with the dropped input
+    lora_backward(NULL, du, dout, xd, u, ad, scaling, N);
+    if (!dx) return;
+    // xd <- du A (N, in), then dx += xd * ms
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, in, R, 1.0f, du, R, ad->a, in,
+                0.0f, xd, in);
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += xd[i] * ms[i];
+}
+
 void lora_merge_weight(float *w, const LoraAdapter *ad, float scaling) {
     int in = ad->in, R = ad->rank;
     // W (out, in) += scaling * B (out, R) @ A (R, in)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ad->out, in, R, scaling, ad->b, R,
-                ad->a, in, 1.0f, w, in);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ad->out, in, R, scaling, ad->b, R, ad->a,
+                in, 1.0f, w, in);
 }
 
 static Tensor *lora_model_weight(LlamaLayer *ly, LoraModule m) {
@@ -221,7 +273,9 @@ Status lora_merge_model(const LoraModel *lm, Model *m) {
             Tensor *t = lora_model_weight(&m->layers[l], (LoraModule)k);
             int64_t n = tensor_numel(t);
             float *w = model_alloc(m, (size_t)n * sizeof(float));
-            if (!w) return fail(STATUS_ERR_NOMEM, "cannot allocate a merged weight of %lld floats", (long long)n);
+            if (!w)
+                return fail(STATUS_ERR_NOMEM, "cannot allocate a merged weight of %lld floats",
+                            (long long)n);
             dtype_to_f32(w, t->data, t->dtype, n);
             lora_merge_weight(w, ad, lm->scaling);
             t->data = w;
@@ -245,7 +299,8 @@ Status lora_save_peft(const LoraModel *lm, const char *dir, const char *base_mod
         if (lm->cfg.targets & (1u << m)) json_array_append_new(targets, json_string(lora_names[m]));
     json_object_set_new(cfg, "peft_type", json_string("LORA"));
     json_object_set_new(cfg, "task_type", json_string("CAUSAL_LM"));
-    json_object_set_new(cfg, "base_model_name_or_path", base_model ? json_string(base_model) : json_null());
+    json_object_set_new(cfg, "base_model_name_or_path",
+                        base_model ? json_string(base_model) : json_null());
     json_object_set_new(cfg, "r", json_integer(lm->cfg.rank));
     json_object_set_new(cfg, "lora_alpha", json_real(lm->cfg.lora_alpha));
     json_object_set_new(cfg, "lora_dropout", json_real(lm->cfg.dropout));
@@ -292,14 +347,17 @@ static Status lora_read_tensor(float *dst, const SafeTensors *st, const char *na
     const SafeTensor *t = safetensors_find(st, name);
     if (!t) return fail(STATUS_ERR_FORMAT, "missing tensor '%s' in '%s'", name, path);
     if (t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1)
-        return fail(STATUS_ERR_FORMAT, "tensor '%s' in '%s' has the wrong shape (expected [%lld, %lld])",
-                    name, path, (long long)d0, (long long)d1);
+        return fail(STATUS_ERR_FORMAT,
+                    "tensor '%s' in '%s' has the wrong shape (expected [%lld, %lld])", name, path,
+                    (long long)d0, (long long)d1);
     DType dt;
     switch (t->dtype) {
     case ST_F32: dt = DTYPE_F32; break;
     case ST_F16: dt = DTYPE_F16; break;
     case ST_BF16: dt = DTYPE_BF16; break;
-    default: return fail(STATUS_ERR_FORMAT, "tensor '%s' in '%s': unsupported dtype %s", name, path, safe_dtype_name(t->dtype));
+    default:
+        return fail(STATUS_ERR_FORMAT, "tensor '%s' in '%s': unsupported dtype %s", name, path,
+                    safe_dtype_name(t->dtype));
     }
     dtype_to_f32(dst, t->data, dt, d0 * d1);
     return STATUS_OK;
@@ -311,7 +369,8 @@ Status lora_load_peft(LoraModel *lm, const LlamaConfig *c, const char *dir) {
     json_error_t jerr;
     json_t *j = json_load_file(cfg_path, 0, &jerr);
     if (!j) {
-        Status s = fail(STATUS_ERR_FORMAT, "cannot parse '%s': %s (line %d)", cfg_path, jerr.text, jerr.line);
+        Status s = fail(STATUS_ERR_FORMAT, "cannot parse '%s': %s (line %d)", cfg_path, jerr.text,
+                        jerr.line);
         free(cfg_path);
         return s;
     }
@@ -321,7 +380,8 @@ Status lora_load_peft(LoraModel *lm, const LlamaConfig *c, const char *dir) {
     json_t *dr = json_object_get(j, "lora_dropout");
     Status s = STATUS_OK;
     if (!json_is_integer(r) || !json_is_number(al)) {
-        s = fail(STATUS_ERR_FORMAT, "'%s' lacks an integer 'r' or a numeric 'lora_alpha'", cfg_path);
+        s = fail(STATUS_ERR_FORMAT, "'%s' lacks an integer 'r' or a numeric 'lora_alpha'",
+                 cfg_path);
         goto out;
     }
     lc.rank = (int)json_integer_value(r);
@@ -337,7 +397,8 @@ Status lora_load_peft(LoraModel *lm, const LlamaConfig *c, const char *dir) {
         json_array_foreach(tm, i, v) {
             unsigned mk;
             if (!json_is_string(v) || lora_parse_targets(json_string_value(v), &mk) != STATUS_OK) {
-                s = fail(STATUS_ERR_FORMAT, "'%s': unsupported target module in 'target_modules'", cfg_path);
+                s = fail(STATUS_ERR_FORMAT, "'%s': unsupported target module in 'target_modules'",
+                         cfg_path);
                 goto out;
             }
             lc.targets |= mk;

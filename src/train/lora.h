@@ -5,7 +5,8 @@
  *   y = x W^T + b + scaling * (dropout(x) A^T) B^T,   A (R, in), B (out, R)
  * with scaling = lora_alpha / R (rsLoRA: lora_alpha / sqrt(R)). The paper's "LoRA scale
  * a" is this scaling, so lora_alpha = a R (rsLoRA: a sqrt(R)). Init as PEFT's default:
- * A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0.
+ * A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0. Dropout is inverted
+ * dropout on the adapter input (lora_*_dropout with a mask from lora_dropout_mask).
  *
  * All A and B of a model live in one parameter slab (and one gradient slab of the same
  * layout), module by module in layer order, A before B; optimizers walk that list.
@@ -44,19 +45,19 @@ typedef enum {
 #define LORA_ALL_MODULES ((1u << LORA_MODULE_COUNT) - 1)
 
 typedef struct {
-    int rank;           // R
-    float lora_alpha;   // PEFT lora_alpha
-    bool use_rslora;    // scaling = alpha / sqrt(R) instead of alpha / R
-    float dropout;      // PEFT lora_dropout (only 0 is implemented so far)
-    unsigned targets;   // bit mask of (1 << LoraModule)
+    int rank;         // R
+    float lora_alpha; // PEFT lora_alpha
+    bool use_rslora;  // scaling = alpha / sqrt(R) instead of alpha / R
+    float dropout;    // PEFT lora_dropout p in [0, 1) (inverted dropout on the LoRA input)
+    unsigned targets; // bit mask of (1 << LoraModule)
 } LoraConfig;
 
 // PEFT defaults except targets: r 8, alpha 8, no rsLoRA, dropout 0, every linear.
 LoraConfig lora_config_defaults(void);
 
 typedef struct {
-    float *a, *b;   // (R, in), (out, R) views into LoraModel.params; NULL if not targeted
-    float *da, *db; // same layout in LoraModel.grads
+    float *a, *b;      // (R, in), (out, R) views into LoraModel.params; NULL if not targeted
+    float *da, *db;    // same layout in LoraModel.grads
     int rank, in, out; // R, in, out
 } LoraAdapter;
 
@@ -64,9 +65,9 @@ typedef struct {
     LoraConfig cfg;
     float scaling;
     int n_layers;
-    LoraAdapter *ad;     // (L * LORA_MODULE_COUNT), index layer * LORA_MODULE_COUNT + module
-    float *params;       // all A and B, layer-major, A then B per module
-    float *grads;        // same layout
+    LoraAdapter *ad; // (L * LORA_MODULE_COUNT), index layer * LORA_MODULE_COUNT + module
+    float *params;   // all A and B, layer-major, A then B per module
+    float *grads;    // same layout
     int64_t n_params;
 } LoraModel;
 
@@ -100,6 +101,18 @@ void lora_forward(float *out, float *u, const float *x, const LoraAdapter *ad, f
 // da += du^T x; dx (N, in) += du A (dx may be NULL).
 void lora_backward(float *dx, float *du, const float *dout, const float *x, const float *u,
                    LoraAdapter *ad, float scaling, int64_t N);
+
+// Inverted dropout on the adapter input, with a mask given as ms (N, in): each entry is
+// 0 or 1/(1-p). xd is scratch (N, max(in, ...)) that lora_backward_dropout also reuses.
+//   forward:  xd = x * ms; u = xd A^T; out += scaling u B^T
+//   backward: dB += scaling dout^T u; du = scaling dout B; dA += du^T xd; dx += (du A) * ms
+void lora_forward_dropout(float *out, float *u, float *xd, const float *x, const float *ms,
+                          const LoraAdapter *ad, float scaling, int64_t N);
+void lora_backward_dropout(float *dx, float *du, float *xd, const float *dout, const float *x,
+                           const float *ms, const float *u, LoraAdapter *ad, float scaling,
+                           int64_t N);
+// Draws a dropout mask ms (n) with keep probability 1 - p: entries 0 or 1/(1-p).
+void lora_dropout_mask(float *ms, int64_t n, float p, Rng *rng);
 
 /* ---- Merge and PEFT files ---------------------------------------------------------- */
 

@@ -11,9 +11,17 @@
 #include "core/common.h"
 
 OptimOptions optim_defaults(OptimKind kind) {
-    OptimOptions o = {.kind = kind, .lr = 1e-3f, .weight_decay = 0.01f, .beta1 = 0.9f,
-                      .beta2 = 0.999f, .eps = 1e-8f, .momentum = 0.95f, .nesterov = true,
-                      .ns_steps = 5, .ns_eps = 1e-7f, .scale = MUON_SCALE_ORIGINAL,
+    OptimOptions o = {.kind = kind,
+                      .lr = 1e-3f,
+                      .weight_decay = 0.01f,
+                      .beta1 = 0.9f,
+                      .beta2 = 0.999f,
+                      .eps = 1e-8f,
+                      .momentum = 0.95f,
+                      .nesterov = true,
+                      .ns_steps = 5,
+                      .ns_eps = 1e-7f,
+                      .scale = MUON_SCALE_ORIGINAL,
                       .lora_mode = MUON_LORA_BOTH};
     if (kind == OPTIM_MUON) o.weight_decay = 0.1f;
     return o;
@@ -23,7 +31,9 @@ const char *optim_kind_name(OptimKind k) { return k == OPTIM_MUON ? "muon" : "ad
 const char *muon_scale_name(MuonScale s) {
     return s == MUON_SCALE_MATCH_RMS_ADAMW ? "match_rms_adamw" : "original";
 }
-const char *muon_lora_mode_name(MuonLoraMode m) { return m == MUON_LORA_B_ONLY ? "b-only" : "both"; }
+const char *muon_lora_mode_name(MuonLoraMode m) {
+    return m == MUON_LORA_B_ONLY ? "b-only" : "both";
+}
 
 /* ---- AdamW -------------------------------------------------------------------------- */
 
@@ -37,7 +47,7 @@ void adamw_update(float *p, const float *g, float *m, float *v, int64_t n, float
     float w1 = (float)(1.0 - b1), w2 = (float)(1.0 - b2), fb2 = o->beta2;
     for (int64_t i = 0; i < n; i++) {
         p[i] *= decay;
-        m[i] += w1 * (g[i] - m[i]);               // lerp with weight 1 - b1 < 0.5
+        m[i] += w1 * (g[i] - m[i]); // lerp with weight 1 - b1 < 0.5
         v[i] = v[i] * fb2 + w2 * (g[i] * g[i]);
         float denom = sqrtf(v[i]) / bc2_sqrt + o->eps;
         p[i] += -step_size * (m[i] / denom);
@@ -56,15 +66,18 @@ int64_t muon_scratch_floats(int rows, int cols) {
 // X (m, k) <- g or g^T normalised by its Frobenius norm, m = min(rows, cols).
 static void ns_prepare(float *x, const float *g, int rows, int cols, float eps) {
     double ss = 0;
-    for (int64_t i = 0; i < (int64_t)rows * cols; i++) ss += (double)g[i] * g[i];
+    for (int64_t i = 0; i < (int64_t)rows * cols; i++)
+        ss += (double)g[i] * g[i];
     float nrm = (float)sqrt(ss);
     if (nrm < eps) nrm = eps;
     bool tr = rows > cols;
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++) {
             float val = g[(int64_t)r * cols + c] / nrm;
-            if (tr) x[(int64_t)c * rows + r] = val;
-            else x[(int64_t)r * cols + c] = val;
+            if (tr)
+                x[(int64_t)c * rows + r] = val;
+            else
+                x[(int64_t)r * cols + c] = val;
         }
 }
 
@@ -85,10 +98,12 @@ void muon_newton_schulz(float *out, const float *g, int rows, int cols, int step
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, m, k, 1.0f, x, k, x, k, 0.0f, A, m);
         // B = b A + c A A
         memcpy(B, A, sizeof(float) * m * m);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, m, m, NS_C, A, m, A, m, NS_B, B, m);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, m, m, NS_C, A, m, A, m, NS_B, B,
+                    m);
         // X <- a X + B X
         memcpy(xn, x, sizeof(float) * m * k);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, m, 1.0f, B, m, x, k, NS_A, xn, k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, m, 1.0f, B, m, x, k, NS_A, xn,
+                    k);
         float *t = x;
         x = xn;
         xn = t;
@@ -96,8 +111,8 @@ void muon_newton_schulz(float *out, const float *g, int rows, int cols, int step
     ns_finish(out, x, rows, cols);
 }
 
-void muon_newton_schulz_ref(float *out, const float *g, int rows, int cols, int steps,
-                            float eps, float *scratch) {
+void muon_newton_schulz_ref(float *out, const float *g, int rows, int cols, int steps, float eps,
+                            float *scratch) {
     int m = MIN(rows, cols), k = MAX(rows, cols);
     float *x = scratch, *xn = x + (int64_t)m * k, *A = xn + (int64_t)m * k, *B = A + (int64_t)m * m;
     ns_prepare(x, g, rows, cols, eps);
@@ -105,19 +120,22 @@ void muon_newton_schulz_ref(float *out, const float *g, int rows, int cols, int 
         for (int i = 0; i < m; i++)
             for (int j = 0; j < m; j++) {
                 double acc = 0;
-                for (int l = 0; l < k; l++) acc += (double)x[(int64_t)i * k + l] * x[(int64_t)j * k + l];
+                for (int l = 0; l < k; l++)
+                    acc += (double)x[(int64_t)i * k + l] * x[(int64_t)j * k + l];
                 A[i * m + j] = (float)acc;
             }
         for (int i = 0; i < m; i++)
             for (int j = 0; j < m; j++) {
                 double acc = 0;
-                for (int l = 0; l < m; l++) acc += (double)A[i * m + l] * A[l * m + j];
+                for (int l = 0; l < m; l++)
+                    acc += (double)A[i * m + l] * A[l * m + j];
                 B[i * m + j] = (float)(NS_B * (double)A[i * m + j] + NS_C * acc);
             }
         for (int i = 0; i < m; i++)
             for (int j = 0; j < k; j++) {
                 double acc = 0;
-                for (int l = 0; l < m; l++) acc += (double)B[i * m + l] * x[(int64_t)l * k + j];
+                for (int l = 0; l < m; l++)
+                    acc += (double)B[i * m + l] * x[(int64_t)l * k + j];
                 xn[(int64_t)i * k + j] = (float)(NS_A * (double)x[(int64_t)i * k + j] + acc);
             }
         float *t = x;
@@ -160,7 +178,8 @@ Status lora_optim_init(LoraOptimizer *o, const LoraModel *lm, const OptimOptions
     if (!(opt->lr >= 0) || !(opt->weight_decay >= 0) || !(opt->beta1 >= 0 && opt->beta1 < 1) ||
         !(opt->beta2 >= 0 && opt->beta2 < 1) || !(opt->momentum >= 0 && opt->momentum < 1) ||
         opt->ns_steps < 0 || opt->ns_steps > 100)
-        return fail(STATUS_ERR_ARG, "bad optimizer settings (lr %g, wd %g, betas %g/%g, momentum %g)",
+        return fail(STATUS_ERR_ARG,
+                    "bad optimizer settings (lr %g, wd %g, betas %g/%g, momentum %g)",
                     (double)opt->lr, (double)opt->weight_decay, (double)opt->beta1,
                     (double)opt->beta2, (double)opt->momentum);
     o->opt = *opt;
@@ -178,7 +197,8 @@ Status lora_optim_init(LoraOptimizer *o, const LoraModel *lm, const OptimOptions
     o->scratch = opt->kind == OPTIM_MUON ? malloc((size_t)MAX(sc, 1) * sizeof(float)) : NULL;
     if (!o->m || !o->v || (opt->kind == OPTIM_MUON && !o->scratch)) {
         lora_optim_release(o);
-        return fail(STATUS_ERR_NOMEM, "cannot allocate optimizer state for %lld parameters", (long long)lm->n_params);
+        return fail(STATUS_ERR_NOMEM, "cannot allocate optimizer state for %lld parameters",
+                    (long long)lm->n_params);
     }
     return STATUS_OK;
 }

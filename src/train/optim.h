@@ -40,13 +40,13 @@ typedef enum { MUON_LORA_BOTH, MUON_LORA_B_ONLY, MUON_LORA_COUNT } MuonLoraMode;
 
 typedef struct {
     OptimKind kind;
-    float lr;              // peak learning rate (the schedule scales it)
+    float lr; // peak learning rate (the schedule scales it)
     float weight_decay;
     float beta1, beta2, eps; // AdamW (also the AdamW part of a hybrid Muon run)
-    float momentum;        // Muon mu
+    float momentum;          // Muon mu
     bool nesterov;
     int ns_steps;
-    float ns_eps;          // Frobenius-norm floor of NS5 (torch: 1e-7)
+    float ns_eps; // Frobenius-norm floor of NS5 (torch: 1e-7)
     MuonScale scale;
     MuonLoraMode lora_mode;
 } OptimOptions;
@@ -69,8 +69,8 @@ void adamw_update(float *p, const float *g, float *m, float *v, int64_t n, float
 // at least 2 * rows * cols + 3 * min(rows, cols)^2 floats. _ref is the naive-loop twin.
 void muon_newton_schulz(float *out, const float *g, int rows, int cols, int steps, float eps,
                         float *scratch);
-void muon_newton_schulz_ref(float *out, const float *g, int rows, int cols, int steps,
-                            float eps, float *scratch);
+void muon_newton_schulz_ref(float *out, const float *g, int rows, int cols, int steps, float eps,
+                            float *scratch);
 // Floats muon_newton_schulz needs as scratch.
 int64_t muon_scratch_floats(int rows, int cols);
 // lr multiplier of a (rows, cols) matrix for the scale rule.
@@ -83,9 +83,9 @@ void muon_update(float *p, const float *g, float *buf, int rows, int cols, float
 
 typedef struct {
     OptimOptions opt;
-    int64_t t;          // steps taken
-    float *m, *v;       // AdamW moments (n_params each; Muon uses m as momentum buffer)
-    float *scratch;     // NS5 scratch for the largest factor
+    int64_t t;      // steps taken
+    float *m, *v;   // AdamW moments (n_params each; Muon uses m as momentum buffer)
+    float *scratch; // NS5 scratch for the largest factor
     int64_t n;
 } LoraOptimizer;
 

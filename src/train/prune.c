@@ -20,7 +20,8 @@ Status prune_keep_layers(Model *m, const int *keep, int n) {
     }
     // views only: the dropped layers' data stays with the model's files/buffers
     LlamaLayer *nl = xcalloc((size_t)n, sizeof *nl);
-    for (int i = 0; i < n; i++) nl[i] = m->layers[keep[i]];
+    for (int i = 0; i < n; i++)
+        nl[i] = m->layers[keep[i]];
     free(m->layers);
     m->layers = nl;
     m->cfg.n_layers = n;
@@ -50,8 +51,10 @@ Status prune_parse_layers(const char *list, int **keep, int *n) {
             }
             (*keep)[(*n)++] = (int)v;
         }
-        if (*p == ',') p++;
-        else if (*p) goto bad;
+        if (*p == ',')
+            p++;
+        else if (*p)
+            goto bad;
     }
     if (*n > 0) return STATUS_OK;
 bad:

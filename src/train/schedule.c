@@ -18,7 +18,8 @@ Status schedule_parse(const char *name, ScheduleKind *k) {
             *k = (ScheduleKind)i;
             return STATUS_OK;
         }
-    return fail(STATUS_ERR_ARG, "unknown schedule '%s' (expected constant, cosine or linear)", name);
+    return fail(STATUS_ERR_ARG, "unknown schedule '%s' (expected constant, cosine or linear)",
+                name);
 }
 
 float schedule_lr(const Schedule *s, float peak_lr, int64_t step) {
@@ -44,7 +45,8 @@ float schedule_lr(const Schedule *s, float peak_lr, int64_t step) {
 
 double grad_global_norm(const float *g, int64_t n) {
     double ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += (double)g[i] * g[i];
+    for (int64_t i = 0; i < n; i++)
+        ss += (double)g[i] * g[i];
     return sqrt(ss);
 }
 
@@ -54,7 +56,8 @@ double grad_clip_global(float *g, int64_t n, double max_norm) {
     double coef = max_norm / (norm + 1e-6);
     if (coef < 1.0) {
         float c = (float)coef;
-        for (int64_t i = 0; i < n; i++) g[i] *= c;
+        for (int64_t i = 0; i < n; i++)
+            g[i] *= c;
     }
     return norm;
 }

@@ -18,15 +18,18 @@
 static int64_t example_rows(const TrainExample *ex, int T) {
     int len = MIN(ex->len, T);
     int64_t n = 0;
-    for (int t = 0; t + 1 < len; t++) n += ex->mask[t + 1] != 0;
+    for (int t = 0; t + 1 < len; t++)
+        n += ex->mask[t + 1] != 0;
     return n;
 }
 
 // Top-K of a row (descending), written to ids/logp as log softmax(x / t_gen).
 static void row_topk(int32_t *ids, float *logp, const float *x, int V, int K, double inv_t) {
     double mx = -INFINITY, s = 0;
-    for (int i = 0; i < V; i++) mx = fmax(mx, x[i] * inv_t);
-    for (int i = 0; i < V; i++) s += exp(x[i] * inv_t - mx);
+    for (int i = 0; i < V; i++)
+        mx = fmax(mx, x[i] * inv_t);
+    for (int i = 0; i < V; i++)
+        s += exp(x[i] * inv_t - mx);
     double lse = mx + log(s);
     int n = 0;
     for (int i = 0; i < V; i++) {
@@ -39,7 +42,8 @@ static void row_topk(int32_t *ids, float *logp, const float *x, int V, int K, do
         }
         ids[j] = i;
     }
-    for (int k = 0; k < K; k++) logp[k] = (float)(x[ids[k]] * inv_t - lse);
+    for (int k = 0; k < K; k++)
+        logp[k] = (float)(x[ids[k]] * inv_t - lse);
 }
 
 Status teacher_cache_build(TeacherCache *tc, const Model *teacher, const TrainSet *ts, int K,
@@ -47,7 +51,8 @@ Status teacher_cache_build(TeacherCache *tc, const Model *teacher, const TrainSe
     memset(tc, 0, sizeof *tc);
     int V = teacher->cfg.vocab_size;
     if (K < 1 || K > V) return fail(STATUS_ERR_ARG, "top-k %d out of range 1..%d", K, V);
-    if (!(t_gen > 0)) return fail(STATUS_ERR_ARG, "teacher temperature %g must be positive", (double)t_gen);
+    if (!(t_gen > 0))
+        return fail(STATUS_ERR_ARG, "teacher temperature %g must be positive", (double)t_gen);
     tc->K = K;
     tc->t_gen = t_gen;
     tc->vocab_size = V;
@@ -55,25 +60,29 @@ Status teacher_cache_build(TeacherCache *tc, const Model *teacher, const TrainSe
     tc->n_examples = ts->n;
     tc->offsets = xmalloc(sizeof(int64_t) * (ts->n + 1));
     tc->offsets[0] = 0;
-    for (int e = 0; e < ts->n; e++) tc->offsets[e + 1] = tc->offsets[e] + example_rows(&ts->ex[e], seq_len);
+    for (int e = 0; e < ts->n; e++)
+        tc->offsets[e + 1] = tc->offsets[e] + example_rows(&ts->ex[e], seq_len);
     tc->rows = tc->offsets[ts->n];
     tc->ids = malloc(sizeof(int32_t) * (size_t)MAX(tc->rows, 1) * K);
     tc->logp = malloc(sizeof(float) * (size_t)MAX(tc->rows, 1) * K);
     if (!tc->ids || !tc->logp) {
         teacher_cache_release(tc);
-        return fail(STATUS_ERR_NOMEM, "cannot allocate a teacher cache of %" PRId64 " x %d", tc->rows, K);
+        return fail(STATUS_ERR_NOMEM, "cannot allocate a teacher cache of %" PRId64 " x %d",
+                    tc->rows, K);
     }
     LlamaTrain lt;
-    Status s = llama_train_init(&lt, teacher, B, seq_len, 0);
+    Status s = llama_train_init_ex(&lt, teacher, B, seq_len, 0, true); // forward only
     if (s != STATUS_OK) {
         teacher_cache_release(tc);
         return s;
     }
-    int32_t *bids = xmalloc(sizeof(int32_t) * B * seq_len), *tg = xmalloc(sizeof(int32_t) * B * seq_len);
+    int32_t *bids = xmalloc(sizeof(int32_t) * B * seq_len),
+            *tg = xmalloc(sizeof(int32_t) * B * seq_len);
     int *idx = xmalloc(sizeof(int) * B);
     for (int e0 = 0; e0 < ts->n && s == STATUS_OK; e0 += B) {
         int nb = MIN(B, ts->n - e0);
-        for (int b = 0; b < nb; b++) idx[b] = e0 + b;
+        for (int b = 0; b < nb; b++)
+            idx[b] = e0 + b;
         trainer_fill_batch(bids, tg, ts, idx, nb, B, seq_len);
         if ((s = llama_train_forward(&lt, NULL, bids)) != STATUS_OK) break;
         for (int b = 0; b < nb; b++) {
@@ -184,18 +193,23 @@ Status teacher_cache_load(TeacherCache *tc, const char *path) {
     return STATUS_OK;
 }
 
-Status teacher_cache_check(const TeacherCache *tc, const TrainSet *ts, int seq_len, int vocab_size) {
+Status teacher_cache_check(const TeacherCache *tc, const TrainSet *ts, int seq_len,
+                           int vocab_size) {
     if (tc->vocab_size != vocab_size)
         return fail(STATUS_ERR_ARG, "teacher cache vocabulary (%d) differs from the student's (%d)",
                     tc->vocab_size, vocab_size);
     if (tc->n_examples != ts->n)
-        return fail(STATUS_ERR_ARG, "teacher cache holds %d examples, the data has %d (same data, format and --seq-len?)",
-                    tc->n_examples, ts->n);
+        return fail(
+            STATUS_ERR_ARG,
+            "teacher cache holds %d examples, the data has %d (same data, format and --seq-len?)",
+            tc->n_examples, ts->n);
     for (int e = 0; e < ts->n; e++)
         if (tc->offsets[e + 1] - tc->offsets[e] != example_rows(&ts->ex[e], seq_len))
-            return fail(STATUS_ERR_ARG, "teacher cache example %d has %" PRId64 " target rows, the data %" PRId64
-                        " (cache seq_len %d, run seq_len %d)", e, tc->offsets[e + 1] - tc->offsets[e],
-                        example_rows(&ts->ex[e], seq_len), tc->seq_len, seq_len);
+            return fail(STATUS_ERR_ARG,
+                        "teacher cache example %d has %" PRId64 " target rows, the data %" PRId64
+                        " (cache seq_len %d, run seq_len %d)",
+                        e, tc->offsets[e + 1] - tc->offsets[e], example_rows(&ts->ex[e], seq_len),
+                        tc->seq_len, seq_len);
     return STATUS_OK;
 }
 

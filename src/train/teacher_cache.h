@@ -35,9 +35,9 @@ typedef struct {
     int K;
     float t_gen;
     int vocab_size, seq_len, n_examples;
-    int64_t *offsets;   // (n_examples + 1)
-    int32_t *ids;       // (rows, K)
-    float *logp;        // (rows, K)
+    int64_t *offsets; // (n_examples + 1)
+    int32_t *ids;     // (rows, K)
+    float *logp;      // (rows, K)
     int64_t rows;
 } TeacherCache;
 

@@ -19,7 +19,8 @@
 /* ---- Embedding ---------------------------------------------------------------------- */
 
 void embedding_forward(float *out, const int32_t *ids, const float *emb, int64_t N, int D) {
-    for (int64_t n = 0; n < N; n++) memcpy(out + n * D, emb + (int64_t)ids[n] * D, D * sizeof(float));
+    for (int64_t n = 0; n < N; n++)
+        memcpy(out + n * D, emb + (int64_t)ids[n] * D, D * sizeof(float));
 }
 
 void embedding_backward(float *demb, const float *dout, const int32_t *ids, int64_t N, int D) {
@@ -27,7 +28,8 @@ void embedding_backward(float *demb, const float *dout, const int32_t *ids, int6
     for (int64_t n = 0; n < N; n++) {
         float *d = demb + (int64_t)ids[n] * D;
         const float *g = dout + n * D;
-        for (int i = 0; i < D; i++) d[i] += g[i];
+        for (int i = 0; i < D; i++)
+            d[i] += g[i];
     }
 }
 
@@ -39,11 +41,13 @@ void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, in
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D;
         double ss = 0;
-        for (int i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
+        for (int i = 0; i < D; i++)
+            ss += (double)xr[i] * xr[i];
         // rstd = 1/sqrt(mean(x^2) + eps), rounded to F32 as PyTorch's rsqrt
         float r = (float)(1.0 / sqrt((double)(float)(ss / D) + (double)eps));
         rstd[n] = r;
-        for (int i = 0; i < D; i++) out[n * D + i] = w[i] * (xr[i] * r);
+        for (int i = 0; i < D; i++)
+            out[n * D + i] = w[i] * (xr[i] * r);
     }
 }
 
@@ -55,14 +59,17 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D, *g = dout + n * D;
         double r = rstd[n], dot = 0;
-        for (int i = 0; i < D; i++) dot += (double)g[i] * w[i] * xr[i];
+        for (int i = 0; i < D; i++)
+            dot += (double)g[i] * w[i] * xr[i];
         double c = r * r * r * dot / D;
-        for (int i = 0; i < D; i++) dx[n * D + i] += (float)(r * w[i] * g[i] - c * xr[i]);
+        for (int i = 0; i < D; i++)
+            dx[n * D + i] += (float)(r * w[i] * g[i] - c * xr[i]);
     }
     if (dw) {
         for (int i = 0; i < D; i++) {
             double s = 0;
-            for (int64_t n = 0; n < N; n++) s += (double)dout[n * D + i] * x[n * D + i] * rstd[n];
+            for (int64_t n = 0; n < N; n++)
+                s += (double)dout[n * D + i] * x[n * D + i] * rstd[n];
             dw[i] += (float)s;
         }
     }
@@ -73,11 +80,12 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
 void linear_forward(float *out, const float *x, const float *w, const float *bias, int64_t N,
                     int Din, int Dout) {
     // out (N, Dout) = x (N, Din) @ W^T, W (Dout, Din)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, Dout, Din, 1.0f, x, Din, w, Din, 0.0f,
-                out, Dout);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, Dout, Din, 1.0f, x, Din, w, Din,
+                0.0f, out, Dout);
     if (bias)
         for (int64_t n = 0; n < N; n++)
-            for (int o = 0; o < Dout; o++) out[n * Dout + o] += bias[o];
+            for (int o = 0; o < Dout; o++)
+                out[n * Dout + o] += bias[o];
 }
 
 void linear_forward_ref(float *out, const float *x, const float *w, const float *bias, int64_t N,
@@ -85,7 +93,8 @@ void linear_forward_ref(float *out, const float *x, const float *w, const float 
     for (int64_t n = 0; n < N; n++)
         for (int o = 0; o < Dout; o++) {
             double s = bias ? bias[o] : 0.0;
-            for (int i = 0; i < Din; i++) s += (double)x[n * Din + i] * w[(int64_t)o * Din + i];
+            for (int i = 0; i < Din; i++)
+                s += (double)x[n * Din + i] * w[(int64_t)o * Din + i];
             out[n * Dout + o] = (float)s;
         }
 }
@@ -94,16 +103,17 @@ void linear_backward(float *dx, float *dw, float *db, const float *dout, const f
                      const float *w, int64_t N, int Din, int Dout) {
     // dx (N, Din) += dout (N, Dout) @ W (Dout, Din)
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, Din, Dout, 1.0f, dout, Dout, w, Din,
-                    1.0f, dx, Din);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, Din, Dout, 1.0f, dout, Dout,
+                    w, Din, 1.0f, dx, Din);
     // dW (Dout, Din) += dout^T (Dout, N) @ x (N, Din)
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Dout, Din, (int)N, 1.0f, dout, Dout, x, Din,
-                    1.0f, dw, Din);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Dout, Din, (int)N, 1.0f, dout, Dout, x,
+                    Din, 1.0f, dw, Din);
     if (db)
         for (int o = 0; o < Dout; o++) {
             double s = 0;
-            for (int64_t n = 0; n < N; n++) s += dout[n * Dout + o];
+            for (int64_t n = 0; n < N; n++)
+                s += dout[n * Dout + o];
             db[o] += (float)s;
         }
 }
@@ -114,20 +124,23 @@ void linear_backward_ref(float *dx, float *dw, float *db, const float *dout, con
         for (int64_t n = 0; n < N; n++)
             for (int i = 0; i < Din; i++) {
                 double s = 0;
-                for (int o = 0; o < Dout; o++) s += (double)dout[n * Dout + o] * w[(int64_t)o * Din + i];
+                for (int o = 0; o < Dout; o++)
+                    s += (double)dout[n * Dout + o] * w[(int64_t)o * Din + i];
                 dx[n * Din + i] += (float)s;
             }
     if (dw)
         for (int o = 0; o < Dout; o++)
             for (int i = 0; i < Din; i++) {
                 double s = 0;
-                for (int64_t n = 0; n < N; n++) s += (double)dout[n * Dout + o] * x[n * Din + i];
+                for (int64_t n = 0; n < N; n++)
+                    s += (double)dout[n * Dout + o] * x[n * Din + i];
                 dw[(int64_t)o * Din + i] += (float)s;
             }
     if (db)
         for (int o = 0; o < Dout; o++) {
             double s = 0;
-            for (int64_t n = 0; n < N; n++) s += dout[n * Dout + o];
+            for (int64_t n = 0; n < N; n++)
+                s += dout[n * Dout + o];
             db[o] += (float)s;
         }
 }
@@ -206,7 +219,7 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int
 /* ---- Attention ---------------------------------------------------------------------- */
 
 void attention_forward_ref(float *out, float *probs, const float *q, const float *k, const float *v,
-                       int B, int T, int H, int KVH, int HD) {
+                           int B, int T, int H, int KVH, int HD) {
     int group = H / KVH;
     double scale = 1.0 / sqrt((double)HD);
     // threads only pay off above ~64k multiply-adds (they cost more on tiny shapes)
@@ -222,7 +235,8 @@ void attention_forward_ref(float *out, float *probs, const float *q, const float
                 for (int t2 = 0; t2 <= t; t2++) {
                     const float *kt = k + (((int64_t)b * T + t2) * KVH + kh) * HD;
                     double s = 0;
-                    for (int i = 0; i < HD; i++) s += (double)qt[i] * kt[i];
+                    for (int i = 0; i < HD; i++)
+                        s += (double)qt[i] * kt[i];
                     p[t2] = (float)(s * scale);
                     if (p[t2] > mx) mx = p[t2];
                 }
@@ -232,8 +246,10 @@ void attention_forward_ref(float *out, float *probs, const float *q, const float
                     p[t2] = (float)e;
                     sum += e;
                 }
-                for (int t2 = 0; t2 <= t; t2++) p[t2] = (float)(p[t2] / sum);
-                for (int t2 = t + 1; t2 < T; t2++) p[t2] = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++)
+                    p[t2] = (float)(p[t2] / sum);
+                for (int t2 = t + 1; t2 < T; t2++)
+                    p[t2] = 0.0f;
                 float *o = out + (((int64_t)b * T + t) * H + h) * HD;
                 for (int i = 0; i < HD; i++) {
                     double s = 0;
@@ -246,8 +262,8 @@ void attention_forward_ref(float *out, float *probs, const float *q, const float
 }
 
 void attention_backward_ref(float *dq, float *dk, float *dv, float *dprobs, const float *dout,
-                        const float *probs, const float *q, const float *k, const float *v, int B,
-                        int T, int H, int KVH, int HD) {
+                            const float *probs, const float *q, const float *k, const float *v,
+                            int B, int T, int H, int KVH, int HD) {
     int group = H / KVH;
     float scale = (float)(1.0 / sqrt((double)HD));
     // parallel over (b, kv head): the query heads of one group accumulate into the same
@@ -309,15 +325,18 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
             for (int t = 0; t < T; t++) {
                 float *row = p + (int64_t)t * T;
                 float mx = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) mx = row[t2] > mx ? row[t2] : mx;
+                for (int t2 = 0; t2 <= t; t2++)
+                    mx = row[t2] > mx ? row[t2] : mx;
                 double sum = 0;
                 for (int t2 = 0; t2 <= t; t2++) {
                     row[t2] = expf(row[t2] - mx);
                     sum += row[t2];
                 }
                 float inv = (float)(1.0 / sum);
-                for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
-                for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++)
+                    row[t2] *= inv;
+                for (int t2 = t + 1; t2 < T; t2++)
+                    row[t2] = 0.0f;
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, p, T, vb, ks,
                         0.0f, out + (int64_t)b * T * qs + h * HD, qs);
@@ -347,15 +366,18 @@ void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const fl
                 const float *pr = p + (int64_t)t * T;
                 float *dr = dp + (int64_t)t * T;
                 double pdp = 0;
-                for (int t2 = 0; t2 <= t; t2++) pdp += (double)pr[t2] * dr[t2];
-                for (int t2 = 0; t2 <= t; t2++) dr[t2] = pr[t2] * (dr[t2] - (float)pdp) * scale;
-                for (int t2 = t + 1; t2 < T; t2++) dr[t2] = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++)
+                    pdp += (double)pr[t2] * dr[t2];
+                for (int t2 = 0; t2 <= t; t2++)
+                    dr[t2] = pr[t2] * (dr[t2] - (float)pdp) * scale;
+                for (int t2 = t + 1; t2 < T; t2++)
+                    dr[t2] = 0.0f;
             }
             // dQ (T, HD) += dS K ; dK (T, HD) += dS^T Q
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, dp, T, k + ko,
                         ks, 1.0f, dq + qo, qs);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, dp, T, q + qo,
-                        qs, 1.0f, dk + ko, ks);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, dp, T, q + qo, qs,
+                        1.0f, dk + ko, ks);
         }
 }
 
@@ -381,14 +403,17 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 }
 
 void residual_forward(float *out, const float *a, const float *b, int64_t n) {
-    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    for (int64_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
 }
 
 void residual_backward(float *da, float *db, const float *dout, int64_t n) {
     if (da)
-        for (int64_t i = 0; i < n; i++) da[i] += dout[i];
+        for (int64_t i = 0; i < n; i++)
+            da[i] += dout[i];
     if (db)
-        for (int64_t i = 0; i < n; i++) db[i] += dout[i];
+        for (int64_t i = 0; i < n; i++)
+            db[i] += dout[i];
 }
 
 /* ---- Losses ------------------------------------------------------------------------- */
@@ -399,13 +424,15 @@ static double row_lse(const float *x, int V, double inv_t) {
     for (int i = 0; i < V; i++)
         if (x[i] * inv_t > mx) mx = x[i] * inv_t;
     double s = 0;
-    for (int i = 0; i < V; i++) s += exp(x[i] * inv_t - mx);
+    for (int i = 0; i < V; i++)
+        s += exp(x[i] * inv_t - mx);
     return mx + log(s);
 }
 
 static int64_t count_valid(const int32_t *targets, int64_t N) {
     int64_t n = 0;
-    for (int64_t i = 0; i < N; i++) n += targets[i] != TRAIN_IGNORE_INDEX;
+    for (int64_t i = 0; i < N; i++)
+        n += targets[i] != TRAIN_IGNORE_INDEX;
     return n;
 }
 
@@ -419,8 +446,8 @@ static double row_kl(const float *s, const float *t, int V, double inv_t) {
     return kl;
 }
 
-KdLoss kd_loss_forward(const float *logits, const float *tlogits, const int32_t *targets,
-                       int64_t N, int V, const KdLossOptions *o) {
+KdLoss kd_loss_forward(const float *logits, const float *tlogits, const int32_t *targets, int64_t N,
+                       int V, const KdLossOptions *o) {
     KdLoss r = {0};
     r.n_valid = count_valid(targets, N);
     if (r.n_valid == 0) return r;
@@ -487,7 +514,8 @@ static void sparse_teacher_row(double *q, const float *lp, int K, double a) {
     if (leftover < 0) leftover = 0;
     if (leftover > 1) leftover = 1;
     double z = log(exp(mxa + log(sa)) + pow(leftover, a));
-    for (int i = 0; i < K; i++) q[i] = a * lp[i] - z;
+    for (int i = 0; i < K; i++)
+        q[i] = a * lp[i] - z;
 }
 
 static double clamp_miss(double m) {
@@ -526,8 +554,8 @@ static double sparse_row(float *d, double w, const float *logits, const int32_t 
     return kl;
 }
 
-KdLoss kd_sparse_loss_forward(const float *logits, const KdSparseTeacher *t,
-                              const int32_t *targets, int64_t N, int V, const KdLossOptions *o) {
+KdLoss kd_sparse_loss_forward(const float *logits, const KdSparseTeacher *t, const int32_t *targets,
+                              int64_t N, int V, const KdLossOptions *o) {
     KdLoss r = {0};
     r.n_valid = count_valid(targets, N);
     if (r.n_valid == 0) return r;
@@ -564,7 +592,8 @@ void kd_sparse_loss_backward(float *dlogits, const float *logits, const KdSparse
         const float *s = logits + n * V;
         sparse_row(d, wkl, s, t->ids + n * t->K, t->logp + n * t->K, t->K, V, inv_t, a, q);
         double ls1 = row_lse(s, V, 1.0);
-        for (int i = 0; i < V; i++) d[i] += (float)(wce * (exp(s[i] - ls1) - (i == targets[n])));
+        for (int i = 0; i < V; i++)
+            d[i] += (float)(wce * (exp(s[i] - ls1) - (i == targets[n])));
     }
     free(q);
 }

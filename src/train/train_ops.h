@@ -69,8 +69,7 @@ void rope_tables_init(float *cos_t, float *sin_t, int T, int HD, const LlamaConf
 //   x[i] <- x[i] c - x[i+HD/2] s ; x[i+HD/2] <- x[i+HD/2] c + x[i] s.
 void rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int NH, int HD);
 // In-place on dx (B, T, NH, HD): applies the transposed rotation (rotation by -angle).
-void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int NH,
-                   int HD);
+void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T, int NH, int HD);
 
 /* ---- Causal GQA attention ----------------------------------------------------------- */
 
@@ -82,8 +81,8 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int
 // (double accumulation). Same for the backward.
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int T, int H, int KVH, int HD);
-void attention_forward_ref(float *out, float *probs, const float *q, const float *k,
-                           const float *v, int B, int T, int H, int KVH, int HD);
+void attention_forward_ref(float *out, float *probs, const float *q, const float *k, const float *v,
+                           int B, int T, int H, int KVH, int HD);
 // dq (B, T, H, HD), dk, dv (B, T, KVH, HD) += gradients; dprobs is scratch (B, H, T, T).
 void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const float *dout,
                         const float *probs, const float *q, const float *k, const float *v, int B,
@@ -130,8 +129,8 @@ typedef struct {
 } KdLossOptions;
 
 // logits, tlogits (N, V) (tlogits may be NULL), targets (N). Returns the three means.
-KdLoss kd_loss_forward(const float *logits, const float *tlogits, const int32_t *targets,
-                       int64_t N, int V, const KdLossOptions *o);
+KdLoss kd_loss_forward(const float *logits, const float *tlogits, const int32_t *targets, int64_t N,
+                       int V, const KdLossOptions *o);
 // dlogits (N, V) = dloss * d loss / d logits (written, not accumulated):
 //   alpha T (softmax(s/T) - softmax(t/T)) / n_valid + (1-alpha) (softmax(s) - onehot(y)) / n_valid
 // rows without a target get 0.
@@ -152,11 +151,11 @@ typedef struct {
     const int32_t *ids; // (N, K) teacher top-k ids (distinct within a row)
     const float *logp;  // (N, K) teacher log-probabilities at t_gen
     int K;
-    float t_gen;        // temperature the teacher log-probs were computed at (usually 1)
+    float t_gen; // temperature the teacher log-probs were computed at (usually 1)
 } KdSparseTeacher;
 
-KdLoss kd_sparse_loss_forward(const float *logits, const KdSparseTeacher *t,
-                              const int32_t *targets, int64_t N, int V, const KdLossOptions *o);
+KdLoss kd_sparse_loss_forward(const float *logits, const KdSparseTeacher *t, const int32_t *targets,
+                              int64_t N, int V, const KdLossOptions *o);
 void kd_sparse_loss_backward(float *dlogits, const float *logits, const KdSparseTeacher *t,
                              const int32_t *targets, int64_t N, int V, const KdLossOptions *o,
                              float dloss);

@@ -56,22 +56,27 @@ int64_t trainer_fill_batch(int32_t *ids, int32_t *targets, const TrainSet *ts, c
 
 /* ---- Evaluation --------------------------------------------------------------------- */
 
-static Status eval_with(LlamaTrain *lt, const LoraModel *lora, const TrainSet *ts,
-                        const int *idx, int n, int32_t *ids, int32_t *targets, double *ce,
-                        int64_t *tokens) {
+static Status eval_with(LlamaTrain *lt, const LoraModel *lora, const TrainSet *ts, const int *idx,
+                        int n, int32_t *ids, int32_t *targets, double *ce, int64_t *tokens) {
     int B = lt->B, T = lt->T, V = lt->cfg.vocab_size;
     double sum = 0;
     int64_t cnt = 0;
+    bool drop = lt->dropout_on;
+    lt->dropout_on = false; // evaluation runs without dropout
     KdLossOptions o = {.temperature = 1.0f, .alpha = 0.0f};
     for (int i = 0; i < n; i += B) {
         int nb = MIN(B, n - i);
         trainer_fill_batch(ids, targets, ts, idx + i, nb, B, T);
         Status s = llama_train_forward(lt, lora, ids);
-        if (s != STATUS_OK) return s;
+        if (s != STATUS_OK) {
+            lt->dropout_on = drop;
+            return s;
+        }
         KdLoss l = kd_loss_forward(lt->logits, NULL, targets, (int64_t)B * T, V, &o);
         sum += l.ce * l.n_valid;
         cnt += l.n_valid;
     }
+    lt->dropout_on = drop;
     *ce = cnt ? sum / cnt : NAN;
     if (tokens) *tokens = cnt;
     return STATUS_OK;
@@ -80,7 +85,7 @@ static Status eval_with(LlamaTrain *lt, const LoraModel *lora, const TrainSet *t
 Status trainer_eval_ce(const Model *student, const LoraModel *lora, const TrainSet *ts,
                        const int *idx, int n, int B, int T, double *ce, int64_t *tokens) {
     LlamaTrain lt;
-    Status s = llama_train_init(&lt, student, B, T, lora ? lora->cfg.rank : 0);
+    Status s = llama_train_init_ex(&lt, student, B, T, lora ? lora->cfg.rank : 0, true);
     if (s != STATUS_OK) return s;
     int32_t *ids = xmalloc(sizeof(int32_t) * B * T), *tg = xmalloc(sizeof(int32_t) * B * T);
     s = eval_with(&lt, lora, ts, idx, n, ids, tg, ce, tokens);
@@ -146,15 +151,16 @@ static Status ckpt_save(const char *out_dir, const LoraModel *lm, const LoraOpti
     return s;
 }
 
-static Status ckpt_load(const char *dir, const LlamaConfig *cfg, LoraModel *lm,
-                        LoraOptimizer *opt, int64_t *step) {
+static Status ckpt_load(const char *dir, const LlamaConfig *cfg, LoraModel *lm, LoraOptimizer *opt,
+                        int64_t *step) {
     LoraModel saved;
     Status s = lora_load_peft(&saved, cfg, dir);
     if (s != STATUS_OK) return fail_context(s, "resume");
     if (saved.n_params != lm->n_params || saved.cfg.rank != lm->cfg.rank ||
         saved.cfg.targets != lm->cfg.targets || saved.scaling != lm->scaling) {
         lora_release(&saved);
-        return fail(STATUS_ERR_ARG, "checkpoint '%s' has another LoRA configuration than this run", dir);
+        return fail(STATUS_ERR_ARG, "checkpoint '%s' has another LoRA configuration than this run",
+                    dir);
     }
     memcpy(lm->params, saved.params, sizeof(float) * lm->n_params);
     lora_release(&saved);
@@ -210,10 +216,14 @@ static void batch_get(BatchSource *bs, int64_t g, const int **idx, int *nb) {
 
 Status trainer_resolve_vocab(const Model *st, const Model *te, const TrainerOptions *o, int *kv) {
     int vs = st->cfg.vocab_size, vt = te->cfg.vocab_size;
-    int ns = st->tok ? tokenizer_vocab_size(st->tok) : 0, nt = te->tok ? tokenizer_vocab_size(te->tok) : 0;
+    int ns = st->tok ? tokenizer_vocab_size(st->tok) : 0,
+        nt = te->tok ? tokenizer_vocab_size(te->tok) : 0;
     if (st->tok && te->tok) {
         if (ns != nt)
-            return fail(STATUS_ERR_ARG, "student tokenizer has %d tokens, the teacher's %d: KD needs the same tokenizer", ns, nt);
+            return fail(
+                STATUS_ERR_ARG,
+                "student tokenizer has %d tokens, the teacher's %d: KD needs the same tokenizer",
+                ns, nt);
         // compare the bytes each token stands for: the same vocabulary stored as SPM
         // pieces ("\u2581t") and as HF byte-level strings (" t") must agree
         for (int i = 0; i < ns; i++) {
@@ -221,15 +231,19 @@ Status trainer_resolve_vocab(const Model *st, const Model *te, const TrainerOpti
             const char *a = tokenizer_token_bytes(st->tok, i, &la);
             const char *b = tokenizer_token_bytes(te->tok, i, &lb);
             if ((a == NULL) != (b == NULL) || la != lb || (a && memcmp(a, b, la) != 0))
-                return fail(STATUS_ERR_ARG, "student and teacher tokenizers differ at id %d ('%s' vs '%s')",
-                            i, tokenizer_token_str(st->tok, i), tokenizer_token_str(te->tok, i));
+                return fail(STATUS_ERR_ARG,
+                            "student and teacher tokenizers differ at id %d ('%s' vs '%s')", i,
+                            tokenizer_token_str(st->tok, i), tokenizer_token_str(te->tok, i));
         }
     }
-    int shared = o->shared_vocab > 0 ? o->shared_vocab : (vs == vt ? vs : (ns && ns == nt ? ns : 0));
+    int shared =
+        o->shared_vocab > 0 ? o->shared_vocab : (vs == vt ? vs : (ns && ns == nt ? ns : 0));
     if (shared <= 0 || shared > vs || shared > vt)
         return fail(STATUS_ERR_ARG,
-                    "teacher vocabulary (%d) differs from the student's (%d) and no shared vocabulary fits both: "
-                    "KD needs the same tokenizer", vt, vs);
+                    "teacher vocabulary (%d) differs from the student's (%d) and no shared "
+                    "vocabulary fits both: "
+                    "KD needs the same tokenizer",
+                    vt, vs);
     *kv = shared;
     return STATUS_OK;
 }
@@ -238,8 +252,9 @@ static Status check_options(const Model *student, const Model *teacher, const Tr
                             const DataSplit *sp, const TrainerOptions *o) {
     if (o->batch < 1 || o->seq_len < 2 || o->grad_accum < 1 || o->group_mult < 1 ||
         (o->epochs < 1 && o->max_steps <= 0))
-        return fail(STATUS_ERR_ARG, "bad trainer options: batch %d, seq_len %d, grad_accum %d, epochs %d",
-                    o->batch, o->seq_len, o->grad_accum, o->epochs);
+        return fail(STATUS_ERR_ARG,
+                    "bad trainer options: batch %d, seq_len %d, grad_accum %d, epochs %d", o->batch,
+                    o->seq_len, o->grad_accum, o->epochs);
     if (!(o->kd.temperature > 0) || !(o->kd.alpha >= 0 && o->kd.alpha <= 1))
         return fail(STATUS_ERR_ARG, "bad KD options: temperature %g, alpha %g",
                     (double)o->kd.temperature, (double)o->kd.alpha);
@@ -264,7 +279,8 @@ static void log_step(FILE *f, const TrainerProgress *p) {
 
 static void log_eval(FILE *f, int64_t step, double ce, int64_t tokens) {
     if (!f) return;
-    fprintf(f, "{\"step\":%" PRId64 ",\"val_ce\":%.9g,\"val_tokens\":%" PRId64 "}\n", step, ce, tokens);
+    fprintf(f, "{\"step\":%" PRId64 ",\"val_ce\":%.9g,\"val_tokens\":%" PRId64 "}\n", step, ce,
+            tokens);
     fflush(f);
 }
 
@@ -273,8 +289,8 @@ typedef struct {
     LoraOptimizer opt;
     BatchSource bs;
     int32_t *ids, *targets;
-    int kd_vocab;               // columns the KL runs over
-    int32_t *c_ids;             // (B*T, K) teacher-cache rows of the micro-batch
+    int kd_vocab;   // columns the KL runs over
+    int32_t *c_ids; // (B*T, K) teacher-cache rows of the micro-batch
     float *c_logp;
     FILE *log;
 } Run;
@@ -318,12 +334,16 @@ static Status train_step(Run *r, const Model *teacher, LoraModel *lora, const Tr
         }
         const TeacherCache *tc = o->teacher_cache;
         if (!teacher && !tc) ko.alpha = 0; // no teacher: plain CE
+        // dropout masks follow from (seed, micro-batch index) alone: resumable
+        r->st.dropout_seed =
+            o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)(step * o->grad_accum + a) + 1;
         if ((s = llama_train_forward(&r->st, lora, r->ids)) != STATUS_OK) return s;
         KdLoss l;
         KdSparseTeacher sp = {0};
         if (tc) {
             teacher_cache_fill(r->c_ids, r->c_logp, tc, r->bs.ts, idx, nb, B, T);
-            sp = (KdSparseTeacher){.ids = r->c_ids, .logp = r->c_logp, .K = tc->K, .t_gen = tc->t_gen};
+            sp = (KdSparseTeacher){
+                .ids = r->c_ids, .logp = r->c_logp, .K = tc->K, .t_gen = tc->t_gen};
             l = kd_sparse_loss_forward(r->st.logits, &sp, r->targets, N, V, &ko);
         } else {
             l = kd_loss_forward(r->st.logits, tl, r->targets, N, V, &ko);
@@ -345,7 +365,9 @@ static Status train_step(Run *r, const Model *teacher, LoraModel *lora, const Tr
     double gn = grad_clip_global(lora->grads, lora->n_params, o->max_grad_norm);
     if (!isfinite(gn))
         return fail(STATUS_ERR_NUMERIC, "gradient norm is %g at step %" PRId64, gn, step);
-    Schedule sc = {.kind = o->schedule, .warmup_steps = o->warmup_steps, .total_steps = total,
+    Schedule sc = {.kind = o->schedule,
+                   .warmup_steps = o->warmup_steps,
+                   .total_steps = total,
                    .min_lr_ratio = o->min_lr_ratio};
     float lr = schedule_lr(&sc, o->optim.lr, step);
     Status s = lora_optim_step(&r->opt, lora, lr);
@@ -371,9 +393,16 @@ Status trainer_run(const Model *student, const Model *teacher, const TrainSet *t
     Rng rng;
     rng_seed(&rng, o->seed);
     if ((s = lora_init(lora, &student->cfg, &o->lora, &rng)) != STATUS_OK) return s;
-    if ((s = llama_train_init(&r.st, student, B, T, o->lora.rank)) != STATUS_OK) goto out;
-    if (teacher && (s = trainer_resolve_vocab(student, teacher, o, &r.kd_vocab)) != STATUS_OK) goto out;
-    if (teacher && (s = llama_train_init(&r.te, teacher, B, T, 0)) != STATUS_OK) goto out;
+    if ((s = llama_train_init_ex(&r.st, student, B, T, o->lora.rank, o->recompute_attention)) !=
+        STATUS_OK)
+        goto out;
+    if (o->lora.dropout > 0 &&
+        (s = llama_train_enable_dropout(&r.st, o->lora.dropout)) != STATUS_OK)
+        goto out;
+    if (teacher && (s = trainer_resolve_vocab(student, teacher, o, &r.kd_vocab)) != STATUS_OK)
+        goto out;
+    // the teacher only runs forward: one shared attention buffer is enough
+    if (teacher && (s = llama_train_init_ex(&r.te, teacher, B, T, 0, true)) != STATUS_OK) goto out;
     if ((s = lora_optim_init(&r.opt, lora, &o->optim)) != STATUS_OK) goto out;
     r.ids = xmalloc(sizeof(int32_t) * B * T);
     r.targets = xmalloc(sizeof(int32_t) * B * T);
@@ -381,8 +410,8 @@ Status trainer_run(const Model *student, const Model *teacher, const TrainSet *t
         r.c_ids = xmalloc(sizeof(int32_t) * B * T * o->teacher_cache->K);
         r.c_logp = xmalloc(sizeof(float) * B * T * o->teacher_cache->K);
     }
-    r.bs = (BatchSource){.ts = ts, .sp = sp, .B = B, .group_mult = o->group_mult,
-                         .seed = o->seed, .epoch = -1};
+    r.bs = (BatchSource){
+        .ts = ts, .sp = sp, .B = B, .group_mult = o->group_mult, .seed = o->seed, .epoch = -1};
     r.bs.n_batches = (sp->n_train + B - 1) / B;
     r.bs.order = xmalloc(sizeof(int) * sp->n_train);
     r.bs.starts = xmalloc(sizeof(int) * (r.bs.n_batches + 1));

@@ -49,26 +49,27 @@
 typedef struct {
     LoraConfig lora;
     OptimOptions optim;
-    KdLossOptions kd;         // temperature, alpha (alpha is ignored without a teacher: CE)
+    KdLossOptions kd; // temperature, alpha (alpha is ignored without a teacher: CE)
     ScheduleKind schedule;
     int64_t warmup_steps;
     float min_lr_ratio;
-    int batch;                // sequences per micro-batch (B)
-    int seq_len;              // T
-    int grad_accum;           // micro-batches per optimizer step
+    int batch;      // sequences per micro-batch (B)
+    int seq_len;    // T
+    int grad_accum; // micro-batches per optimizer step
     int epochs;
-    int64_t max_steps;        // > 0: stop after this many optimizer steps (overrides epochs)
-    int64_t stop_after;       // > 0: return after this step as if killed (tests of resume)
-    double max_grad_norm;     // <= 0: no clipping
-    int64_t eval_every;       // validation CE every N steps (0: only at the end)
-    int64_t ckpt_every;       // checkpoint every N steps (0: never)
-    uint64_t seed;            // LoRA init and data order
-    int group_mult;           // length grouping: mega-batch = batch * group_mult
-    bool resume;              // continue from out_dir/checkpoint when present
-    const char *out_dir;      // NULL: nothing written (tests)
-    const char *base_model;   // recorded in adapter_config.json
+    int64_t max_steps;      // > 0: stop after this many optimizer steps (overrides epochs)
+    int64_t stop_after;     // > 0: return after this step as if killed (tests of resume)
+    double max_grad_norm;   // <= 0: no clipping
+    int64_t eval_every;     // validation CE every N steps (0: only at the end)
+    int64_t ckpt_every;     // checkpoint every N steps (0: never)
+    uint64_t seed;          // LoRA init and data order
+    int group_mult;         // length grouping: mega-batch = batch * group_mult
+    bool resume;            // continue from out_dir/checkpoint when present
+    const char *out_dir;    // NULL: nothing written (tests)
+    const char *base_model; // recorded in adapter_config.json
     const TeacherCache *teacher_cache; // sparse top-k KD from a cache (then teacher = NULL)
     int shared_vocab;         // > 0: KL over the first shared_vocab logits (padded vocabularies)
+    bool recompute_attention; // keep one layer's attention probabilities, recompute the rest
 } TrainerOptions;
 
 TrainerOptions trainer_options_defaults(void);
@@ -76,15 +77,15 @@ TrainerOptions trainer_options_defaults(void);
 typedef struct {
     int64_t step, total_steps;
     double loss, kl, ce, lr, grad_norm;
-    int64_t tokens;           // non-padding tokens of the step
-    double tok_per_s;         // over the whole run so far
-    double val_ce;            // NaN unless this report is an evaluation
+    int64_t tokens;   // non-padding tokens of the step
+    double tok_per_s; // over the whole run so far
+    double val_ce;    // NaN unless this report is an evaluation
 } TrainerProgress;
 
 typedef void (*TrainerCallback)(const TrainerProgress *p, void *ctx);
 
 typedef struct {
-    int64_t steps;            // optimizer steps taken in total (resumed ones included)
+    int64_t steps; // optimizer steps taken in total (resumed ones included)
     double final_loss, final_val_ce;
     double seconds;
 } TrainerResult;
