@@ -51,7 +51,8 @@ static uint64_t touch_tensor(const Tensor *t) {
         memcpy(&w, p + i, 8);
         s += w;
     }
-    for (; i < n; i++) s += p[i];
+    for (; i < n; i++)
+        s += p[i];
     return s;
 }
 
@@ -64,9 +65,9 @@ static uint64_t touch_model(const Model *m, uint64_t *bytes) {
     }
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const LlamaLayer *ly = &m->layers[l];
-        const Tensor *ts[] = {&ly->attn_norm, &ly->wq, &ly->wk, &ly->wv,     &ly->bq,  &ly->bk,
-                              &ly->bv,        &ly->wo, &ly->ffn_norm, &ly->w_gate, &ly->w_up,
-                              &ly->w_down};
+        const Tensor *ts[] = {&ly->attn_norm, &ly->wq,     &ly->wk,   &ly->wv,
+                              &ly->bq,        &ly->bk,     &ly->bv,   &ly->wo,
+                              &ly->ffn_norm,  &ly->w_gate, &ly->w_up, &ly->w_down};
         for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
             s += touch_tensor(ts[i]);
             if (ts[i]->data) *bytes += (uint64_t)tensor_numel(ts[i]) * dtype_size(ts[i]->dtype);

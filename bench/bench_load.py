@@ -135,6 +135,10 @@ def main():
         import torch
         import transformers
         from transformers import AutoModelForCausalLM
+        try:
+            transformers.utils.logging.disable_progress_bar()
+        except AttributeError:
+            pass
         versions["transformers"] = transformers.__version__
         versions["torch"] = torch.__version__
         versions["torch_threads"] = torch.get_num_threads()

@@ -2,12 +2,13 @@
  * bench_load_llamacpp.c - llama.cpp side of bench/bench_load.sh when llama-cpp-python is not
  * importable: times llama_model_load_from_file (model + vocab) and, separately, that plus
  * llama_init_from_model with n_ctx=512 (what llama_cpp.Llama(n_ctx=512) does), N reps, with
- * mmap on or off (load_mode MMAP or NONE); prints one JSON line like bench_load.c. Built against the libllama.so
- * that llama-cpp-python's source build produces (headers from its vendor/llama.cpp).
+ * mmap on or off (load_mode MMAP or NONE); prints one JSON line like bench_load.c. Built against
+ * the libllama.so that llama-cpp-python's source build produces (headers from its
+ * vendor/llama.cpp).
  *
  *   cc -O2 -Ibench/out/llamacpp/include bench/bench_load_llamacpp.c -Lbench/out/llamacpp/lib \
- *      -lllama -lggml -lggml-base -Wl,-rpath,$PWD/bench/out/llamacpp/lib -o build-iobench/bench_load_llamacpp
- *   build-iobench/bench_load_llamacpp --reps 7 --mmap 1 MODEL.gguf
+ *      -lllama -lggml -lggml-base -Wl,-rpath,$PWD/bench/out/llamacpp/lib -o
+ * build-iobench/bench_load_llamacpp build-iobench/bench_load_llamacpp --reps 7 --mmap 1 MODEL.gguf
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,9 +56,12 @@ int main(int argc, char **argv) {
     int reps = 7, mmap = 1;
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--mmap") && i + 1 < argc) mmap = atoi(argv[++i]);
-        else path = argv[i];
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--mmap") && i + 1 < argc)
+            mmap = atoi(argv[++i]);
+        else
+            path = argv[i];
     }
     if (!path || reps < 1) {
         fprintf(stderr, "usage: bench_load_llamacpp [--reps N] [--mmap 0|1] MODEL.gguf\n");
@@ -72,7 +76,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "llama.cpp could not load %s\n", path);
             return 1;
         }
-        for (int r = 0; r < reps; r++) t[w][r] = load_once(path, mmap, w);
+        for (int r = 0; r < reps; r++)
+            t[w][r] = load_once(path, mmap, w);
         qsort(t[w], (size_t)reps, sizeof(double), cmp_double);
     }
 #define MED(v) (reps % 2 ? (v)[reps / 2] : 0.5 * ((v)[reps / 2 - 1] + (v)[reps / 2]))

@@ -8,6 +8,9 @@
 #include "core/common.h"
 #include "core/fileio.h"
 #include "eval/encode_pair.h"
+#include "eval/eval.h"
+#include "model/infer.h"
+#include "model/llama.h"
 #include "eval/mc.h"
 #include "eval/tasks.h"
 #include "model/tokenizer.h"
@@ -297,6 +300,93 @@ static void test_results_writers(void **s) {
     task_release(&t);
 }
 
+// eval_task's shared-KV batched scoring == the plain computation (each request on its own:
+// one forward over ctx + cont[:-1], every row's logits), the _ref twin of eval.c.
+static double request_ll_ref(InferState *st, int V, const EvalPair *p, bool *greedy) {
+    int n = p->n_ctx + p->n_cont - 1;
+    int32_t *tok = xmalloc((size_t)n * sizeof(int32_t));
+    memcpy(tok, p->ctx, (size_t)p->n_ctx * sizeof(int32_t));
+    memcpy(tok + p->n_ctx, p->cont, (size_t)(p->n_cont - 1) * sizeof(int32_t));
+    float *logits = xmalloc((size_t)n * (size_t)V * sizeof(float));
+    infer_seq_truncate(st, 0, 0);
+    InferBatch b = {.tokens = tok, .n = n};
+    assert_int_equal(infer_forward(st, &b, logits), STATUS_OK);
+    double ll = 0;
+    *greedy = true;
+    for (int k = 0; k < p->n_cont; k++) {
+        const float *row = logits + (size_t)(p->n_ctx - 1 + k) * (size_t)V;
+        double mx = row[0], sum = 0;
+        int am = 0;
+        for (int v = 1; v < V; v++)
+            if (row[v] > row[am]) am = v;
+        mx = row[am];
+        for (int v = 0; v < V; v++)
+            sum += exp((double)row[v] - mx);
+        ll += (double)row[p->cont[k]] - mx - log(sum);
+        if (am != p->cont[k]) *greedy = false;
+    }
+    free(tok);
+    free(logits);
+    return ll;
+}
+
+static void test_eval_vs_unshared_ref(void **s) {
+    (void)s;
+    Model m;
+    assert_int_equal(model_load(&m, "models/stories260K/stories260K.bin", NULL), STATUS_OK);
+    assert_non_null(m.tok);
+    InferOptions io = infer_options_default();
+    InferState st;
+    assert_int_equal(infer_init(&st, &m, &io), STATUS_OK);
+    static const TaskKind kinds[] = {TASK_ARC_EASY, TASK_HELLASWAG, TASK_WINOGRANDE,
+                                     TASK_COMMONSENSE_QA};
+    int checked = 0;
+    double worst = 0;
+    for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
+        Task t;
+        TaskOpts o = task_opts_default();
+        o.limit = 5;
+        assert_int_equal(task_load(&t, kinds[k], DATA, &o), STATUS_OK);
+        int64_t n_req = 0;
+        for (int d = 0; d < t.n_docs; d++)
+            n_req += t.docs[d].n_choices;
+        double *lls = xcalloc((size_t)n_req, sizeof(double));
+        bool *gr = xcalloc((size_t)n_req, sizeof(bool));
+        McDocScore *sc = xcalloc((size_t)t.n_docs, sizeof(McDocScore));
+        EvalOptions eo = eval_options_default();
+        eo.batch = 3; // odd batch: a partial last batch
+        if (eval_task(&m, &t, &eo, sc, lls, gr, NULL) != STATUS_OK) fail_msg("%s", status_msg());
+        int64_t q = 0;
+        for (int d = 0; d < t.n_docs; d++)
+            for (int c = 0; c < t.docs[d].n_choices; c++, q++) {
+                EvalPair p;
+                assert_int_equal(eval_encode_pair(&p, m.tok, t.docs[d].contexts[c],
+                                                  t.docs[d].continuations[c], false),
+                                 STATUS_OK);
+                bool g;
+                double ref = request_ll_ref(&st, m.cfg.vocab_size, &p, &g);
+                worst = fmax(worst, fabs(lls[q] - ref));
+                // float32 logits from differently batched forwards: 1e-4 absolute on LLs of
+                // tens of nats (measured worst is printed on failure)
+                if (!(fabs(lls[q] - ref) <= 1e-4 * fmax(1.0, fabs(ref))))
+                    fail_msg("%s doc %d choice %d: %.9g vs unshared %.9g", task_name(t.kind), d, c,
+                             lls[q], ref);
+                assert_int_equal(gr[q], g);
+                eval_pair_release(&p);
+                checked++;
+            }
+        free(lls);
+        free(gr);
+        free(sc);
+        task_release(&t);
+    }
+    assert_true(checked > 50);
+    print_message("eval_task vs unshared reference: %d requests, worst |dLL| %.3g\n", checked,
+                  worst);
+    infer_release(&st);
+    model_release(&m);
+}
+
 // The CLI end to end on the bundled stories260K model (its scores mean nothing; the
 // plumbing, the outputs and the error paths do).
 #define STORIES "models/stories260K/stories260K.bin"
@@ -325,7 +415,8 @@ static void test_cli_eval(void **s) {
     size_t n;
     assert_int_equal(file_read_all(samples, &lines, &n), STATUS_OK);
     int count = 0;
-    for (size_t i = 0; i < n; i++) count += lines[i] == '\n';
+    for (size_t i = 0; i < n; i++)
+        count += lines[i] == '\n';
     assert_int_equal(count, 2 + 2 + 57 * 2); // one line per document
     free(lines);
     unlink(json);
@@ -348,10 +439,14 @@ static void test_cli_eval(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_argmax_numpy),           cmocka_unit_test(test_scores_vs_lm_eval),
-        cmocka_unit_test(test_mmlu_groups_vs_lm_eval), cmocka_unit_test(test_encode_pair_smollm2),
-        cmocka_unit_test(test_encode_pair_llama2),     cmocka_unit_test(test_encode_pair_bos),
+        cmocka_unit_test(test_argmax_numpy),
+        cmocka_unit_test(test_scores_vs_lm_eval),
+        cmocka_unit_test(test_mmlu_groups_vs_lm_eval),
+        cmocka_unit_test(test_encode_pair_smollm2),
+        cmocka_unit_test(test_encode_pair_llama2),
+        cmocka_unit_test(test_encode_pair_bos),
         cmocka_unit_test(test_results_writers),
+        cmocka_unit_test(test_eval_vs_unshared_ref),
         cmocka_unit_test(test_cli_eval),
     };
     return cmocka_run_group_tests_name("mc", tests, NULL, NULL);

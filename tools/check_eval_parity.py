@@ -61,10 +61,21 @@ def main():
         return 0
     import torch
     import transformers
-    if not hasattr(transformers, "AutoModelForVision2Seq"):  # see gen_eval_fixtures.py
-        transformers.AutoModelForVision2Seq = transformers.AutoModelForImageTextToText
+    G.skip_vlm_backend()
     import lm_eval
+    import lm_eval.models.huggingface as hf_module
     from lm_eval.models.huggingface import HFLM
+
+    class TransformersProxy:
+        """HFLM._model_call names transformers.AutoModelForVision2Seq, which transformers 5
+        removed; huggingface.py's own `transformers` global gets this stand-in."""
+
+        def __getattr__(self, name):
+            if name == "AutoModelForVision2Seq":
+                return transformers.AutoModelForImageTextToText
+            return getattr(transformers, name)
+
+    hf_module.transformers = TransformersProxy()
     G.install_loader()
     lm = HFLM(pretrained=os.path.dirname(os.path.abspath(a.model)),
               gguf_file=os.path.basename(a.model), dtype="float32", device="cpu",

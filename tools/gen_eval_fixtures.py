@@ -134,6 +134,14 @@ def fake_load_dataset(path=None, name=None, **kwargs):
     return datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
 
 
+def skip_vlm_backend():
+    """lm_eval.models/__init__ imports every backend; its multimodal one (hf_vlms) names a
+    transformers class that transformers 5 removed. A placeholder module in its place lets
+    HFLM import; nothing multimodal is used."""
+    import types
+    sys.modules.setdefault("lm_eval.models.hf_vlms", types.ModuleType("lm_eval.models.hf_vlms"))
+
+
 def install_loader():
     """Routes lm-eval's datasets.load_dataset to the committed files."""
     import datasets
@@ -301,10 +309,7 @@ def gen_scores(rng):
 def gen_encode_pairs(tasks):
     """lm-eval's own HFLM._encode_pair on real requests, with the committed tokenizers."""
     import transformers
-    # lm_eval.models/__init__ imports every backend; its VLM module names a class that newer
-    # transformers renamed. Alias it so the import succeeds (HFLM itself is unaffected).
-    if not hasattr(transformers, "AutoModelForVision2Seq"):
-        transformers.AutoModelForVision2Seq = transformers.AutoModelForImageTextToText
+    skip_vlm_backend()
     from lm_eval.models.huggingface import HFLM
     reqs = []
     for name, items in tasks.items():

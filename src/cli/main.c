@@ -25,6 +25,7 @@ static const Command commands[] = {
     {"merge", cmd_merge, "merge a PEFT LoRA adapter into a model, write an HF directory"},
     {"prune", cmd_prune, "cut a student from a model by keeping some of its layers"},
     {"tune", cmd_tune, "TPE hyperparameter search over a command (Optuna-compatible studies)"},
+    {"quantize", cmd_quantize, "GPTQ/RTN w4a16 quantization into a GPTQ v1 checkpoint + fidelity report"},
     {"eval", cmd_eval, "multiple-choice benchmarks with lm-evaluation-harness v0.4 scores"},
     {NULL, NULL, NULL},
 };

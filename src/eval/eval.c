@@ -253,7 +253,12 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
         if (shared) {
             int n_ctx = pairs[off[d]].n_ctx;
             drop[d] = window_drop(n_ctx, MAX(mc, 1), window);
-            if (drop[d] < 0 || n_ctx == 0) {
+            if (n_ctx == 0) { // whitespace-only context (its spaces moved to the choices)
+                s = fail(STATUS_ERR_UNSUPPORTED, "%s document %d: context has no tokens",
+                         task_name(t->kind), doc->index);
+                break;
+            }
+            if (drop[d] < 0) {
                 s = fail(STATUS_ERR_UNSUPPORTED,
                          "%s document %d: continuation of %d tokens "
                          "does not fit the %d-token window after its context",
@@ -269,7 +274,7 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
                 int dr = window_drop(p->n_ctx, MAX(p->n_cont, 1), window);
                 if (dr < 0 || p->n_ctx == 0)
                     s = fail(STATUS_ERR_UNSUPPORTED,
-                             "%s document %d: request does not fit "
+                             "%s document %d: request has an empty context or does not fit "
                              "the %d-token window",
                              task_name(t->kind), doc->index, window);
                 drop_req[off[d] + c] = dr;

@@ -46,7 +46,7 @@ void infer_rope_inv_freq(const LlamaConfig *c, float *inv_freq) {
     float lo_wavelen = old_ctx / lo, hi_wavelen = old_ctx / hi;
     for (int i = 0; i < half; i++) {
         float f = inv_freq[i];
-        float wavelen = (float)(2.0 * M_PI) / f;
+        float wavelen = (float)(2.0 * 3.14159265358979323846) / f; // 2 * math.pi
         float scaled = wavelen > lo_wavelen ? f / factor : f;
         float smooth = (old_ctx / wavelen - lo) / (hi - lo);
         float smoothed = (1.0f - smooth) * scaled / factor + smooth * scaled;

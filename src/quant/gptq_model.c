@@ -716,10 +716,10 @@ static Status bind_linear(Ckpt *k, Model *m, const GptqConfig *gc, Tensor *t, Te
     if (s == STATUS_OK && bias && !p->bias)
         s = fail(STATUS_ERR_FORMAT, "'%s': %s.bias is missing", k->file, prefix);
     if (s == STATUS_OK) s = gptq_packed_sort_groups(p); // act-order: the fast GEMV path
-    if (s != STATUS_OK) {
+    if (s != STATUS_OK) { // the reader's messages already name the file
         gptq_packed_release(p);
         free(p);
-        return fail_context(s, "'%s'", k->file);
+        return s;
     }
     const char *parts[] = {"qweight", "qzeros", "scales", "g_idx", "bias"};
     for (size_t i = 0; i < ARRAY_LEN(parts); i++) {

@@ -11,7 +11,7 @@
  *
  * Math is float32 throughout. Weights may be F32, F16 or BF16 (DType); 16-bit weights are
  * widened to float32 element by element inside the kernels (exact), never stored widened,
- * except in ops_matmul's prefill path which widens a block of rows at a time into a
+ * except in ops_matmul's prefill path, which widens blocks of rows into a
  * caller-provided scratch buffer and hands it to OpenBLAS sgemm.
  *
  * Determinism: optimized kernels only split work over independent outputs (rows of y,

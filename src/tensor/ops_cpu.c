@@ -7,9 +7,9 @@
  *   T < OPS_GEMM_MIN_T  (decode, a few sequences): blocks of 16 weight rows are split over
  *                        threads; each block is applied to all T tokens while it is in
  *                        cache. Memory-bound: 16-bit weights halve the bytes read.
- *   T >= OPS_GEMM_MIN_T (prefill): OpenBLAS sgemm. 16-bit weights are widened 256 rows
- *                        at a time into the caller's scratch first (the widening costs
- *                        one pass over the weights, the product T passes).
+ *   T >= OPS_GEMM_MIN_T (prefill): OpenBLAS sgemm. 16-bit weights are widened into the
+ *                        caller's scratch first, in blocks of >= 2M floats (the widening
+ *                        costs one pass over the weights, the product T passes).
  */
 #include "tensor/ops.h"
 
@@ -25,7 +25,9 @@
 
 #define OPS_GEMM_MIN_T 8   // from this many tokens on, sgemm beats re-reading weights
 #define OPS_ROW_BLOCK 16   // weight rows per OpenMP work item in the GEMV path
-#define OPS_WIDEN_ROWS 256 // weight rows widened per sgemm call (16-bit weights)
+// 16-bit weights are widened into scratch in blocks of at least this many floats (8 MiB)
+// and at least 256 rows, so that a layer's matrices go to sgemm in one call
+#define OPS_WIDEN_FLOATS (1 << 21)
 // Below this many multiply-adds (or elements) a kernel runs on one thread: waking the
 // team costs more than the work (stories260K's 64-wide layers), and on a loaded machine
 // a spinning team is much slower still.
@@ -33,12 +35,10 @@
 
 OpsIsa ops_isa_detect(void) {
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return OPS_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return OPS_ISA_AVX2;
+    // F16C is not a feature name every compiler's builtin knows (clang 14); every CPU with
+    // AVX2 + FMA (Haswell, Zen and later) has it, and AVX-512F implies it
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return OPS_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return OPS_ISA_AVX2;
 #endif
     return OPS_ISA_PORTABLE;
 }
@@ -48,7 +48,10 @@ const char *ops_isa_name(OpsIsa isa) {
     return isa >= 0 && isa < OPS_ISA_COUNT ? names[isa] : "?";
 }
 
-size_t ops_matmul_scratch_floats(int K) { return (size_t)OPS_WIDEN_ROWS * (size_t)K; }
+// Rows of a K-column weight widened per sgemm call.
+static int widen_rows_per_block(int K) { return MAX(256, OPS_WIDEN_FLOATS / MAX(K, 1)); }
+
+size_t ops_matmul_scratch_floats(int K) { return (size_t)widen_rows_per_block(K) * (size_t)K; }
 
 static inline int thread_id(void) {
 #ifdef _OPENMP
@@ -131,8 +134,9 @@ static void matmul_gemm(float *y, const float *x, const void *w, DType wt, int T
         return;
     }
     CHECK_MSG(scratch, "ops_matmul: 16-bit weights with T=%d need scratch", T);
-    for (int r0 = 0; r0 < N; r0 += OPS_WIDEN_ROWS) {
-        int n = MIN(OPS_WIDEN_ROWS, N - r0);
+    int rows = widen_rows_per_block(K);
+    for (int r0 = 0; r0 < N; r0 += rows) {
+        int n = MIN(rows, N - r0);
 #pragma omp parallel for schedule(static) if ((int64_t)n * K >= OPS_PAR_MIN_WORK)
         for (int r = 0; r < n; r++)
             widen_rows(scratch + (int64_t)r * K, row_ptr(w, wt, r0 + r, K), wt, K, isa);

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Checks that transformers (with a GPTQ backend from PyPI, on CPU) loads the GPTQ v1
+checkpoints `edgeforge quantize` writes and computes the logits edgeforge computes.
+
+Usage (repository root; needs build-quantize/edgeforge, or --edgeforge):
+    PY=/tmp/gptqvenv/bin/python        # a venv with gptqmodel (see docs/gptq.md "End to end")
+    $PY tools/check_gptq_transformers.py [--work /tmp/gptq_check] [--smollm2 DIR_OR_GGUF]
+
+Steps, for a tiny random Llama (hidden 128, intermediate 256, 2 layers, 4 heads / 2 KV heads,
+vocab 512 with stories260K's tokenizer; torch.manual_seed(0); every in/out feature a multiple
+of 32 as the GPTQ kernels require) in plain, act-order and asymmetric variants, and for
+SmolLM2 when --smollm2 is given:
+  1. save the float model with transformers (float32), quantize it with
+     `edgeforge quantize ... --logits ours.safetensors` (our engine's logits on a held-out
+     chunk, computed from the reloaded packed checkpoint);
+  2. dequantize our checkpoint in numpy straight from the format description
+     (reference.md §2.1: w = scales[g_idx] * (q - (qzeros + 1))), load those weights into a
+     float LlamaForCausalLM and compare logits with ours (independent of any GPTQ backend);
+  3. load the checkpoint with AutoModelForCausalLM.from_pretrained (transformers' GPTQ
+     integration + gptqmodel, CPU) and compare its logits with ours.
+Tolerance: fp16 activations are not used on the CPU (both sides compute in float32 from
+fp16 scales), so |ours - theirs| <= 2e-3 * max|logits| + 2e-3 is required; the report prints
+the max abs difference and the top-1 agreement. Exit status 1 when any check fails, 2 when
+the GPTQ backend is missing (the numpy check still runs).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(cmd):
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def unpack_rows(qw, K):  # qweight (ceil(K/8), N) int32 -> (K, N) codes
+    u = qw.astype(np.uint32)
+    rows = [(u >> (4 * j)) & 15 for j in range(8)]
+    q = np.stack(rows, axis=1).reshape(-1, qw.shape[1])  # row 8r+j
+    return q[:K]
+
+
+def unpack_cols(qz, N):  # qzeros (G, ceil(N/8)) -> (G, N)
+    u = qz.astype(np.uint32)
+    cols = [(u >> (4 * j)) & 15 for j in range(8)]
+    return np.stack(cols, axis=2).reshape(qz.shape[0], -1)[:, :N]
+
+
+def dequant_state_dict(ckpt_dir):
+    t = load_file(os.path.join(ckpt_dir, "model.safetensors"))
+    out = {}
+    for name, v in t.items():
+        if name.endswith(".qweight"):
+            p = name[: -len(".qweight")]
+            g_idx = t[p + ".g_idx"].astype(np.int64)
+            K, N = g_idx.shape[0], t[p + ".scales"].shape[1]
+            q = unpack_rows(t[p + ".qweight"], K).astype(np.float32)
+            z = unpack_cols(t[p + ".qzeros"], N).astype(np.float32) + 1  # v1 stores zero - 1
+            s = t[p + ".scales"].astype(np.float32)
+            w = s[g_idx] * (q - z[g_idx])  # (K, N)
+            out[p + ".weight"] = torch.from_numpy(np.ascontiguousarray(w.T))
+            if p + ".bias" in t:
+                out[p + ".bias"] = torch.from_numpy(t[p + ".bias"].astype(np.float32))
+        elif name.endswith((".qzeros", ".scales", ".g_idx")) or (
+                name.endswith(".bias") and name[: -5] + ".qweight" in t):
+            continue
+        else:
+            out[name] = torch.from_numpy(v.astype(np.float32))
+    return out
+
+
+def compare(tag, ours, theirs, results):
+    d = np.abs(ours - theirs).max()
+    tol = 2e-3 * np.abs(ours).max() + 2e-3
+    top1 = (ours.argmax(-1) == theirs.argmax(-1)).mean()
+    ok = bool(d <= tol)
+    print(f"{tag}: max |diff| {d:.3g} (tol {tol:.3g}), top-1 agreement {top1:.4f} -> "
+          f"{'OK' if ok else 'FAIL'}", flush=True)
+    results.append((tag, ok, float(d), float(top1)))
+
+
+def make_tiny(work, exe):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    base = os.path.join(work, "tiny_base")
+    if os.path.isdir(base):
+        shutil.rmtree(base)
+    tokdir = os.path.join(work, "stories_hf")
+    if not os.path.isdir(tokdir):
+        run([exe, "convert", "models/stories260K/stories260K.bin", tokdir, "--format", "hf"])
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, vocab_size=512,
+                      max_position_embeddings=512, rms_norm_eps=1e-5, bos_token_id=1,
+                      eos_token_id=2, tie_word_embeddings=False)
+    m = LlamaForCausalLM(cfg).float()
+    with torch.no_grad():  # larger weights than the 0.02 init, so 4-bit error is visible
+        for n, p in m.named_parameters():
+            if "proj" in n:
+                p.mul_(4.0)
+    m.save_pretrained(base, safe_serialization=True)
+    for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]:
+        shutil.copy(os.path.join(tokdir, f), base)
+    return base
+
+
+def check_one(tag, exe, base, work, extra, results, backend):
+    out = os.path.join(work, tag)
+    shutil.rmtree(out, ignore_errors=True)
+    logits = os.path.join(work, tag + "_ours.safetensors")
+    run([exe, "-q", "quantize", base, "--calib", "tests/fixtures/quant/stories_calib.txt",
+         "--nsamples", extra.get("nsamples", "16"), "--seq-len", extra.get("seq_len", "64"),
+         "--fidelity-data", "tests/fixtures/quant/stories_heldout.txt", "--fidelity-chunks", "1",
+         "--fidelity-ctx", extra.get("ctx", "64"), "--logits", logits, "--out", out] +
+        extra.get("flags", []))
+    ours = load_file(logits)
+    ids = torch.from_numpy(ours["tokens"].astype(np.int64))[None]
+    lo = ours["logits"]
+    from transformers import AutoConfig, LlamaForCausalLM
+    cfg = AutoConfig.from_pretrained(out)
+    cfg_dict = cfg.to_dict()
+    cfg_dict.pop("quantization_config", None)
+    fcfg = type(cfg).from_dict(cfg_dict)
+    fm = LlamaForCausalLM(fcfg).float().eval()
+    sd = dequant_state_dict(out)
+    missing, unexpected = fm.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if "rotary" not in k and not (
+        k == "lm_head.weight" and fcfg.tie_word_embeddings)]
+    if missing or unexpected:
+        raise SystemExit(f"{tag}: dequantized state dict mismatch: {missing} {unexpected}")
+    if fcfg.tie_word_embeddings:
+        fm.tie_weights()
+    with torch.no_grad():
+        ref = fm(ids).logits[0].float().numpy()
+    compare(f"{tag}: numpy dequant + transformers float", lo, ref, results)
+    if not backend:
+        return
+    from transformers import AutoModelForCausalLM
+    try:
+        qm = AutoModelForCausalLM.from_pretrained(out, device_map="cpu", dtype=torch.float16)
+        qm.eval()
+        with torch.no_grad():
+            got = qm(ids).logits[0].float().numpy()
+        compare(f"{tag}: transformers GPTQ backend ({backend})", lo, got, results)
+    except Exception as e:  # noqa: BLE001 - report any backend failure as a failed check
+        print(f"{tag}: transformers GPTQ load FAILED: {type(e).__name__}: {e}", flush=True)
+        results.append((tag + " backend", False, float("nan"), float("nan")))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--edgeforge", default=os.path.join(ROOT, "build-quantize/edgeforge"))
+    ap.add_argument("--work", default="/tmp/gptq_check")
+    ap.add_argument("--smollm2", default=None, help="SmolLM2 model path (GGUF or HF dir)")
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    backend = None
+    try:
+        import gptqmodel  # noqa: F401
+        backend = "gptqmodel " + gptqmodel.__version__
+    except Exception as e:  # noqa: BLE001
+        print(f"no GPTQ backend importable ({e}); only the numpy dequantizer check runs")
+    import transformers
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, backend {backend}")
+    results = []
+    base = make_tiny(a.work, a.edgeforge)
+    check_one("tiny_sym_g32", a.edgeforge, base, a.work, {"flags": ["--group", "32"]}, results,
+              backend)
+    check_one("tiny_actorder_g32", a.edgeforge, base, a.work,
+              {"flags": ["--group", "32", "--act-order"]}, results, backend)
+    check_one("tiny_asym_g64", a.edgeforge, base, a.work, {"flags": ["--group", "64", "--asym"]},
+              results, backend)
+    if a.smollm2:
+        check_one("smollm2_g128", a.edgeforge, a.smollm2, a.work,
+                  {"nsamples": "8", "seq_len": "128", "ctx": "128", "flags": []}, results, backend)
+    with open(os.path.join(a.work, "results.json"), "w") as f:
+        json.dump({"torch": torch.__version__, "transformers": transformers.__version__,
+                   "backend": backend, "results": results}, f, indent=1)
+    bad = [r for r in results if not r[1]]
+    print(f"{len(results) - len(bad)} checks passed, {len(bad)} failed")
+    if bad:
+        return 1
+    return 0 if backend else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
