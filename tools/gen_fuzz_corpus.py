@@ -9,12 +9,15 @@ Usage (from the repository root, with the reference venv):
                                        small tensor of each type F32/F16/BF16/Q4_0/Q4_1/Q5_0/
                                        Q5_1/Q8_0/Q2_K..Q6_K (K-quants as raw bytes with sane
                                        fp16 scales)
-             fuzz/corpus/safetensors/  tiny.safetensors (F32/F16/BF16/I8/U8/I32/I64/F64,
-                                       metadata) and empty.safetensors (no tensors)
+             fuzz/corpus/safetensors/  tiny.safetensors (F32/F16/I8/U8/I32/I64/F64, a 0-d and
+                                       a 0-size tensor, metadata), bf16.safetensors (BF16,
+                                       header written by hand: numpy has no bfloat16) and
+                                       empty.safetensors (no tensors)
              fuzz/corpus/llama2c/      legacy.bin (untied), legacy_tied.bin, v1.bin, v2.bin
                                        (Q8_0, group 8): dim 8, 1 layer, vocab 16
              fuzz/corpus/tokenizer_json/  fuzz/corpus_tokenizer_json/*.json and each of them
                                        followed by 0xFF and a text to encode
+             fuzz/corpus/config_json/  config.json of tests/fixtures/hf/tiny_llama and tiny_qwen2
 Seeds are small (every target < 64 KB) so libFuzzer's default max_len stays small; they are
 seeds, not reference fixtures. numpy seed 7.
 """
@@ -82,7 +85,7 @@ def safetensors_corpus(d):
          "d.u8": np.arange(5, dtype=np.uint8), "e.i32": np.arange(4, dtype=np.int32),
          "f.i64": np.arange(2, dtype=np.int64), "g.f64": np.ones(2), "h.scalar": np.array(1.5, dtype=np.float32),
          "i.empty": np.zeros((0, 4), dtype=np.float32)}
-    save_file(t, os.path.join(d, "tiny.safetensors"), metadata={"format": "pt", "k": "v"})
+    save_file(t, os.path.join(d, "tiny.safetensors"), metadata={"format": "pt"})  # one key: deterministic order
     # BF16 has no numpy dtype: write a second file by hand (header + data)
     hdr = b'{"w":{"dtype":"BF16","shape":[3,4],"data_offsets":[0,24]}}'
     hdr += b" " * (-len(hdr) % 8)
@@ -136,9 +139,15 @@ def tokenizer_corpus(d):
         open(os.path.join(d, n + ".text"), "wb").write(data + b"\xff" + text)
 
 
+def config_json_corpus(d):
+    for n in ("tiny_llama", "tiny_qwen2"):
+        shutil.copy("tests/fixtures/hf/%s/config.json" % n, os.path.join(d, n + ".json"))
+
+
 def main():
     for name, fn in (("gguf", gguf_corpus), ("safetensors", safetensors_corpus),
-                     ("llama2c", llama2c_corpus), ("tokenizer_json", tokenizer_corpus)):
+                     ("llama2c", llama2c_corpus), ("tokenizer_json", tokenizer_corpus),
+                     ("config_json", config_json_corpus)):
         d = os.path.join(OUT, name)
         os.makedirs(d, exist_ok=True)
         fn(d)

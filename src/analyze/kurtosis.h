@@ -11,11 +11,10 @@
  * m2 <= (DBL_EPSILON * mu)^2 (constant data) has no kurtosis: NaN, as scipy returns.
  * Everything is computed in double; the data may be float.
  *
- * edgeforge's analysis reports PEARSON kurtosis (fisher = false, bias = true) by default:
- * the paper's weight value 4.6038 for every task is only plausible as Pearson (pretrained
- * Llama weights are mildly heavy-tailed: Pearson 3..6, excess 0..3), and Pearson is what
- * Park et al. (the paper's outlier reference) use. This is our inference; the paper does
- * not say. Both are available through KurtosisOpts.
+ * edgeforge's analysis reports PEARSON kurtosis (fisher = false, bias = true) by default,
+ * the textbook "kurtosis" (normal = 3). The paper does not say which it used: its weight
+ * value 4.6038 fits Pearson for mildly heavy-tailed weights, but excess is not excluded.
+ * Both are available through KurtosisOpts; reports state which one they used.
  *
  * Activations: the paper's "kurtosis of activation channels" does not say which per-channel
  * statistic is used. A KurtChannels accumulator streams over calibration batches of a
