@@ -26,17 +26,21 @@ for p in f32 f16; do
   [ -f "$OUT/smollm2-$p.gguf" ] || "$PY" bench/make_gguf.py "$SRC" "$OUT/smollm2-$p.gguf" $p
 done
 
-bw=$(OMP_NUM_THREADS=$T "$OUT/bench_bw" 512 | awk '{print $2}')
+# read bandwidth: best of a measurement before and one after the runs (a shared machine's
+# bandwidth varies; the best is the ceiling the runs could have had)
+bw_once() { OMP_NUM_THREADS=$T "$OUT/bench_bw" 512 | awk '{print $2}'; }
+bw=$(bw_once)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
-echo "## Inference"
+echo "### Inference run, $T thread(s)"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), CPU: $cpu, $(nproc) cores visible, threads: $T,"
-echo "measured read bandwidth: $bw GB/s (bench/bench_bw.c, $T threads), load average: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); read bandwidth (bench/bench_bw.c, $T threads, best"
+echo "of the measurements so far when each row was printed) in the last column's denominator."
 echo "Command: \`bench/bench_infer.sh $T $R\` (best of $R; prefill = 512-token prompt in one batch,"
 echo "decode = 128 tokens after it)."
 echo
-echo "| weights | edgeforge pp512 t/s | llama.cpp pp512 t/s | ratio | edgeforge tg128 t/s | llama.cpp tg128 t/s | ratio | bytes/token | decode % of roofline |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| weights | edgeforge pp512 t/s | llama.cpp pp512 t/s | ratio | edgeforge tg128 t/s | llama.cpp tg128 t/s | ratio | bytes/token | read BW | decode % of roofline |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for p in f32 f16; do
   g="$OUT/smollm2-$p.gguf"
   ef_pp=0; ef_tg=0
@@ -55,10 +59,12 @@ for p in f32 f16; do
   lc_tg=$(echo "$lc" | awk '{print $4}')
   # bytes a decode step reads: all tensor data (the classifier reads the whole embedding)
   # + the F32 KV cache at the mean depth 576 (30 layers, 3 KV heads, head dim 64, K and V)
+  bw2=$(bw_once)
+  bw=$(echo "$bw $bw2" | awk '{print ($1 > $2) ? $1 : $2}')
   bytes=$("$PY" -c "import gguf,sys; r=gguf.GGUFReader(sys.argv[1]); print(sum(int(t.n_bytes) for t in r.tensors) + 30*3*64*4*2*576)" "$g")
   echo "$p $ef_pp $lc_pp $ef_tg $lc_tg $bytes $bw" | awk '{
-    printf "| %s | %.1f | %.1f | %.2fx | %.2f | %.2f | %.2fx | %.0f MB | %.0f %% |\n",
-      $1, $2, $3, $2 / $3, $4, $5, $4 / $5, $6 / 1e6, 100 * $4 * $6 / ($7 * 1e9) }'
+    printf "| %s | %.1f | %.1f | %.2fx | %.2f | %.2f | %.2fx | %.0f MB | %.1f GB/s | %.0f %% |\n",
+      $1, $2, $3, $2 / $3, $4, $5, $4 / $5, $6 / 1e6, $7, 100 * $4 * $6 / ($7 * 1e9) }'
 done
 echo
 echo "llama.cpp: $(echo "$lc" | awk '{print $5, $6}') (n_batch = n_ubatch = 512, its own thread pool)."

@@ -66,15 +66,24 @@ static void test_fidelity_vs_numpy(void **state) {
         const char *name;
         double got;
     } tab[] = {
-        {"kl_mean", s.kl_mean},         {"kl_se", s.kl_se},
-        {"kl_median", s.kl_median},     {"kl_p90", s.kl_p90},
-        {"kl_p95", s.kl_p95},           {"kl_p99", s.kl_p99},
-        {"kl_p999", s.kl_p999},         {"kl_max", s.kl_max},
-        {"top1", s.top1},               {"top1_se", s.top1_se},
-        {"nll_base", s.nll_base},       {"nll_quant", s.nll_quant},
-        {"nll_base_se", s.nll_base_se}, {"nll_quant_se", s.nll_quant_se},
-        {"ppl_base", s.ppl_base},       {"ppl_quant", s.ppl_quant},
-        {"ln_ppl_ratio", s.ln_ppl_ratio}, {"ln_ppl_ratio_se", s.ln_ppl_ratio_se},
+        {"kl_mean", s.kl_mean},
+        {"kl_se", s.kl_se},
+        {"kl_median", s.kl_median},
+        {"kl_p90", s.kl_p90},
+        {"kl_p95", s.kl_p95},
+        {"kl_p99", s.kl_p99},
+        {"kl_p999", s.kl_p999},
+        {"kl_max", s.kl_max},
+        {"top1", s.top1},
+        {"top1_se", s.top1_se},
+        {"nll_base", s.nll_base},
+        {"nll_quant", s.nll_quant},
+        {"nll_base_se", s.nll_base_se},
+        {"nll_quant_se", s.nll_quant_se},
+        {"ppl_base", s.ppl_base},
+        {"ppl_quant", s.ppl_quant},
+        {"ln_ppl_ratio", s.ln_ppl_ratio},
+        {"ln_ppl_ratio_se", s.ln_ppl_ratio_se},
         {"dp_rms", s.dp_rms},
     };
     for (size_t i = 0; i < ARRAY_LEN(tab); i++) {
@@ -101,7 +110,8 @@ static void test_percentile(void **state) {
 static void test_calib_windows(void **state) {
     (void)state;
     int32_t ids[100];
-    for (int i = 0; i < 100; i++) ids[i] = i;
+    for (int i = 0; i < 100; i++)
+        ids[i] = i;
     CalibOptions o = {.n_seqs = 4, .seq_len = 10, .seed = 7};
     CalibSet a, b, c;
     assert_int_equal(calib_from_stream(&a, ids, 100, &o, true, "x"), STATUS_OK);
@@ -112,11 +122,13 @@ static void test_calib_windows(void **state) {
     for (int s = 0; s < 4; s++) {
         int w = a.tokens[s * 10] / 10;
         assert_int_equal(a.tokens[s * 10], w * 10);
-        for (int t = 0; t < 10; t++) assert_int_equal(a.tokens[s * 10 + t], w * 10 + t);
+        for (int t = 0; t < 10; t++)
+            assert_int_equal(a.tokens[s * 10 + t], w * 10 + t);
         assert_int_equal(seen[w]++, 0);
     }
     assert_int_equal(calib_from_stream(&c, ids, 100, &o, false, "x"), STATUS_OK);
-    for (int i = 0; i < 40; i++) assert_int_equal(c.tokens[i], i); // chunks: in order
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(c.tokens[i], i); // chunks: in order
     calib_release(&a);
     calib_release(&b);
     calib_release(&c);
@@ -181,7 +193,8 @@ static void quantize_stories(Model *m, bool rtn, const char *dir) {
     assert_int_equal(rep.n_linear, 5 * 7);
     assert_int_equal(rep.n_weights, 5 * (64 * 64 * 2 + 32 * 64 * 2 + 172 * 64 * 3));
     if (!rtn)
-        for (int i = 0; i < rep.n_linear; i++) assert_true(rep.lin[i].loss > 0);
+        for (int i = 0; i < rep.n_linear; i++)
+            assert_true(rep.lin[i].loss > 0);
     GptqConfig c;
     gptq_model_config(&c, &o);
     s = gptq_model_save(m, dir, &c);
@@ -229,11 +242,13 @@ static void test_e2e_gptq_beats_rtn(void **state) {
     for (int l = 0; l < mg.cfg.n_layers; l++) {
         Tensor *lin[GPTQ_MODEL_LINEARS];
         gptq_model_layer_linears(&mg.layers[l], lin);
-        for (int i = 0; i < GPTQ_MODEL_LINEARS; i++) lin[i]->gptq = NULL; // float path
+        for (int i = 0; i < GPTQ_MODEL_LINEARS; i++)
+            lin[i]->gptq = NULL; // float path
     }
     FidelityStats same, fg, fr;
     fidelity_of(&same, &mg, &lg);
-    print_message("reload vs in-memory dequantized: KL %.3g, top-1 %.4f\n", same.kl_mean, same.top1);
+    print_message("reload vs in-memory dequantized: KL %.3g, top-1 %.4f\n", same.kl_mean,
+                  same.top1);
     assert_true(same.kl_mean < 1e-3);
     assert_true(same.top1 > 0.98);
     fidelity_of(&fg, &base, &lg);
@@ -256,7 +271,8 @@ static void test_e2e_gptq_beats_rtn(void **state) {
         for (int v = 1; v < 512; v++)
             if (logits[v] > logits[am]) am = v;
         assert_int_equal(infer_decode(&st, 0, am, logits), STATUS_OK);
-        for (int v = 0; v < 512; v++) assert_true(isfinite(logits[v]));
+        for (int v = 0; v < 512; v++)
+            assert_true(isfinite(logits[v]));
     }
     free(logits);
     infer_release(&st);
@@ -306,7 +322,8 @@ static void test_e2e_true_sequential_actorder(void **state) {
     for (int i = 0; i < m.cfg.n_layers; i++) {
         Tensor *lin[GPTQ_MODEL_LINEARS];
         gptq_model_layer_linears(&m.layers[i], lin);
-        for (int j = 0; j < GPTQ_MODEL_LINEARS; j++) lin[j]->gptq = NULL;
+        for (int j = 0; j < GPTQ_MODEL_LINEARS; j++)
+            lin[j]->gptq = NULL;
     }
     FidelityStats f;
     fidelity_of(&f, &m, &l);
@@ -377,6 +394,30 @@ static void test_e2e_bad_checkpoints(void **state) {
     print_message("shape mismatch: %s\n", status_msg());
 }
 
+// The CLI: too little calibration data is a clear error and leaves no output behind.
+static void test_cli_quantize_errors(void **state) {
+    E2E *e = *state;
+    char cmd[600], dir[300], *out = NULL;
+    snprintf(dir, sizeof dir, "%s_cli", e->dir);
+    snprintf(cmd, sizeof cmd,
+             "quantize -t 1 " STORIES " --calib tests/fixtures/quant/"
+             "stories_heldout.txt --nsamples 1000 --seq-len 128 --out %s",
+             dir);
+    assert_int_equal(run_cli(cmd, &out), 1);
+    assert_non_null(strstr(out, "error: --calib: 'tests/fixtures/quant/stories_heldout.txt' is "
+                                "too short"));
+    assert_false(path_is_dir(dir));
+    free(out);
+    assert_int_equal(run_cli("quantize " STORIES " --calib x.txt", &out), 2); // no --out
+    assert_non_null(strstr(out, "--out"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "quantize -t 1 " STORIES " --rtn --out %s", dir);
+    assert_int_equal(run_cli(cmd, &out), 0);
+    assert_non_null(strstr(out, "rtn, 4-bit, group 128"));
+    assert_true(path_is_dir(dir));
+    free(out);
+}
+
 int main(void) {
     // tests run beside other jobs on 2 cores: one thread avoids OpenMP spin-waits
 #ifdef _OPENMP
@@ -392,6 +433,7 @@ int main(void) {
         cmocka_unit_test(test_e2e_gptq_beats_rtn),
         cmocka_unit_test(test_e2e_bad_checkpoints),
         cmocka_unit_test(test_e2e_true_sequential_actorder),
+        cmocka_unit_test(test_cli_quantize_errors),
     };
     return cmocka_run_group_tests_name("quantize", tests, e2e_setup, e2e_teardown);
 }

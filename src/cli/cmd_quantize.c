@@ -96,10 +96,12 @@ static int run_fidelity(const QuantArgs *a, const char *model_path, const Tokeni
         cli_fail("cannot reload the checkpoint");
     } else {
         double t0 = time_now();
-        if (fidelity_eval(fs, &base, &q, &chunks) != STATUS_OK) cli_fail("fidelity");
+        if (fidelity_eval(fs, &base, &q, &chunks) != STATUS_OK)
+            cli_fail("fidelity");
         else if (a->logits_out && write_logits(a->logits_out, &q, &chunks) != STATUS_OK)
             cli_fail("--logits");
-        else rc = 0;
+        else
+            rc = 0;
         log_info("fidelity: %d chunks of %d tokens in %.1f s", chunks.n_seqs, chunks.seq_len,
                  time_now() - t0);
         model_release(&q);
@@ -163,17 +165,25 @@ static int quantize_run(const QuantArgs *a, const char *model_path) {
         have_fid = true;
     }
     char *st_path = path_join(a->out, "model.safetensors");
-    FidelityReport fr = {.model = model_path, .out_dir = a->out, .method = a->rtn ? "rtn" : "gptq",
-                         .bits = a->bits, .group_size = a->group, .params_total = params,
-                         .bytes_before = 2 * params, .bytes_after = file_size(st_path),
-                         .rep = &rep, .fid = have_fid ? &fs : NULL,
-                         .calib_seqs = a->rtn ? 0 : cs.n_seqs, .calib_len = a->rtn ? 0 : cs.seq_len};
+    FidelityReport fr = {.model = model_path,
+                         .out_dir = a->out,
+                         .method = a->rtn ? "rtn" : "gptq",
+                         .bits = a->bits,
+                         .group_size = a->group,
+                         .params_total = params,
+                         .bytes_before = 2 * params,
+                         .bytes_after = file_size(st_path),
+                         .rep = &rep,
+                         .fid = have_fid ? &fs : NULL,
+                         .calib_seqs = a->rtn ? 0 : cs.n_seqs,
+                         .calib_len = a->rtn ? 0 : cs.seq_len};
     free(st_path);
     fidelity_report_print(stdout, &fr);
     char *rp = NULL;
     if (!a->report) {
         size_t n = strlen(a->out);
-        while (n > 1 && a->out[n - 1] == '/') n--; // "out/" -> "out.report.json"
+        while (n > 1 && a->out[n - 1] == '/')
+            n--; // "out/" -> "out.report.json"
         rp = xmalloc(n + 16);
         snprintf(rp, n + 16, "%.*s.report.json", (int)n, a->out);
     }
@@ -192,14 +202,21 @@ out:
 }
 
 int cmd_quantize(int argc, char **argv) {
-    QuantArgs a = {.bits = 4, .group = 128, .nsamples = 128, .seq_len = 2048, .fid_chunks = 16,
-                   .fid_ctx = 512, .damp = 0.01, .batch = 8};
+    QuantArgs a = {.bits = 4,
+                   .group = 128,
+                   .nsamples = 128,
+                   .seq_len = 2048,
+                   .fid_chunks = 16,
+                   .fid_ctx = 512,
+                   .damp = 0.01,
+                   .batch = 8};
     ArgSpec spec[] = {
         {"calib", 0, ARG_STRING, &a.calib, "calibration data: Alpaca JSONL or plain text", 0, 0},
         {"out", 'o', ARG_STRING, &a.out, "output GPTQ checkpoint directory", 0, 0},
         {"bits", 0, ARG_INT, &a.bits, "weight bits (4 runs in edgeforge)", 2, 8},
         {"group", 0, ARG_INT, &a.group, "group size, -1 for one group per row", -1, 1 << 20},
-        {"act-order", 0, ARG_FLAG, &a.act_order, "desc_act: quantize columns by decreasing diag(H)", 0, 0},
+        {"act-order", 0, ARG_FLAG, &a.act_order, "desc_act: quantize columns by decreasing diag(H)",
+         0, 0},
         {"static-groups", 0, ARG_FLAG, &a.static_groups, "grids from the original weights", 0, 0},
         {"sym", 0, ARG_FLAG, &a.sym, "symmetric grid, zero 8 (default)", 0, 0},
         {"asym", 0, ARG_FLAG, &a.asym, "asymmetric grid", 0, 0},
@@ -208,8 +225,10 @@ int cmd_quantize(int argc, char **argv) {
         {"seq-len", 0, ARG_INT, &a.seq_len, "tokens per calibration sequence (2048)", 1, 1 << 20},
         {"seed", 0, ARG_INT64, &a.seed, "seed of the calibration window choice (0)", 0, 0},
         {"rtn", 0, ARG_FLAG, &a.rtn, "round-to-nearest baseline (no calibration)", 0, 0},
-        {"true-sequential", 0, ARG_FLAG, &a.true_seq, "re-run each layer between linear groups", 0, 0},
-        {"fidelity-data", 0, ARG_STRING, &a.fid_data, "held-out text for KL/top-1/perplexity", 0, 0},
+        {"true-sequential", 0, ARG_FLAG, &a.true_seq, "re-run each layer between linear groups", 0,
+         0},
+        {"fidelity-data", 0, ARG_STRING, &a.fid_data, "held-out text for KL/top-1/perplexity", 0,
+         0},
         {"fidelity-chunks", 0, ARG_INT, &a.fid_chunks, "held-out chunks (16)", 1, 1 << 20},
         {"fidelity-ctx", 0, ARG_INT, &a.fid_ctx, "tokens per held-out chunk (512)", 4, 1 << 20},
         {"report", 0, ARG_STRING, &a.report, "JSON report path (default OUT.report.json)", 0, 0},

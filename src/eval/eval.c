@@ -54,9 +54,9 @@ static void row_stats(const float *row, int V, double *lse, int *argmax) {
     int am = 0;
     for (int v = 1; v < V; v++)
         if (row[v] > row[am]) am = v;
-    double mx = row[am], s = 0;
+    double mx = row[am], s = 1.0; // the argmax's own term exp(0), so s >= 1
     for (int v = 0; v < V; v++)
-        s += exp((double)row[v] - mx);
+        if (v != am) s += exp((double)row[v] - mx);
     *lse = mx + log(s);
     *argmax = am;
 }

@@ -22,7 +22,8 @@ typedef struct {
 
 static void idbuf_push(IdBuf *b, const int32_t *ids, int64_t n) {
     if (b->n + n > b->cap) {
-        while (b->n + n > b->cap) b->cap = b->cap ? 2 * b->cap : 4096;
+        while (b->n + n > b->cap)
+            b->cap = b->cap ? 2 * b->cap : 4096;
         b->ids = xrealloc(b->ids, (size_t)b->cap * sizeof *b->ids);
     }
     memcpy(b->ids + b->n, ids, (size_t)n * sizeof *ids);
@@ -75,12 +76,13 @@ static Status stream_text(IdBuf *b, const char *path, const Tokenizer *tok) {
     if (s != STATUS_OK) return s;
     size_t i = 0;
     while (i < len && s == STATUS_OK) {
-        while (i < len && (text[i] == '\n' || text[i] == '\r')) i++;
+        while (i < len && (text[i] == '\n' || text[i] == '\r'))
+            i++;
         size_t start = i;
         // a document ends at "\n\n" (or "\n\r\n") or at the end of the file
         while (i < len && !(text[i] == '\n' && i + 1 < len &&
-                            (text[i + 1] == '\n' || (text[i + 1] == '\r' && i + 2 < len &&
-                                                     text[i + 2] == '\n'))))
+                            (text[i + 1] == '\n' ||
+                             (text[i + 1] == '\r' && i + 2 < len && text[i + 2] == '\n'))))
             i++;
         if (i > start) s = add_doc(b, tok, text + start, i - start);
     }
@@ -124,7 +126,8 @@ Status calib_from_stream(CalibSet *c, const int32_t *ids, int64_t n, const Calib
     c->n_stream = n;
     // window choice: a seeded partial Fisher-Yates shuffle of the window indices
     int64_t *win = xmalloc((size_t)have * sizeof *win);
-    for (int64_t i = 0; i < have; i++) win[i] = i;
+    for (int64_t i = 0; i < have; i++)
+        win[i] = i;
     if (sample) {
         Rng r;
         rng_seed(&r, o->seed);
@@ -141,8 +144,8 @@ Status calib_from_stream(CalibSet *c, const int32_t *ids, int64_t n, const Calib
     return STATUS_OK;
 }
 
-static Status calib_load(CalibSet *c, const char *path, const Tokenizer *tok,
-                         const CalibOptions *o, bool sample) {
+static Status calib_load(CalibSet *c, const char *path, const Tokenizer *tok, const CalibOptions *o,
+                         bool sample) {
     memset(c, 0, sizeof *c);
     int32_t *ids;
     int64_t n;

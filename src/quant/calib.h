@@ -37,9 +37,9 @@ typedef struct {
 CalibOptions calib_options_default(void);
 
 typedef struct {
-    int32_t *tokens;   // (n_seqs, seq_len)
+    int32_t *tokens; // (n_seqs, seq_len)
     int n_seqs, seq_len;
-    int64_t n_stream;  // tokens in the whole stream the windows came from
+    int64_t n_stream; // tokens in the whole stream the windows came from
 } CalibSet;
 
 // Reads `path` into one token stream (caller frees *ids; *n its length). Errors: I/O,

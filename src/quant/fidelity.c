@@ -28,9 +28,11 @@ static int log_softmax(double *lp, const float *x, int V) {
     for (int v = 1; v < V; v++)
         if (x[v] > x[am]) am = v;
     double mx = x[am], s = 0;
-    for (int v = 0; v < V; v++) s += exp((double)x[v] - mx);
+    for (int v = 0; v < V; v++)
+        s += exp((double)x[v] - mx);
     double lse = mx + log(s);
-    for (int v = 0; v < V; v++) lp[v] = (double)x[v] - lse;
+    for (int v = 0; v < V; v++)
+        lp[v] = (double)x[v] - lse;
     return am;
 }
 
@@ -43,7 +45,8 @@ void fidelity_acc_add(FidelityAcc *a, const float *lb, const float *lq, int V, i
     }
     int ab = log_softmax(a->lp_b, lb, V), aq = log_softmax(a->lp_q, lq, V);
     double kl = 0;
-    for (int v = 0; v < V; v++) kl += exp(a->lp_b[v]) * (a->lp_b[v] - a->lp_q[v]);
+    for (int v = 0; v < V; v++)
+        kl += exp(a->lp_b[v]) * (a->lp_b[v] - a->lp_q[v]);
     double nb = -a->lp_b[y], nq = -a->lp_q[y], dp = exp(a->lp_q[y]) - exp(a->lp_b[y]);
     if (a->n == a->cap) {
         a->cap = a->cap ? 2 * a->cap : 1024;
@@ -162,8 +165,9 @@ Status fidelity_eval(FidelityStats *s, const Model *base, const Model *quant,
 /* ---- report -------------------------------------------------------------------------- */
 
 static double bits_per_weight(const FidelityReport *r) {
-    return r->rep && r->rep->n_weights ? 8.0 * (double)r->rep->packed_bytes / (double)r->rep->n_weights
-                                       : 0;
+    return r->rep && r->rep->n_weights
+               ? 8.0 * (double)r->rep->packed_bytes / (double)r->rep->n_weights
+               : 0;
 }
 
 void fidelity_report_print(FILE *f, const FidelityReport *r) {
@@ -171,16 +175,19 @@ void fidelity_report_print(FILE *f, const FidelityReport *r) {
     fprintf(f, "quantized %s -> %s (%s, %d-bit, group %d)\n", r->model, r->out_dir, r->method,
             r->bits, r->group_size);
     if (rep) {
-        fprintf(f, "  %d linears, %lld weights, %.3f bits per weight (qweight+qzeros+scales+g_idx), "
-                   "%.1f s\n", rep->n_linear, (long long)rep->n_weights, bits_per_weight(r),
-                rep->seconds);
+        fprintf(f,
+                "  %d linears, %lld weights, %.3f bits per weight (qweight+qzeros+scales+g_idx), "
+                "%.1f s\n",
+                rep->n_linear, (long long)rep->n_weights, bits_per_weight(r), rep->seconds);
         if (r->calib_seqs > 0)
             fprintf(f, "  calibration: %d sequences x %d tokens\n", r->calib_seqs, r->calib_len);
         double tot = 0;
-        for (int i = 0; i < rep->n_linear; i++) tot += rep->lin[i].loss;
+        for (int i = 0; i < rep->n_linear; i++)
+            tot += rep->lin[i].loss;
         fprintf(f, "  GPTQ loss, summed over linears: %.6g\n", tot);
     }
-    fprintf(f, "  size: %.2f MB at 16 bits -> %.2f MB (model.safetensors), %.3f bits per parameter\n",
+    fprintf(f,
+            "  size: %.2f MB at 16 bits -> %.2f MB (model.safetensors), %.3f bits per parameter\n",
             (double)r->bytes_before / 1e6, (double)r->bytes_after / 1e6,
             r->params_total ? 8.0 * (double)r->bytes_after / (double)r->params_total : 0);
     const FidelityStats *s = r->fid;
@@ -191,8 +198,8 @@ void fidelity_report_print(FILE *f, const FidelityReport *r) {
             s->ppl_base, s->ppl_quant, s->ln_ppl_ratio, s->ln_ppl_ratio_se);
     fprintf(f, "  Mean KLD   %10.6f +- %.6f   median %.6f   99.0%% %.6f   max %.6f\n", s->kl_mean,
             s->kl_se, s->kl_median, s->kl_p99, s->kl_max);
-    fprintf(f, "  Same top   %9.3f%% +- %.3f%%   RMS dp %.3f%%\n", 100 * s->top1,
-            100 * s->top1_se, 100 * s->dp_rms);
+    fprintf(f, "  Same top   %9.3f%% +- %.3f%%   RMS dp %.3f%%\n", 100 * s->top1, 100 * s->top1_se,
+            100 * s->dp_rms);
 }
 
 Status fidelity_report_write_json(const char *path, const FidelityReport *r) {

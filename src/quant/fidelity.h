@@ -44,16 +44,16 @@ typedef struct {
     double ln_ppl_ratio, ln_ppl_ratio_se; // mean(nll_q - nll_b) = ln(PPL_q / PPL_b)
     double kl_mean, kl_se;                // mean KL(base || quant) and its standard error
     double kl_median, kl_p90, kl_p95, kl_p99, kl_p999, kl_max;
-    double top1, top1_se;                 // fraction of tokens whose argmax agrees
-    double dp_rms;                        // RMS of p_q(y) - p_b(y)
+    double top1, top1_se; // fraction of tokens whose argmax agrees
+    double dp_rms;        // RMS of p_q(y) - p_b(y)
 } FidelityStats;
 
 typedef struct {
-    double *kl;           // (n) per-token KL, for the percentiles
+    double *kl; // (n) per-token KL, for the percentiles
     int64_t n, cap;
     double s_nb, s_nb2, s_nq, s_nq2, s_d, s_d2, s_kl, s_kl2, s_dp2;
     int64_t same;
-    double *lp_b, *lp_q;  // (V) scratch log-probs
+    double *lp_b, *lp_q; // (V) scratch log-probs
     int V;
 } FidelityAcc;
 
@@ -77,9 +77,9 @@ Status fidelity_eval(FidelityStats *s, const Model *base, const Model *quant,
 typedef struct {
     const char *model, *out_dir, *method; // method: "gptq" or "rtn"
     int bits, group_size;
-    int64_t params_total;     // all parameters of the model
-    int64_t bytes_before;     // the unquantized model at 16 bits per parameter
-    int64_t bytes_after;      // model.safetensors of the checkpoint
+    int64_t params_total; // all parameters of the model
+    int64_t bytes_before; // the unquantized model at 16 bits per parameter
+    int64_t bytes_after;  // model.safetensors of the checkpoint
     const GptqModelReport *rep;
     const FidelityStats *fid; // NULL when not measured
     int calib_seqs, calib_len;

@@ -76,9 +76,8 @@ void gptq_model_layer_linears(LlamaLayer *ly, Tensor *out[GPTQ_MODEL_LINEARS]) {
 
 // Capture points, in forward order; each linear reads one of them.
 enum { CAP_ATTN_IN, CAP_ATTN_OUT, CAP_MLP_IN, CAP_MLP_MID, CAP_COUNT, CAP_OUT = CAP_COUNT };
-static const int linear_cap[GPTQ_MODEL_LINEARS] = {CAP_ATTN_IN, CAP_ATTN_IN, CAP_ATTN_IN,
-                                                    CAP_ATTN_OUT, CAP_MLP_IN, CAP_MLP_IN,
-                                                    CAP_MLP_MID};
+static const int linear_cap[GPTQ_MODEL_LINEARS] = {
+    CAP_ATTN_IN, CAP_ATTN_IN, CAP_ATTN_IN, CAP_ATTN_OUT, CAP_MLP_IN, CAP_MLP_IN, CAP_MLP_MID};
 
 /* ---- calibration forward pass --------------------------------------------------------- */
 
@@ -93,10 +92,10 @@ typedef struct {
 } LayerFwd;
 
 static void fwd_release(LayerFwd *f) {
-    float *b[] = {f->xn, f->q,  f->k,  f->v,           f->att,         f->x2,       f->g,
-                  f->u,  f->y,  f->kc, f->vc,          f->att_scratch, f->mm_scratch,
-                  f->rope_cos, f->rope_sin};
-    for (size_t i = 0; i < ARRAY_LEN(b); i++) free(b[i]);
+    float *b[] = {f->xn, f->q,  f->k,  f->v,           f->att,        f->x2,       f->g,       f->u,
+                  f->y,  f->kc, f->vc, f->att_scratch, f->mm_scratch, f->rope_cos, f->rope_sin};
+    for (size_t i = 0; i < ARRAY_LEN(b); i++)
+        free(b[i]);
     free(f->pos);
     free(f->kseq);
     free(f->vseq);
@@ -189,13 +188,22 @@ static void fwd_layer(LayerFwd *f, int l, const float *x, float *out, int stop,
             const float *ks = f->k + ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
             const float *vs = f->v + ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
             float *kb = f->kc + (size_t)h * (size_t)HD * (size_t)T;
-            for (int i = 0; i < HD; i++) kb[(size_t)i * (size_t)T + (size_t)t] = ks[i];
+            for (int i = 0; i < HD; i++)
+                kb[(size_t)i * (size_t)T + (size_t)t] = ks[i];
             memcpy(f->vc + ((size_t)h * (size_t)T + (size_t)t) * (size_t)HD, vs,
                    (size_t)HD * sizeof(float));
         }
-    OpsAttnArgs a = {.T = T, .H = H, .KVH = KVH, .HD = HD, .ctx = T, .pos = f->pos,
-                     .k_seq = f->kseq, .v_seq = f->vseq, .kv_head_stride = (int64_t)T * HD,
-                     .scale = 1.0f / sqrtf((float)HD), .n_threads = f->n_threads};
+    OpsAttnArgs a = {.T = T,
+                     .H = H,
+                     .KVH = KVH,
+                     .HD = HD,
+                     .ctx = T,
+                     .pos = f->pos,
+                     .k_seq = f->kseq,
+                     .v_seq = f->vseq,
+                     .kv_head_stride = (int64_t)T * HD,
+                     .scale = 1.0f / sqrtf((float)HD),
+                     .n_threads = f->n_threads};
     ops_attention(f->att, f->q, &a, f->att_scratch);
     if (cap[CAP_ATTN_OUT]) memcpy(cap[CAP_ATTN_OUT], f->att, (size_t)T * QD * sizeof(float));
     if (stop == CAP_ATTN_OUT) return;
@@ -232,8 +240,8 @@ static int64_t packed_bytes(const GptqPacked *p) {
 
 // Quantizes the linear t (N, K) with Hessian h (NULL for RTN) and replaces it by the packed
 // weight plus its dequantization.
-static Status quantize_linear(Model *m, Tensor *t, const GptqHessian *h,
-                              const GptqModelOptions *o, GptqLinearInfo *info) {
+static Status quantize_linear(Model *m, Tensor *t, const GptqHessian *h, const GptqModelOptions *o,
+                              GptqLinearInfo *info) {
     if (t->gptq || !t->data)
         return fail(STATUS_ERR_UNSUPPORTED, "%s is already quantized", info->name);
     double t0 = time_now();
@@ -244,7 +252,8 @@ static Status quantize_linear(Model *m, Tensor *t, const GptqHessian *h,
     if (!W) return fail(STATUS_ERR_NOMEM, "cannot allocate %s as float", info->name);
     dtype_to_f32(W, t->data, t->dtype, N * K);
     GptqResult r;
-    Status s = h ? gptq_quantize_layer(&r, W, N, h, &o->gptq) : gptq_rtn_layer(&r, W, N, K, &o->gptq);
+    Status s =
+        h ? gptq_quantize_layer(&r, W, N, h, &o->gptq) : gptq_rtn_layer(&r, W, N, K, &o->gptq);
     free(W);
     if (s != STATUS_OK) return fail_context(s, "%s", info->name);
     GptqPacked *p = xcalloc(1, sizeof *p);
@@ -277,8 +286,8 @@ static Status quantize_linear(Model *m, Tensor *t, const GptqHessian *h,
 
 typedef struct {
     LayerFwd f;
-    float *X, *Y;               // (S, T, D) layer inputs and outputs of every sequence
-    float *cap[CAP_COUNT];      // (B, T, K_c) captured inputs of one Hessian batch
+    float *X, *Y;          // (S, T, D) layer inputs and outputs of every sequence
+    float *cap[CAP_COUNT]; // (B, T, K_c) captured inputs of one Hessian batch
     GptqHessian h[CAP_COUNT];
     int64_t cap_K[CAP_COUNT];
     int S, T, B;
@@ -315,8 +324,10 @@ static Status calib_state_init(Calib *c, const Model *m, const CalibSet *cs, int
     }
     if (!ok) {
         calib_state_release(c);
-        return fail(STATUS_ERR_NOMEM, "cannot allocate activations of %d calibration sequences "
-                    "of %d tokens", cs->n_seqs, cs->seq_len);
+        return fail(STATUS_ERR_NOMEM,
+                    "cannot allocate activations of %d calibration sequences "
+                    "of %d tokens",
+                    cs->n_seqs, cs->seq_len);
     }
     Status s = fwd_init(&c->f, m, c->T);
     if (s != STATUS_OK) calib_state_release(c);
@@ -339,14 +350,14 @@ static Status calib_accumulate(Calib *c, int l, int stop, unsigned want) {
         for (int b = 0; b < nb; b++) {
             float *cap[CAP_COUNT];
             for (int i = 0; i < CAP_COUNT; i++)
-                cap[i] = (want & (1u << i)) ? c->cap[i] + (size_t)b * T * (size_t)c->cap_K[i] : NULL;
+                cap[i] =
+                    (want & (1u << i)) ? c->cap[i] + (size_t)b * T * (size_t)c->cap_K[i] : NULL;
             fwd_layer(&c->f, l, c->X + (size_t)(s0 + b) * T * D, NULL, stop, cap);
         }
         for (int i = 0; i < CAP_COUNT; i++) {
             if (!(want & (1u << i))) continue;
             Status s = gptq_hessian_add_batch(&c->h[i], c->cap[i], (int64_t)nb * (int64_t)T, nb);
-            if (s != STATUS_OK)
-                return fail_context(s, "layer %d calibration activations", l);
+            if (s != STATUS_OK) return fail_context(s, "layer %d calibration activations", l);
         }
     }
     return STATUS_OK;
@@ -362,13 +373,17 @@ static Status check_calib(const Model *m, const CalibSet *cs) {
     if (!cs || cs->n_seqs < 1 || cs->seq_len < 1 || !cs->tokens)
         return fail(STATUS_ERR_ARG, "gptq needs calibration sequences (or use rtn)");
     if (cs->seq_len > m->cfg.max_seq_len)
-        return fail(STATUS_ERR_ARG, "calibration sequences of %d tokens are longer than the "
-                    "model's context of %d", cs->seq_len, m->cfg.max_seq_len);
+        return fail(STATUS_ERR_ARG,
+                    "calibration sequences of %d tokens are longer than the "
+                    "model's context of %d",
+                    cs->seq_len, m->cfg.max_seq_len);
     int64_t n = (int64_t)cs->n_seqs * cs->seq_len;
     for (int64_t i = 0; i < n; i++)
         if (cs->tokens[i] < 0 || cs->tokens[i] >= m->cfg.vocab_size)
-            return fail(STATUS_ERR_ARG, "calibration token id %d is outside the vocabulary "
-                        "(0..%d)", cs->tokens[i], m->cfg.vocab_size - 1);
+            return fail(STATUS_ERR_ARG,
+                        "calibration token id %d is outside the vocabulary "
+                        "(0..%d)",
+                        cs->tokens[i], m->cfg.vocab_size - 1);
     return STATUS_OK;
 }
 
@@ -430,6 +445,19 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
                     o->gptq.bits);
     if (!m->layers || m->cfg.n_layers < 1) return fail(STATUS_ERR_ARG, "the model has no layers");
     if (!o->rtn && (s = check_calib(m, calib)) != STATUS_OK) return s;
+    // ragged last groups are fine here, but GPU/CPU GPTQ kernels elsewhere refuse them
+    // (vLLM Marlin, gptqmodel's torch int4pack): say so once
+    Tensor *l0[GPTQ_MODEL_LINEARS];
+    gptq_model_layer_linears(&m->layers[0], l0);
+    for (int i = 0; i < GPTQ_MODEL_LINEARS; i++) {
+        int64_t K = l0[i]->shape[1];
+        if (o->gptq.group_size > 0 && o->gptq.group_size < K && K % o->gptq.group_size != 0) {
+            log_warn("gptq: %s has %lld inputs, not a multiple of group %d: the last group is "
+                     "ragged (edgeforge runs it; vLLM and transformers' GPTQ kernels refuse it)",
+                     linear_names[i], (long long)K, o->gptq.group_size);
+            break;
+        }
+    }
     double t0 = time_now();
     rep->n_linear = m->cfg.n_layers * GPTQ_MODEL_LINEARS;
     rep->lin = xcalloc((size_t)rep->n_linear, sizeof *rep->lin);
@@ -476,7 +504,8 @@ static void *bufs_add(Bufs *b, void *p) {
 }
 
 static void bufs_release(Bufs *b) {
-    for (int i = 0; i < b->n; i++) free(b->p[i]);
+    for (int i = 0; i < b->n; i++)
+        free(b->p[i]);
     free(b->p);
     memset(b, 0, sizeof *b);
 }
@@ -522,7 +551,8 @@ static Status write_weights(const Model *m, const char *path) {
         }
         Tensor *lin[GPTQ_MODEL_LINEARS];
         gptq_model_layer_linears(ly, lin);
-        const Tensor *bias[GPTQ_MODEL_LINEARS] = {&ly->bq, &ly->bk, &ly->bv, NULL, NULL, NULL, NULL};
+        const Tensor *bias[GPTQ_MODEL_LINEARS] = {&ly->bq, &ly->bk, &ly->bv, NULL,
+                                                  NULL,    NULL,    NULL};
         for (int i = 0; i < GPTQ_MODEL_LINEARS && s == STATUS_OK; i++) {
             snprintf(name, sizeof name, "model.layers.%d.%s", l, linear_names[i]);
             if (!lin[i]->gptq) {
@@ -578,7 +608,8 @@ static bool dir_empty(const char *dir) {
 
 Status gptq_model_save(const Model *m, const char *dir_in, const GptqConfig *c) {
     char *dir = xstrdup(dir_in);
-    for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--) dir[n - 1] = '\0';
+    for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--)
+        dir[n - 1] = '\0';
     Status s = STATUS_OK;
     struct stat sb;
     if (stat(dir, &sb) == 0 && !(S_ISDIR(sb.st_mode) && dir_empty(dir))) {
@@ -669,15 +700,18 @@ static Status bind_float(Ckpt *k, Model *m, Tensor *t, const char *name, int64_t
     case ST_F16: dt = DTYPE_F16; break;
     case ST_BF16: dt = DTYPE_BF16; break;
     default:
-        return fail(STATUS_ERR_UNSUPPORTED, "tensor '%s' in '%s' has dtype %s (only F32, F16, BF16)",
-                    name, k->file, safe_dtype_name(st->dtype));
+        return fail(STATUS_ERR_UNSUPPORTED,
+                    "tensor '%s' in '%s' has dtype %s (only F32, F16, BF16)", name, k->file,
+                    safe_dtype_name(st->dtype));
     }
     int ndim = d1 > 0 ? 2 : 1;
     if (st->ndim != ndim || st->shape[0] != d0 || (ndim == 2 && st->shape[1] != d1))
-        return fail(STATUS_ERR_FORMAT, "tensor '%s' in '%s' has the wrong shape (config.json "
-                    "implies %lld x %lld)", name, k->file, (long long)d0, (long long)d1);
-    *t = (Tensor){.dtype = dt, .ndim = ndim, .shape = {d0, ndim == 2 ? d1 : 0},
-                  .data = (void *)st->data};
+        return fail(STATUS_ERR_FORMAT,
+                    "tensor '%s' in '%s' has the wrong shape (config.json "
+                    "implies %lld x %lld)",
+                    name, k->file, (long long)d0, (long long)d1);
+    *t = (Tensor){
+        .dtype = dt, .ndim = ndim, .shape = {d0, ndim == 2 ? d1 : 0}, .data = (void *)st->data};
     if ((uintptr_t)st->data % dtype_size(dt) != 0) { // safetensors promises no alignment
         void *buf = model_alloc(m, (size_t)st->nbytes);
         if (!buf) return STATUS_ERR_NOMEM;
@@ -711,8 +745,8 @@ static Status bind_linear(Ckpt *k, Model *m, const GptqConfig *gc, Tensor *t, Te
     Status s = gptq_ckpt_read_linear(p, &k->st, prefix, gc, K, N);
     if (s == STATUS_OK) s = qmatmul_check(p);
     if (s == STATUS_OK && p->bias && !bias)
-        s = fail(STATUS_ERR_UNSUPPORTED, "'%s': %s has a bias, which this architecture does not have",
-                 k->file, prefix);
+        s = fail(STATUS_ERR_UNSUPPORTED,
+                 "'%s': %s has a bias, which this architecture does not have", k->file, prefix);
     if (s == STATUS_OK && bias && !p->bias)
         s = fail(STATUS_ERR_FORMAT, "'%s': %s.bias is missing", k->file, prefix);
     if (s == STATUS_OK) s = gptq_packed_sort_groups(p); // act-order: the fast GEMV path
@@ -757,7 +791,7 @@ static Status load_weights(Ckpt *k, Model *m, const GptqConfig *gc) {
             bias[2] = &ly->bv;
         }
         const int64_t shp[GPTQ_MODEL_LINEARS][2] = {{QD, D}, {KD, D}, {KD, D}, {D, QD},
-                                                     {F, D},  {F, D},  {D, F}};
+                                                    {F, D},  {F, D},  {D, F}};
         for (int i = 0; i < GPTQ_MODEL_LINEARS && s == STATUS_OK; i++) {
             snprintf(name, sizeof name, "model.layers.%d.%s", l, linear_names[i]);
             s = bind_linear(k, m, gc, lin[i], bias[i], name, shp[i][0], shp[i][1]);
@@ -805,8 +839,8 @@ Status gptq_model_load(Model *m, const char *path) {
     }
     if (s == STATUS_OK) s = gptq_config_read(&gc, dir);
     if (s == STATUS_OK && gc.bits != 4)
-        s = fail(STATUS_ERR_UNSUPPORTED, "'%s': %d-bit GPTQ checkpoints do not run here (4-bit only)",
-                 dir, gc.bits);
+        s = fail(STATUS_ERR_UNSUPPORTED,
+                 "'%s': %d-bit GPTQ checkpoints do not run here (4-bit only)", dir, gc.bits);
     if (s == STATUS_OK && path_is_file(index))
         s = fail(STATUS_ERR_UNSUPPORTED, "'%s': sharded GPTQ checkpoints are not supported", dir);
     if (s == STATUS_OK) s = safetensors_open(&k.st, st_path);

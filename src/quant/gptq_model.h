@@ -59,7 +59,7 @@ void gptq_model_options_defaults(GptqModelOptions *o);
 void gptq_model_config(GptqConfig *c, const GptqModelOptions *o);
 
 typedef struct {
-    char name[80];   // HF prefix, "model.layers.3.self_attn.q_proj"
+    char name[80]; // HF prefix, "model.layers.3.self_attn.q_proj"
     int layer;
     int64_t N, K;    // out, in features
     double loss;     // GPTQ's sum (w - q)^2 / d^2 / 2 (0 for RTN)
@@ -69,11 +69,11 @@ typedef struct {
 } GptqLinearInfo;
 
 typedef struct {
-    GptqLinearInfo *lin;   // (n_linear) layer by layer, q k v o gate up down
+    GptqLinearInfo *lin; // (n_linear) layer by layer, q k v o gate up down
     int n_linear;
-    double seconds;        // whole run
-    int64_t n_weights;     // weights in quantized linears
-    int64_t packed_bytes;  // their qweight + qzeros + scales + g_idx bytes
+    double seconds;       // whole run
+    int64_t n_weights;    // weights in quantized linears
+    int64_t packed_bytes; // their qweight + qzeros + scales + g_idx bytes
 } GptqModelReport;
 
 void gptq_model_report_release(GptqModelReport *r);
