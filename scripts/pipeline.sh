@@ -3,6 +3,7 @@
 # pipeline end to end in about a minute on 2 cores.
 #
 #   1. synth     the teacher T (stories260K) writes 240 stories  -> Alpaca JSONL
+#                (+ 40 held-out stories as plain text for the fidelity report)
 #   2. prune     a 2-layer student S is cut from T (layers 0 and 4)
 #   3. distill   LoRA + logit KD from T into S (AdamW), merged     -> S'
 #   4. quantize  GPTQ w4a16 (group min(128, K)) with a fidelity report -> S''
@@ -12,13 +13,24 @@
 set -e
 cd "$(dirname "$0")/.."
 EF=${EF:-build/edgeforge}
+# the model is tiny: one thread avoids OpenMP overhead that dominates at this size
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 W=${1:-out/pipeline}
 T=models/stories260K/stories260K.bin
 N=${N_STORIES:-240}
+H=${N_HELDOUT:-40}   # extra stories kept out of training, for the fidelity report
 mkdir -p "$W"
 
-echo "== 1. synth: $N stories from the teacher (temperature 0.8, seeds 1..$N)"
+echo "== 1. synth: $N training + $H held-out stories from the teacher (temperature 0.8)"
 : > "$W/stories.jsonl.tmp"
+: > "$W/heldout.txt.tmp"
+s=$((N + 1))
+while [ "$s" -le $((N + H)) ]; do
+  "$EF" -q generate "$T" --temp 0.8 --seed "$s" -n 64 -t 1 2>/dev/null >> "$W/heldout.txt.tmp"
+  echo >> "$W/heldout.txt.tmp"
+  s=$((s + 1))
+done
+mv "$W/heldout.txt.tmp" "$W/heldout.txt"
 s=1
 while [ "$s" -le "$N" ]; do
   "$EF" -q generate "$T" --temp 0.8 --seed "$s" -n 64 -t 1 2>/dev/null |
@@ -43,7 +55,7 @@ rm -rf "$W/distill"
 echo "== 4. quantize: GPTQ 4-bit, group 128 (ragged: min(128, K)), 64 calibration sequences"
 rm -rf "$W/student-gptq"
 "$EF" quantize "$W/distill/merged" --calib "$W/stories.jsonl" --bits 4 --group 128 \
-  --nsamples 64 --seq-len 128 --fidelity-data "$W/stories.jsonl" --out "$W/student-gptq"
+  --nsamples 64 --seq-len 128 --fidelity-data "$W/heldout.txt" --fidelity-chunks 8 --fidelity-ctx 256 --out "$W/student-gptq"
 
 echo "== 5. generate with the 4-bit student"
 "$EF" generate "$W/student-gptq" -p "Once upon a time" -n 48 --temp 0
