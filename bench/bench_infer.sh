@@ -18,6 +18,9 @@ PY=${PYTHON:-/work/pyref/bin/python}
 OUT=${BENCH_DIR:-build/bench}
 BIN=${EDGEFORGE:-build/edgeforge}
 SRC=models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+# Both engines use libgomp (llama.cpp's CPU backend is built with OpenMP): threads that
+# sleep at barriers instead of spinning are much faster on a shared, oversubscribed machine
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 [ -f "$SRC" ] || { echo "error: $SRC missing (run scripts/fetch-smollm2.sh)" >&2; exit 1; }
 mkdir -p "$OUT"
 [ -x "$BIN" ] || make -s "$BIN"
@@ -34,7 +37,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 echo "### Inference run, $T thread(s)"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), CPU: $cpu, $(nproc) cores visible, threads: $T,"
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); read bandwidth (bench/bench_bw.c, $T threads, best"
+echo "OMP_WAIT_POLICY=$OMP_WAIT_POLICY; load average at start: $(cut -d' ' -f1-3 /proc/loadavg); read bandwidth (bench/bench_bw.c, $T threads, best"
 echo "of the measurements so far when each row was printed) in the last column's denominator."
 echo "Command: \`bench/bench_infer.sh $T $R\` (best of $R; prefill = 512-token prompt in one batch,"
 echo "decode = 128 tokens after it)."

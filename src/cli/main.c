@@ -27,6 +27,7 @@ static const Command commands[] = {
     {"tune", cmd_tune, "TPE hyperparameter search over a command (Optuna-compatible studies)"},
     {"quantize", cmd_quantize, "GPTQ/RTN w4a16 quantization into a GPTQ v1 checkpoint + fidelity report"},
     {"eval", cmd_eval, "multiple-choice benchmarks with lm-evaluation-harness v0.4 scores"},
+    {"analyze", cmd_analyze, "layer-wise weight/activation kurtosis (Table 7), vs GPTQ loss"},
     {NULL, NULL, NULL},
 };
 

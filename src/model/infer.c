@@ -226,6 +226,8 @@ static void attention_block(InferState *st, int l, const int32_t *seq, const int
     const LlamaLayer *ly = &st->m->layers[l];
     int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim;
     ops_rmsnorm(st->xn, st->x, ly->attn_norm.data, ly->attn_norm.dtype, T, D, c->norm_eps);
+    if (st->on_linear_input)
+        for (int i = 0; i < 3; i++) st->on_linear_input(st->on_linear_user, l, i, st->xn, T, D);
     linear(st, st->q, st->xn, &ly->wq, &ly->bq, T);
     linear(st, st->k, st->xn, &ly->wk, &ly->bk, T);
     linear(st, st->v, st->xn, &ly->wv, &ly->bv, T);
@@ -236,6 +238,7 @@ static void attention_block(InferState *st, int l, const int32_t *seq, const int
                      .v_seq = st->vseq, .kv_head_stride = (int64_t)st->ctx_stride * HD,
                      .scale = 1.0f / sqrtf((float)HD), .n_threads = st->n_threads};
     ops_attention(st->att, st->q, &a, st->att_scratch);
+    if (st->on_linear_input) st->on_linear_input(st->on_linear_user, l, 3, st->att, T, H * HD);
     linear(st, st->y, st->att, &ly->wo, NULL, T);
     ops_add(st->x, st->y, (int64_t)T * D);
 }
@@ -245,9 +248,13 @@ static void mlp_block(InferState *st, int l, int T) {
     const LlamaLayer *ly = &st->m->layers[l];
     int D = c->dim;
     ops_rmsnorm(st->xn, st->x, ly->ffn_norm.data, ly->ffn_norm.dtype, T, D, c->norm_eps);
+    if (st->on_linear_input)
+        for (int i = 4; i < 6; i++) st->on_linear_input(st->on_linear_user, l, i, st->xn, T, D);
     linear(st, st->g, st->xn, &ly->w_gate, NULL, T);
     linear(st, st->u, st->xn, &ly->w_up, NULL, T);
     ops_swiglu(st->g, st->g, st->u, (int64_t)T * c->hidden_dim);
+    if (st->on_linear_input)
+        st->on_linear_input(st->on_linear_user, l, 6, st->g, T, c->hidden_dim);
     linear(st, st->y, st->g, &ly->w_down, NULL, T);
     ops_add(st->x, st->y, (int64_t)T * D);
 }

@@ -65,6 +65,13 @@ typedef struct {
     int32_t *pos_buf, *seq_buf; // (Tb) positions and sequence ids of a chunk
     uint8_t *want_buf;        // (Tb) rows of a chunk that get logits
     const float **kseq, **vseq; // (Tb)
+    // Optional observer of every decoder linear's input (analysis: edgeforge analyze).
+    // When non-NULL, called per chunk before each linear with the layer, the linear's
+    // index in GPTQ report order (0 q, 1 k, 2 v, 3 o, 4 gate, 5 up, 6 down; q/k/v and
+    // gate/up receive the same rows) and its input x (T, K). Set it after infer_init;
+    // infer_init clears it. Must not modify x.
+    void (*on_linear_input)(void *user, int layer, int which, const float *x, int T, int K);
+    void *on_linear_user;
 } InferState;
 
 // One batch of tokens; seq/pos/want_logits are per token.

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""lm-evaluation-harness 0.4.9.1 HF-backend side of bench/bench_eval.sh (timing only).
+
+Loads the GGUF in transformers (float32, CPU) through lm-eval's HFLM exactly as
+tools/check_eval_parity.py does (offline data loader of tools/gen_eval_fixtures.py), runs
+simple_evaluate on --tasks with --limit, and prints one JSON line: documents, load and
+evaluation seconds, torch threads, acc / acc_norm per task.
+
+Usage: OMP_NUM_THREADS=T python bench/bench_eval_lmeval.py MODEL.gguf --tasks a,b --limit N \
+           --threads T [--batch 8]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import gen_eval_fixtures as G  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--tasks", required=True)
+    ap.add_argument("--limit", type=int, required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--batch", type=int, default=8)
+    a = ap.parse_args()
+    import torch
+    import transformers
+    torch.set_num_threads(a.threads)
+    G.skip_vlm_backend()
+    import lm_eval
+    import lm_eval.models.huggingface as hf_module
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    class TransformersProxy:  # transformers 5 removed AutoModelForVision2Seq (see parity tool)
+        def __getattr__(self, name):
+            if name == "AutoModelForVision2Seq":
+                return transformers.AutoModelForImageTextToText
+            return getattr(transformers, name)
+
+    hf_module.transformers = TransformersProxy()
+    G.install_loader()
+    t0 = time.perf_counter()
+    lm = HFLM(pretrained=os.path.dirname(os.path.abspath(a.model)),
+              gguf_file=os.path.basename(a.model), dtype="float32", device="cpu",
+              batch_size=a.batch)
+    t1 = time.perf_counter()
+    res = lm_eval.simple_evaluate(model=lm, tasks=a.tasks.split(","), limit=a.limit,
+                                  task_manager=TaskManager(), bootstrap_iters=0)
+    t2 = time.perf_counter()
+    scores = {t: {m: v for m, v in r.items() if m in ("acc,none", "acc_norm,none")}
+              for t, r in res["results"].items()}
+    docs = sum(v["effective"] for v in res.get("n-samples", {}).values()) or \
+        a.limit * len(a.tasks.split(","))
+    print(json.dumps({"documents": docs, "load_s": t1 - t0, "eval_s": t2 - t1,
+                      "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                      "transformers": transformers.__version__, "scores": scores}))
+
+
+if __name__ == "__main__":
+    main()
