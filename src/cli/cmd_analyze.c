@@ -91,8 +91,13 @@ int cmd_analyze(int argc, char **argv) {
         cli_fail("--gptq-report");
         goto done;
     }
-    if (analyze_write_csv(&rep, csv) != STATUS_OK || analyze_write_json(&rep, js) != STATUS_OK) {
+    if (analyze_write_csv(&rep, csv) != STATUS_OK) {
         cli_fail("cannot write the report");
+        goto done;
+    }
+    if (analyze_write_json(&rep, js) != STATUS_OK) {
+        cli_fail("cannot write the report");
+        remove(csv); // no half of the output
         goto done;
     }
     printf("kurtosis: %s, %d linears, %lld calibration tokens\n",
