@@ -1,6 +1,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "fileio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -149,4 +150,30 @@ char *path_join(const char *dir, const char *name) {
     if (a && dir[a - 1] != '/') out[k++] = '/';
     memcpy(out + k, name, b + 1);
     return out;
+}
+
+void dir_remove(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            char *p = path_join(dir, e->d_name);
+            if (unlink(p) != 0) rmdir(p);
+            free(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+bool dir_is_empty(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    struct dirent *e;
+    bool empty = true;
+    while (empty && (e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) empty = false;
+    closedir(d);
+    return empty;
 }

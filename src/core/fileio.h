@@ -8,6 +8,7 @@
 #ifndef EF_FILEIO_H
 #define EF_FILEIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -49,6 +50,11 @@ Status dir_create(const char *path);
 // True when `path` is an existing directory / regular file.
 int path_is_dir(const char *path);
 int path_is_file(const char *path);
+// Removes the files directly inside `dir` (and empty subdirectories), then `dir` itself.
+// Best effort, for cleaning up a temporary output directory after a failure.
+void dir_remove(const char *dir);
+// True when `dir` is a directory with no entries besides "." and "..".
+bool dir_is_empty(const char *dir);
 // Joins dir and name into a new heap string.
 char *path_join(const char *dir, const char *name);
 

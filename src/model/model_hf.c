@@ -25,7 +25,6 @@
  */
 #include "model/model_io.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -847,33 +846,6 @@ static Status hf_write_weights(const Model *m, const char *dir, DType dt) {
     return s;
 }
 
-// Removes the files of a temporary output directory, then the directory.
-static void hf_remove_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            char *p = path_join(dir, e->d_name);
-            if (unlink(p) != 0) rmdir(p);
-            free(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
-static bool dir_is_empty(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return false;
-    struct dirent *e;
-    bool empty = true;
-    while (empty && (e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) empty = false;
-    closedir(d);
-    return empty;
-}
-
 static Status hf_check_model(const Model *m) {
     if (!m->layers || m->cfg.n_layers <= 0 || !m->tok_emb.data || !m->final_norm.data ||
         (!m->cfg.tied_embeddings && !m->lm_head.data))
@@ -900,7 +872,7 @@ static Status hf_save_dir(const Model *m, const char *dir, DType dtype) {
     size_t n = strlen(dir) + 32;
     char *tmp = xmalloc(n);
     snprintf(tmp, n, "%s.tmp.%ld", dir, (long)getpid());
-    hf_remove_dir(tmp); // a leftover of a crashed run of this pid
+    dir_remove(tmp); // a leftover of a crashed run of this pid
     if (mkdir(tmp, 0755) != 0) {
         s = fail(STATUS_ERR_IO, "cannot create directory '%s': %s", tmp, strerror(errno));
         free(tmp);
@@ -922,7 +894,7 @@ static Status hf_save_dir(const Model *m, const char *dir, DType dtype) {
     if (s == STATUS_OK && m->tok) s = tokenizer_save_hf(m->tok, tmp);
     if (s == STATUS_OK && rename(tmp, dir) != 0)
         s = fail(STATUS_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
-    if (s != STATUS_OK) hf_remove_dir(tmp);
+    if (s != STATUS_OK) dir_remove(tmp);
     free(tmp);
     return s;
 }

@@ -13,7 +13,6 @@
  */
 #include "quant/gptq_model.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -579,40 +578,13 @@ static Status write_weights(const Model *m, const char *path) {
     return s;
 }
 
-// Removes the files of a flat directory, then the directory.
-static void remove_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            char *p = path_join(dir, e->d_name);
-            unlink(p);
-            free(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
-static bool dir_empty(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return false;
-    struct dirent *e;
-    bool empty = true;
-    while (empty && (e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) empty = false;
-    closedir(d);
-    return empty;
-}
-
 Status gptq_model_save(const Model *m, const char *dir_in, const GptqConfig *c) {
     char *dir = xstrdup(dir_in);
     for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--)
         dir[n - 1] = '\0';
     Status s = STATUS_OK;
     struct stat sb;
-    if (stat(dir, &sb) == 0 && !(S_ISDIR(sb.st_mode) && dir_empty(dir))) {
+    if (stat(dir, &sb) == 0 && !(S_ISDIR(sb.st_mode) && dir_is_empty(dir))) {
         s = fail(STATUS_ERR_IO, "'%s' already exists (refusing to overwrite it)", dir);
         free(dir);
         return s;
@@ -620,7 +592,7 @@ Status gptq_model_save(const Model *m, const char *dir_in, const GptqConfig *c) 
     size_t n = strlen(dir) + 40;
     char *tmp = xmalloc(n);
     snprintf(tmp, n, "%s.gptq.tmp.%ld", dir, (long)getpid());
-    remove_dir(tmp);
+    dir_remove(tmp);
     // config.json, generation_config.json and the tokenizer from the HF writer (its fp16
     // model.safetensors is then replaced by the GPTQ one)
     s = model_save_hf(m, tmp, DTYPE_F16);
@@ -632,7 +604,7 @@ Status gptq_model_save(const Model *m, const char *dir_in, const GptqConfig *c) 
     if (s == STATUS_OK) s = gptq_config_write(tmp, c);
     if (s == STATUS_OK && rename(tmp, dir) != 0)
         s = fail(STATUS_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
-    if (s != STATUS_OK) remove_dir(tmp);
+    if (s != STATUS_OK) dir_remove(tmp);
     free(tmp);
     free(dir);
     return s;
