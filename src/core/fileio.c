@@ -65,8 +65,20 @@ Status file_read_all(const char *path, char **out, size_t *size) {
     return STATUS_OK;
 }
 
+// Creates the directory part of `path` when it is missing (outputs like out/r.json).
+static Status ensure_parent_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path) return STATUS_OK;
+    char *dir = strndup(path, (size_t)(slash - path));
+    Status s = path_is_dir(dir) ? STATUS_OK : dir_create(dir);
+    free(dir);
+    return s;
+}
+
 Status atomic_file_open(AtomicFile *af, const char *path) {
     memset(af, 0, sizeof *af);
+    Status ps = ensure_parent_dir(path);
+    if (ps != STATUS_OK) return ps;
     size_t n = strlen(path) + 32;
     af->tmp_path = xmalloc(n);
     snprintf(af->tmp_path, n, "%s.tmp.%ld", path, (long)getpid());

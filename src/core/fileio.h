@@ -28,8 +28,8 @@ void mapped_file_close(MappedFile *mf);
 // Reads a whole file into a NUL-terminated heap buffer (*out, caller frees).
 Status file_read_all(const char *path, char **out, size_t *size);
 
-// Atomic file writer: fopen a temporary next to `path`; commit renames it into
-// place, abort removes it.
+// Atomic file writer: fopen a temporary next to `path` (creating its directory if
+// missing); commit renames it into place, abort removes it.
 typedef struct {
     FILE *f;
     char *path;

@@ -1,0 +1,129 @@
+#!/bin/sh
+# bench_quant.sh - issue 5: edgeforge GPTQ w4a16 (SmolLM2-135M-Instruct) against edgeforge F32 /
+# F16 and llama.cpp Q4_0 / Q4_K_M of the same model, in one run, same thread count:
+#   prefill tokens/s (512-token prompt, one batch) and decode tokens/s (128 tokens after it),
+#   ratios to w4a16, decode as a fraction of the memory-bandwidth roofline (read bandwidth
+#   measured by bench/bench_bw.c); then GPTQ wall time of one layer against tools/gptq_ref.py
+#   (PyTorch) on the same CPU, same shape, same token count.
+#
+# Usage: bench/bench_quant.sh [THREADS] [REPS]      (default: 2, 3; best of REPS)
+# Env: EDGEFORGE (default build/edgeforge), PYTHON (default /work/pyref/bin/python, needs gguf,
+#   llama-cpp-python, torch), BENCH_DIR (default bench/out), GPTQ_GROUP (128), GPTQ_NSAMPLES (32),
+#   GPTQ_SEQLEN (128), SKIP_GPTQ_TIMING=1 to skip the last part.
+# Needs models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-smollm2.sh) and
+# data/benchmarks/hellaswag (calibration text, tools/hellaswag_text.py).
+# Everything derived (F32/F16/Q4_0/Q4_K_M GGUFs, the HF F32 copy, the GPTQ checkpoint) is made
+# once into $BENCH_DIR. All models come from the one Q4_1 GGUF (dequantized to F32), so every
+# row holds the same weights up to its own quantization.
+# Prints markdown for bench/RESULTS.md.
+set -e
+cd "$(dirname "$0")/.."
+T=${1:-2}
+R=${2:-3}
+PY=${PYTHON:-/work/pyref/bin/python}
+OUT=${BENCH_DIR:-bench/out}
+BIN=${EDGEFORGE:-build/edgeforge}
+G=${GPTQ_GROUP:-128}
+NS=${GPTQ_NSAMPLES:-32}
+SL=${GPTQ_SEQLEN:-128}
+SRC=models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+# edgeforge and llama.cpp both use libgomp: sleeping threads at barriers, not spinning ones
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+[ -f "$SRC" ] || { echo "error: $SRC missing (run scripts/fetch-smollm2.sh)" >&2; exit 1; }
+mkdir -p "$OUT"
+[ -x "$BIN" ] || make -s "$BIN"
+cc -O2 -fopenmp -o "$OUT/bench_bw" bench/bench_bw.c
+
+# ---- models -------------------------------------------------------------------------------
+for p in f32 f16; do
+  [ -f "$OUT/smollm2-$p.gguf" ] || "$PY" bench/make_gguf.py "$SRC" "$OUT/smollm2-$p.gguf" $p
+done
+for q in q4_0 q4_k_m; do
+  [ -f "$OUT/smollm2-$q.gguf" ] || "$PY" bench/bench_quant.py quantize "$OUT/smollm2-f32.gguf" \
+                                       "$OUT/smollm2-$q.gguf" $q "$T"
+done
+[ -d "$OUT/smollm2-hf-f32" ] || "$BIN" convert -f hf --dtype f32 "$SRC" "$OUT/smollm2-hf-f32"
+[ -f "$OUT/hs_calib.txt" ] || "$PY" tools/hellaswag_text.py "$OUT/hs_calib.txt" "$OUT/hs_heldout.txt"
+W4="$OUT/smollm2-w4a16-g$G"
+qt=""
+if [ ! -d "$W4" ]; then
+  t0=$(date +%s.%N)
+  OMP_NUM_THREADS=$T "$BIN" quantize "$OUT/smollm2-hf-f32" --calib "$OUT/hs_calib.txt" --out "$W4" \
+      --bits 4 --group "$G" --nsamples "$NS" --seq-len "$SL" --seed 0 -t "$T" \
+      > "$OUT/quantize-g$G.log" 2>&1
+  qt=$(echo "$t0 $(date +%s.%N)" | awk '{printf "%.1f", $2 - $1}')
+fi
+
+# ---- inference ----------------------------------------------------------------------------
+bw_once() { OMP_NUM_THREADS=$T "$OUT/bench_bw" 512 | awk '{print $2}'; }
+bw=$(bw_once)
+ef_run() {  # MODEL -> "pp tg" (best of R)
+  bp=0; bt=0; i=0
+  while [ $i -lt "$R" ]; do
+    line=$(OMP_NUM_THREADS=$T "$BIN" generate "$1" --bench-prompt 512 -n 128 --ignore-eos --ids \
+             --ctx 1024 -t "$T" 2>&1 >/dev/null | grep 'tokens/s')
+    pp=$(echo "$line" | sed 's/.*prompt: [0-9]* tokens, \([0-9.]*\) tokens\/s.*/\1/')
+    tg=$(echo "$line" | sed 's/.*generated: [0-9]* tokens, \([0-9.]*\) tokens\/s.*/\1/')
+    bp=$(echo "$pp $bp" | awk '{print ($1 > $2) ? $1 : $2}')
+    bt=$(echo "$tg $bt" | awk '{print ($1 > $2) ? $1 : $2}')
+    i=$((i + 1))
+  done
+  echo "$bp $bt"
+}
+rows=""
+add_row() {  # NAME MODEL-PATH "pp tg"
+  bw2=$(bw_once)
+  bw=$(echo "$bw $bw2" | awk '{print ($1 > $2) ? $1 : $2}')
+  # weight bytes + the F32 KV cache at the mean depth 576 (30 layers, 3 KV heads, dim 64, K+V)
+  b=$("$PY" bench/bench_quant.py bytes "$2")
+  rows="$rows$1 $3 $((b + 30 * 3 * 64 * 4 * 2 * 576)) $bw
+"
+}
+add_row "edgeforge-w4a16-g$G" "$W4" "$(ef_run "$W4")"
+add_row "edgeforge-F32" "$OUT/smollm2-f32.gguf" "$(ef_run "$OUT/smollm2-f32.gguf")"
+add_row "edgeforge-F16" "$OUT/smollm2-f16.gguf" "$(ef_run "$OUT/smollm2-f16.gguf")"
+for q in q4_0 q4_k_m; do
+  lc=$("$PY" bench/bench_llamacpp.py "$OUT/smollm2-$q.gguf" "$T" 512 128 "$R")
+  lcv=$(echo "$lc" | awk '{print $5, $6}')
+  add_row "llama.cpp-$(echo $q | tr a-z A-Z)" "$OUT/smollm2-$q.gguf" "$(echo "$lc" | awk '{print $2, $4}')"
+done
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+echo "### w4a16 inference, $T thread(s)"
+echo
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), CPU: $cpu, $(nproc) cores visible, threads: $T,"
+echo "OMP_WAIT_POLICY=$OMP_WAIT_POLICY, load average at end: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo "Command: \`EDGEFORGE=$BIN bench/bench_quant.sh $T $R\` (best of $R; prefill = 512-token"
+echo "prompt in one batch, decode = 128 tokens after it; llama.cpp: $lcv, n_batch 512)."
+echo "Ratios are w4a16 / that row. Roofline = read bandwidth (bench/bench_bw.c, $T threads, best of"
+echo "the measurements taken before each row) / bytes per decode token (weights as stored, g_idx"
+echo "excluded, + F32 KV cache at the mean depth 576)."
+echo
+echo "| engine, weights | pp512 t/s | w4a16 ÷ row | tg128 t/s | w4a16 ÷ row | bytes/token | read BW | decode % of roofline |"
+echo "|---|---|---|---|---|---|---|---|"
+printf "%s" "$rows" | awk 'NR == 1 { pp0 = $2; tg0 = $3 } {
+  printf "| %s | %.1f | %.2fx | %.2f | %.2fx | %.0f MB | %.1f GB/s | %.0f %% |\n",
+    $1, $2, pp0 / $2, $3, tg0 / $3, $4 / 1e6, $5, 100 * $3 * $4 / ($5 * 1e9) }'
+echo
+[ -n "$qt" ] && echo "GPTQ of the whole model (group $G, $NS x $SL calibration tokens, $T threads): $qt s wall." && echo
+
+# ---- GPTQ wall time: one layer, edgeforge vs PyTorch ------------------------------------------
+[ "${SKIP_GPTQ_TIMING:-0}" = 1 ] && exit 0
+TG=$(dirname "$BIN")/tests/test_gptq
+[ -x "$TG" ] || make -s "$TG"
+echo "### GPTQ wall time, one layer, $T thread(s)"
+echo
+echo "W (1536, 576) and (576, 1536) [gate/up and down of SmolLM2-135M], 128 sequences x 512 tokens"
+echo "of calibration, 4 bits, group 128, sym, damp 0.01. edgeforge: \`GPTQ_BENCH=1 $TG\`; PyTorch:"
+echo "\`tools/gptq_ref.py bench\` (float32 and float64). Both with $T threads."
+echo
+echo '```'
+OMP_NUM_THREADS=$T GPTQ_BENCH=1 "$TG" 2>&1 | grep 'bench gptq' | sed 's/^ *//'
+for shape in "1536 576" "576 1536"; do
+  set -- $shape
+  for dt in float32 float64; do
+    OMP_NUM_THREADS=$T "$PY" tools/gptq_ref.py bench --rows "$1" --cols "$2" --threads "$T" --dtype $dt
+  done
+  OMP_NUM_THREADS=$T "$PY" tools/gptq_ref.py bench --rows "$1" --cols "$2" --threads "$T" --dtype float32 --act-order 2>/dev/null || true
+done
+echo '```'
