@@ -49,6 +49,8 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_COMMON := $(BUILD)/tests/testutil.o
 
 .PHONY: all test tests asan debug fuzz format format-check lint clean
+# keep test objects (make would delete them as intermediates and rebuild every time)
+.SECONDARY:
 all: $(BUILD)/edgeforge
 
 $(BUILD)/libedgeforge.a: $(LIB_OBJ)

@@ -8,31 +8,14 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "core/strbuf.h"
 #include "core/status.h"
 #include "model/tokenizer.h"
 
 static const char SMOLLM_SYSTEM[] =
     "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} Str;
 
-static void str_put(Str *s, const char *x, size_t n) {
-    if (s->n + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 256;
-        while (cap < s->n + n + 1)
-            cap *= 2;
-        s->p = xrealloc(s->p, cap);
-        s->cap = cap;
-    }
-    memcpy(s->p + s->n, x, n);
-    s->n += n;
-    s->p[s->n] = 0;
-}
-
-static void str_cat(Str *s, const char *x) { str_put(s, x, strlen(x)); }
 
 // Length of a Unicode White_Space character (what Python's str.strip() removes) at
 // s[0..n), 0 if none.
@@ -50,7 +33,7 @@ static int ws_len(const unsigned char *s, size_t n) {
 }
 
 // Appends x with leading and trailing whitespace removed (Jinja trim / str.strip()).
-static void str_cat_stripped(Str *s, const char *x) {
+static void str_cat_stripped(StrBuf *s, const char *x) {
     const unsigned char *u = (const unsigned char *)x;
     size_t n = strlen(x), a = 0;
     int k;
@@ -65,7 +48,7 @@ static void str_cat_stripped(Str *s, const char *x) {
         if (ws_len(u + c, b - c) != (int)(b - c)) break;
         b = c;
     }
-    str_put(s, x + a, b - a);
+    strbuf_put(s, x + a, b - a);
 }
 
 static ChatTemplate chat_pick(const Tokenizer *t) {
@@ -88,39 +71,39 @@ static ChatTemplate chat_pick(const Tokenizer *t) {
     return CHAT_TEMPLATE_COUNT;
 }
 
-static Status render_chatml(const Tokenizer *t, const ChatMessage *msgs, int n, bool gen, Str *o) {
+static Status render_chatml(const Tokenizer *t, const ChatMessage *msgs, int n, bool gen, StrBuf *o) {
     const char *tmpl = t ? tokenizer_chat_template(t) : NULL;
     bool smol_default = tmpl && strstr(tmpl, SMOLLM_SYSTEM) != NULL;
     for (int i = 0; i < n; i++) {
         if (i == 0 && smol_default && strcmp(msgs[0].role, "system") != 0) {
-            str_cat(o, "<|im_start|>system\n");
-            str_cat(o, SMOLLM_SYSTEM);
-            str_cat(o, "<|im_end|>\n");
+            strbuf_puts(o, "<|im_start|>system\n");
+            strbuf_puts(o, SMOLLM_SYSTEM);
+            strbuf_puts(o, "<|im_end|>\n");
         }
-        str_cat(o, "<|im_start|>");
-        str_cat(o, msgs[i].role);
-        str_cat(o, "\n");
-        str_cat(o, msgs[i].content);
-        str_cat(o, "<|im_end|>\n");
+        strbuf_puts(o, "<|im_start|>");
+        strbuf_puts(o, msgs[i].role);
+        strbuf_puts(o, "\n");
+        strbuf_puts(o, msgs[i].content);
+        strbuf_puts(o, "<|im_end|>\n");
     }
-    if (gen) str_cat(o, "<|im_start|>assistant\n");
+    if (gen) strbuf_puts(o, "<|im_start|>assistant\n");
     return STATUS_OK;
 }
 
-static Status render_llama3(const ChatMessage *msgs, int n, bool gen, Str *o) {
+static Status render_llama3(const ChatMessage *msgs, int n, bool gen, StrBuf *o) {
     for (int i = 0; i < n; i++) {
-        if (i == 0) str_cat(o, "<|begin_of_text|>");
-        str_cat(o, "<|start_header_id|>");
-        str_cat(o, msgs[i].role);
-        str_cat(o, "<|end_header_id|>\n\n");
+        if (i == 0) strbuf_puts(o, "<|begin_of_text|>");
+        strbuf_puts(o, "<|start_header_id|>");
+        strbuf_puts(o, msgs[i].role);
+        strbuf_puts(o, "<|end_header_id|>\n\n");
         str_cat_stripped(o, msgs[i].content);
-        str_cat(o, "<|eot_id|>");
+        strbuf_puts(o, "<|eot_id|>");
     }
-    if (gen) str_cat(o, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    if (gen) strbuf_puts(o, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     return STATUS_OK;
 }
 
-static Status render_llama2(const ChatMessage *msgs, int n, Str *o) {
+static Status render_llama2(const ChatMessage *msgs, int n, StrBuf *o) {
     const char *system = NULL;
     int first = 0;
     if (n > 0 && strcmp(msgs[0].role, "system") == 0) {
@@ -135,21 +118,21 @@ static Status render_llama2(const ChatMessage *msgs, int n, Str *o) {
                         "llama2 chat: conversation roles must alternate "
                         "user/assistant/user/assistant/... (message %d is '%s')",
                         i, msgs[i].role);
-        Str content = {0};
+        StrBuf content = {0};
         if (k == 0 && system) {
-            str_cat(&content, "<<SYS>>\n");
-            str_cat(&content, system);
-            str_cat(&content, "\n<</SYS>>\n\n");
+            strbuf_puts(&content, "<<SYS>>\n");
+            strbuf_puts(&content, system);
+            strbuf_puts(&content, "\n<</SYS>>\n\n");
         }
-        str_cat(&content, msgs[i].content);
+        strbuf_puts(&content, msgs[i].content);
         if (user) {
-            str_cat(o, "<s>[INST] ");
+            strbuf_puts(o, "<s>[INST] ");
             str_cat_stripped(o, content.p);
-            str_cat(o, " [/INST]");
+            strbuf_puts(o, " [/INST]");
         } else if (strcmp(msgs[i].role, "assistant") == 0) {
-            str_cat(o, " ");
+            strbuf_puts(o, " ");
             str_cat_stripped(o, content.p);
-            str_cat(o, " </s>");
+            strbuf_puts(o, " </s>");
         }
         free(content.p);
     }
@@ -169,8 +152,8 @@ Status chat_render(const Tokenizer *t, ChatTemplate tmpl, const ChatMessage *msg
             return fail(STATUS_ERR_UNSUPPORTED,
                         "no known chat format in the tokenizer (ChatML, Llama 3 or Llama 2)");
     }
-    Str o = {0};
-    str_cat(&o, "");
+    StrBuf o = {0};
+    strbuf_puts(&o, "");
     Status s;
     switch (tmpl) {
     case CHAT_TEMPLATE_CHATML: s = render_chatml(t, msgs, n, add_generation_prompt, &o); break;
@@ -187,20 +170,20 @@ Status chat_render(const Tokenizer *t, ChatTemplate tmpl, const ChatMessage *msg
 }
 
 char *alpaca_render(const char *instruction, const char *input) {
-    Str o = {0};
+    StrBuf o = {0};
     bool has_input = input && *input;
     if (has_input)
-        str_cat(&o, "Below is an instruction that describes a task, paired with an input that "
+        strbuf_puts(&o, "Below is an instruction that describes a task, paired with an input that "
                     "provides further context. Write a response that appropriately completes "
                     "the request.\n\n### Instruction:\n");
     else
-        str_cat(&o, "Below is an instruction that describes a task. Write a response that "
+        strbuf_puts(&o, "Below is an instruction that describes a task. Write a response that "
                     "appropriately completes the request.\n\n### Instruction:\n");
-    str_cat(&o, instruction ? instruction : "");
+    strbuf_puts(&o, instruction ? instruction : "");
     if (has_input) {
-        str_cat(&o, "\n\n### Input:\n");
-        str_cat(&o, input);
+        strbuf_puts(&o, "\n\n### Input:\n");
+        strbuf_puts(&o, input);
     }
-    str_cat(&o, "\n\n### Response:");
+    strbuf_puts(&o, "\n\n### Response:");
     return o.p;
 }

@@ -30,6 +30,7 @@
 #include <pcre2.h>
 
 #include "core/common.h"
+#include "core/strbuf.h"
 #include "core/fileio.h"
 #include "core/status.h"
 
@@ -48,23 +49,6 @@ static void idvec_push(IdVec *a, int32_t x) {
     a->v[a->n++] = x;
 }
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} Buf;
-
-static void buf_put(Buf *b, const void *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        b->p = xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
 
 static uint64_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull; // FNV-1a
@@ -118,7 +102,7 @@ static int utf8_seq(const unsigned char *s, size_t n, bool *partial, int *sub) {
 }
 
 // Appends `s` to `b` with every invalid UTF-8 subpart replaced by U+FFFD.
-static void buf_put_lossy(Buf *b, const char *s, size_t n) {
+static void buf_put_lossy(StrBuf *b, const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, run = 0;
     while (i < n) {
@@ -129,12 +113,12 @@ static void buf_put_lossy(Buf *b, const char *s, size_t n) {
             i += (size_t)k;
             continue;
         }
-        buf_put(b, s + run, i - run);
-        buf_put(b, "\xEF\xBF\xBD", 3);
+        strbuf_put(b, s + run, i - run);
+        strbuf_put(b, "\xEF\xBF\xBD", 3);
         i += (size_t)sub;
         run = i;
     }
-    buf_put(b, s + run, n - run);
+    strbuf_put(b, s + run, n - run);
 }
 
 // GPT-2's bytes_to_unicode(): printable Latin-1 bytes map to themselves, the other 68
@@ -487,7 +471,7 @@ static Status build_merges(Tokenizer *t, const TokenizerSpec *spec, const char *
         }                                                                                          \
     } while (0)
     Status st = STATUS_OK;
-    Buf joined = {0};
+    StrBuf joined = {0};
     for (int r = 0; r < spec->n_merges; r++) {
         const char *m = spec->merges[r];
         if (!m) {
@@ -505,8 +489,8 @@ static Status build_merges(Tokenizer *t, const TokenizerSpec *spec, const char *
             FIND_STR(m + sp + 1, n - sp - 1, rr);
             if (rr < 0) continue;
             joined.n = 0;
-            buf_put(&joined, m, sp);
-            buf_put(&joined, m + sp + 1, n - sp - 1);
+            strbuf_put(&joined, m, sp);
+            strbuf_put(&joined, m + sp + 1, n - sp - 1);
             FIND_STR(joined.p, joined.n, id);
             if (id < 0) continue;
             pair_insert(t, l, rr, r, id);
@@ -901,7 +885,7 @@ static void spm_word(const Tokenizer *t, Word *w, const char *s, size_t n, IdVec
 }
 
 // Encodes one segment of plain text (no special tokens inside).
-static void spm_segment(const Tokenizer *t, Word *w, Buf *tmp, const char *s, size_t n,
+static void spm_segment(const Tokenizer *t, Word *w, StrBuf *tmp, const char *s, size_t n,
                         bool at_start, IdVec *out) {
     if (n == 0) return;
     tmp->n = 0;
@@ -915,13 +899,13 @@ static void spm_segment(const Tokenizer *t, Word *w, Buf *tmp, const char *s, si
         default: prefix = !starts_space; break;
         }
     }
-    if (prefix) buf_put(tmp, " ", 1);
+    if (prefix) strbuf_put(tmp, " ", 1);
     for (size_t i = 0; i < n; i++) {
         if (i + 3 <= n && memcmp(s + i, "\xE2\x96\x81", 3) == 0) {
-            buf_put(tmp, " ", 1);
+            strbuf_put(tmp, " ", 1);
             i += 2;
         } else {
-            buf_put(tmp, s + i, 1);
+            strbuf_put(tmp, s + i, 1);
         }
     }
     if (!t->split_whitespace) {
@@ -1050,7 +1034,7 @@ static Status encode_impl(const Tokenizer *t, const char *text, size_t len, int 
     if (bos && t->bos_id >= 0) idvec_push(&out, t->bos_id);
     Word w = {0};
     w.naive = naive;
-    Buf tmp = {0};
+    StrBuf tmp = {0};
     SpanVec sa = {0}, sb = {0};
     pcre2_match_data *md = NULL;
     if (t->kind == TOKENIZER_BPE) {
@@ -1128,21 +1112,21 @@ Status tokenizer_decode(const Tokenizer *t, const int32_t *ids, int n, bool keep
     if (len) *len = 0;
     if (!t || (n > 0 && !ids) || n < 0)
         return fail(STATUS_ERR_ARG, "tokenizer_decode: bad argument");
-    Buf raw = {0};
-    buf_put(&raw, "", 0);
+    StrBuf raw = {0};
+    strbuf_put(&raw, "", 0);
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_vocab) {
             free(raw.p);
             return fail(STATUS_ERR_ARG, "token id %d out of range [0, %d)", ids[i], t->n_vocab);
         }
         if (!keep_special && hidden_special(t, ids[i])) continue;
-        buf_put(&raw, t->bytes[ids[i]], t->bytes_lens[ids[i]]);
+        strbuf_put(&raw, t->bytes[ids[i]], t->bytes_lens[ids[i]]);
     }
     size_t skip = 0;
     // HF's Llama decoder ends in Strip(" ", 1, 0): one leading space of the whole text
     if (t->kind == TOKENIZER_SPM && t->add_space_prefix && raw.n > 0 && raw.p[0] == ' ') skip = 1;
-    Buf o = {0};
-    buf_put(&o, "", 0);
+    StrBuf o = {0};
+    strbuf_put(&o, "", 0);
     buf_put_lossy(&o, raw.p + skip, raw.n - skip);
     free(raw.p);
     *out = o.p;
