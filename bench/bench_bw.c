@@ -37,7 +37,8 @@ int main(int argc, char **argv) {
     }
     // first touch by the threads that will read (page placement), small values
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7) * 0.125f;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (float)(i & 7) * 0.125f;
     double best = 1e30, sink = 0;
     for (int pass = 0; pass < 7; pass++) {
         double t0 = now(), total = 0;
@@ -47,9 +48,11 @@ int main(int argc, char **argv) {
             float acc[16] = {0};
             size_t e = b + 4096 < n ? b + 4096 : n;
             for (size_t i = b; i + 16 <= e; i += 16)
-                for (int j = 0; j < 16; j++) acc[j] += buf[i + j];
+                for (int j = 0; j < 16; j++)
+                    acc[j] += buf[i + j];
             float s = 0;
-            for (int j = 0; j < 16; j++) s += acc[j];
+            for (int j = 0; j < 16; j++)
+                s += acc[j];
             total += s;
         }
         double dt = now() - t0;

@@ -43,15 +43,19 @@ static void test_fp16_bf16_vs_torch(void **state) {
         // widening back must be exact: compare with the fixture's own f16 -> f32
         if (!h_nan && f32_bits(fp16_to_f32(hr[i])) != f32_bits((float)fp16_to_f32(hh))) bad_back++;
     }
-    if (bad_h || bad_b || bad_back) fail_msg("fp16 mismatches %d, bf16 mismatches %d, widen %d of %lld", bad_h, bad_b, bad_back, (long long)n);
+    if (bad_h || bad_b || bad_back)
+        fail_msg("fp16 mismatches %d, bf16 mismatches %d, widen %d of %lld", bad_h, bad_b, bad_back,
+                 (long long)n);
     // widening of every f16 bit pattern against torch
     const SafeTensor *all = safetensors_find(&st, "all_f16_as_f32");
     assert_non_null(all);
     const float *ref = all->data;
     for (uint32_t u = 0; u < 65536; u++) {
         float got = fp16_to_f32((uint16_t)u);
-        if (isnan(ref[u])) assert_true(isnan(got));
-        else if (f32_bits(got) != f32_bits(ref[u])) fail_msg("fp16 0x%04x -> %g, torch %g", u, (double)got, (double)ref[u]);
+        if (isnan(ref[u]))
+            assert_true(isnan(got));
+        else if (f32_bits(got) != f32_bits(ref[u]))
+            fail_msg("fp16 0x%04x -> %g, torch %g", u, (double)got, (double)ref[u]);
     }
     safetensors_close(&st);
 }
@@ -116,7 +120,8 @@ static void test_safetensors_bad_input(void **state) {
         {"past end", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8},
         {"bad dtype", "{\"a\":{\"dtype\":\"Q9\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4},
         {"size mismatch", "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8},
-        {"overflow", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}", 0},
+        {"overflow",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}", 0},
         {"not json", "{\"a\":", 0},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {

@@ -68,9 +68,12 @@ static void test_split_is_seeded_disjoint_and_complete(void **state) {
     assert_memory_equal(a.val, b.val, 100 * sizeof(int));
     assert_true(memcmp(a.val, c.val, 100 * sizeof(int)) != 0);
     char *seen = xcalloc(1000, 1);
-    for (int i = 0; i < a.n_val; i++) seen[a.val[i]]++;
-    for (int i = 0; i < a.n_train; i++) seen[a.train[i]]++;
-    for (int i = 0; i < 1000; i++) assert_int_equal(seen[i], 1);
+    for (int i = 0; i < a.n_val; i++)
+        seen[a.val[i]]++;
+    for (int i = 0; i < a.n_train; i++)
+        seen[a.train[i]]++;
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(seen[i], 1);
     free(seen);
     data_split_release(&a);
     data_split_release(&b);
@@ -96,8 +99,10 @@ static void test_length_grouped_batches(void **state) {
     assert_int_equal(nb, (N + B - 1) / B);
     assert_int_equal(starts[nb], N);
     char seen[N] = {0};
-    for (int i = 0; i < N; i++) seen[order[i]]++;
-    for (int i = 0; i < N; i++) assert_int_equal(seen[i], 1);
+    for (int i = 0; i < N; i++)
+        seen[order[i]]++;
+    for (int i = 0; i < N; i++)
+        assert_int_equal(seen[i], 1);
     // inside each batch lengths are non-increasing (sorted mega-batches cut in order)
     for (int b = 0; b < nb; b++)
         for (int k = starts[b] + 1; k < starts[b + 1]; k++)
@@ -124,10 +129,12 @@ static void test_response_mask_stories260k(void **state) {
     char *prompt = alpaca_render("Tell a story", "");
     int32_t *pids;
     int np;
-    assert_int_equal(tokenizer_encode(tok, prompt, strlen(prompt), TOKENIZE_ADD_BOS, &pids, &np), STATUS_OK);
+    assert_int_equal(tokenizer_encode(tok, prompt, strlen(prompt), TOKENIZE_ADD_BOS, &pids, &np),
+                     STATUS_OK);
     const TrainExample *ex = &ts.ex[0];
     assert_memory_equal(ex->ids, pids, (size_t)np * sizeof *pids);
-    for (int t = 0; t < ex->len; t++) assert_int_equal(ex->mask[t], t >= np);
+    for (int t = 0; t < ex->len; t++)
+        assert_int_equal(ex->mask[t], t >= np);
     assert_int_equal(ex->ids[ex->len - 1], tokenizer_eos_id(tok));
     assert_int_equal(ex->n_target, ex->len - np);
     trainset_release(&ts);

@@ -28,7 +28,7 @@
 #endif
 
 #define STORIES "models/stories260K/stories260K.bin"
-#define GOLDEN "models/stories260K/golden.txt"
+#define GOLDEN  "models/stories260K/golden.txt"
 #define SMOLLM2 "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 typedef struct {
@@ -49,7 +49,7 @@ static void golden_read(Golden *g) {
     char *p = line + strlen("\npos0_top5 ");
     for (int i = 0; i < 5; i++) {
         g->top_id[i] = (int)strtol(p, &p, 10);
-        p = strchr(p, ':') + 1;   // id:"piece":logit
+        p = strchr(p, ':') + 1;     // id:"piece":logit
         p = strchr(p + 1, '"') + 2; // skip the quoted piece and its colon
         g->top_logit[i] = strtof(p, &p);
     }
@@ -110,12 +110,16 @@ static void test_stories_golden(void **state) {
     // golden logits are float64 values printed with 4 decimals: allow 1e-4 plus the 5e-5
     // rounding of the print
     double worst = 0;
-    for (int i = 0; i < 5; i++) worst = fmax(worst, fabs((double)l0[g.top_id[i]] - (double)g.top_logit[i]));
+    for (int i = 0; i < 5; i++)
+        worst = fmax(worst, fabs((double)l0[g.top_id[i]] - (double)g.top_logit[i]));
     printf("    stories260K: 64 greedy ids = golden; top-5 logits max |diff| %.2g (golden printed "
-           "to 4 decimals)\n", worst);
+           "to 4 decimals)\n",
+           worst);
     for (int i = 0; i < 5; i++) {
         double d = fabs((double)l0[g.top_id[i]] - (double)g.top_logit[i]);
-        if (d > 1.5e-4) fail_msg("logit of %d: %.6f vs golden %.4f", g.top_id[i], (double)l0[g.top_id[i]], (double)g.top_logit[i]);
+        if (d > 1.5e-4)
+            fail_msg("logit of %d: %.6f vs golden %.4f", g.top_id[i], (double)l0[g.top_id[i]],
+                     (double)g.top_logit[i]);
     }
     // and they are the top 5, in order
     for (int i = 0; i < 5; i++) {
@@ -140,9 +144,12 @@ static void test_batched_prefill_matches_decode(void **state) {
     int V = m.cfg.vocab_size, na = 12, nb = 7;
     int32_t tok[19], seq[19];
     tok[0] = 1;
-    for (int i = 1; i < na; i++) tok[i] = g.ids[i - 1];
-    for (int i = 0; i < nb; i++) tok[na + i] = g.ids[20 + i];
-    for (int i = 0; i < na + nb; i++) seq[i] = i < na ? 1 : 0;
+    for (int i = 1; i < na; i++)
+        tok[i] = g.ids[i - 1];
+    for (int i = 0; i < nb; i++)
+        tok[na + i] = g.ids[20 + i];
+    for (int i = 0; i < na + nb; i++)
+        seq[i] = i < na ? 1 : 0;
     InferOptions o = infer_options_default();
     o.max_seqs = 2;
     o.max_batch = 10; // forces two chunks
@@ -189,10 +196,12 @@ static void test_threads_same_tokens(void **state) {
     omp_set_num_threads(2);
     greedy(&m, 64, ids2, l2);
     omp_set_num_threads(saved);
-    for (int i = 0; i < 64; i++) assert_int_equal(ids1[i], ids2[i]);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(ids1[i], ids2[i]);
     // decode splits only over output rows / heads with a fixed reduction order: bit-identical
     double md = 0;
-    for (int i = 0; i < 512; i++) md = fmax(md, fabs((double)l1[i] - (double)l2[i]));
+    for (int i = 0; i < 512; i++)
+        md = fmax(md, fabs((double)l1[i] - (double)l2[i]));
     printf("    1 vs 2 threads: 64 tokens identical, position-0 logits max |diff| %.3g\n", md);
     assert_true(md == 0.0);
     free(l1);
@@ -221,7 +230,8 @@ static void parity_case(const char *name) {
     // the fixture exercises what its name says
     if (strstr(name, "llama3")) assert_int_equal(m.cfg.rope_scaling, ROPE_SCALING_LLAMA3);
     if (strstr(name, "bias")) assert_non_null(m.layers[0].bq.data);
-    if (strstr(name, "tied")) assert_int_equal(m.lm_head.data == m.tok_emb.data, strstr(name, "untied") == NULL);
+    if (strstr(name, "tied"))
+        assert_int_equal(m.lm_head.data == m.tok_emb.data, strstr(name, "untied") == NULL);
     assert_true(m.cfg.n_kv_heads < m.cfg.n_heads);
     assert_int_equal(nla, na * V);
     assert_int_equal(nlb, nb * V);
@@ -234,8 +244,14 @@ static void parity_case(const char *name) {
     int32_t tok[64], seq[64];
     int n = 0, a0 = 10;
     for (int i = 0; i < (int)nb || i < a0; i++) {
-        if (i < a0) { tok[n] = (int32_t)ia[i]; seq[n++] = 0; }
-        if (i < nb) { tok[n] = (int32_t)ib[i]; seq[n++] = 1; }
+        if (i < a0) {
+            tok[n] = (int32_t)ia[i];
+            seq[n++] = 0;
+        }
+        if (i < nb) {
+            tok[n] = (int32_t)ib[i];
+            seq[n++] = 1;
+        }
     }
     float *out = malloc((size_t)n * V * sizeof *out);
     InferBatch b = {.tokens = tok, .seq = seq, .n = n};
@@ -245,13 +261,15 @@ static void parity_case(const char *name) {
     for (int i = 0; i < n; i++) {
         const float *r = seq[i] == 0 ? ra + (size_t)(ka++) * V : rb + (size_t)(kb++) * V;
         assert_close_f32(name, out + (size_t)i * V, r, V, 1e-4, 0);
-        for (int j = 0; j < V; j++) worst = fmax(worst, fabs((double)out[(size_t)i * V + j] - r[j]));
+        for (int j = 0; j < V; j++)
+            worst = fmax(worst, fabs((double)out[(size_t)i * V + j] - r[j]));
     }
     // then the rest of a decoded one token at a time
     for (int i = a0; i < na; i++) {
         assert_int_equal(infer_decode(&s, 0, (int32_t)ia[i], out), STATUS_OK);
         assert_close_f32(name, out, ra + (size_t)i * V, V, 1e-4, 0);
-        for (int j = 0; j < V; j++) worst = fmax(worst, fabs((double)out[j] - ra[(size_t)i * V + j]));
+        for (int j = 0; j < V; j++)
+            worst = fmax(worst, fabs((double)out[j] - ra[(size_t)i * V + j]));
     }
     printf("    %s: %lld+%lld positions, max |logit - torch| %.3g\n", name, (long long)na,
            (long long)nb, worst);
@@ -284,7 +302,8 @@ static void smollm2_threads(const Model *m) {
 #ifdef _OPENMP
     int V = m->cfg.vocab_size, saved = omp_get_max_threads();
     int32_t prompt[24], toks[2][8];
-    for (int i = 0; i < 24; i++) prompt[i] = 1000 + 37 * i;
+    for (int i = 0; i < 24; i++)
+        prompt[i] = 1000 + 37 * i;
     float *lg[2] = {malloc((size_t)V * sizeof(float)), malloc((size_t)V * sizeof(float))};
     float *pre = malloc((size_t)V * sizeof(float)); // run 0's prefill logits
     double md_prefill = 0, md_all = 0;
@@ -297,21 +316,25 @@ static void smollm2_threads(const Model *m) {
         assert_int_equal(infer_init(&s, m, &o), STATUS_OK);
         float *l = lg[run];
         assert_int_equal(infer_prefill(&s, 0, prompt, 24, l), STATUS_OK);
-        if (run == 0) memcpy(pre, l, (size_t)V * sizeof(float));
+        if (run == 0)
+            memcpy(pre, l, (size_t)V * sizeof(float));
         else
-            for (int j = 0; j < V; j++) md_prefill = fmax(md_prefill, fabs((double)pre[j] - l[j]));
+            for (int j = 0; j < V; j++)
+                md_prefill = fmax(md_prefill, fabs((double)pre[j] - l[j]));
         for (int i = 0; i < 8; i++) {
             toks[run][i] = sampler_argmax(l, V);
             assert_int_equal(infer_decode(&s, 0, toks[run][i], l), STATUS_OK);
         }
         infer_release(&s);
     }
-    for (int j = 0; j < V; j++) md_all = fmax(md_all, fabs((double)lg[0][j] - lg[1][j]));
+    for (int j = 0; j < V; j++)
+        md_all = fmax(md_all, fabs((double)lg[0][j] - lg[1][j]));
     omp_set_num_threads(saved);
     openblas_set_num_threads(saved);
     assert_memory_equal(toks[0], toks[1], sizeof toks[0]);
     printf("    smollm2 1 vs 2 threads: 8 greedy tokens identical; logits max |diff| after "
-           "prefill %.3g, after 8 decode steps %.3g\n", md_prefill, md_all);
+           "prefill %.3g, after 8 decode steps %.3g\n",
+           md_prefill, md_all);
     free(lg[0]);
     free(lg[1]);
     free(pre);
@@ -360,30 +383,38 @@ static void test_parity_smollm2(void **state) {
         assert_true(n <= 128 && nl == V);
         int K = (int)(nt / n);
         int32_t tok[128];
-        for (int i = 0; i < n; i++) tok[i] = (int32_t)ids[i];
+        for (int i = 0; i < n; i++)
+            tok[i] = (int32_t)ids[i];
         infer_seq_truncate(&s, 0, 0);
         InferBatch b = {.tokens = tok, .n = (int)n};
         assert_int_equal(infer_forward(&s, &b, out), STATUS_OK);
         double scale = 0, worst = 0;
-        for (int j = 0; j < V; j++) scale = fmax(scale, fabs((double)last[j]));
+        for (int j = 0; j < V; j++)
+            scale = fmax(scale, fabs((double)last[j]));
         const float *ol = out + (size_t)(n - 1) * V;
         assert_close_f32("smollm2 last logits", ol, last, V, 1e-3 * scale, 0);
-        for (int j = 0; j < V; j++) worst = fmax(worst, fabs((double)ol[j] - last[j]));
+        for (int j = 0; j < V; j++)
+            worst = fmax(worst, fabs((double)ol[j] - last[j]));
         for (int i = 0; i < n; i++)
             for (int k = 0; k < K; k++) {
                 double d = fabs((double)out[(size_t)i * V + tid[i * K + k]] - tl[i * K + k]);
                 worst = fmax(worst, d);
-                if (d > 1e-3 * scale) fail_msg("prompt %d pos %d top-%d id %lld: %g vs %g", pi, i, k,
-                                               (long long)tid[i * K + k], (double)out[(size_t)i * V + tid[i * K + k]], (double)tl[i * K + k]);
+                if (d > 1e-3 * scale)
+                    fail_msg("prompt %d pos %d top-%d id %lld: %g vs %g", pi, i, k,
+                             (long long)tid[i * K + k], (double)out[(size_t)i * V + tid[i * K + k]],
+                             (double)tl[i * K + k]);
             }
-        printf("    smollm2 prompt %d: %lld tokens, logit scale %.2f, max |diff| %.3g (%.2g of scale)\n",
+        printf("    smollm2 prompt %d: %lld tokens, logit scale %.2f, max |diff| %.3g (%.2g of "
+               "scale)\n",
                pi, (long long)n, scale, worst, worst / scale);
         if (pi == 0) {
             int64_t ng;
             int64_t *gref = fixture_i64(&st, "greedy_0", &ng);
             int32_t next = sampler_argmax(ol, V);
             for (int i = 0; i < ng; i++) {
-                if (next != gref[i]) fail_msg("greedy token %d: %d vs transformers %lld", i, next, (long long)gref[i]);
+                if (next != gref[i])
+                    fail_msg("greedy token %d: %d vs transformers %lld", i, next,
+                             (long long)gref[i]);
                 if (i + 1 < ng) {
                     assert_int_equal(infer_decode(&s, 0, next, out), STATUS_OK);
                     next = sampler_argmax(out, V);
@@ -420,7 +451,8 @@ static void test_bad_input(void **state) {
     assert_int_equal(infer_init(&st, &m, &o), STATUS_OK);
     float *l = malloc(512 * sizeof *l);
     int32_t toks[17];
-    for (int i = 0; i < 17; i++) toks[i] = 5;
+    for (int i = 0; i < 17; i++)
+        toks[i] = 5;
     // prompt longer than the context: an error, and nothing was cached
     assert_int_equal(infer_prefill(&st, 0, toks, 17, l), STATUS_ERR_ARG);
     assert_non_null(strstr(status_msg(), "context"));
@@ -467,11 +499,14 @@ static void test_convert_weights(void **state) {
         float l0[512];
         greedy(&m, 64, ids, l0);
         int same = 0;
-        while (same < 64 && ids[same] == g.ids[same]) same++;
+        while (same < 64 && ids[same] == g.ids[same])
+            same++;
         double md = 0;
-        for (int i = 0; i < 5; i++) md = fmax(md, fabs((double)l0[g.top_id[i]] - g.top_logit[i]));
-        printf("    %s weights: greedy equals golden for %d/64 tokens, top-5 logits max |diff| %.3g\n",
-               dtype_name(dts[d]), same, md);
+        for (int i = 0; i < 5; i++)
+            md = fmax(md, fabs((double)l0[g.top_id[i]] - g.top_logit[i]));
+        printf(
+            "    %s weights: greedy equals golden for %d/64 tokens, top-5 logits max |diff| %.3g\n",
+            dtype_name(dts[d]), same, md);
         assert_true(md < tol[d]);
         assert_int_equal(ids[0], g.ids[0]);
         model_release(&m);
@@ -497,27 +532,30 @@ static void test_cli_generate(void **state) {
     free(out);
     // greedy text of 50 tokens = golden text
     assert_int_equal(run_cli("generate " STORIES " -n 50", &out), 0);
-    const char *want = "Once upon a time, there was a little girl named Lily. She loved to play outside in "
-                       "the park. One day, she saw a big, red ball. She wanted to play with\n";
+    const char *want =
+        "Once upon a time, there was a little girl named Lily. She loved to play outside in "
+        "the park. One day, she saw a big, red ball. She wanted to play with\n";
     if (strncmp(out, want, strlen(want)) != 0) fail_msg("CLI text: %s", out);
     assert_non_null(strstr(out, "tokens/s"));
     free(out);
     // a prompt is echoed and continued; a stop string cuts the text before it
-    assert_int_equal(run_cli("generate " STORIES " -p 'Once upon a time' -n 30 --stop Lily", &out), 0);
+    assert_int_equal(run_cli("generate " STORIES " -p 'Once upon a time' -n 30 --stop Lily", &out),
+                     0);
     assert_true(strncmp(out, "Once upon a time, there was a little girl named \n", 49) == 0);
     free(out);
     // bad input: clear error, non-zero exit, nothing on stdout but the error
     const char *bad[] = {
-        "generate " STORIES " --top-p 0",          // invalid sampling parameter
+        "generate " STORIES " --top-p 0", // invalid sampling parameter
         "generate " STORIES " --temp -1",
         "generate " STORIES " --dtype f8",
         "generate " STORIES " --ctx 3 -p 'Once upon a time there was'", // longer than the context
-        ("generate " GOLDEN),                         // not a model
+        ("generate " GOLDEN),                                           // not a model
         "generate models/does-not-exist.bin",
     };
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
         int rc = run_cli(bad[i], &out);
-        if (rc == 0 || strncmp(out, "error: ", 7) != 0) fail_msg("'%s' -> rc %d: %s", bad[i], rc, out);
+        if (rc == 0 || strncmp(out, "error: ", 7) != 0)
+            fail_msg("'%s' -> rc %d: %s", bad[i], rc, out);
         free(out);
     }
 }

@@ -22,7 +22,8 @@
 
 static float *randn(Rng *r, int64_t n, float scale) {
     float *x = malloc((size_t)(n ? n : 1) * sizeof *x);
-    for (int64_t i = 0; i < n; i++) x[i] = (float)rng_normal(r) * scale;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)rng_normal(r) * scale;
     return x;
 }
 
@@ -50,15 +51,16 @@ static void test_matmul_vs_ref(void **state) {
                     int T = Ts[ti], K = Ks[ki], N = Ns[ni];
                     float *x = randn(&r, (int64_t)T * K, 1.0f);
                     void *w = rand_weight(&r, (int64_t)N * K, (DType)d, 0.5f);
-                    float *y = malloc((size_t)T * N * sizeof *y), *yr = malloc((size_t)T * N * sizeof *yr);
+                    float *y = malloc((size_t)T * N * sizeof *y),
+                          *yr = malloc((size_t)T * N * sizeof *yr);
                     float *scratch = malloc(ops_matmul_scratch_floats(K) * sizeof *scratch);
                     ops_matmul_ref(yr, x, w, (DType)d, T, K, N);
                     for (int isa = 0; isa <= (int)best; isa++) {
                         memset(y, 0xff, (size_t)T * N * sizeof *y);
                         ops_matmul_isa(y, x, w, (DType)d, T, K, N, scratch, (OpsIsa)isa);
                         char what[96];
-                        snprintf(what, sizeof what, "matmul %s %s T=%d K=%d N=%d", dtype_name((DType)d),
-                                 ops_isa_name((OpsIsa)isa), T, K, N);
+                        snprintf(what, sizeof what, "matmul %s %s T=%d K=%d N=%d",
+                                 dtype_name((DType)d), ops_isa_name((OpsIsa)isa), T, K, N);
                         assert_close_f32(what, y, yr, (int64_t)T * N, 1e-5, 1e-4);
                         checked++;
                     }
@@ -177,8 +179,17 @@ static void test_attention_vs_ref(void **state) {
     }
     float *q = randn(&r, T * H * HD, 1.0f);
     float *o = malloc(T * H * HD * sizeof *o), *orf = malloc(T * H * HD * sizeof *orf);
-    OpsAttnArgs a = {.T = T, .H = H, .KVH = KVH, .HD = HD, .ctx = ctx, .pos = pos, .k_seq = ks, .v_seq = vs,
-                     .kv_head_stride = (int64_t)ctx * HD, .scale = 1.0f / sqrtf((float)HD), .n_threads = 4};
+    OpsAttnArgs a = {.T = T,
+                     .H = H,
+                     .KVH = KVH,
+                     .HD = HD,
+                     .ctx = ctx,
+                     .pos = pos,
+                     .k_seq = ks,
+                     .v_seq = vs,
+                     .kv_head_stride = (int64_t)ctx * HD,
+                     .scale = 1.0f / sqrtf((float)HD),
+                     .n_threads = 4};
     float *scratch = malloc(ops_attention_scratch_floats(ctx, 4) * sizeof *scratch);
     ops_attention(o, q, &a, scratch);
     ops_attention_ref(orf, q, &a, scratch);
@@ -220,11 +231,21 @@ static void test_thread_count_invariance(void **state) {
     // attention over a long context
     const int H = 9, KVH = 3, HD = 64, ctx = 300;
     float *ck = randn(&r, KVH * ctx * HD, 1.0f), *cv = randn(&r, KVH * ctx * HD, 1.0f);
-    float *q = randn(&r, 2 * H * HD, 1.0f), *o1 = malloc(2 * H * HD * sizeof *o1), *o2 = malloc(2 * H * HD * sizeof *o2);
+    float *q = randn(&r, 2 * H * HD, 1.0f), *o1 = malloc(2 * H * HD * sizeof *o1),
+          *o2 = malloc(2 * H * HD * sizeof *o2);
     int32_t pos[2] = {299, 150};
     const float *ks[2] = {ck, ck}, *vs[2] = {cv, cv};
-    OpsAttnArgs a = {.T = 2, .H = H, .KVH = KVH, .HD = HD, .ctx = ctx, .pos = pos, .k_seq = ks, .v_seq = vs,
-                     .kv_head_stride = (int64_t)ctx * HD, .scale = 0.125f, .n_threads = 1};
+    OpsAttnArgs a = {.T = 2,
+                     .H = H,
+                     .KVH = KVH,
+                     .HD = HD,
+                     .ctx = ctx,
+                     .pos = pos,
+                     .k_seq = ks,
+                     .v_seq = vs,
+                     .kv_head_stride = (int64_t)ctx * HD,
+                     .scale = 0.125f,
+                     .n_threads = 1};
     float *scratch = malloc(ops_attention_scratch_floats(ctx, 2) * sizeof *scratch);
     ops_attention(o1, q, &a, scratch);
     a.n_threads = 2;

@@ -95,12 +95,14 @@ int64_t *fixture_i64(const SafeTensors *st, const char *name, int64_t *numel) {
     int64_t n = (int64_t)(t->nbytes / safe_dtype_size(t->dtype));
     int64_t *out = xmalloc((size_t)(n ? n : 1) * sizeof(int64_t));
     for (int64_t i = 0; i < n; i++) {
-        if (t->dtype == ST_I64) memcpy(&out[i], (const char *)t->data + 8 * i, 8);
+        if (t->dtype == ST_I64)
+            memcpy(&out[i], (const char *)t->data + 8 * i, 8);
         else if (t->dtype == ST_I32) {
             int32_t v;
             memcpy(&v, (const char *)t->data + 4 * i, 4);
             out[i] = v;
-        } else fail_msg("fixture tensor '%s' is not an integer tensor", name);
+        } else
+            fail_msg("fixture tensor '%s' is not an integer tensor", name);
     }
     if (numel) *numel = n;
     return out;
@@ -121,7 +123,9 @@ int run_cli(const char *args, char **out) {
     }
     buf[n] = '\0';
     int st = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }

@@ -14,9 +14,14 @@ void args_usage(const ArgParse *ap, FILE *f) {
     for (int i = 0; i < ap->n_spec; i++) {
         const ArgSpec *s = &ap->spec[i];
         char left[64];
-        const char *arg = s->type == ARG_FLAG ? "" : s->type == ARG_STRING ? " S" : s->type == ARG_FLOAT ? " X" : " N";
-        if (s->short_name) snprintf(left, sizeof left, "-%c, --%s%s", s->short_name, s->name, arg);
-        else snprintf(left, sizeof left, "    --%s%s", s->name, arg);
+        const char *arg = s->type == ARG_FLAG     ? ""
+                          : s->type == ARG_STRING ? " S"
+                          : s->type == ARG_FLOAT  ? " X"
+                                                  : " N";
+        if (s->short_name)
+            snprintf(left, sizeof left, "-%c, --%s%s", s->short_name, s->name, arg);
+        else
+            snprintf(left, sizeof left, "    --%s%s", s->name, arg);
         fprintf(f, "  %-28s %s\n", left, s->help ? s->help : "");
     }
     fprintf(f, "  %-28s %s\n", "-h, --help", "show this help");
@@ -35,7 +40,8 @@ static int set_value(const ArgParse *ap, const ArgSpec *s, const char *v) {
             return -1;
         }
         if (s->min < s->max && ((double)x < s->min || (double)x > s->max)) {
-            fprintf(stderr, "error: %s: --%s must be in [%.15g, %.15g], got %s\n", ap->cmd, s->name, s->min, s->max, v);
+            fprintf(stderr, "error: %s: --%s must be in [%.15g, %.15g], got %s\n", ap->cmd, s->name,
+                    s->min, s->max, v);
             return -1;
         }
         if (s->type == ARG_INT) {
@@ -44,7 +50,8 @@ static int set_value(const ArgParse *ap, const ArgSpec *s, const char *v) {
                 return -1;
             }
             *(int *)s->dst = (int)x;
-        } else *(int64_t *)s->dst = x;
+        } else
+            *(int64_t *)s->dst = x;
         return 0;
     }
     case ARG_FLOAT: {
@@ -54,7 +61,8 @@ static int set_value(const ArgParse *ap, const ArgSpec *s, const char *v) {
             return -1;
         }
         if (s->min < s->max && (x < s->min || x > s->max)) {
-            fprintf(stderr, "error: %s: --%s must be in [%g, %g], got %s\n", ap->cmd, s->name, s->min, s->max, v);
+            fprintf(stderr, "error: %s: --%s must be in [%g, %g], got %s\n", ap->cmd, s->name,
+                    s->min, s->max, v);
             return -1;
         }
         *(double *)s->dst = x;
@@ -67,7 +75,8 @@ static int set_value(const ArgParse *ap, const ArgSpec *s, const char *v) {
 
 static const ArgSpec *find_long(const ArgParse *ap, const char *name, size_t len) {
     for (int i = 0; i < ap->n_spec; i++)
-        if (strlen(ap->spec[i].name) == len && strncmp(ap->spec[i].name, name, len) == 0) return &ap->spec[i];
+        if (strlen(ap->spec[i].name) == len && strncmp(ap->spec[i].name, name, len) == 0)
+            return &ap->spec[i];
     return NULL;
 }
 
@@ -102,7 +111,10 @@ int args_parse(ArgParse *ap, int argc, char **argv) {
             if (eq) val = eq + 1;
         } else if (a[0] == '-' && a[1] && !(a[1] >= '0' && a[1] <= '9') && a[1] != '.') {
             if (a[2]) {
-                fprintf(stderr, "error: %s: unknown option '%s' (short options take their value as the next argument)\n", ap->cmd, a);
+                fprintf(stderr,
+                        "error: %s: unknown option '%s' (short options take their value as the "
+                        "next argument)\n",
+                        ap->cmd, a);
                 return -1;
             }
             s = find_short(ap, a[1]);
@@ -115,7 +127,8 @@ int args_parse(ArgParse *ap, int argc, char **argv) {
             continue;
         }
         if (!s) {
-            fprintf(stderr, "error: %s: unknown option '%s' (see 'edgeforge %s --help')\n", ap->cmd, a, ap->cmd);
+            fprintf(stderr, "error: %s: unknown option '%s' (see 'edgeforge %s --help')\n", ap->cmd,
+                    a, ap->cmd);
             return -1;
         }
         if (s->type == ARG_FLAG) {
@@ -136,7 +149,8 @@ int args_parse(ArgParse *ap, int argc, char **argv) {
         if (set_value(ap, s, val) != 0) return -1;
     }
     if (ap->n_pos < ap->min_pos) {
-        fprintf(stderr, "error: %s: missing %s\n", ap->cmd, ap->pos_usage ? ap->pos_usage : "arguments");
+        fprintf(stderr, "error: %s: missing %s\n", ap->cmd,
+                ap->pos_usage ? ap->pos_usage : "arguments");
         args_usage(ap, stderr);
         return -1;
     }

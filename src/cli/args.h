@@ -24,29 +24,29 @@
 typedef enum { ARG_FLAG, ARG_INT, ARG_INT64, ARG_FLOAT, ARG_STRING } ArgType;
 
 typedef struct {
-    const char *name;   // long name without "--"
-    char short_name;    // 0 if none
+    const char *name; // long name without "--"
+    char short_name;  // 0 if none
     ArgType type;
-    void *dst;          // bool*, int*, int64_t*, double*, const char**
+    void *dst; // bool*, int*, int64_t*, double*, const char**
     const char *help;
-    double min, max;    // numeric range (inclusive) when min < max
+    double min, max; // numeric range (inclusive) when min < max
 } ArgSpec;
 
 #define ARGS_MAX_POS 16
 
 typedef struct {
-    const char *cmd;          // subcommand name for messages
-    const char *pos_usage;    // e.g. "MODEL" or "IN OUT"
+    const char *cmd;       // subcommand name for messages
+    const char *pos_usage; // e.g. "MODEL" or "IN OUT"
     const ArgSpec *spec;
     int n_spec;
-    int min_pos, max_pos;     // positional argument count limits
-    const char *summary;      // one-line description for --help
+    int min_pos, max_pos; // positional argument count limits
+    const char *summary;  // one-line description for --help
     // outputs
     const char *pos[ARGS_MAX_POS];
     int n_pos;
-    char **rest;              // after "--", or NULL
+    char **rest; // after "--", or NULL
     int n_rest;
-    bool help_shown;          // --help was given (args_parse returned 1)
+    bool help_shown; // --help was given (args_parse returned 1)
 } ArgParse;
 
 // Parses argv[1..argc) (argv[0] is the subcommand). Returns 0 on success, 1 when

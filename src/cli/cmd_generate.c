@@ -45,10 +45,10 @@ typedef struct {
     StopRules stop;
     const char *stop_strs[1];
     int32_t stop_ids[4];
-    float *logits; // (V)
-    const char *echo;    // prompt text printed once the prefill succeeded (or NULL)
+    float *logits;    // (V)
+    const char *echo; // prompt text printed once the prefill succeeded (or NULL)
     bool ignore_eos;
-    char *win;     // text held back while it may still start a stop string
+    char *win; // text held back while it may still start a stop string
     size_t win_len, win_cap;
 } Gen;
 
@@ -63,7 +63,9 @@ static void gen_release(Gen *g) {
 // Loads the model, converts weights, plans the state; prints nothing on success.
 static int gen_setup(Gen *g, const GenArgs *a) {
     memset(g, 0, sizeof *g);
-    SamplerParams sp = {.temperature = (float)a->temp, .top_k = a->top_k, .top_p = (float)a->top_p,
+    SamplerParams sp = {.temperature = (float)a->temp,
+                        .top_k = a->top_k,
+                        .top_p = (float)a->top_p,
                         .seed = (uint64_t)a->seed};
     if (sampler_params_check(&sp) != STATUS_OK) {
         cli_fail("invalid sampling parameters");
@@ -140,7 +142,8 @@ typedef struct {
 
 // Prefills `ids` (appended to sequence 0) and generates until a stop rule fires. Generated
 // ids are written to out_ids (capacity max_tokens) when not NULL.
-static int gen_run(Gen *g, const int32_t *ids, int n, bool print_ids, int32_t *out_ids, GenStats *stats) {
+static int gen_run(Gen *g, const int32_t *ids, int n, bool print_ids, int32_t *out_ids,
+                   GenStats *stats) {
     int ctx = g->st.opt.max_ctx, have = infer_seq_len(&g->st, 0);
     if (have + n > ctx) {
         fprintf(stderr, "error: the prompt is %d tokens but the context holds %d (use --ctx)\n",
@@ -162,7 +165,8 @@ static int gen_run(Gen *g, const int32_t *ids, int n, bool print_ids, int32_t *o
     g->win_len = 0;
     while (gen < budget && !stopped) {
         int32_t next = sampler_sample(&g->smp, g->logits);
-        if (!g->ignore_eos && (stop_is_token(&g->stop, next) || tokenizer_is_control(g->m.tok, next)))
+        if (!g->ignore_eos &&
+            (stop_is_token(&g->stop, next) || tokenizer_is_control(g->m.tok, next)))
             break;
         if (out_ids) out_ids[gen] = next;
         gen++;
@@ -202,7 +206,8 @@ static int gen_tokenize(Gen *g, const GenArgs *a, const ChatMessage *msgs, int n
         rng_seed(&r, 1234);
         *n = a->bench_prompt;
         *ids = xmalloc((size_t)*n * sizeof **ids);
-        for (int i = 0; i < *n; i++) (*ids)[i] = (int32_t)rng_below(&r, (uint64_t)g->m.cfg.vocab_size);
+        for (int i = 0; i < *n; i++)
+            (*ids)[i] = (int32_t)rng_below(&r, (uint64_t)g->m.cfg.vocab_size);
         return 0;
     }
     if (msgs) {
@@ -232,8 +237,11 @@ static int gen_tokenize(Gen *g, const GenArgs *a, const ChatMessage *msgs, int n
 }
 
 static int parse_gen_args(GenArgs *a, int argc, char **argv, const char *cmd, bool chat_cmd) {
-    *a = (GenArgs){.n = chat_cmd ? 256 : 128, .top_p = 1.0, .temp = chat_cmd ? 0.7 : 0.0,
-                   .top_k = 0, .seed = 0};
+    *a = (GenArgs){.n = chat_cmd ? 256 : 128,
+                   .top_p = 1.0,
+                   .temp = chat_cmd ? 0.7 : 0.0,
+                   .top_k = 0,
+                   .seed = 0};
     ArgSpec spec[] = {
         {"prompt", 'p', ARG_STRING, &a->prompt, "prompt text (default: start from BOS)", 0, 0},
         {"chat", 0, ARG_FLAG, &a->chat, "wrap the prompt in the model's chat template", 0, 0},
@@ -244,19 +252,28 @@ static int parse_gen_args(GenArgs *a, int argc, char **argv, const char *cmd, bo
         {"seed", 0, ARG_INT64, &a->seed, "random seed (default 0)", 0, 9.2e18},
         {"n", 'n', ARG_INT, &a->n, "tokens to generate at most (default 128, chat 256)", 1, 1e7},
         {"stop", 0, ARG_STRING, &a->stop, "stop when this text is generated", 0, 0},
-        {"ctx", 0, ARG_INT, &a->ctx, "context length (default: the model's, at most 4096)", 1, 1 << 24},
+        {"ctx", 0, ARG_INT, &a->ctx, "context length (default: the model's, at most 4096)", 1,
+         1 << 24},
         {"dtype", 0, ARG_STRING, &a->dtype, "convert weights at load: f32, f16 or bf16", 0, 0},
-        {"threads", 't', ARG_INT, &a->threads, "threads (default: OMP_NUM_THREADS or all cores)", 1, 1024},
+        {"threads", 't', ARG_INT, &a->threads, "threads (default: OMP_NUM_THREADS or all cores)", 1,
+         1024},
         {"tokenizer", 0, ARG_STRING, &a->tokenizer, "tokenizer file (llama2.c models)", 0, 0},
         {"ids", 0, ARG_FLAG, &a->ids, "print generated token ids instead of text", 0, 0},
         {"no-bos", 0, ARG_FLAG, &a->no_bos, "do not prepend BOS to the prompt", 0, 0},
-        {"ignore-eos", 0, ARG_FLAG, &a->ignore_eos, "do not stop at end-of-text tokens (benchmarks)", 0, 0},
+        {"ignore-eos", 0, ARG_FLAG, &a->ignore_eos,
+         "do not stop at end-of-text tokens (benchmarks)", 0, 0},
         {"bench-prompt", 0, ARG_INT, &a->bench_prompt,
-         "use N fixed pseudo-random token ids as the prompt (benchmarks; as llama-bench)", 1, 1 << 24},
+         "use N fixed pseudo-random token ids as the prompt (benchmarks; as llama-bench)", 1,
+         1 << 24},
     };
-    ArgParse ap = {.cmd = cmd, .pos_usage = "MODEL", .spec = spec, .n_spec = (int)ARRAY_LEN(spec),
-                   .min_pos = 1, .max_pos = 1,
-                   .summary = chat_cmd ? "chat with a model on stdin" : "generate text from a prompt"};
+    ArgParse ap = {.cmd = cmd,
+                   .pos_usage = "MODEL",
+                   .spec = spec,
+                   .n_spec = (int)ARRAY_LEN(spec),
+                   .min_pos = 1,
+                   .max_pos = 1,
+                   .summary =
+                       chat_cmd ? "chat with a model on stdin" : "generate text from a prompt"};
     int r = args_parse(&ap, argc, argv);
     if (r != 0) return r > 0 ? 0 : 2;
     a->model_path = ap.pos[0];
@@ -280,7 +297,8 @@ int cmd_generate(int argc, char **argv) {
     msgs[nm++] = (ChatMessage){"user", a.prompt ? a.prompt : ""};
     r = gen_tokenize(&g, &a, a.chat ? msgs : NULL, nm, &ids, &n);
     GenStats stats = {0};
-    if (!a.chat && !a.ids && a.prompt && *a.prompt && !a.bench_prompt) g.echo = a.prompt; // as run.c
+    if (!a.chat && !a.ids && a.prompt && *a.prompt && !a.bench_prompt)
+        g.echo = a.prompt; // as run.c
     if (r == 0) r = gen_run(&g, ids, n, a.ids, NULL, &stats);
     if (r == 0) {
         printf("\n");
@@ -308,7 +326,8 @@ int cmd_chat(int argc, char **argv) {
     int cap = 64, nm = 0;
     ChatMessage *msgs = xmalloc((size_t)cap * sizeof *msgs);
     char **owned = xmalloc((size_t)cap * sizeof *owned);
-    int32_t *cached = xmalloc((size_t)g.st.opt.max_ctx * sizeof *cached), *gen_ids = xmalloc((size_t)a.n * sizeof *gen_ids);
+    int32_t *cached = xmalloc((size_t)g.st.opt.max_ctx * sizeof *cached),
+            *gen_ids = xmalloc((size_t)a.n * sizeof *gen_ids);
     int n_cached = 0;
     if (a.system) {
         owned[nm] = xstrdup(a.system);
@@ -334,7 +353,8 @@ int cmd_chat(int argc, char **argv) {
         int n;
         if ((r = gen_tokenize(&g, &a, msgs, nm, &ids, &n)) != 0) break;
         int common = 0;
-        while (common < n_cached && common < n - 1 && cached[common] == ids[common]) common++;
+        while (common < n_cached && common < n - 1 && cached[common] == ids[common])
+            common++;
         infer_seq_truncate(&g.st, 0, common);
         GenStats stats = {0};
         r = gen_run(&g, ids + common, n - common, false, gen_ids, &stats);
@@ -342,7 +362,8 @@ int cmd_chat(int argc, char **argv) {
             // the cache now holds ids + generated tokens (the last one not yet decoded)
             memcpy(cached, ids, (size_t)n * sizeof *ids);
             n_cached = n;
-            for (int i = 0; i + 1 < stats.n_gen && n_cached < g.st.opt.max_ctx; i++) cached[n_cached++] = gen_ids[i];
+            for (int i = 0; i + 1 < stats.n_gen && n_cached < g.st.opt.max_ctx; i++)
+                cached[n_cached++] = gen_ids[i];
             infer_seq_truncate(&g.st, 0, n_cached);
             char *reply;
             size_t len;
@@ -359,7 +380,8 @@ int cmd_chat(int argc, char **argv) {
         }
         free(ids);
     }
-    for (int i = 0; i < nm; i++) free(owned[i]);
+    for (int i = 0; i < nm; i++)
+        free(owned[i]);
     free(owned);
     free(msgs);
     free(cached);

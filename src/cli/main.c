@@ -25,7 +25,8 @@ static const Command commands[] = {
     {"merge", cmd_merge, "merge a PEFT LoRA adapter into a model, write an HF directory"},
     {"prune", cmd_prune, "cut a student from a model by keeping some of its layers"},
     {"tune", cmd_tune, "TPE hyperparameter search over a command (Optuna-compatible studies)"},
-    {"quantize", cmd_quantize, "GPTQ/RTN w4a16 quantization into a GPTQ v1 checkpoint + fidelity report"},
+    {"quantize", cmd_quantize,
+     "GPTQ/RTN w4a16 quantization into a GPTQ v1 checkpoint + fidelity report"},
     {"eval", cmd_eval, "multiple-choice benchmarks with lm-evaluation-harness v0.4 scores"},
     {"analyze", cmd_analyze, "layer-wise weight/activation kurtosis (Table 7), vs GPTQ loss"},
     {NULL, NULL, NULL},
@@ -33,14 +34,17 @@ static const Command commands[] = {
 
 int cli_fail(const char *what) {
     const char *msg = status_msg();
-    if (what && *what) fprintf(stderr, "error: %s: %s\n", what, msg);
-    else fprintf(stderr, "error: %s\n", msg);
+    if (what && *what)
+        fprintf(stderr, "error: %s: %s\n", what, msg);
+    else
+        fprintf(stderr, "error: %s\n", msg);
     return 1;
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: edgeforge [-v|-q] <command> [options]\n\n"
-               "Turns a small LLM into a task-specialized 4-bit model, with numbers.\n\ncommands:\n");
+    fprintf(f,
+            "usage: edgeforge [-v|-q] <command> [options]\n\n"
+            "Turns a small LLM into a task-specialized 4-bit model, with numbers.\n\ncommands:\n");
     for (size_t i = 0; commands[i].name; i++)
         fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "  %-14s %s\n", "help", "show this list");
@@ -51,8 +55,10 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
-        if (strcmp(argv[i], "-v") == 0) log_set_level(LOG_DEBUG);
-        else if (strcmp(argv[i], "-q") == 0) log_set_level(LOG_WARN);
+        if (strcmp(argv[i], "-v") == 0)
+            log_set_level(LOG_DEBUG);
+        else if (strcmp(argv[i], "-q") == 0)
+            log_set_level(LOG_WARN);
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;

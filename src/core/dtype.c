@@ -62,10 +62,12 @@ void dtype_to_f32(float *dst, const void *src, DType t, int64_t n) {
     switch (t) {
     case DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
     case DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = fp16_to_f32(((const uint16_t *)src)[i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = fp16_to_f32(((const uint16_t *)src)[i]);
         break;
     case DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(((const uint16_t *)src)[i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = bf16_to_f32(((const uint16_t *)src)[i]);
         break;
     default: CHECK_MSG(0, "bad dtype %d", (int)t);
     }
@@ -75,10 +77,12 @@ void dtype_from_f32(void *dst, const float *src, DType t, int64_t n) {
     switch (t) {
     case DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
     case DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = f32_to_fp16(src[i]);
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = f32_to_fp16(src[i]);
         break;
     case DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = f32_to_bf16(src[i]);
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = f32_to_bf16(src[i]);
         break;
     default: CHECK_MSG(0, "bad dtype %d", (int)t);
     }

@@ -40,7 +40,7 @@ static inline float bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h <
 static inline uint16_t f32_to_bf16(float f) {
     uint32_t u = f32_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); // quiet NaN
-    u += 0x7fffu + ((u >> 16) & 1);                                          // round to nearest even
+    u += 0x7fffu + ((u >> 16) & 1); // round to nearest even
     return (uint16_t)(u >> 16);
 }
 

@@ -98,7 +98,8 @@ Status atomic_file_commit(AtomicFile *af) {
     int bad = ferror(af->f) || fflush(af->f) != 0 || fsync(fileno(af->f)) != 0;
     bad |= fclose(af->f) != 0;
     af->f = NULL;
-    if (bad) s = fail(STATUS_ERR_IO, "cannot write '%s': %s", af->path, strerror(errno));
+    if (bad)
+        s = fail(STATUS_ERR_IO, "cannot write '%s': %s", af->path, strerror(errno));
     else if (rename(af->tmp_path, af->path) != 0)
         s = fail(STATUS_ERR_IO, "cannot rename '%s' to '%s': %s", af->tmp_path, af->path,
                  strerror(errno));

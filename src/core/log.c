@@ -33,8 +33,10 @@ static void fmt_duration(char *buf, size_t n, double s) {
         return;
     }
     int t = (int)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%d:%02d:%02d", t / 3600, (t / 60) % 60, t % 60);
-    else snprintf(buf, n, "%02d:%02d", t / 60, t % 60);
+    if (t >= 3600)
+        snprintf(buf, n, "%d:%02d:%02d", t / 3600, (t / 60) % 60, t % 60);
+    else
+        snprintf(buf, n, "%02d:%02d", t / 60, t % 60);
 }
 
 void progress_init(Progress *p, const char *label, int64_t total) {
@@ -53,8 +55,8 @@ static void progress_print(Progress *p, int64_t done, const char *extra, int fin
     fmt_duration(se, sizeof se, final ? el : eta);
     fmt_duration(sl, sizeof sl, el);
     double pct = p->total > 0 ? 100.0 * (double)done / (double)p->total : 0;
-    fprintf(stderr, "%s%s %lld/%lld %5.1f%% %.1f/s %s %s %s%s", p->is_tty ? "\r\033[K" : "", p->label,
-            (long long)done, (long long)p->total, pct, rate, final ? "took" : "eta",
+    fprintf(stderr, "%s%s %lld/%lld %5.1f%% %.1f/s %s %s %s%s", p->is_tty ? "\r\033[K" : "",
+            p->label, (long long)done, (long long)p->total, pct, rate, final ? "took" : "eta",
             final ? sl : se, extra ? extra : "", (p->is_tty && !final) ? "" : "\n");
     fflush(stderr);
 }

@@ -16,12 +16,12 @@
 
 typedef enum {
     STATUS_OK = 0,
-    STATUS_ERR_IO,      // cannot open/read/write a file or socket
-    STATUS_ERR_FORMAT,  // malformed or unsupported input data
-    STATUS_ERR_NOMEM,   // a large allocation failed
-    STATUS_ERR_ARG,     // an invalid argument reached the library
-    STATUS_ERR_DEVICE,  // accelerator failure
-    STATUS_ERR_NUMERIC, // NaN/Inf or a factorisation that failed
+    STATUS_ERR_IO,          // cannot open/read/write a file or socket
+    STATUS_ERR_FORMAT,      // malformed or unsupported input data
+    STATUS_ERR_NOMEM,       // a large allocation failed
+    STATUS_ERR_ARG,         // an invalid argument reached the library
+    STATUS_ERR_DEVICE,      // accelerator failure
+    STATUS_ERR_NUMERIC,     // NaN/Inf or a factorisation that failed
     STATUS_ERR_UNSUPPORTED, // valid input that edgeforge does not handle
     STATUS_COUNT
 } Status;

@@ -8,7 +8,8 @@
 void strbuf_put(StrBuf *b, const void *s, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
+        while (cap < b->n + n + 1)
+            cap *= 2;
         b->p = xrealloc(b->p, cap);
         b->cap = cap;
     }

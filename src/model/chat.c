@@ -15,8 +15,6 @@
 static const char SMOLLM_SYSTEM[] =
     "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
-
-
 // Length of a Unicode White_Space character (what Python's str.strip() removes) at
 // s[0..n), 0 if none.
 static int ws_len(const unsigned char *s, size_t n) {
@@ -71,7 +69,8 @@ static ChatTemplate chat_pick(const Tokenizer *t) {
     return CHAT_TEMPLATE_COUNT;
 }
 
-static Status render_chatml(const Tokenizer *t, const ChatMessage *msgs, int n, bool gen, StrBuf *o) {
+static Status render_chatml(const Tokenizer *t, const ChatMessage *msgs, int n, bool gen,
+                            StrBuf *o) {
     const char *tmpl = t ? tokenizer_chat_template(t) : NULL;
     bool smol_default = tmpl && strstr(tmpl, SMOLLM_SYSTEM) != NULL;
     for (int i = 0; i < n; i++) {
@@ -174,11 +173,11 @@ char *alpaca_render(const char *instruction, const char *input) {
     bool has_input = input && *input;
     if (has_input)
         strbuf_puts(&o, "Below is an instruction that describes a task, paired with an input that "
-                    "provides further context. Write a response that appropriately completes "
-                    "the request.\n\n### Instruction:\n");
+                        "provides further context. Write a response that appropriately completes "
+                        "the request.\n\n### Instruction:\n");
     else
         strbuf_puts(&o, "Below is an instruction that describes a task. Write a response that "
-                    "appropriately completes the request.\n\n### Instruction:\n");
+                        "appropriately completes the request.\n\n### Instruction:\n");
     strbuf_puts(&o, instruction ? instruction : "");
     if (has_input) {
         strbuf_puts(&o, "\n\n### Input:\n");

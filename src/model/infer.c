@@ -63,8 +63,10 @@ static float *alloc_f32(size_t n, Status *s) {
     size_t bytes = (n ? n : 1) * sizeof(float);
     bytes = (bytes + 63) / 64 * 64;
     float *p = aligned_alloc(64, bytes);
-    if (!p) *s = fail(STATUS_ERR_NOMEM, "cannot allocate %zu bytes of inference buffers", bytes);
-    else memset(p, 0, bytes);
+    if (!p)
+        *s = fail(STATUS_ERR_NOMEM, "cannot allocate %zu bytes of inference buffers", bytes);
+    else
+        memset(p, 0, bytes);
     return p;
 }
 
@@ -73,7 +75,8 @@ static size_t infer_gptq_scratch_floats(const Model *m) {
     size_t n = 0;
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const LlamaLayer *ly = &m->layers[l];
-        const Tensor *ts[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+        const Tensor *ts[] = {&ly->wq,     &ly->wk,   &ly->wv,    &ly->wo,
+                              &ly->w_gate, &ly->w_up, &ly->w_down};
         for (size_t i = 0; i < ARRAY_LEN(ts); i++)
             if (ts[i]->gptq) n = MAX(n, qmatmul_scratch_floats(ts[i]->gptq));
     }
@@ -83,7 +86,8 @@ static size_t infer_gptq_scratch_floats(const Model *m) {
 static Status infer_check_model(const Model *m) {
     const LlamaConfig *c = &m->cfg;
     if (!m->tok_emb.data || !m->lm_head.data || !m->final_norm.data || !m->layers)
-        return fail(STATUS_ERR_FORMAT, "model '%s' is missing the embedding, classifier or final norm",
+        return fail(STATUS_ERR_FORMAT,
+                    "model '%s' is missing the embedding, classifier or final norm",
                     m->source ? m->source : "?");
     for (int l = 0; l < c->n_layers; l++) {
         const LlamaLayer *ly = &m->layers[l];
@@ -134,8 +138,8 @@ Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
     st->u = alloc_f32((size_t)(Tb * F), &s);
     st->y = alloc_f32((size_t)(Tb * MAX(MAX(D, F), QD)), &s);
     st->att_scratch = alloc_f32(ops_attention_scratch_floats(o.max_ctx, st->n_threads), &s);
-    st->mm_scratch = alloc_f32(MAX(ops_matmul_scratch_floats((int)MAX(MAX(D, F), QD)),
-                                   infer_gptq_scratch_floats(m)), &s);
+    st->mm_scratch = alloc_f32(
+        MAX(ops_matmul_scratch_floats((int)MAX(MAX(D, F), QD)), infer_gptq_scratch_floats(m)), &s);
     st->rope_cos = alloc_f32((size_t)o.max_ctx * (size_t)(HD / 2), &s);
     st->rope_sin = alloc_f32((size_t)o.max_ctx * (size_t)(HD / 2), &s);
     if (s != STATUS_OK) {
@@ -163,9 +167,11 @@ Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
 }
 
 void infer_release(InferState *st) {
-    float *bufs[] = {st->k_cache, st->v_cache, st->x, st->xn, st->q, st->att, st->k, st->v,
-                     st->g, st->u, st->y, st->att_scratch, st->mm_scratch, st->rope_cos, st->rope_sin};
-    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) free(bufs[i]);
+    float *bufs[] = {st->k_cache, st->v_cache,     st->x,          st->xn,       st->q,
+                     st->att,     st->k,           st->v,          st->g,        st->u,
+                     st->y,       st->att_scratch, st->mm_scratch, st->rope_cos, st->rope_sin};
+    for (size_t i = 0; i < ARRAY_LEN(bufs); i++)
+        free(bufs[i]);
     free(st->seq_len);
     free(st->lens_buf);
     free(st->pos_buf);
@@ -205,19 +211,24 @@ static void cache_store(InferState *st, int layer, const int32_t *seq, const int
             size_t head = (size_t)h * (size_t)ctx * (size_t)HD;
             size_t src = ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
             // keys transposed (HD, ctx): the scores of consecutive positions are contiguous
-            for (int i = 0; i < HD; i++) kb[head + (size_t)i * (size_t)ctx + (size_t)pos[t]] = st->k[src + (size_t)i];
-            memcpy(vb + head + (size_t)pos[t] * (size_t)HD, st->v + src, (size_t)HD * sizeof(float));
+            for (int i = 0; i < HD; i++)
+                kb[head + (size_t)i * (size_t)ctx + (size_t)pos[t]] = st->k[src + (size_t)i];
+            memcpy(vb + head + (size_t)pos[t] * (size_t)HD, st->v + src,
+                   (size_t)HD * sizeof(float));
         }
         st->kseq[t] = kb;
         st->vseq[t] = vb;
     }
 }
 
-static void linear(InferState *st, float *y, const float *x, const Tensor *w, const Tensor *b, int T) {
+static void linear(InferState *st, float *y, const float *x, const Tensor *w, const Tensor *b,
+                   int T) {
     int N = (int)w->shape[0], K = (int)w->shape[1];
     // GPTQ w4a16: fused dequantizing GEMV for decode, dequantize + sgemm for prefill
-    if (w->gptq) qmatmul(y, x, T, w->gptq, st->mm_scratch);
-    else ops_matmul(y, x, w->data, w->dtype, T, K, N, st->mm_scratch);
+    if (w->gptq)
+        qmatmul(y, x, T, w->gptq, st->mm_scratch);
+    else
+        ops_matmul(y, x, w->data, w->dtype, T, K, N, st->mm_scratch);
     if (b && b->data) ops_add_bias(y, b->data, b->dtype, T, N);
 }
 
@@ -227,16 +238,25 @@ static void attention_block(InferState *st, int l, const int32_t *seq, const int
     int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim;
     ops_rmsnorm(st->xn, st->x, ly->attn_norm.data, ly->attn_norm.dtype, T, D, c->norm_eps);
     if (st->on_linear_input)
-        for (int i = 0; i < 3; i++) st->on_linear_input(st->on_linear_user, l, i, st->xn, T, D);
+        for (int i = 0; i < 3; i++)
+            st->on_linear_input(st->on_linear_user, l, i, st->xn, T, D);
     linear(st, st->q, st->xn, &ly->wq, &ly->bq, T);
     linear(st, st->k, st->xn, &ly->wk, &ly->bk, T);
     linear(st, st->v, st->xn, &ly->wv, &ly->bv, T);
     ops_rope(st->q, T, H, HD, pos, st->rope_cos, st->rope_sin);
     ops_rope(st->k, T, KVH, HD, pos, st->rope_cos, st->rope_sin);
     cache_store(st, l, seq, pos, T);
-    OpsAttnArgs a = {.T = T, .H = H, .KVH = KVH, .HD = HD, .ctx = st->ctx_stride, .pos = pos, .k_seq = st->kseq,
-                     .v_seq = st->vseq, .kv_head_stride = (int64_t)st->ctx_stride * HD,
-                     .scale = 1.0f / sqrtf((float)HD), .n_threads = st->n_threads};
+    OpsAttnArgs a = {.T = T,
+                     .H = H,
+                     .KVH = KVH,
+                     .HD = HD,
+                     .ctx = st->ctx_stride,
+                     .pos = pos,
+                     .k_seq = st->kseq,
+                     .v_seq = st->vseq,
+                     .kv_head_stride = (int64_t)st->ctx_stride * HD,
+                     .scale = 1.0f / sqrtf((float)HD),
+                     .n_threads = st->n_threads};
     ops_attention(st->att, st->q, &a, st->att_scratch);
     if (st->on_linear_input) st->on_linear_input(st->on_linear_user, l, 3, st->att, T, H * HD);
     linear(st, st->y, st->att, &ly->wo, NULL, T);
@@ -249,12 +269,12 @@ static void mlp_block(InferState *st, int l, int T) {
     int D = c->dim;
     ops_rmsnorm(st->xn, st->x, ly->ffn_norm.data, ly->ffn_norm.dtype, T, D, c->norm_eps);
     if (st->on_linear_input)
-        for (int i = 4; i < 6; i++) st->on_linear_input(st->on_linear_user, l, i, st->xn, T, D);
+        for (int i = 4; i < 6; i++)
+            st->on_linear_input(st->on_linear_user, l, i, st->xn, T, D);
     linear(st, st->g, st->xn, &ly->w_gate, NULL, T);
     linear(st, st->u, st->xn, &ly->w_up, NULL, T);
     ops_swiglu(st->g, st->g, st->u, (int64_t)T * c->hidden_dim);
-    if (st->on_linear_input)
-        st->on_linear_input(st->on_linear_user, l, 6, st->g, T, c->hidden_dim);
+    if (st->on_linear_input) st->on_linear_input(st->on_linear_user, l, 6, st->g, T, c->hidden_dim);
     linear(st, st->y, st->g, &ly->w_down, NULL, T);
     ops_add(st->x, st->y, (int64_t)T * D);
 }
@@ -274,7 +294,9 @@ static int forward_chunk(InferState *st, const int32_t *tokens, const int32_t *s
     int nr = 0;
     for (int t = 0; t < T; t++) {
         if (want && !want[t]) continue;
-        if (nr != t) memcpy(st->x + (size_t)nr * (size_t)D, st->x + (size_t)t * (size_t)D, (size_t)D * sizeof(float));
+        if (nr != t)
+            memcpy(st->x + (size_t)nr * (size_t)D, st->x + (size_t)t * (size_t)D,
+                   (size_t)D * sizeof(float));
         nr++;
     }
     if (nr == 0) return 0;
@@ -292,18 +314,23 @@ static Status validate_batch(const InferState *st, const InferBatch *b) {
     for (int i = 0; i < b->n; i++) {
         int32_t tok = b->tokens[i], s = b->seq ? b->seq[i] : 0;
         if (tok < 0 || tok >= c->vocab_size)
-            return fail(STATUS_ERR_ARG, "token id %d at batch index %d is outside the vocabulary (0..%d)",
-                        tok, i, c->vocab_size - 1);
+            return fail(STATUS_ERR_ARG,
+                        "token id %d at batch index %d is outside the vocabulary (0..%d)", tok, i,
+                        c->vocab_size - 1);
         if (s < 0 || s >= st->opt.max_seqs)
             return fail(STATUS_ERR_ARG, "sequence id %d at batch index %d is outside 0..%d", s, i,
                         st->opt.max_seqs - 1);
         int p = b->pos ? b->pos[i] : lens[s];
         if (p != lens[s])
-            return fail(STATUS_ERR_ARG, "position %d of sequence %d at batch index %d: expected %d "
-                        "(tokens of a sequence must be appended in order)", p, s, i, lens[s]);
+            return fail(STATUS_ERR_ARG,
+                        "position %d of sequence %d at batch index %d: expected %d "
+                        "(tokens of a sequence must be appended in order)",
+                        p, s, i, lens[s]);
         if (p >= st->opt.max_ctx)
-            return fail(STATUS_ERR_ARG, "sequence %d is full: position %d does not fit the context "
-                        "of %d tokens", s, p, st->opt.max_ctx);
+            return fail(STATUS_ERR_ARG,
+                        "sequence %d is full: position %d does not fit the context "
+                        "of %d tokens",
+                        s, p, st->opt.max_ctx);
         lens[s] = p + 1;
     }
     return STATUS_OK;
@@ -312,7 +339,8 @@ static Status validate_batch(const InferState *st, const InferBatch *b) {
 // Runs T tokens whose sequence ids and want-flags the caller put in seq_buf/want_buf;
 // assigns positions from the cache lengths. Returns the number of logits rows written.
 static int run_chunk(InferState *st, const int32_t *tokens, int T, float *logits) {
-    for (int t = 0; t < T; t++) st->pos_buf[t] = st->seq_len[st->seq_buf[t]]++;
+    for (int t = 0; t < T; t++)
+        st->pos_buf[t] = st->seq_len[st->seq_buf[t]]++;
     return forward_chunk(st, tokens, st->seq_buf, st->pos_buf, st->want_buf, T, logits);
 }
 
@@ -338,8 +366,10 @@ Status infer_prefill(InferState *st, int seq, const int32_t *tokens, int n, floa
         return fail(STATUS_ERR_ARG, "sequence id %d is outside 0..%d", seq, st->opt.max_seqs - 1);
     if (n <= 0) return fail(STATUS_ERR_ARG, "no tokens to process");
     if (n > st->opt.max_ctx - st->seq_len[seq])
-        return fail(STATUS_ERR_ARG, "%d tokens do not fit the context of %d tokens (sequence %d "
-                    "already holds %d)", n, st->opt.max_ctx, seq, st->seq_len[seq]);
+        return fail(STATUS_ERR_ARG,
+                    "%d tokens do not fit the context of %d tokens (sequence %d "
+                    "already holds %d)",
+                    n, st->opt.max_ctx, seq, st->seq_len[seq]);
     const LlamaConfig *c = &st->m->cfg;
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
@@ -368,13 +398,15 @@ static Status convert_tensor(Model *m, Tensor *t, DType dt) {
     int64_t n = tensor_numel(t);
     void *dst = model_alloc(m, (size_t)n * dtype_size(dt));
     if (!dst) return fail_context(STATUS_ERR_NOMEM, "converting weights to %s", dtype_name(dt));
-    if (t->dtype == DTYPE_F32) dtype_from_f32(dst, t->data, dt, n);
+    if (t->dtype == DTYPE_F32)
+        dtype_from_f32(dst, t->data, dt, n);
     else {
         // 16-bit -> other: widen in blocks through a small buffer
         float buf[4096];
         for (int64_t i = 0; i < n; i += 4096) {
             int64_t k = MIN((int64_t)4096, n - i);
-            dtype_to_f32(buf, (const unsigned char *)t->data + (size_t)i * dtype_size(t->dtype), t->dtype, k);
+            dtype_to_f32(buf, (const unsigned char *)t->data + (size_t)i * dtype_size(t->dtype),
+                         t->dtype, k);
             dtype_from_f32((unsigned char *)dst + (size_t)i * dtype_size(dt), buf, dt, k);
         }
     }
@@ -384,17 +416,21 @@ static Status convert_tensor(Model *m, Tensor *t, DType dt) {
 }
 
 Status infer_convert_weights(Model *m, DType dt) {
-    if (dt < 0 || dt >= DTYPE_COUNT) return fail(STATUS_ERR_ARG, "unknown weight dtype %d", (int)dt);
+    if (dt < 0 || dt >= DTYPE_COUNT)
+        return fail(STATUS_ERR_ARG, "unknown weight dtype %d", (int)dt);
     bool tied = m->lm_head.data == m->tok_emb.data;
     Status s = convert_tensor(m, &m->tok_emb, dt);
     if (s == STATUS_OK) {
-        if (tied) m->lm_head = m->tok_emb;
-        else s = convert_tensor(m, &m->lm_head, dt);
+        if (tied)
+            m->lm_head = m->tok_emb;
+        else
+            s = convert_tensor(m, &m->lm_head, dt);
     }
     for (int l = 0; l < m->cfg.n_layers && s == STATUS_OK; l++) {
         LlamaLayer *ly = &m->layers[l];
         Tensor *ts[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
-        for (size_t i = 0; i < ARRAY_LEN(ts) && s == STATUS_OK; i++) s = convert_tensor(m, ts[i], dt);
+        for (size_t i = 0; i < ARRAY_LEN(ts) && s == STATUS_OK; i++)
+            s = convert_tensor(m, ts[i], dt);
     }
     return s;
 }

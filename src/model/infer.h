@@ -37,10 +37,10 @@
 #include "model/llama.h"
 
 typedef struct {
-    int max_seqs;   // sequences with their own KV cache (>= 1)
-    int max_ctx;    // positions per sequence; 0: the model's max_seq_len capped at 4096
-    int max_batch;  // tokens per internal chunk of infer_forward (>= 1)
-    int n_threads;  // OpenMP threads the attention scratch is planned for; 0: omp max
+    int max_seqs;  // sequences with their own KV cache (>= 1)
+    int max_ctx;   // positions per sequence; 0: the model's max_seq_len capped at 4096
+    int max_batch; // tokens per internal chunk of infer_forward (>= 1)
+    int n_threads; // OpenMP threads the attention scratch is planned for; 0: omp max
 } InferOptions;
 
 InferOptions infer_options_default(void);
@@ -53,17 +53,17 @@ typedef struct {
     float *k_cache, *v_cache; // keys (S, L, KVH, HD, ctx) transposed; values (S, L, KVH, ctx, HD)
     int *seq_len;             // (S) positions filled
     // activations of one chunk (Tb = max_batch)
-    float *x, *xn;            // (Tb, D)
-    float *q, *att;           // (Tb, H*HD)
-    float *k, *v;             // (Tb, KVH*HD)
-    float *g, *u;             // (Tb, F)
-    float *y;                 // (Tb, max(D, F, H*HD))
-    float *att_scratch;       // ops_attention_scratch_floats(ctx, n_threads)
-    float *mm_scratch;        // ops_matmul_scratch_floats(max K)
+    float *x, *xn;              // (Tb, D)
+    float *q, *att;             // (Tb, H*HD)
+    float *k, *v;               // (Tb, KVH*HD)
+    float *g, *u;               // (Tb, F)
+    float *y;                   // (Tb, max(D, F, H*HD))
+    float *att_scratch;         // ops_attention_scratch_floats(ctx, n_threads)
+    float *mm_scratch;          // ops_matmul_scratch_floats(max K)
     float *rope_cos, *rope_sin; // (ctx, HD/2)
-    int *lens_buf;            // (S) validation copy of seq_len
+    int *lens_buf;              // (S) validation copy of seq_len
     int32_t *pos_buf, *seq_buf; // (Tb) positions and sequence ids of a chunk
-    uint8_t *want_buf;        // (Tb) rows of a chunk that get logits
+    uint8_t *want_buf;          // (Tb) rows of a chunk that get logits
     const float **kseq, **vseq; // (Tb)
     // Optional observer of every decoder linear's input (analysis: edgeforge analyze).
     // When non-NULL, called per chunk before each linear with the layer, the linear's

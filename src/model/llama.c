@@ -35,8 +35,10 @@ void *model_alloc(Model *m, size_t n) {
 }
 
 void model_release(Model *m) {
-    for (int i = 0; i < m->n_files; i++) mapped_file_close(&m->files[i]);
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    for (int i = 0; i < m->n_files; i++)
+        mapped_file_close(&m->files[i]);
+    for (int i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
     free(m->owned);
     free(m->layers);
     free(m->source);
@@ -53,17 +55,21 @@ Status llama_config_validate(LlamaConfig *c, const char *what) {
                     what, c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->vocab_size);
     if (c->n_kv_heads <= 0) c->n_kv_heads = c->n_heads;
     if (c->n_heads % c->n_kv_heads != 0)
-        return fail(STATUS_ERR_FORMAT, "bad model configuration in '%s': n_heads %d is not a multiple of n_kv_heads %d",
-                    what, c->n_heads, c->n_kv_heads);
+        return fail(
+            STATUS_ERR_FORMAT,
+            "bad model configuration in '%s': n_heads %d is not a multiple of n_kv_heads %d", what,
+            c->n_heads, c->n_kv_heads);
     if (c->head_dim <= 0) {
         if (c->dim % c->n_heads != 0)
-            return fail(STATUS_ERR_FORMAT, "bad model configuration in '%s': dim %d not divisible by n_heads %d",
-                        what, c->dim, c->n_heads);
+            return fail(STATUS_ERR_FORMAT,
+                        "bad model configuration in '%s': dim %d not divisible by n_heads %d", what,
+                        c->dim, c->n_heads);
         c->head_dim = c->dim / c->n_heads;
     }
     if (c->head_dim % 2 != 0)
-        return fail(STATUS_ERR_FORMAT, "bad model configuration in '%s': head_dim %d must be even for RoPE",
-                    what, c->head_dim);
+        return fail(STATUS_ERR_FORMAT,
+                    "bad model configuration in '%s': head_dim %d must be even for RoPE", what,
+                    c->head_dim);
     // limits that keep every size computation far from overflow
     if (c->dim > (1 << 16) || c->hidden_dim > (1 << 18) || c->n_layers > 1024 ||
         c->n_heads > 1024 || c->head_dim > 4096 || c->vocab_size > (1 << 22))
@@ -72,7 +78,8 @@ Status llama_config_validate(LlamaConfig *c, const char *what) {
     if (c->norm_eps <= 0) c->norm_eps = 1e-5f;
     if (c->max_seq_len <= 0) c->max_seq_len = 2048;
     if (!isfinite(c->rope_theta) || !isfinite(c->norm_eps))
-        return fail(STATUS_ERR_FORMAT, "bad model configuration in '%s': non-finite rope theta or eps", what);
+        return fail(STATUS_ERR_FORMAT,
+                    "bad model configuration in '%s': non-finite rope theta or eps", what);
     if (c->rope_scaling == ROPE_SCALING_LLAMA3 &&
         (c->rope_factor <= 0 || c->rope_low_freq_factor <= 0 ||
          c->rope_high_freq_factor <= c->rope_low_freq_factor || c->rope_orig_max_pos <= 0))
@@ -85,8 +92,9 @@ int64_t model_param_count(const Model *m) {
     if (!m->cfg.tied_embeddings) n += tensor_numel(&m->lm_head);
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const LlamaLayer *ly = &m->layers[l];
-        const Tensor *ts[] = {&ly->attn_norm, &ly->wq, &ly->wk, &ly->wv, &ly->bq,   &ly->bk,
-                              &ly->bv,        &ly->wo, &ly->ffn_norm, &ly->w_gate, &ly->w_up, &ly->w_down};
+        const Tensor *ts[] = {&ly->attn_norm, &ly->wq,     &ly->wk,   &ly->wv,
+                              &ly->bq,        &ly->bk,     &ly->bv,   &ly->wo,
+                              &ly->ffn_norm,  &ly->w_gate, &ly->w_up, &ly->w_down};
         for (size_t i = 0; i < ARRAY_LEN(ts); i++)
             if (ts[i]->data) n += tensor_numel(ts[i]);
     }
@@ -144,7 +152,8 @@ static uint64_t llama2c_legacy_floats(const LlamaConfig *c, bool shared) {
     return n;
 }
 
-static Status llama2c_read_config(LlamaConfig *c, const int32_t *h, const char *path, bool *shared) {
+static Status llama2c_read_config(LlamaConfig *c, const int32_t *h, const char *path,
+                                  bool *shared) {
     memset(c, 0, sizeof *c);
     snprintf(c->arch, sizeof c->arch, "llama");
     c->dim = h[0];
@@ -178,32 +187,45 @@ static Status llama2c_load_legacy(Model *m, const MappedFile *mf) {
     if (s != STATUS_OK) return s;
     const LlamaConfig *c = &m->cfg;
     if (c->max_seq_len > (1 << 24))
-        return fail(STATUS_ERR_FORMAT, "bad llama2.c header in '%s': seq_len %d out of range", mf->path, c->max_seq_len);
+        return fail(STATUS_ERR_FORMAT, "bad llama2.c header in '%s': seq_len %d out of range",
+                    mf->path, c->max_seq_len);
     uint64_t want = 28 + 4 * llama2c_legacy_floats(c, shared);
     if (mf->size != want)
-        return fail(STATUS_ERR_FORMAT,
-                    "'%s' is %zu bytes but its llama2.c header (dim=%d layers=%d vocab=%d) implies %llu "
-                    "(truncated or not a llama2.c checkpoint)",
-                    mf->path, mf->size, c->dim, c->n_layers, c->vocab_size, (unsigned long long)want);
+        return fail(
+            STATUS_ERR_FORMAT,
+            "'%s' is %zu bytes but its llama2.c header (dim=%d layers=%d vocab=%d) implies %llu "
+            "(truncated or not a llama2.c checkpoint)",
+            mf->path, mf->size, c->dim, c->n_layers, c->vocab_size, (unsigned long long)want);
     if ((s = llama2c_alloc_layers(m)) != STATUS_OK) return s;
     int64_t D = c->dim, F = c->hidden_dim, V = c->vocab_size, HD = c->head_dim;
     int64_t QD = c->n_heads * HD, KD = c->n_kv_heads * HD;
     const float *p = (const float *)(mf->data + 28);
     take_f32(&m->tok_emb, &p, V, D);
     // per-kind arrays, each covering all layers
-    for (int l = 0; l < c->n_layers; l++) take_f32(&m->layers[l].attn_norm, &p, D, 0);
-    for (int l = 0; l < c->n_layers; l++) take_f32(&m->layers[l].wq, &p, QD, D);
-    for (int l = 0; l < c->n_layers; l++) take_f32(&m->layers[l].wk, &p, KD, D);
-    for (int l = 0; l < c->n_layers; l++) take_f32(&m->layers[l].wv, &p, KD, D);
-    for (int l = 0; l < c->n_layers; l++) take_f32(&m->layers[l].wo, &p, D, QD);
-    for (int l = 0; l < c->n_layers; l++) take_f32(&m->layers[l].ffn_norm, &p, D, 0);
-    for (int l = 0; l < c->n_layers; l++) take_f32(&m->layers[l].w_gate, &p, F, D);
-    for (int l = 0; l < c->n_layers; l++) take_f32(&m->layers[l].w_down, &p, D, F);
-    for (int l = 0; l < c->n_layers; l++) take_f32(&m->layers[l].w_up, &p, F, D);
+    for (int l = 0; l < c->n_layers; l++)
+        take_f32(&m->layers[l].attn_norm, &p, D, 0);
+    for (int l = 0; l < c->n_layers; l++)
+        take_f32(&m->layers[l].wq, &p, QD, D);
+    for (int l = 0; l < c->n_layers; l++)
+        take_f32(&m->layers[l].wk, &p, KD, D);
+    for (int l = 0; l < c->n_layers; l++)
+        take_f32(&m->layers[l].wv, &p, KD, D);
+    for (int l = 0; l < c->n_layers; l++)
+        take_f32(&m->layers[l].wo, &p, D, QD);
+    for (int l = 0; l < c->n_layers; l++)
+        take_f32(&m->layers[l].ffn_norm, &p, D, 0);
+    for (int l = 0; l < c->n_layers; l++)
+        take_f32(&m->layers[l].w_gate, &p, F, D);
+    for (int l = 0; l < c->n_layers; l++)
+        take_f32(&m->layers[l].w_down, &p, D, F);
+    for (int l = 0; l < c->n_layers; l++)
+        take_f32(&m->layers[l].w_up, &p, F, D);
     take_f32(&m->final_norm, &p, D, 0);
     p += c->max_seq_len * HD; // skip the precomputed freq_cis tables (recomputed at run time)
-    if (shared) m->lm_head = m->tok_emb;
-    else take_f32(&m->lm_head, &p, V, D);
+    if (shared)
+        m->lm_head = m->tok_emb;
+    else
+        take_f32(&m->lm_head, &p, V, D);
     return STATUS_OK;
 }
 
@@ -218,12 +240,16 @@ static Status llama2c_take_v12(Model *m, const MappedFile *mf, int version, int 
 // Version 1 (fp32) and version 2 (Q8_0 groups) files of llama2.c export.py.
 static Status llama2c_load_v12(Model *m, const MappedFile *mf) {
     const unsigned char *d = mf->data;
-    if (mf->size < 256) return fail(STATUS_ERR_FORMAT, "'%s' is truncated: llama2.c header needs 256 bytes", mf->path);
+    if (mf->size < 256)
+        return fail(STATUS_ERR_FORMAT, "'%s' is truncated: llama2.c header needs 256 bytes",
+                    mf->path);
     int32_t version, h[7], gs = 0;
     memcpy(&version, d + 4, 4);
     memcpy(h, d + 8, 28);
     if (version != 1 && version != 2)
-        return fail(STATUS_ERR_UNSUPPORTED, "'%s': llama2.c checkpoint version %d is not supported (1 or 2)", mf->path, version);
+        return fail(STATUS_ERR_UNSUPPORTED,
+                    "'%s': llama2.c checkpoint version %d is not supported (1 or 2)", mf->path,
+                    version);
     bool shared = d[36] != 0, dummy;
     // export.py writes a positive vocab_size; tolerate a negative one (INT32_MIN has no
     // positive twin: llama2c_read_config rejects it as vocab 0)
@@ -244,17 +270,26 @@ static Status llama2c_load_v12(Model *m, const MappedFile *mf) {
     MatSlot *mats = xmalloc((size_t)(8 * L + 2) * sizeof *mats);
     Tensor **norms = xmalloc((size_t)(2 * L + 1) * sizeof *norms);
     int nm = 0, nn = 0;
-    for (int l = 0; l < L; l++) norms[nn++] = &m->layers[l].attn_norm;
-    for (int l = 0; l < L; l++) norms[nn++] = &m->layers[l].ffn_norm;
+    for (int l = 0; l < L; l++)
+        norms[nn++] = &m->layers[l].attn_norm;
+    for (int l = 0; l < L; l++)
+        norms[nn++] = &m->layers[l].ffn_norm;
     norms[nn++] = &m->final_norm;
     mats[nm++] = (MatSlot){&m->tok_emb, V, D};
-    for (int l = 0; l < L; l++) mats[nm++] = (MatSlot){&m->layers[l].wq, QD, D};
-    for (int l = 0; l < L; l++) mats[nm++] = (MatSlot){&m->layers[l].wk, KD, D};
-    for (int l = 0; l < L; l++) mats[nm++] = (MatSlot){&m->layers[l].wv, KD, D};
-    for (int l = 0; l < L; l++) mats[nm++] = (MatSlot){&m->layers[l].wo, D, QD};
-    for (int l = 0; l < L; l++) mats[nm++] = (MatSlot){&m->layers[l].w_gate, F, D};
-    for (int l = 0; l < L; l++) mats[nm++] = (MatSlot){&m->layers[l].w_down, D, F};
-    for (int l = 0; l < L; l++) mats[nm++] = (MatSlot){&m->layers[l].w_up, F, D};
+    for (int l = 0; l < L; l++)
+        mats[nm++] = (MatSlot){&m->layers[l].wq, QD, D};
+    for (int l = 0; l < L; l++)
+        mats[nm++] = (MatSlot){&m->layers[l].wk, KD, D};
+    for (int l = 0; l < L; l++)
+        mats[nm++] = (MatSlot){&m->layers[l].wv, KD, D};
+    for (int l = 0; l < L; l++)
+        mats[nm++] = (MatSlot){&m->layers[l].wo, D, QD};
+    for (int l = 0; l < L; l++)
+        mats[nm++] = (MatSlot){&m->layers[l].w_gate, F, D};
+    for (int l = 0; l < L; l++)
+        mats[nm++] = (MatSlot){&m->layers[l].w_down, D, F};
+    for (int l = 0; l < L; l++)
+        mats[nm++] = (MatSlot){&m->layers[l].w_up, F, D};
     if (!shared) mats[nm++] = (MatSlot){&m->lm_head, V, D};
     s = llama2c_take_v12(m, mf, version, gs, mats, nm, norms, nn);
     free(mats);
@@ -271,16 +306,22 @@ static Status llama2c_take_v12(Model *m, const MappedFile *mf, int version, int 
     uint64_t need = 256 + (uint64_t)(nn - 1) * (uint64_t)D * 4 + (uint64_t)D * 4;
     for (int i = 0; i < nm; i++) {
         uint64_t n = (uint64_t)mats[i].rows * (uint64_t)mats[i].cols;
-        if (version == 1) need += 4 * n;
+        if (version == 1)
+            need += 4 * n;
         else {
-            if (n % (uint64_t)gs) return fail(STATUS_ERR_FORMAT, "'%s': tensor size %llu not a multiple of group size %d", mf->path, (unsigned long long)n, gs);
+            if (n % (uint64_t)gs)
+                return fail(STATUS_ERR_FORMAT,
+                            "'%s': tensor size %llu not a multiple of group size %d", mf->path,
+                            (unsigned long long)n, gs);
             need += n + 4 * (n / (uint64_t)gs);
         }
     }
     if (mf->size < need)
-        return fail(STATUS_ERR_FORMAT, "'%s' is truncated: %zu bytes, header implies at least %llu", mf->path, mf->size, (unsigned long long)need);
+        return fail(STATUS_ERR_FORMAT, "'%s' is truncated: %zu bytes, header implies at least %llu",
+                    mf->path, mf->size, (unsigned long long)need);
     const float *p = (const float *)(d + 256);
-    for (int i = 0; i < nn; i++) take_f32(norms[i], &p, D, 0);
+    for (int i = 0; i < nn; i++)
+        take_f32(norms[i], &p, D, 0);
     const unsigned char *q = (const unsigned char *)p;
     for (int i = 0; i < nm; i++) {
         int64_t n = mats[i].rows * mats[i].cols;
@@ -301,7 +342,8 @@ static Status llama2c_take_v12(Model *m, const MappedFile *mf, int version, int 
         }
         q += n + 4 * (n / gs);
         Tensor *t = mats[i].t;
-        *t = (Tensor){.dtype = DTYPE_F32, .ndim = 2, .shape = {mats[i].rows, mats[i].cols}, .data = w};
+        *t = (Tensor){
+            .dtype = DTYPE_F32, .ndim = 2, .shape = {mats[i].rows, mats[i].cols}, .data = w};
     }
     return STATUS_OK;
 }
@@ -313,7 +355,8 @@ Status model_load_llama2c(Model *m, const char *path) {
     Status s = mapped_file_open(mf, path);
     if (s != STATUS_OK) goto out;
     if (mf->size < 28) {
-        s = fail(STATUS_ERR_FORMAT, "'%s' is too short (%zu bytes) for a llama2.c checkpoint", path, mf->size);
+        s = fail(STATUS_ERR_FORMAT, "'%s' is too short (%zu bytes) for a llama2.c checkpoint", path,
+                 mf->size);
         goto out;
     }
     uint32_t magic;

@@ -36,19 +36,19 @@
 typedef enum { ROPE_SCALING_NONE, ROPE_SCALING_LLAMA3, ROPE_SCALING_COUNT } RopeScalingType;
 
 typedef struct {
-    char arch[32];      // "llama", "qwen2", ... (what the file called it)
-    int dim;            // D
-    int hidden_dim;     // F
-    int n_layers;       // L
-    int n_heads;        // H
-    int n_kv_heads;     // KVH
-    int head_dim;       // HD (explicit; default D / H)
-    int vocab_size;     // V (rows of the embedding, may include padding rows)
-    int max_seq_len;    // context length the model was trained for
-    float rope_theta;   // RoPE base
-    float norm_eps;     // RMSNorm epsilon
+    char arch[32];        // "llama", "qwen2", ... (what the file called it)
+    int dim;              // D
+    int hidden_dim;       // F
+    int n_layers;         // L
+    int n_heads;          // H
+    int n_kv_heads;       // KVH
+    int head_dim;         // HD (explicit; default D / H)
+    int vocab_size;       // V (rows of the embedding, may include padding rows)
+    int max_seq_len;      // context length the model was trained for
+    float rope_theta;     // RoPE base
+    float norm_eps;       // RMSNorm epsilon
     bool tied_embeddings; // lm_head shares the token embedding
-    bool qkv_bias;      // q/k/v projections have biases (Qwen2)
+    bool qkv_bias;        // q/k/v projections have biases (Qwen2)
     // rope_scaling {"rope_type": "llama3", factor, low_freq_factor, high_freq_factor,
     // original_max_position_embeddings}
     RopeScalingType rope_scaling;
@@ -67,41 +67,42 @@ typedef struct {
     DType dtype;
     int ndim;
     int64_t shape[4];
-    void *data;               // NULL when absent (e.g. bias of a model without biases)
-    struct GptqPacked *gptq;  // packed GPTQ v1 weight (owned by the Model), or NULL
+    void *data;              // NULL when absent (e.g. bias of a model without biases)
+    struct GptqPacked *gptq; // packed GPTQ v1 weight (owned by the Model), or NULL
 } Tensor;
 
 static inline int64_t tensor_numel(const Tensor *t) {
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     return n;
 }
 
 typedef struct {
-    Tensor attn_norm;        // (D)
-    Tensor wq, wk, wv;       // (H*HD, D), (KVH*HD, D), (KVH*HD, D)
-    Tensor bq, bk, bv;       // (H*HD), (KVH*HD), (KVH*HD) or absent
-    Tensor wo;               // (D, H*HD)
-    Tensor ffn_norm;         // (D)
-    Tensor w_gate, w_up;     // (F, D)
-    Tensor w_down;           // (D, F)
+    Tensor attn_norm;    // (D)
+    Tensor wq, wk, wv;   // (H*HD, D), (KVH*HD, D), (KVH*HD, D)
+    Tensor bq, bk, bv;   // (H*HD), (KVH*HD), (KVH*HD) or absent
+    Tensor wo;           // (D, H*HD)
+    Tensor ffn_norm;     // (D)
+    Tensor w_gate, w_up; // (F, D)
+    Tensor w_down;       // (D, F)
 } LlamaLayer;
 
 struct Tokenizer;
 
 typedef struct {
     LlamaConfig cfg;
-    Tensor tok_emb;          // (V, D)
-    LlamaLayer *layers;      // (L)
-    Tensor final_norm;       // (D)
-    Tensor lm_head;          // (V, D); same data as tok_emb when tied
-    struct Tokenizer *tok;   // owned; NULL when the model came without one
+    Tensor tok_emb;        // (V, D)
+    LlamaLayer *layers;    // (L)
+    Tensor final_norm;     // (D)
+    Tensor lm_head;        // (V, D); same data as tok_emb when tied
+    struct Tokenizer *tok; // owned; NULL when the model came without one
     // ownership: mapped files and heap buffers released by model_release
     MappedFile files[MODEL_MAX_FILES];
     int n_files;
     void **owned;
     int n_owned, cap_owned;
-    char *source;            // path the model was loaded from
+    char *source; // path the model was loaded from
 } Model;
 
 typedef struct {

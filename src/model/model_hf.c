@@ -902,7 +902,8 @@ static Status hf_save_dir(const Model *m, const char *dir, DType dtype) {
 Status model_save_hf(const Model *m, const char *dir, DType dtype) {
     // "out/" names the directory "out": the temporary must sit next to it, not inside
     char *d = xstrdup(dir);
-    for (size_t n = strlen(d); n > 1 && d[n - 1] == '/'; n--) d[n - 1] = '\0';
+    for (size_t n = strlen(d); n > 1 && d[n - 1] == '/'; n--)
+        d[n - 1] = '\0';
     Status s = hf_save_dir(m, d, dtype);
     free(d);
     return s;

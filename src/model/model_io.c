@@ -26,8 +26,10 @@ Status model_detect_kind(const char *path, ModelFileKind *kind) {
     char magic[4] = {0};
     size_t r = fread(magic, 1, 4, f);
     fclose(f);
-    if (r == 4 && memcmp(magic, "GGUF", 4) == 0) *kind = MODEL_FILE_GGUF;
-    else *kind = MODEL_FILE_LLAMA2C;
+    if (r == 4 && memcmp(magic, "GGUF", 4) == 0)
+        *kind = MODEL_FILE_GGUF;
+    else
+        *kind = MODEL_FILE_LLAMA2C;
     return STATUS_OK;
 }
 
@@ -38,7 +40,10 @@ static Status find_llama2c_tokenizer(Model *m, const char *path) {
     char name[64];
     snprintf(name, sizeof name, "tok%d.bin", m->cfg.vocab_size);
     const char *cands[] = {name, "tokenizer.bin"};
-    Status s = fail(STATUS_ERR_IO, "no tokenizer for '%s': put %s or tokenizer.bin next to it, or pass --tokenizer", path, name);
+    Status s =
+        fail(STATUS_ERR_IO,
+             "no tokenizer for '%s': put %s or tokenizer.bin next to it, or pass --tokenizer", path,
+             name);
     for (size_t i = 0; i < ARRAY_LEN(cands); i++) {
         char *p = path_join(dir, cands[i]);
         if (path_is_file(p)) {
@@ -52,7 +57,8 @@ static Status find_llama2c_tokenizer(Model *m, const char *path) {
     return s;
 }
 
-Status model_load_tokenizer(Model *m, const char *path, ModelFileKind kind, const char *tokenizer_path) {
+Status model_load_tokenizer(Model *m, const char *path, ModelFileKind kind,
+                            const char *tokenizer_path) {
     if (tokenizer_path) {
         ModelFileKind tk = MODEL_FILE_UNKNOWN;
         size_t n = strlen(tokenizer_path);
@@ -65,7 +71,8 @@ Status model_load_tokenizer(Model *m, const char *path, ModelFileKind kind, cons
     case MODEL_FILE_LLAMA2C: return find_llama2c_tokenizer(m, path);
     case MODEL_FILE_HF: // model_load_hf keeps the directory in m->source (path may be config.json)
         return tokenizer_load_hf(&m->tok, m->source && path_is_dir(m->source) ? m->source : path);
-    case MODEL_FILE_GGUF: return m->tok ? STATUS_OK : fail(STATUS_ERR_FORMAT, "'%s' has no tokenizer metadata", path);
+    case MODEL_FILE_GGUF:
+        return m->tok ? STATUS_OK : fail(STATUS_ERR_FORMAT, "'%s' has no tokenizer metadata", path);
     default: return fail(STATUS_ERR_FORMAT, "cannot find a tokenizer for '%s'", path);
     }
 }

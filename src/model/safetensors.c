@@ -10,7 +10,7 @@
 
 #include "core/common.h"
 
-static const char *safe_names[ST_DTYPE_COUNT] = {"F32", "F16", "BF16", "F64", "I64", "I32",
+static const char *safe_names[ST_DTYPE_COUNT] = {"F32", "F16", "BF16", "F64",  "I64", "I32",
                                                  "I16", "I8",  "U8",   "BOOL", "U32"};
 static const size_t safe_sizes[ST_DTYPE_COUNT] = {4, 2, 2, 8, 8, 4, 2, 1, 1, 1, 4};
 
@@ -24,7 +24,8 @@ static int safe_dtype_parse(const char *s) {
 }
 
 void safetensors_close(SafeTensors *st) {
-    for (int i = 0; i < st->n_tensors; i++) free(st->tensors[i].name);
+    for (int i = 0; i < st->n_tensors; i++)
+        free(st->tensors[i].name);
     free(st->tensors);
     for (int i = 0; i < st->n_meta; i++) {
         free(st->meta_keys[i]);
@@ -42,13 +43,17 @@ static Status parse_entry(SafeTensor *t, const char *name, json_t *v, const unsi
     json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape");
     json_t *jo = json_object_get(v, "data_offsets");
     if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo) || json_array_size(jo) != 2)
-        return fail(STATUS_ERR_FORMAT, "bad safetensors header in '%s': tensor '%s' lacks dtype/shape/data_offsets", path, name);
+        return fail(STATUS_ERR_FORMAT,
+                    "bad safetensors header in '%s': tensor '%s' lacks dtype/shape/data_offsets",
+                    path, name);
     int dt = safe_dtype_parse(json_string_value(jd));
     if (dt < 0)
-        return fail(STATUS_ERR_FORMAT, "'%s': tensor '%s' has unknown dtype '%s'", path, name, json_string_value(jd));
+        return fail(STATUS_ERR_FORMAT, "'%s': tensor '%s' has unknown dtype '%s'", path, name,
+                    json_string_value(jd));
     t->dtype = (SafeDType)dt;
     size_t nd = json_array_size(js);
-    if (nd > 8) return fail(STATUS_ERR_FORMAT, "'%s': tensor '%s' has %zu dims (max 8)", path, name, nd);
+    if (nd > 8)
+        return fail(STATUS_ERR_FORMAT, "'%s': tensor '%s' has %zu dims (max 8)", path, name, nd);
     t->ndim = (int)nd;
     uint64_t numel = 1;
     for (size_t i = 0; i < nd; i++) {
@@ -65,10 +70,11 @@ static Status parse_entry(SafeTensor *t, const char *name, json_t *v, const unsi
         return fail(STATUS_ERR_FORMAT, "'%s': tensor '%s' has bad data_offsets", path, name);
     uint64_t begin = (uint64_t)json_integer_value(b), end = (uint64_t)json_integer_value(e), want;
     if (mul_overflow_u64(numel, safe_sizes[dt], &want) || end - begin != want)
-        return fail(STATUS_ERR_FORMAT, "'%s': tensor '%s' has %llu bytes but its shape needs %llu", path, name,
-                    (unsigned long long)(end - begin), (unsigned long long)want);
+        return fail(STATUS_ERR_FORMAT, "'%s': tensor '%s' has %llu bytes but its shape needs %llu",
+                    path, name, (unsigned long long)(end - begin), (unsigned long long)want);
     if (end > dlen)
-        return fail(STATUS_ERR_FORMAT, "'%s': tensor '%s' ends past the end of the file (truncated?)", path, name);
+        return fail(STATUS_ERR_FORMAT,
+                    "'%s': tensor '%s' ends past the end of the file (truncated?)", path, name);
     t->data = data + begin;
     t->nbytes = want;
     t->name = xstrdup(name);
@@ -87,13 +93,15 @@ Status safetensors_open(SafeTensors *st, const char *path) {
     }
     memcpy(&hlen, d, 8);
     if (hlen > st->file.size - 8 || hlen > (100u << 20)) {
-        s = fail(STATUS_ERR_FORMAT, "'%s': safetensors header length %llu exceeds the file", path, (unsigned long long)hlen);
+        s = fail(STATUS_ERR_FORMAT, "'%s': safetensors header length %llu exceeds the file", path,
+                 (unsigned long long)hlen);
         goto out;
     }
     json_error_t jerr;
     json_t *root = json_loadb((const char *)d + 8, hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root || !json_is_object(root)) {
-        s = fail(STATUS_ERR_FORMAT, "'%s': bad safetensors JSON header: %s", path, root ? "not an object" : jerr.text);
+        s = fail(STATUS_ERR_FORMAT, "'%s': bad safetensors JSON header: %s", path,
+                 root ? "not an object" : jerr.text);
         json_decref(root);
         goto out;
     }
@@ -117,10 +125,12 @@ Status safetensors_open(SafeTensors *st, const char *path) {
             continue;
         }
         if (!json_is_object(v)) {
-            s = fail(STATUS_ERR_FORMAT, "bad safetensors header in '%s': entry '%s' is not an object", path, key);
+            s = fail(STATUS_ERR_FORMAT,
+                     "bad safetensors header in '%s': entry '%s' is not an object", path, key);
             break;
         }
-        s = parse_entry(&st->tensors[st->n_tensors], key, v, d + 8 + hlen, st->file.size - 8 - hlen, path);
+        s = parse_entry(&st->tensors[st->n_tensors], key, v, d + 8 + hlen, st->file.size - 8 - hlen,
+                        path);
         if (s != STATUS_OK) break;
         st->n_tensors++;
     }
@@ -178,7 +188,8 @@ Status safewriter_write(const SafeWriter *w, const char *path) {
     json_t *root = json_object();
     if (w->n_meta) {
         json_t *m = json_object();
-        for (int i = 0; i < w->n_meta; i++) json_object_set_new(m, w->meta_keys[i], json_string(w->meta_values[i]));
+        for (int i = 0; i < w->n_meta; i++)
+            json_object_set_new(m, w->meta_keys[i], json_string(w->meta_values[i]));
         json_object_set_new(root, "__metadata__", m);
     }
     uint64_t off = 0;
@@ -186,7 +197,8 @@ Status safewriter_write(const SafeWriter *w, const char *path) {
         const SafeWriteTensor *t = &w->t[i];
         json_t *e = json_object(), *sh = json_array(), *of = json_array();
         json_object_set_new(e, "dtype", json_string(safe_names[t->dtype]));
-        for (int k = 0; k < t->ndim; k++) json_array_append_new(sh, json_integer(t->shape[k]));
+        for (int k = 0; k < t->ndim; k++)
+            json_array_append_new(sh, json_integer(t->shape[k]));
         json_object_set_new(e, "shape", sh);
         json_array_append_new(of, json_integer((json_int_t)off));
         json_array_append_new(of, json_integer((json_int_t)(off + t->nbytes)));
@@ -206,15 +218,18 @@ Status safewriter_write(const SafeWriter *w, const char *path) {
     uint64_t n8 = padded;
     fwrite(&n8, 8, 1, af.f);
     fwrite(hdr, 1, hl, af.f);
-    for (size_t i = hl; i < padded; i++) fputc(' ', af.f);
+    for (size_t i = hl; i < padded; i++)
+        fputc(' ', af.f);
     free(hdr);
     for (int i = 0; i < w->n; i++)
-        if (w->t[i].nbytes && fwrite(w->t[i].data, 1, w->t[i].nbytes, af.f) != w->t[i].nbytes) break;
+        if (w->t[i].nbytes && fwrite(w->t[i].data, 1, w->t[i].nbytes, af.f) != w->t[i].nbytes)
+            break;
     return atomic_file_commit(&af);
 }
 
 void safewriter_release(SafeWriter *w) {
-    for (int i = 0; i < w->n; i++) free(w->t[i].name);
+    for (int i = 0; i < w->n; i++)
+        free(w->t[i].name);
     free(w->t);
     for (int i = 0; i < w->n_meta; i++) {
         free(w->meta_keys[i]);

@@ -23,7 +23,17 @@
 #include "core/status.h"
 
 typedef enum {
-    ST_F32, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL, ST_U32,
+    ST_F32,
+    ST_F16,
+    ST_BF16,
+    ST_F64,
+    ST_I64,
+    ST_I32,
+    ST_I16,
+    ST_I8,
+    ST_U8,
+    ST_BOOL,
+    ST_U32,
     ST_DTYPE_COUNT
 } SafeDType;
 
@@ -32,7 +42,7 @@ typedef struct {
     SafeDType dtype;
     int ndim;
     int64_t shape[8];
-    const void *data;   // into the mapping
+    const void *data; // into the mapping
     uint64_t nbytes;
 } SafeTensor;
 

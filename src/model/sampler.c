@@ -94,8 +94,12 @@ static int cand_top_k(float *val, int32_t *id, int n, int k) {
             while (c > 0) {
                 int pa = (c - 1) / 2;
                 if (!cand_before(val[pa], id[pa], val[c], id[c])) break;
-                float tv = val[pa]; val[pa] = val[c]; val[c] = tv;
-                int32_t ti = id[pa]; id[pa] = id[c]; id[c] = ti;
+                float tv = val[pa];
+                val[pa] = val[c];
+                val[c] = tv;
+                int32_t ti = id[pa];
+                id[pa] = id[c];
+                id[c] = ti;
                 c = pa;
             }
         } else { // sift down
@@ -104,8 +108,12 @@ static int cand_top_k(float *val, int32_t *id, int n, int k) {
                 if (l < size && cand_before(val[w], id[w], val[l], id[l])) w = l;
                 if (r < size && cand_before(val[w], id[w], val[r], id[r])) w = r;
                 if (w == c) break;
-                float tv = val[w]; val[w] = val[c]; val[c] = tv;
-                int32_t ti = id[w]; id[w] = id[c]; id[c] = ti;
+                float tv = val[w];
+                val[w] = val[c];
+                val[c] = tv;
+                int32_t ti = id[w];
+                id[w] = id[c];
+                id[c] = ti;
                 c = w;
             }
         }
@@ -129,13 +137,15 @@ int32_t sampler_sample(Sampler *s, const float *logits) {
     if (p->top_k > 0) n = cand_top_k(val, id, V, p->top_k);
     // softmax over the candidates (max subtracted; sum in double)
     float mx = val[0];
-    for (int i = 1; i < n; i++) mx = val[i] > mx ? val[i] : mx;
+    for (int i = 1; i < n; i++)
+        mx = val[i] > mx ? val[i] : mx;
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
         val[i] = expf(val[i] - mx);
         sum += val[i];
     }
-    for (int i = 0; i < n; i++) val[i] = (float)(val[i] / sum);
+    for (int i = 0; i < n; i++)
+        val[i] = (float)(val[i] / sum);
     double mass = 1.0;
     if (p->top_p < 1.0f) {
         if (p->top_k == 0 && n > 1) {
@@ -196,6 +206,7 @@ bool stop_find_string(const StopRules *r, const char *text, size_t len, size_t *
 
 size_t stop_max_len(const StopRules *r) {
     size_t m = 0;
-    for (int i = 0; i < r->n_stop_strs; i++) m = MAX(m, strlen(r->stop_strs[i]));
+    for (int i = 0; i < r->n_stop_strs; i++)
+        m = MAX(m, strlen(r->stop_strs[i]));
     return m;
 }

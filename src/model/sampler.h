@@ -40,7 +40,7 @@ typedef struct {
     SamplerParams p;
     int V;
     Rng rng;
-    float *prob; // (V) candidate probabilities
+    float *prob;  // (V) candidate probabilities
     int32_t *idx; // (V) candidate ids
 } Sampler;
 

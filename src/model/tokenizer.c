@@ -49,7 +49,6 @@ static void idvec_push(IdVec *a, int32_t x) {
     a->v[a->n++] = x;
 }
 
-
 static uint64_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull; // FNV-1a
     for (size_t i = 0; i < n; i++)

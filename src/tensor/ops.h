@@ -77,13 +77,13 @@ void ops_rope(float *x, int T, int nh, int HD, const int32_t *pos, const float *
 //   v_seq[t][kvh * kv_head_stride + p * HD + i]. Head h uses KV head h / (H / KVH).
 typedef struct {
     int T, H, KVH, HD;
-    int ctx;                     // cache rows per KV head (key row length; > every pos)
-    const int32_t *pos;          // (T) position of each query
-    const float *const *k_seq;   // (T) key cache base of the token's sequence and layer
-    const float *const *v_seq;   // (T) value cache base
-    int64_t kv_head_stride;      // floats between KV heads in the cache (HD * ctx)
-    float scale;                 // 1/sqrt(HD)
-    int n_threads;               // threads the scratch was planned for (at most this many run)
+    int ctx;                   // cache rows per KV head (key row length; > every pos)
+    const int32_t *pos;        // (T) position of each query
+    const float *const *k_seq; // (T) key cache base of the token's sequence and layer
+    const float *const *v_seq; // (T) value cache base
+    int64_t kv_head_stride;    // floats between KV heads in the cache (HD * ctx)
+    float scale;               // 1/sqrt(HD)
+    int n_threads;             // threads the scratch was planned for (at most this many run)
 } OpsAttnArgs;
 // scratch: ops_attention_scratch_floats(max_pos, n_threads) floats, max_pos >= every pos[t].
 size_t ops_attention_scratch_floats(int max_pos, int n_threads);

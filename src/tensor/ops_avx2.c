@@ -19,9 +19,11 @@
 // 8 weights of type t at w[i..i+8) as floats.
 AVX2_TARGET static inline __m256 load8(const void *w, DType t, int64_t i) {
     switch (t) {
-    case DTYPE_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+    case DTYPE_F16:
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
     case DTYPE_BF16: {
-        __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+        __m256i u =
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
         return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
     }
     default: return _mm256_loadu_ps((const float *)w + i);
@@ -46,7 +48,8 @@ AVX2_TARGET static float dot_row(const float *x, const void *w, DType t, int64_t
         a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), load8(w, t, off + k + 8), a1);
     }
     float s = hsum8(_mm256_add_ps(a0, a1));
-    for (; k < K; k++) s += x[k] * ops_load(w, t, off + k);
+    for (; k < K; k++)
+        s += x[k] * ops_load(w, t, off + k);
     return s;
 }
 
@@ -54,64 +57,64 @@ AVX2_TARGET static float dot_row(const float *x, const void *w, DType t, int64_t
 // that the conversion is not a branch in the inner loop. Weights are prefetched
 // OPS_PF_BYTES ahead in each of the 4 row streams (decode is a pure weight stream).
 #define OPS_PF_BYTES 512
-#define GEMV4_BODY(LOAD, ESIZE)                                                                  \
-    int r = 0;                                                                                   \
-    for (; r + 4 <= n_rows; r += 4) {                                                            \
-        int64_t o0 = (int64_t)r * K, o1 = o0 + K, o2 = o1 + K, o3 = o2 + K;                     \
-        const char *pb = (const char *)w;                                                        \
-        __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps();                             \
-        __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps();                             \
-        __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps();                             \
-        __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();                             \
-        int k = 0;                                                                               \
-        for (; k + 16 <= K; k += 16) {                                                           \
-            _mm_prefetch(pb + (o0 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                     \
-            _mm_prefetch(pb + (o1 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                     \
-            _mm_prefetch(pb + (o2 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                     \
-            _mm_prefetch(pb + (o3 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                     \
-            __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);                 \
-            a00 = _mm256_fmadd_ps(x0, LOAD(w, o0 + k), a00);                                     \
-            a01 = _mm256_fmadd_ps(x1, LOAD(w, o0 + k + 8), a01);                                 \
-            a10 = _mm256_fmadd_ps(x0, LOAD(w, o1 + k), a10);                                     \
-            a11 = _mm256_fmadd_ps(x1, LOAD(w, o1 + k + 8), a11);                                 \
-            a20 = _mm256_fmadd_ps(x0, LOAD(w, o2 + k), a20);                                     \
-            a21 = _mm256_fmadd_ps(x1, LOAD(w, o2 + k + 8), a21);                                 \
-            a30 = _mm256_fmadd_ps(x0, LOAD(w, o3 + k), a30);                                     \
-            a31 = _mm256_fmadd_ps(x1, LOAD(w, o3 + k + 8), a31);                                 \
-        }                                                                                        \
-        float s0 = hsum8(_mm256_add_ps(a00, a01)), s1 = hsum8(_mm256_add_ps(a10, a11));         \
-        float s2 = hsum8(_mm256_add_ps(a20, a21)), s3 = hsum8(_mm256_add_ps(a30, a31));         \
-        for (; k < K; k++) {                                                                     \
-            s0 += x[k] * ops_load(w, wt, o0 + k);                                                \
-            s1 += x[k] * ops_load(w, wt, o1 + k);                                                \
-            s2 += x[k] * ops_load(w, wt, o2 + k);                                                \
-            s3 += x[k] * ops_load(w, wt, o3 + k);                                                \
-        }                                                                                        \
-        y[r] = s0;                                                                               \
-        y[r + 1] = s1;                                                                           \
-        y[r + 2] = s2;                                                                           \
-        y[r + 3] = s3;                                                                           \
-    }                                                                                            \
-    for (; r < n_rows; r++) y[r] = dot_row(x, w, wt, (int64_t)r * K, K);
+#define GEMV4_BODY(LOAD, ESIZE)                                                                    \
+    int r = 0;                                                                                     \
+    for (; r + 4 <= n_rows; r += 4) {                                                              \
+        int64_t o0 = (int64_t)r * K, o1 = o0 + K, o2 = o1 + K, o3 = o2 + K;                        \
+        const char *pb = (const char *)w;                                                          \
+        __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps();                               \
+        __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps();                               \
+        __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps();                               \
+        __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();                               \
+        int k = 0;                                                                                 \
+        for (; k + 16 <= K; k += 16) {                                                             \
+            _mm_prefetch(pb + (o0 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                       \
+            _mm_prefetch(pb + (o1 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                       \
+            _mm_prefetch(pb + (o2 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                       \
+            _mm_prefetch(pb + (o3 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                       \
+            __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);                   \
+            a00 = _mm256_fmadd_ps(x0, LOAD(w, o0 + k), a00);                                       \
+            a01 = _mm256_fmadd_ps(x1, LOAD(w, o0 + k + 8), a01);                                   \
+            a10 = _mm256_fmadd_ps(x0, LOAD(w, o1 + k), a10);                                       \
+            a11 = _mm256_fmadd_ps(x1, LOAD(w, o1 + k + 8), a11);                                   \
+            a20 = _mm256_fmadd_ps(x0, LOAD(w, o2 + k), a20);                                       \
+            a21 = _mm256_fmadd_ps(x1, LOAD(w, o2 + k + 8), a21);                                   \
+            a30 = _mm256_fmadd_ps(x0, LOAD(w, o3 + k), a30);                                       \
+            a31 = _mm256_fmadd_ps(x1, LOAD(w, o3 + k + 8), a31);                                   \
+        }                                                                                          \
+        float s0 = hsum8(_mm256_add_ps(a00, a01)), s1 = hsum8(_mm256_add_ps(a10, a11));            \
+        float s2 = hsum8(_mm256_add_ps(a20, a21)), s3 = hsum8(_mm256_add_ps(a30, a31));            \
+        for (; k < K; k++) {                                                                       \
+            s0 += x[k] * ops_load(w, wt, o0 + k);                                                  \
+            s1 += x[k] * ops_load(w, wt, o1 + k);                                                  \
+            s2 += x[k] * ops_load(w, wt, o2 + k);                                                  \
+            s3 += x[k] * ops_load(w, wt, o3 + k);                                                  \
+        }                                                                                          \
+        y[r] = s0;                                                                                 \
+        y[r + 1] = s1;                                                                             \
+        y[r + 2] = s2;                                                                             \
+        y[r + 3] = s3;                                                                             \
+    }                                                                                              \
+    for (; r < n_rows; r++)                                                                        \
+        y[r] = dot_row(x, w, wt, (int64_t)r * K, K);
 
 #define LOAD_F32(w, i) _mm256_loadu_ps((const float *)(w) + (i))
-#define LOAD_F16(w, i) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(w) + (i))))
-#define LOAD_BF16(w, i)                                                                          \
-    _mm256_castsi256_ps(_mm256_slli_epi32(                                                       \
-        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)(w) + (i)))), 16))
+#define LOAD_F16(w, i)                                                                             \
+    _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(w) + (i))))
+#define LOAD_BF16(w, i)                                                                            \
+    _mm256_castsi256_ps(_mm256_slli_epi32(                                                         \
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)(w) + (i)))),    \
+        16))
 
-AVX2_TARGET static void gemv4_f32(float *y, const float *x, const void *w, DType wt, int K, int n_rows) {
-    GEMV4_BODY(LOAD_F32, 4)
-}
-AVX2_TARGET static void gemv4_f16(float *y, const float *x, const void *w, DType wt, int K, int n_rows) {
-    GEMV4_BODY(LOAD_F16, 2)
-}
-AVX2_TARGET static void gemv4_bf16(float *y, const float *x, const void *w, DType wt, int K, int n_rows) {
-    GEMV4_BODY(LOAD_BF16, 2)
-}
+AVX2_TARGET static void gemv4_f32(float *y, const float *x, const void *w, DType wt, int K,
+                                  int n_rows){GEMV4_BODY(LOAD_F32, 4)} AVX2_TARGET
+    static void gemv4_f16(float *y, const float *x, const void *w, DType wt, int K,
+                          int n_rows){GEMV4_BODY(LOAD_F16, 2)} AVX2_TARGET
+    static void gemv4_bf16(float *y, const float *x, const void *w, DType wt, int K,
+                           int n_rows){GEMV4_BODY(LOAD_BF16, 2)}
 
-AVX2_TARGET void ops_gemv_rows_avx2(float *y, const float *x, const void *w, DType wt, int K,
-                                    int n_rows) {
+AVX2_TARGET
+    void ops_gemv_rows_avx2(float *y, const float *x, const void *w, DType wt, int K, int n_rows) {
     switch (wt) {
     case DTYPE_F16: gemv4_f16(y, x, w, wt, K, n_rows); break;
     case DTYPE_BF16: gemv4_bf16(y, x, w, wt, K, n_rows); break;
@@ -121,8 +124,10 @@ AVX2_TARGET void ops_gemv_rows_avx2(float *y, const float *x, const void *w, DTy
 
 AVX2_TARGET void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n) {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8(src, t, i));
-    for (; i < n; i++) dst[i] = ops_load(src, t, i);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, load8(src, t, i));
+    for (; i < n; i++)
+        dst[i] = ops_load(src, t, i);
 }
 
 // Scores of 32 positions at a time: 4 accumulators of 8 consecutive positions, each
@@ -150,13 +155,15 @@ AVX2_TARGET void ops_attn_scores_avx2(float *sc, const float *q, const float *kt
     for (; p + 8 <= np; p += 8) {
         __m256 a0 = _mm256_setzero_ps();
         for (int i = 0; i < HD; i++)
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + i), _mm256_loadu_ps(kt + (int64_t)i * ctx + p), a0);
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + i),
+                                 _mm256_loadu_ps(kt + (int64_t)i * ctx + p), a0);
         _mm256_storeu_ps(sc + p, _mm256_mul_ps(a0, vs));
     }
     for (; p < np; p++) {
         // same order as a SIMD lane: sequential over i, then the scale
         float s = 0.0f;
-        for (int i = 0; i < HD; i++) s = fmaf(q[i], kt[(int64_t)i * ctx + p], s);
+        for (int i = 0; i < HD; i++)
+            s = fmaf(q[i], kt[(int64_t)i * ctx + p], s);
         sc[p] = s * scale;
     }
 }
@@ -183,12 +190,14 @@ AVX2_TARGET void ops_attn_pv_avx2(float *o, const float *w, const float *v, int 
     for (; i + 8 <= HD; i += 8) {
         __m256 a0 = _mm256_setzero_ps();
         for (int p = 0; p < np; p++)
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + p), _mm256_loadu_ps(v + (int64_t)p * HD + i), a0);
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + p),
+                                 _mm256_loadu_ps(v + (int64_t)p * HD + i), a0);
         _mm256_storeu_ps(o + i, a0);
     }
     for (; i < HD; i++) {
         float s = 0.0f;
-        for (int p = 0; p < np; p++) s = fmaf(w[p], v[(int64_t)p * HD + i], s);
+        for (int p = 0; p < np; p++)
+            s = fmaf(w[p], v[(int64_t)p * HD + i], s);
         o[i] = s;
     }
 }

@@ -15,9 +15,11 @@
 
 AVX512_TARGET static inline __m512 load16(const void *w, DType t, int64_t i) {
     switch (t) {
-    case DTYPE_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    case DTYPE_F16:
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
     case DTYPE_BF16: {
-        __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+        __m512i u =
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
         return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
     }
     default: return _mm512_loadu_ps((const float *)w + i);
@@ -43,7 +45,8 @@ AVX512_TARGET static float dot_row16(const float *x, const void *w, DType t, int
         a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16), load16(w, t, off + k + 16), a1);
     }
     float s = hsum16(_mm512_add_ps(a0, a1));
-    for (; k < K; k++) s += x[k] * ops_load(w, t, off + k);
+    for (; k < K; k++)
+        s += x[k] * ops_load(w, t, off + k);
     return s;
 }
 
@@ -51,9 +54,11 @@ AVX512_TARGET void ops_gemv_rows_avx512(float *y, const float *x, const void *w,
                                         int n_rows) {
     int r = 0;
     for (; r + 4 <= n_rows; r += 4) {
-        int64_t o[4] = {(int64_t)r * K, (int64_t)(r + 1) * K, (int64_t)(r + 2) * K, (int64_t)(r + 3) * K};
+        int64_t o[4] = {(int64_t)r * K, (int64_t)(r + 1) * K, (int64_t)(r + 2) * K,
+                        (int64_t)(r + 3) * K};
         __m512 a[4][2];
-        for (int j = 0; j < 4; j++) a[j][0] = a[j][1] = _mm512_setzero_ps();
+        for (int j = 0; j < 4; j++)
+            a[j][0] = a[j][1] = _mm512_setzero_ps();
         int k = 0;
         for (; k + 32 <= K; k += 32) {
             __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
@@ -64,11 +69,13 @@ AVX512_TARGET void ops_gemv_rows_avx512(float *y, const float *x, const void *w,
         }
         for (int j = 0; j < 4; j++) {
             float s = hsum16(_mm512_add_ps(a[j][0], a[j][1]));
-            for (int kk = k; kk < K; kk++) s += x[kk] * ops_load(w, wt, o[j] + kk);
+            for (int kk = k; kk < K; kk++)
+                s += x[kk] * ops_load(w, wt, o[j] + kk);
             y[r + j] = s;
         }
     }
-    for (; r < n_rows; r++) y[r] = dot_row16(x, w, wt, (int64_t)r * K, K);
+    for (; r < n_rows; r++)
+        y[r] = dot_row16(x, w, wt, (int64_t)r * K, K);
 }
 
 #endif

@@ -23,8 +23,8 @@
 
 #include "core/common.h"
 
-#define OPS_GEMM_MIN_T 8   // from this many tokens on, sgemm beats re-reading weights
-#define OPS_ROW_BLOCK 16   // weight rows per OpenMP work item in the GEMV path
+#define OPS_GEMM_MIN_T 8  // from this many tokens on, sgemm beats re-reading weights
+#define OPS_ROW_BLOCK  16 // weight rows per OpenMP work item in the GEMV path
 // 16-bit weights are widened into scratch in blocks of at least this many floats (8 MiB)
 // and at least 256 rows, so that a layer's matrices go to sgemm in one call
 #define OPS_WIDEN_FLOATS (1 << 21)
@@ -71,13 +71,16 @@ static float dot_row_portable(const float *x, const void *w, DType t, int64_t of
     if (t == DTYPE_F32) {
         const float *wr = (const float *)w + off;
         for (; k + 8 <= K; k += 8)
-            for (int j = 0; j < 8; j++) acc[j] += x[k + j] * wr[k + j];
+            for (int j = 0; j < 8; j++)
+                acc[j] += x[k + j] * wr[k + j];
     } else {
         for (; k + 8 <= K; k += 8)
-            for (int j = 0; j < 8; j++) acc[j] += x[k + j] * ops_load(w, t, off + k + j);
+            for (int j = 0; j < 8; j++)
+                acc[j] += x[k + j] * ops_load(w, t, off + k + j);
     }
     float s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-    for (; k < K; k++) s += x[k] * ops_load(w, t, off + k);
+    for (; k < K; k++)
+        s += x[k] * ops_load(w, t, off + k);
     return s;
 }
 
@@ -97,7 +100,8 @@ static void gemv_rows(float *y, const float *x, const void *w, DType wt, int K, 
         return;
     }
 #endif
-    for (int r = 0; r < n; r++) y[r] = dot_row_portable(x, w, wt, (int64_t)r * K, K);
+    for (int r = 0; r < n; r++)
+        y[r] = dot_row_portable(x, w, wt, (int64_t)r * K, K);
 }
 
 // Small T: each thread takes blocks of OPS_ROW_BLOCK weight rows and applies them to every
@@ -111,7 +115,8 @@ static void matmul_gemv(float *y, const float *x, const void *w, DType wt, int T
     for (int b = 0; b < nb; b++) {
         int r0 = b * OPS_ROW_BLOCK, n = MIN(OPS_ROW_BLOCK, N - r0);
         const void *wb = row_ptr(w, wt, r0, K);
-        for (int t = 0; t < T; t++) gemv_rows(y + (int64_t)t * N + r0, x + (int64_t)t * K, wb, wt, K, n, isa);
+        for (int t = 0; t < T; t++)
+            gemv_rows(y + (int64_t)t * N + r0, x + (int64_t)t * K, wb, wt, K, n, isa);
     }
 }
 
@@ -122,7 +127,8 @@ static void widen_rows(float *dst, const void *src, DType t, int64_t n, OpsIsa i
         return;
     }
 #endif
-    for (int64_t i = 0; i < n; i++) dst[i] = ops_load(src, t, i);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = ops_load(src, t, i);
 }
 
 // Large T: sgemm y (T, N) = x (T, K) W^T, widening 16-bit weights in row blocks first.
@@ -147,8 +153,10 @@ static void matmul_gemm(float *y, const float *x, const void *w, DType wt, int T
 
 void ops_matmul_isa(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
                     float *scratch, OpsIsa isa) {
-    if (T >= OPS_GEMM_MIN_T) matmul_gemm(y, x, w, wt, T, K, N, scratch, isa);
-    else matmul_gemv(y, x, w, wt, T, K, N, isa);
+    if (T >= OPS_GEMM_MIN_T)
+        matmul_gemm(y, x, w, wt, T, K, N, scratch, isa);
+    else
+        matmul_gemv(y, x, w, wt, T, K, N, isa);
 }
 
 void ops_matmul(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
@@ -161,20 +169,24 @@ void ops_matmul(float *y, const float *x, const void *w, DType wt, int T, int K,
 void ops_add_bias(float *y, const void *b, DType bt, int T, int N) {
 #pragma omp parallel for schedule(static) if ((int64_t)T * N >= OPS_PAR_MIN_WORK)
     for (int t = 0; t < T; t++)
-        for (int n = 0; n < N; n++) y[(int64_t)t * N + n] += ops_load(b, bt, n);
+        for (int n = 0; n < N; n++)
+            y[(int64_t)t * N + n] += ops_load(b, bt, n);
 }
 
 void ops_rmsnorm(float *out, const float *x, const void *w, DType wt, int T, int D, float eps) {
     // rows are independent; within a row the reduction order is the reference's
 #pragma omp parallel for schedule(static) if ((int64_t)T * D >= OPS_PAR_MIN_WORK / 4)
-    for (int t = 0; t < T; t++) ops_rmsnorm_ref(out + (int64_t)t * D, x + (int64_t)t * D, w, wt, 1, D, eps);
+    for (int t = 0; t < T; t++)
+        ops_rmsnorm_ref(out + (int64_t)t * D, x + (int64_t)t * D, w, wt, 1, D, eps);
 }
 
 void ops_embed(float *x, const void *emb, DType et, const int32_t *tokens, int T, int D) {
     for (int t = 0; t < T; t++) {
         const void *row = row_ptr(emb, et, tokens[t], D);
-        if (et == DTYPE_F32) memcpy(x + (int64_t)t * D, row, (size_t)D * sizeof(float));
-        else widen_rows(x + (int64_t)t * D, row, et, D, ops_isa_detect());
+        if (et == DTYPE_F32)
+            memcpy(x + (int64_t)t * D, row, (size_t)D * sizeof(float));
+        else
+            widen_rows(x + (int64_t)t * D, row, et, D, ops_isa_detect());
     }
 }
 
@@ -187,12 +199,14 @@ void ops_rope(float *x, int T, int nh, int HD, const int32_t *pos, const float *
 
 void ops_swiglu(float *h, const float *g, const float *u, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= OPS_PAR_MIN_WORK / 4)
-    for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (int64_t i = 0; i < n; i++)
+        h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 void ops_add(float *y, const float *x, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= OPS_PAR_MIN_WORK)
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
 }
 
 /* ---- attention -------------------------------------------------------------------- */
@@ -210,10 +224,13 @@ static void attn_scores(float *sc, const float *q, const float *kt, int np, int 
         return;
     }
 #endif
-    for (int p = 0; p < np; p++) sc[p] = 0.0f;
+    for (int p = 0; p < np; p++)
+        sc[p] = 0.0f;
     for (int i = 0; i < HD; i++) // row by row: contiguous, vectorizable
-        for (int p = 0; p < np; p++) sc[p] += q[i] * kt[(int64_t)i * ctx + p];
-    for (int p = 0; p < np; p++) sc[p] *= scale;
+        for (int p = 0; p < np; p++)
+            sc[p] += q[i] * kt[(int64_t)i * ctx + p];
+    for (int p = 0; p < np; p++)
+        sc[p] *= scale;
 }
 
 // o = sum_p w[p] * value p.
@@ -226,7 +243,8 @@ static void attn_pv(float *o, const float *w, const float *v, int np, int HD, Op
 #endif
     memset(o, 0, (size_t)HD * sizeof *o);
     for (int p = 0; p < np; p++)
-        for (int i = 0; i < HD; i++) o[i] += w[p] * v[(int64_t)p * HD + i];
+        for (int i = 0; i < HD; i++)
+            o[i] += w[p] * v[(int64_t)p * HD + i];
 }
 
 // One (token, head): softmax(q K^T * scale) V over positions 0..pos.
@@ -234,21 +252,24 @@ static void attend_one(float *o, const float *qh, const float *kb, const float *
                        int ctx, float scale, float *sc, OpsIsa isa) {
     attn_scores(sc, qh, kb, np, HD, ctx, scale, isa);
     float mx = -INFINITY;
-    for (int p = 0; p < np; p++) mx = sc[p] > mx ? sc[p] : mx;
+    for (int p = 0; p < np; p++)
+        mx = sc[p] > mx ? sc[p] : mx;
     float sum = 0.0f;
     for (int p = 0; p < np; p++) {
         sc[p] = expf(sc[p] - mx);
         sum += sc[p];
     }
     float inv = 1.0f / sum;
-    for (int p = 0; p < np; p++) sc[p] *= inv;
+    for (int p = 0; p < np; p++)
+        sc[p] *= inv;
     attn_pv(o, sc, vb, np, HD, isa);
 }
 
 void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scratch) {
     int H = a->H, HD = a->HD, group = a->H / a->KVH, n = a->T * a->H;
     int max_pos = 0;
-    for (int t = 0; t < a->T; t++) max_pos = MAX(max_pos, a->pos[t]);
+    for (int t = 0; t < a->T; t++)
+        max_pos = MAX(max_pos, a->pos[t]);
     size_t per_thread = (size_t)max_pos + 1;
     OpsIsa isa = ops_isa_detect();
     int nt = MAX(a->n_threads, 1);

@@ -30,10 +30,14 @@ static const char *parse_record(const char *line, size_t len, AlpacaRecord *r) {
     const char *why = NULL;
     json_t *ins = json_object_get(o, "instruction"), *inp = json_object_get(o, "input");
     json_t *out = json_object_get(o, "output");
-    if (!json_is_object(o)) why = "not a JSON object";
-    else if (!json_is_string(ins)) why = "missing or non-string \"instruction\"";
-    else if (!json_is_string(out)) why = "missing or non-string \"output\"";
-    else if (inp && !json_is_string(inp) && !json_is_null(inp)) why = "non-string \"input\"";
+    if (!json_is_object(o))
+        why = "not a JSON object";
+    else if (!json_is_string(ins))
+        why = "missing or non-string \"instruction\"";
+    else if (!json_is_string(out))
+        why = "missing or non-string \"output\"";
+    else if (inp && !json_is_string(inp) && !json_is_null(inp))
+        why = "non-string \"input\"";
     if (!why) {
         r->instruction = xstrdup(json_string_value(ins));
         r->input = xstrdup(json_is_string(inp) ? json_string_value(inp) : "");
@@ -57,7 +61,8 @@ Status alpaca_read_jsonl(AlpacaSet *set, const char *path, bool skip_bad) {
         pos += len + (nl ? 1 : 0);
         line_no++;
         size_t k = 0;
-        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
+        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r'))
+            k++;
         if (k == len) continue; // blank line
         AlpacaRecord r = {0};
         const char *why = parse_record(line, len, &r);
@@ -79,20 +84,23 @@ Status alpaca_read_jsonl(AlpacaSet *set, const char *path, bool skip_bad) {
     }
     free(buf);
     if (s == STATUS_OK && set->n == 0)
-        s = fail(STATUS_ERR_FORMAT, "no usable records in '%s' (%d malformed lines skipped)", path, set->n_skipped);
+        s = fail(STATUS_ERR_FORMAT, "no usable records in '%s' (%d malformed lines skipped)", path,
+                 set->n_skipped);
     if (s != STATUS_OK) alpaca_set_release(set);
     return s;
 }
 
 void alpaca_set_release(AlpacaSet *set) {
-    for (int i = 0; i < set->n; i++) record_release(&set->recs[i]);
+    for (int i = 0; i < set->n; i++)
+        record_release(&set->recs[i]);
     free(set->recs);
     memset(set, 0, sizeof *set);
 }
 
 /* ---- prompts and tokens ------------------------------------------------------ */
 
-Status data_render_prompt(const AlpacaRecord *r, const Tokenizer *tok, PromptFormat fmt, char **out) {
+Status data_render_prompt(const AlpacaRecord *r, const Tokenizer *tok, PromptFormat fmt,
+                          char **out) {
     if (fmt == PROMPT_ALPACA) {
         *out = alpaca_render(r->instruction, r->input);
         return STATUS_OK;
@@ -112,7 +120,8 @@ static Status build_example(TrainExample *ex, const AlpacaRecord *r, const Token
     char *prompt = NULL, *full = NULL;
     int32_t *pids = NULL, *ids = NULL;
     int np = 0, n = 0;
-    int flags = (add_bos ? TOKENIZE_ADD_BOS : 0) | (fmt == PROMPT_CHAT ? TOKENIZE_PARSE_SPECIAL : 0);
+    int flags =
+        (add_bos ? TOKENIZE_ADD_BOS : 0) | (fmt == PROMPT_CHAT ? TOKENIZE_PARSE_SPECIAL : 0);
     Status s = data_render_prompt(r, tok, fmt, &prompt);
     if (s != STATUS_OK) return s;
     size_t lp = strlen(prompt), lo = strlen(r->output);
@@ -143,7 +152,8 @@ out:
 Status trainset_build(TrainSet *ts, const AlpacaSet *set, const Tokenizer *tok, PromptFormat fmt,
                       int max_len, bool add_bos) {
     memset(ts, 0, sizeof *ts);
-    if (max_len < 2) return fail(STATUS_ERR_ARG, "maximum sequence length %d is too short", max_len);
+    if (max_len < 2)
+        return fail(STATUS_ERR_ARG, "maximum sequence length %d is too short", max_len);
     ts->ex = xcalloc((size_t)set->n, sizeof *ts->ex);
     for (int i = 0; i < set->n; i++) {
         TrainExample ex = {0};
@@ -162,10 +172,12 @@ Status trainset_build(TrainSet *ts, const AlpacaSet *set, const Tokenizer *tok, 
         ts->ex[ts->n++] = ex;
     }
     if (ts->n_dropped)
-        log_warn("%d of %d records dropped: their prompt fills the %d-token window", ts->n_dropped, set->n, max_len);
+        log_warn("%d of %d records dropped: their prompt fills the %d-token window", ts->n_dropped,
+                 set->n, max_len);
     if (ts->n == 0) {
         trainset_release(ts);
-        return fail(STATUS_ERR_FORMAT, "no trainable examples: every prompt is longer than %d tokens", max_len);
+        return fail(STATUS_ERR_FORMAT,
+                    "no trainable examples: every prompt is longer than %d tokens", max_len);
     }
     return STATUS_OK;
 }
@@ -198,7 +210,8 @@ static int cmp_int(const void *a, const void *b) {
 void data_split(DataSplit *sp, int n, double val_frac, uint64_t seed) {
     memset(sp, 0, sizeof *sp);
     int *perm = xmalloc((size_t)(n ? n : 1) * sizeof *perm);
-    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = 0; i < n; i++)
+        perm[i] = i;
     Rng r;
     rng_seed(&r, seed);
     shuffle_ints(perm, n, &r);
@@ -244,14 +257,16 @@ int data_length_grouped_batches(const TrainSet *ts, const int *idx, int n, int b
     int nb = (n + batch - 1) / batch;
     // shuffle the order of the batches (not their contents)
     int *bperm = xmalloc((size_t)(nb ? nb : 1) * sizeof *bperm);
-    for (int b = 0; b < nb; b++) bperm[b] = b;
+    for (int b = 0; b < nb; b++)
+        bperm[b] = b;
     shuffle_ints(bperm, nb, &r);
     int *tmp = xmalloc((size_t)(n ? n : 1) * sizeof *tmp);
     int k = 0;
     for (int b = 0; b < nb; b++) {
         int s0 = bperm[b] * batch, s1 = MIN(n, s0 + batch);
         starts[b] = k;
-        for (int i = s0; i < s1; i++) tmp[k++] = order[i];
+        for (int i = s0; i < s1; i++)
+            tmp[k++] = order[i];
     }
     starts[nb] = k;
     memcpy(order, tmp, (size_t)n * sizeof *order);

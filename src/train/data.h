@@ -26,9 +26,9 @@
 
 typedef struct {
     char *instruction;
-    char *input;   // "" when absent or null
+    char *input; // "" when absent or null
     char *output;
-    int line;      // 1-based line number in the file
+    int line; // 1-based line number in the file
 } AlpacaRecord;
 
 typedef struct {
@@ -52,17 +52,17 @@ Status data_render_prompt(const AlpacaRecord *r, const Tokenizer *tok, PromptFor
                           char **out);
 
 typedef struct {
-    int32_t *ids;   // (len) prompt + response + EOS, truncated to max_len
-    uint8_t *mask;  // (len) 1 where the token is a loss target (response), 0 for the prompt
+    int32_t *ids;  // (len) prompt + response + EOS, truncated to max_len
+    uint8_t *mask; // (len) 1 where the token is a loss target (response), 0 for the prompt
     int len;
-    int n_target;   // number of mask == 1
-    int record;     // index of the record in the AlpacaSet
+    int n_target; // number of mask == 1
+    int record;   // index of the record in the AlpacaSet
 } TrainExample;
 
 typedef struct {
     TrainExample *ex;
     int n;
-    int n_dropped;  // records whose prompt fills the window (nothing to learn)
+    int n_dropped; // records whose prompt fills the window (nothing to learn)
 } TrainSet;
 
 // Tokenizes every record (prompt+output, EOS appended, prompt tokens masked).
