@@ -6,7 +6,7 @@
 # Usage: bench/bench_eval.sh [THREADS] [LIMIT] [TASKS]
 #        (default: nproc, 20, arc_easy,openbookqa,piqa)
 # Needs: models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf, data/benchmarks, a Python with
-# lm-eval 0.4.9.1 + transformers ($PYTHON, default /work/pyref/bin/python), $EDGEFORGE
+# lm-eval 0.4.9.1 + transformers ($PYTHON, default python3), $EDGEFORGE
 # (default build/edgeforge).
 #
 # Timing: edgeforge is timed as the whole process (model load + tokenizer + evaluation);
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 T=${1:-$(nproc)}
 N=${2:-20}
 TASKS=${3:-arc_easy,openbookqa,piqa}
-PY=${PYTHON:-/work/pyref/bin/python}
+PY=${PYTHON:-python3}
 BIN=${EDGEFORGE:-build/edgeforge}
 MODEL=models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 OUT=${BENCH_DIR:-/tmp/ef_bench_eval.$$}

@@ -7,14 +7,14 @@
 #
 # Usage: bench/bench_infer.sh [THREADS] [REPS]      (default: nproc, 3; best of REPS)
 # Needs: models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-smollm2.sh), a
-# Python with gguf and llama-cpp-python ($PYTHON, default /work/pyref/bin/python).
+# Python with gguf and llama-cpp-python ($PYTHON, default python3).
 # Prints a markdown table for bench/RESULTS.md. F32/F16 GGUFs are made once into
 # $BENCH_DIR (default build/bench) by bench/make_gguf.py (dequantizing the Q4_1 file).
 set -e
 cd "$(dirname "$0")/.."
 T=${1:-$(nproc)}
 R=${2:-3}
-PY=${PYTHON:-/work/pyref/bin/python}
+PY=${PYTHON:-python3}
 OUT=${BENCH_DIR:-build/bench}
 BIN=${EDGEFORGE:-build/edgeforge}
 SRC=models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf

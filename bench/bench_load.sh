@@ -3,7 +3,7 @@
 # transformers on SmolLM2-135M-Instruct (GGUF Q4_1 as published, plus an F16 GGUF and
 # BF16/F32 Hugging Face directories converted from it by `edgeforge convert`).
 #
-#   sh bench/bench_load.sh                 # BUILD=build-iobench REPS=7 REPS_HF=5 PY=/work/pyref/bin/python
+#   sh bench/bench_load.sh                 # BUILD=build-iobench REPS=7 REPS_HF=5 PY=python3
 #   BUILD=build sh bench/bench_load.sh     # use another build directory
 #
 # llama.cpp: through llama-cpp-python when importable, and through its C API
@@ -17,7 +17,7 @@ set -eu
 BUILD=${BUILD:-build-iobench}
 REPS=${REPS:-7}
 REPS_HF=${REPS_HF:-5}
-PY=${PY:-/work/pyref/bin/python}
+PY=${PY:-python3}
 GGUF=models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 OUT=bench/out
 

@@ -7,7 +7,7 @@
 #   (PyTorch) on the same CPU, same shape, same token count.
 #
 # Usage: bench/bench_quant.sh [THREADS] [REPS]      (default: 2, 3; best of REPS)
-# Env: EDGEFORGE (default build/edgeforge), PYTHON (default /work/pyref/bin/python, needs gguf,
+# Env: EDGEFORGE (default build/edgeforge), PYTHON (default python3, needs gguf,
 #   llama-cpp-python, torch), BENCH_DIR (default bench/out), GPTQ_GROUP (128), GPTQ_NSAMPLES (32),
 #   GPTQ_SEQLEN (128), SKIP_GPTQ_TIMING=1 to skip the last part.
 # Needs models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-smollm2.sh) and
@@ -20,7 +20,7 @@ set -e
 cd "$(dirname "$0")/.."
 T=${1:-2}
 R=${2:-3}
-PY=${PYTHON:-/work/pyref/bin/python}
+PY=${PYTHON:-python3}
 OUT=${BENCH_DIR:-bench/out}
 BIN=${EDGEFORGE:-build/edgeforge}
 G=${GPTQ_GROUP:-128}
