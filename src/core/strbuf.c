@@ -20,6 +20,15 @@ void strbuf_put(StrBuf *b, const void *s, size_t n) {
 
 void strbuf_puts(StrBuf *b, const char *s) { strbuf_put(b, s, strlen(s)); }
 
+void strbuf_putc(StrBuf *b, char c) { strbuf_put(b, &c, 1); }
+
+char *strbuf_take(StrBuf *b) {
+    if (!b->p) strbuf_put(b, "", 0);
+    char *s = b->p;
+    memset(b, 0, sizeof *b);
+    return s;
+}
+
 void strbuf_release(StrBuf *b) {
     free(b->p);
     memset(b, 0, sizeof *b);

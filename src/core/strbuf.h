@@ -23,6 +23,10 @@ typedef struct {
 void strbuf_put(StrBuf *b, const void *s, size_t n);
 // Appends a NUL-terminated string.
 void strbuf_puts(StrBuf *b, const char *s);
+// Appends one byte.
+void strbuf_putc(StrBuf *b, char c);
+// Returns the string (an empty one if nothing was added; caller frees) and resets b.
+char *strbuf_take(StrBuf *b);
 // Frees the buffer and zeroes the struct.
 void strbuf_release(StrBuf *b);
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "core/strbuf.h"
 #include "core/fileio.h"
 
 /* ---- string pool: every rendered string of a task lives here ------------------------ */
@@ -58,29 +59,6 @@ static void pool_free(TaskPool *p) {
 
 /* ---- a growable string buffer ---------------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-} Buf;
-
-static void buf_add(Buf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->s = xrealloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
-static void buf_puts(Buf *b, const char *s) { buf_add(b, s, strlen(s)); }
-static void buf_putc(Buf *b, char c) { buf_add(b, &c, 1); }
-static char *buf_take(Buf *b) {
-    if (!b->s) buf_add(b, "", 0);
-    char *s = b->s;
-    memset(b, 0, sizeof(*b));
-    return s;
-}
-
 /* ---- UTF-8 and Python string semantics ------------------------------------------- */
 
 // Decodes one code point at s (n bytes left); *len = bytes used. Invalid bytes decode as
@@ -108,7 +86,7 @@ static uint32_t utf8_next(const unsigned char *s, size_t n, int *len) {
     return v;
 }
 
-static void utf8_put(Buf *b, uint32_t c) {
+static void utf8_put(StrBuf *b, uint32_t c) {
     char t[4];
     size_t n;
     if (c < 0x80)
@@ -121,7 +99,7 @@ static void utf8_put(Buf *b, uint32_t c) {
     else
         t[0] = (char)(0xf0 | (c >> 18)), t[1] = (char)(0x80 | ((c >> 12) & 0x3f)),
         t[2] = (char)(0x80 | ((c >> 6) & 0x3f)), t[3] = (char)(0x80 | (c & 0x3f)), n = 4;
-    buf_add(b, t, n);
+    strbuf_put(b, t, n);
 }
 
 // Python str.isspace(): bidi classes WS, B, S and category Zs.
@@ -189,26 +167,26 @@ size_t py_rstrip_len(const char *s, size_t n) {
 char *py_strip(const char *s) {
     size_t b, e;
     py_strip_range(s, strlen(s), &b, &e);
-    Buf out = {0};
-    buf_add(&out, s + b, e - b);
-    return buf_take(&out);
+    StrBuf out = {0};
+    strbuf_put(&out, s + b, e - b);
+    return strbuf_take(&out);
 }
 
 char *py_capitalize(const char *s) {
     size_t n = strlen(s);
     const unsigned char *u = (const unsigned char *)s;
-    Buf out = {0};
-    buf_add(&out, "", 0);
+    StrBuf out = {0};
+    strbuf_put(&out, "", 0);
     for (size_t i = 0; i < n;) {
         int k;
         uint32_t c = utf8_next(u + i, n - i, &k);
         if (k == 1 && c >= 0x80)
-            buf_putc(&out, (char)c); // invalid byte: keep as is
+            strbuf_putc(&out, (char)c); // invalid byte: keep as is
         else
             utf8_put(&out, i == 0 ? py_upper(c) : py_lower(c));
         i += (size_t)k;
     }
-    return buf_take(&out);
+    return strbuf_take(&out);
 }
 
 int64_t py_len(const char *s) {
@@ -226,24 +204,24 @@ int64_t py_len(const char *s) {
 
 // Python text.replace(from, to): all non-overlapping occurrences, left to right.
 static char *str_replace_all(const char *s, const char *from, const char *to) {
-    Buf out = {0};
-    buf_add(&out, "", 0);
+    StrBuf out = {0};
+    strbuf_put(&out, "", 0);
     size_t fl = strlen(from);
     const char *p = s, *q;
     while ((q = strstr(p, from)) != NULL) {
-        buf_add(&out, p, (size_t)(q - p));
-        buf_puts(&out, to);
+        strbuf_put(&out, p, (size_t)(q - p));
+        strbuf_puts(&out, to);
         p = q + fl;
     }
-    buf_puts(&out, p);
-    return buf_take(&out);
+    strbuf_puts(&out, p);
+    return strbuf_take(&out);
 }
 
 // re.sub(r"\[.*?\]", "", s): '[' then the shortest run of non-newline characters up to a
 // ']' ('.' does not match "\n"); a '[' without such a ']' stays.
 static char *remove_brackets(const char *s) {
-    Buf out = {0};
-    buf_add(&out, "", 0);
+    StrBuf out = {0};
+    strbuf_put(&out, "", 0);
     const char *p = s;
     while (*p) {
         if (*p == '[') {
@@ -255,9 +233,9 @@ static char *remove_brackets(const char *s) {
                 continue;
             }
         }
-        buf_putc(&out, *p++);
+        strbuf_putc(&out, *p++);
     }
-    return buf_take(&out);
+    return strbuf_take(&out);
 }
 
 char *hellaswag_preprocess(const char *text) {
@@ -351,16 +329,16 @@ static void add_doc_shared(Loader *L, const char *context, const char *const *ch
     d->continuations = xmalloc((size_t)n * sizeof(char *));
     d->choices = xmalloc((size_t)n * sizeof(char *));
     const char *ctx = pool_strdup(t->pool, context);
-    Buf cont = {0};
+    StrBuf cont = {0};
     for (int i = 0; i < n; i++) {
         d->contexts[i] = ctx;
         d->choices[i] = pool_strdup(t->pool, choices[i]);
-        cont.len = 0;
-        buf_puts(&cont, " "); // target_delimiter (default " ")
-        buf_puts(&cont, choices[i]);
-        d->continuations[i] = pool_strdup(t->pool, cont.s);
+        cont.n = 0;
+        strbuf_puts(&cont, " "); // target_delimiter (default " ")
+        strbuf_puts(&cont, choices[i]);
+        d->continuations[i] = pool_strdup(t->pool, cont.p);
     }
-    free(cont.s);
+    free(cont.p);
     d->gold = gold;
     d->subject = subject;
     d->index = index;
@@ -459,12 +437,12 @@ static Status rec_arc(Loader *L, json_t *rec, int index) {
         if (gold < 0)
             s = loader_fail(L, "answerKey '%s' is not a choice label", key);
         else {
-            Buf ctx = {0};
-            buf_puts(&ctx, "Question: ");
-            buf_puts(&ctx, stem);
-            buf_puts(&ctx, "\nAnswer:");
-            add_doc_shared(L, ctx.s, texts, n, gold, -1, index);
-            free(ctx.s);
+            StrBuf ctx = {0};
+            strbuf_puts(&ctx, "Question: ");
+            strbuf_puts(&ctx, stem);
+            strbuf_puts(&ctx, "\nAnswer:");
+            add_doc_shared(L, ctx.p, texts, n, gold, -1, index);
+            free(ctx.p);
         }
     }
     free(texts);
@@ -512,20 +490,20 @@ static Status rec_csqa(Loader *L, json_t *rec, int index) {
         if (gold < 0)
             s = loader_fail(L, "answerKey '%s' is not one of A-E", key);
         else {
-            Buf ctx = {0};
+            StrBuf ctx = {0};
             char *q = py_strip(stem);
-            buf_puts(&ctx, "Question: ");
-            buf_puts(&ctx, q);
+            strbuf_puts(&ctx, "Question: ");
+            strbuf_puts(&ctx, q);
             for (int i = 0; i < 5; i++) {
-                buf_putc(&ctx, '\n');
-                buf_puts(&ctx, letters[i]);
-                buf_puts(&ctx, ". ");
-                buf_puts(&ctx, texts[i]);
+                strbuf_putc(&ctx, '\n');
+                strbuf_puts(&ctx, letters[i]);
+                strbuf_puts(&ctx, ". ");
+                strbuf_puts(&ctx, texts[i]);
             }
-            buf_puts(&ctx, "\nAnswer:");
-            add_doc_shared(L, ctx.s, letters, 5, gold, -1, index);
+            strbuf_puts(&ctx, "\nAnswer:");
+            add_doc_shared(L, ctx.p, letters, 5, gold, -1, index);
             free(q);
-            free(ctx.s);
+            free(ctx.p);
         }
     }
     free(texts);
@@ -580,14 +558,14 @@ static Status rec_hellaswag(Loader *L, json_t *rec, int index) {
     int n = (int)json_array_size(ends);
     if (gold < 0 || gold >= n) return loader_fail(L, "bad label");
     // query = preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize())
-    Buf raw = {0};
+    StrBuf raw = {0};
     char *cap = py_capitalize(cb);
-    buf_puts(&raw, act);
-    buf_puts(&raw, ": ");
-    buf_puts(&raw, ca);
-    buf_puts(&raw, " ");
-    buf_puts(&raw, cap);
-    char *query = hellaswag_preprocess(raw.s);
+    strbuf_puts(&raw, act);
+    strbuf_puts(&raw, ": ");
+    strbuf_puts(&raw, ca);
+    strbuf_puts(&raw, " ");
+    strbuf_puts(&raw, cap);
+    char *query = hellaswag_preprocess(raw.p);
     char **ch = xcalloc((size_t)n, sizeof(char *));
     for (int i = 0; i < n && s == STATUS_OK; i++) {
         const char *e = json_string_value(json_array_get(ends, (size_t)i));
@@ -601,7 +579,7 @@ static Status rec_hellaswag(Loader *L, json_t *rec, int index) {
         free(ch[i]);
     free(ch);
     free(cap);
-    free(raw.s);
+    free(raw.p);
     free(query);
     return s;
 }
@@ -678,12 +656,12 @@ static Status rec_piqa_with(Loader *L, json_t *rec, int index, const LabelsCtx *
         return s;
     int gold;
     if ((s = label_at(L, lc, index, 0, 1, &gold)) != STATUS_OK) return s;
-    Buf ctx = {0};
-    buf_puts(&ctx, "Question: ");
-    buf_puts(&ctx, goal);
-    buf_puts(&ctx, "\nAnswer:");
-    add_doc_shared(L, ctx.s, ch, 2, gold, -1, index);
-    free(ctx.s);
+    StrBuf ctx = {0};
+    strbuf_puts(&ctx, "Question: ");
+    strbuf_puts(&ctx, goal);
+    strbuf_puts(&ctx, "\nAnswer:");
+    add_doc_shared(L, ctx.p, ch, 2, gold, -1, index);
+    free(ctx.p);
     return STATUS_OK;
 }
 
@@ -699,14 +677,14 @@ static Status rec_siqa_with(Loader *L, json_t *rec, int index, const LabelsCtx *
         return s;
     int label;
     if ((s = label_at(L, lc, index, 1, 3, &label)) != STATUS_OK) return s;
-    Buf ctx = {0};
-    buf_puts(&ctx, "Q: ");
-    buf_puts(&ctx, c);
-    buf_puts(&ctx, " ");
-    buf_puts(&ctx, q);
-    buf_puts(&ctx, "\nA:");
-    add_doc_shared(L, ctx.s, ch, 3, label - 1, -1, index);
-    free(ctx.s);
+    StrBuf ctx = {0};
+    strbuf_puts(&ctx, "Q: ");
+    strbuf_puts(&ctx, c);
+    strbuf_puts(&ctx, " ");
+    strbuf_puts(&ctx, q);
+    strbuf_puts(&ctx, "\nA:");
+    add_doc_shared(L, ctx.p, ch, 3, label - 1, -1, index);
+    free(ctx.p);
     return STATUS_OK;
 }
 
@@ -737,19 +715,19 @@ static Status rec_winogrande(Loader *L, json_t *rec, int index) {
     d->continuations = xmalloc(2 * sizeof(char *));
     d->choices = xmalloc(2 * sizeof(char *));
     char *rest = py_strip(us + 1);
-    Buf b = {0};
-    buf_puts(&b, " ");
-    buf_puts(&b, rest);
-    const char *cont = pool_strdup(t->pool, b.s);
+    StrBuf b = {0};
+    strbuf_puts(&b, " ");
+    strbuf_puts(&b, rest);
+    const char *cont = pool_strdup(t->pool, b.p);
     const char *opts[2] = {o1, o2};
     for (int i = 0; i < 2; i++) {
-        b.len = 0;
-        buf_add(&b, sent, (size_t)(us - sent));
-        buf_puts(&b, opts[i]);
-        d->contexts[i] = d->choices[i] = pool_strdup(t->pool, b.s);
+        b.n = 0;
+        strbuf_put(&b, sent, (size_t)(us - sent));
+        strbuf_puts(&b, opts[i]);
+        d->contexts[i] = d->choices[i] = pool_strdup(t->pool, b.p);
         d->continuations[i] = cont;
     }
-    free(b.s);
+    free(b.p);
     free(rest);
     d->gold = gold;
     d->subject = -1;
@@ -812,19 +790,19 @@ static int csv_next(const char **pp, const char *end, CsvRow *row) {
     const char *p = *pp;
     row->n = 0;
     if (p >= end) return 0;
-    Buf fld = {0};
-    buf_add(&fld, "", 0);
+    StrBuf fld = {0};
+    strbuf_put(&fld, "", 0);
     enum { START, FIELD, QUOTED, QUOTE_IN_QUOTED } st = START;
     for (;;) {
         int c = p < end ? (unsigned char)*p : -1;
         bool eor = c == -1 || ((c == '\n' || c == '\r') && st != QUOTED);
         if (eor || (c == ',' && st != QUOTED)) {
             if (row->n == 8) {
-                free(fld.s);
+                free(fld.p);
                 return -1;
             }
-            row->f[row->n++] = buf_take(&fld);
-            buf_add(&fld, "", 0);
+            row->f[row->n++] = strbuf_take(&fld);
+            strbuf_put(&fld, "", 0);
             if (eor) {
                 if (c == '\r' && p + 1 < end && p[1] == '\n') p++;
                 if (c != -1) p++;
@@ -840,27 +818,27 @@ static int csv_next(const char **pp, const char *end, CsvRow *row) {
             if (c == '"')
                 st = QUOTED;
             else
-                buf_putc(&fld, (char)c), st = FIELD;
+                strbuf_putc(&fld, (char)c), st = FIELD;
             break;
-        case FIELD: buf_putc(&fld, (char)c); break;
+        case FIELD: strbuf_putc(&fld, (char)c); break;
         case QUOTED:
             if (c == '"')
                 st = QUOTE_IN_QUOTED;
             else
-                buf_putc(&fld, (char)c);
+                strbuf_putc(&fld, (char)c);
             break;
         case QUOTE_IN_QUOTED:
-            buf_putc(&fld, (char)c);
+            strbuf_putc(&fld, (char)c);
             st = c == '"' ? QUOTED : FIELD;
             break;
         }
         p++;
         if (p >= end && st == QUOTED) {
-            free(fld.s);
+            free(fld.p);
             return -1;
         }
     }
-    free(fld.s);
+    free(fld.p);
     *pp = p;
     return 1;
 }
@@ -907,21 +885,21 @@ static Status mmlu_read_csv(const char *path, int64_t limit, MmluItem **out, int
             csv_row_free(&row);
             break;
         }
-        Buf t = {0};
+        StrBuf t = {0};
         char *q = py_strip(row.f[0]);
-        buf_puts(&t, q);
+        strbuf_puts(&t, q);
         free(q);
         for (int i = 0; i < 4; i++) {
             char hdr[5] = {'\n', (char)('A' + i), '.', ' ', 0};
-            buf_puts(&t, hdr);
-            buf_puts(&t, row.f[1 + i]);
+            strbuf_puts(&t, hdr);
+            strbuf_puts(&t, row.f[1 + i]);
         }
-        buf_puts(&t, "\nAnswer:");
+        strbuf_puts(&t, "\nAnswer:");
         if (n == cap) {
             cap = cap ? 2 * cap : 256;
             items = xrealloc(items, (size_t)cap * sizeof(MmluItem));
         }
-        items[n].text = buf_take(&t);
+        items[n].text = strbuf_take(&t);
         items[n++].answer = ans;
         csv_row_free(&row);
     }
@@ -991,27 +969,27 @@ static Status load_mmlu(Loader *L, const char *dir) {
         if (s == STATUS_OK && n == 0) s = fail(STATUS_ERR_FORMAT, "'%s': no records", path);
         if (s == STATUS_OK) {
             // description (subject with "_" -> " ") + K shots "text answer\n\n" + item
-            Buf pre = {0};
-            buf_puts(&pre, "The following are multiple choice questions (with answers) about ");
+            StrBuf pre = {0};
+            strbuf_puts(&pre, "The following are multiple choice questions (with answers) about ");
             for (const char *c = subj; *c; c++)
-                buf_putc(&pre, *c == '_' ? ' ' : *c);
-            buf_puts(&pre, ".\n\n");
+                strbuf_putc(&pre, *c == '_' ? ' ' : *c);
+            strbuf_puts(&pre, ".\n\n");
             for (int j = 0; j < n_shots; j++) {
-                buf_puts(&pre, shots[j].text);
-                buf_putc(&pre, ' ');
-                buf_putc(&pre, (char)('A' + shots[j].answer));
-                buf_puts(&pre, "\n\n");
+                strbuf_puts(&pre, shots[j].text);
+                strbuf_putc(&pre, ' ');
+                strbuf_putc(&pre, (char)('A' + shots[j].answer));
+                strbuf_puts(&pre, "\n\n");
             }
             static const char *const letters[4] = {"A", "B", "C", "D"};
-            Buf ctx = {0};
+            StrBuf ctx = {0};
             for (int i = 0; i < n; i++) {
-                ctx.len = 0;
-                buf_add(&ctx, pre.s, pre.len);
-                buf_puts(&ctx, items[i].text);
-                add_doc_shared(L, ctx.s, letters, 4, items[i].answer, si, i);
+                ctx.n = 0;
+                strbuf_put(&ctx, pre.p, pre.n);
+                strbuf_puts(&ctx, items[i].text);
+                add_doc_shared(L, ctx.p, letters, 4, items[i].answer, si, i);
             }
-            free(ctx.s);
-            free(pre.s);
+            free(ctx.p);
+            free(pre.p);
         }
         mmlu_items_free(items, n);
         mmlu_items_free(shots, n_shots);
