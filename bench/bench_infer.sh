@@ -17,17 +17,7 @@ R=${2:-3}
 PY=${PYTHON:-python3}
 OUT=${BENCH_DIR:-build/bench}
 BIN=${EDGEFORGE:-build/edgeforge}
-SRC=models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-# Both engines use libgomp (llama.cpp's CPU backend is built with OpenMP): threads that
-# sleep at barriers instead of spinning are much faster on a shared, oversubscribed machine
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-[ -f "$SRC" ] || { echo "error: $SRC missing (run scripts/fetch-smollm2.sh)" >&2; exit 1; }
-mkdir -p "$OUT"
-[ -x "$BIN" ] || make -s "$BIN"
-cc -O2 -fopenmp -o "$OUT/bench_bw" bench/bench_bw.c
-for p in f32 f16; do
-  [ -f "$OUT/smollm2-$p.gguf" ] || "$PY" bench/make_gguf.py "$SRC" "$OUT/smollm2-$p.gguf" $p
-done
+. bench/common.sh
 
 # read bandwidth: best of a measurement before and one after the runs (a shared machine's
 # bandwidth varies; the best is the ceiling the runs could have had)

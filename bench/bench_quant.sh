@@ -26,18 +26,9 @@ BIN=${EDGEFORGE:-build/edgeforge}
 G=${GPTQ_GROUP:-128}
 NS=${GPTQ_NSAMPLES:-32}
 SL=${GPTQ_SEQLEN:-128}
-SRC=models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-# edgeforge and llama.cpp both use libgomp: sleeping threads at barriers, not spinning ones
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-[ -f "$SRC" ] || { echo "error: $SRC missing (run scripts/fetch-smollm2.sh)" >&2; exit 1; }
-mkdir -p "$OUT"
-[ -x "$BIN" ] || make -s "$BIN"
-cc -O2 -fopenmp -o "$OUT/bench_bw" bench/bench_bw.c
+. bench/common.sh
 
 # ---- models -------------------------------------------------------------------------------
-for p in f32 f16; do
-  [ -f "$OUT/smollm2-$p.gguf" ] || "$PY" bench/make_gguf.py "$SRC" "$OUT/smollm2-$p.gguf" $p
-done
 for q in q4_0 q4_k_m; do
   [ -f "$OUT/smollm2-$q.gguf" ] || "$PY" bench/bench_quant.py quantize "$OUT/smollm2-f32.gguf" \
                                        "$OUT/smollm2-$q.gguf" $q "$T"
