@@ -340,13 +340,14 @@ static void test_eval_vs_unshared_ref(void **s) {
     assert_int_equal(infer_init(&st, &m, &io), STATUS_OK);
     static const TaskKind kinds[] = {TASK_ARC_EASY, TASK_HELLASWAG, TASK_WINOGRANDE,
                                      TASK_COMMONSENSE_QA};
+    static const int batches[] = {1, 3, 32}; // 3: a partial last batch; 32: one batch
     int checked = 0;
     double worst = 0;
-    for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
+    for (size_t k = 0; k < ARRAY_LEN(kinds) * ARRAY_LEN(batches); k++) {
         Task t;
         TaskOpts o = task_opts_default();
         o.limit = 5;
-        assert_int_equal(task_load(&t, kinds[k], DATA, &o), STATUS_OK);
+        assert_int_equal(task_load(&t, kinds[k % ARRAY_LEN(kinds)], DATA, &o), STATUS_OK);
         int64_t n_req = 0;
         for (int d = 0; d < t.n_docs; d++)
             n_req += t.docs[d].n_choices;
@@ -354,7 +355,7 @@ static void test_eval_vs_unshared_ref(void **s) {
         bool *gr = xcalloc((size_t)n_req, sizeof(bool));
         McDocScore *sc = xcalloc((size_t)t.n_docs, sizeof(McDocScore));
         EvalOptions eo = eval_options_default();
-        eo.batch = 3; // odd batch: a partial last batch
+        eo.batch = batches[k / ARRAY_LEN(kinds)];
         if (eval_task(&m, &t, &eo, sc, lls, gr, NULL) != STATUS_OK) fail_msg("%s", status_msg());
         int64_t q = 0;
         for (int d = 0; d < t.n_docs; d++)
@@ -380,7 +381,7 @@ static void test_eval_vs_unshared_ref(void **s) {
         free(sc);
         task_release(&t);
     }
-    assert_true(checked > 50);
+    assert_true(checked > 150);
     print_message("eval_task vs unshared reference: %d requests, worst |dLL| %.3g\n", checked,
                   worst);
     infer_release(&st);

@@ -40,7 +40,7 @@ static void test_matmul_vs_ref(void **state) {
     (void)state;
     Rng r;
     rng_seed(&r, 1);
-    const int Ts[] = {1, 3, 8, 17}, Ks[] = {1, 5, 64, 77, 300}, Ns[] = {1, 7, 33, 70};
+    const int Ts[] = {1, 3, 8, 17, 35, 64}, Ks[] = {1, 5, 64, 77, 300}, Ns[] = {1, 7, 33, 70};
     OpsIsa best = ops_isa_detect();
     printf("    best ISA here: %s\n", ops_isa_name(best));
     int checked = 0;
@@ -213,17 +213,20 @@ static void test_thread_count_invariance(void **state) {
 #ifdef _OPENMP
     Rng r;
     rng_seed(&r, 5);
-    const int K = 576, N = 1003, T = 3;
-    float *x = randn(&r, T * K, 1.0f);
+    const int K = 576, N = 1003;
     int saved = omp_get_max_threads();
-    for (int d = 0; d < DTYPE_COUNT; d++) {
-        void *w = rand_weight(&r, (int64_t)N * K, (DType)d, 0.5f);
+    for (int d = 0; d < 2 * DTYPE_COUNT; d++) { // T = 3: GEMV rows; T = 21: register tiles
+        int T = d < DTYPE_COUNT ? 3 : 21;
+        float *x = randn(&r, T * K, 1.0f);
+        DType dt = (DType)(d % DTYPE_COUNT);
+        void *w = rand_weight(&r, (int64_t)N * K, dt, 0.5f);
         float *y1 = malloc((size_t)T * N * sizeof *y1), *y2 = malloc((size_t)T * N * sizeof *y2);
         omp_set_num_threads(1);
-        ops_matmul(y1, x, w, (DType)d, T, K, N, NULL);
+        ops_matmul(y1, x, w, dt, T, K, N, NULL);
         omp_set_num_threads(2);
-        ops_matmul(y2, x, w, (DType)d, T, K, N, NULL);
+        ops_matmul(y2, x, w, dt, T, K, N, NULL);
         assert_memory_equal(y1, y2, (size_t)T * N * sizeof *y1);
+        free(x);
         free(w);
         free(y1);
         free(y2);
@@ -259,7 +262,6 @@ static void test_thread_count_invariance(void **state) {
     free(q);
     free(o1);
     free(o2);
-    free(x);
 #else
     skip();
 #endif

@@ -16,6 +16,8 @@ Usage (from the repository root):
 --make-data-dir builds a data folder of links to data/benchmarks whose HellaSwag is the
 1000-record ORIGINAL subset (the documents lm-eval sees through the offline loader of
 tools/gen_eval_fixtures.py), so HellaSwag is compared exactly too.
+--ref-out FILE keeps lm-eval's samples (the slow half, run once, e.g. in the background);
+--ref-in FILE compares a later edgeforge run against them without running lm-eval again.
 Exit status 1 when a log-likelihood differs by more than --tol (default 1e-3) or an acc /
 acc_norm differs where the two best choices are further apart than --tol.
 """
@@ -45,20 +47,8 @@ def make_data_dir(path):
     print(path)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model", nargs="?")
-    ap.add_argument("--tasks", default="arc_easy")
-    ap.add_argument("--limit", type=int, default=10)
-    ap.add_argument("--samples")
-    ap.add_argument("--report")
-    ap.add_argument("--tol", type=float, default=1e-3)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--make-data-dir")
-    a = ap.parse_args()
-    if a.make_data_dir:
-        make_data_dir(a.make_data_dir)
-        return 0
+def run_lm_eval(a):
+    """lm-eval's samples keyed by (task, subject, doc_id), plus versions and results."""
     import torch
     import transformers
     G.skip_vlm_backend()
@@ -90,6 +80,44 @@ def main():
         subject = tname[5:] if task == "mmlu" else ""
         for s in samples:
             ref[(task, subject, s["doc_id"])] = s
+    versions = {"lm_eval": getattr(lm_eval, "__version__", "0.4.9.1"),
+                "torch": torch.__version__, "transformers": transformers.__version__}
+    if a.ref_out:
+        keep = [{"task": k[0], "subject": k[1], "doc_id": k[2],
+                 "filtered_resps": v["filtered_resps"],
+                 **{m: v[m] for m in ("acc", "acc_norm") if m in v}} for k, v in ref.items()]
+        with open(a.ref_out, "w") as f:
+            json.dump({"versions": versions, "results": res["results"], "samples": keep}, f)
+    return versions, res["results"], ref
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", nargs="?")
+    ap.add_argument("--tasks", default="arc_easy")
+    ap.add_argument("--limit", type=int, default=10)
+    ap.add_argument("--samples")
+    ap.add_argument("--report")
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--make-data-dir")
+    ap.add_argument("--ref-out", help="also write lm-eval's samples and results (JSON) here")
+    ap.add_argument("--ref-in", help="compare against a --ref-out file instead of running "
+                    "lm-eval again")
+    a = ap.parse_args()
+    if a.make_data_dir:
+        make_data_dir(a.make_data_dir)
+        return 0
+    if a.ref_in:
+        with open(a.ref_in) as f:
+            saved = json.load(f)
+        versions, results, ref = saved["versions"], saved["results"], {}
+        for s in saved["samples"]:
+            ref[(s["task"], s["subject"], s["doc_id"])] = s
+    else:
+        versions, results, ref = run_lm_eval(a)
+    if not a.samples:  # reference only (--ref-out)
+        return 0
     import time
     while not os.path.exists(a.samples):  # edgeforge may still be running beside us
         time.sleep(10)
@@ -121,12 +149,10 @@ def main():
                     near_ties += 1
                 else:
                     diff_acc.append((key, m))
-    report = {"lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else "0.4.9.1",
-              "torch": torch.__version__, "transformers": transformers.__version__,
-              "model": a.model, "limit": a.limit, "documents": n_docs, "requests": n_req,
+    report = {**versions, "model": a.model, "limit": a.limit, "documents": n_docs, "requests": n_req,
               "max_abs_ll_diff": worst, "acc_diffs_outside_near_ties": len(diff_acc),
               "acc_diffs_at_near_ties": near_ties, "tasks": per_task,
-              "lm_eval_results": res["results"]}
+              "lm_eval_results": results}
     print(json.dumps({k: v for k, v in report.items() if k != "lm_eval_results"}, indent=1))
     if a.report:
         with open(a.report, "w") as f:

@@ -102,14 +102,14 @@ typedef struct {
 } EvalArgs;
 
 int cmd_eval(int argc, char **argv) {
-    EvalArgs a = {.tasks = ALL_TASKS, .data_dir = "data/benchmarks", .batch = 8};
+    EvalArgs a = {.tasks = ALL_TASKS, .data_dir = "data/benchmarks", .batch = 32};
     ArgSpec spec[] = {
         {"tasks", 0, ARG_STRING, &a.tasks, "comma-separated tasks, or all (default: all 8)", 0, 0},
         {"limit", 0, ARG_INT64, &a.limit, "at most N documents per task (per MMLU subject)", 1,
          9e18},
         {"num-fewshot", 0, ARG_INT, &a.num_fewshot, "few-shot examples (mmlu only; default 0)", 0,
          5},
-        {"batch", 'b', ARG_INT, &a.batch, "questions scored together (default 8)", 1, 4096},
+        {"batch", 'b', ARG_INT, &a.batch, "questions scored together (default 32)", 1, 4096},
         {"out", 'o', ARG_STRING, &a.out, "write lm-eval-layout results JSON here", 0, 0},
         {"md", 0, ARG_STRING, &a.md, "also write the Markdown table here", 0, 0},
         {"log-samples", 0, ARG_STRING, &a.samples, "write per-document log-likelihoods (JSONL)", 0,

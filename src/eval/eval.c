@@ -15,8 +15,12 @@
 #include "model/infer.h"
 #include "model/tokenizer.h"
 
+// Memory the scoring may plan for: KV caches of one batch, logit rows of one forward.
+#define EVAL_KV_BUDGET     (1024.0 * 1024 * 1024)
+#define EVAL_LOGITS_BUDGET ((int64_t)128 << 20)
+
 EvalOptions eval_options_default(void) {
-    EvalOptions o = {.add_bos = false, .batch = 8, .max_length = 0};
+    EvalOptions o = {.add_bos = false, .batch = 32, .max_length = 0};
     return o;
 }
 
@@ -47,6 +51,8 @@ typedef struct {
     uint8_t *want_buf;
     int64_t cap_tokens;
     float *logits; // (cap_rows, V)
+    double *lse;   // (cap_rows) log-sum-exp of each logits row
+    int *argmax;   // (cap_rows)
 } Runner;
 
 // log-softmax of one row at `tok` and whether tok is the row's (first) argmax.
@@ -70,21 +76,23 @@ static Status runner_flush(Runner *r) {
                     .n = (int)r->n_tokens};
     Status s = infer_forward(&r->st, &b, r->logits);
     if (s != STATUS_OK) return s;
+    // each row's log-sum-exp and argmax in parallel (V exps per row), then the sums in order
+    int64_t n_rows = r->rows;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n_rows; i++)
+        row_stats(r->logits + i * r->V, r->V, &r->lse[i], &r->argmax[i]);
     int64_t row = 0;
     for (int i = 0; i < r->n_segs; i++) {
         const Seg *g = &r->segs[i];
         for (int j = g->want_from; j < g->n; j++, row++) {
             const float *x = r->logits + row * r->V;
-            double lse;
-            int am;
-            row_stats(x, r->V, &lse, &am);
             int k = g->cont_start + (j - g->want_from); // continuation index predicted
             for (int64_t q = g->req_lo; q < g->req_hi; q++) {
                 const EvalPair *p = &r->pairs[q];
                 if (k >= p->n_cont) continue;
                 int32_t t = p->cont[k];
-                r->ll[q] += (double)x[t] - lse;
-                if (am != t) r->greedy[q] = false;
+                r->ll[q] += (double)x[t] - r->lse[row];
+                if (r->argmax[row] != t) r->greedy[q] = false;
             }
         }
     }
@@ -98,12 +106,12 @@ static Status runner_flush(Runner *r) {
 static Status runner_add(Runner *r, const Seg *g) {
     int64_t want = g->n - g->want_from;
     CHECK(want <= r->cap_rows);
-    if (r->rows + want > r->cap_rows || r->n_tokens + g->n > r->cap_tokens) {
+    if (r->rows + want > r->cap_rows) {
         Status s = runner_flush(r);
         if (s != STATUS_OK) return s;
     }
-    if (r->n_tokens + g->n > r->cap_tokens) {
-        r->cap_tokens = r->n_tokens + g->n;
+    if (r->n_tokens + g->n > r->cap_tokens) { // token buffers grow; only logit rows flush
+        r->cap_tokens = MAX(2 * r->cap_tokens, r->n_tokens + g->n);
         r->tok_buf = xrealloc(r->tok_buf, (size_t)r->cap_tokens * sizeof(int32_t));
         r->seq_buf = xrealloc(r->seq_buf, (size_t)r->cap_tokens * sizeof(int32_t));
         r->want_buf = xrealloc(r->want_buf, (size_t)r->cap_tokens);
@@ -130,6 +138,8 @@ static void runner_release(Runner *r) {
     free(r->seq_buf);
     free(r->want_buf);
     free(r->logits);
+    free(r->lse);
+    free(r->argmax);
 }
 
 // Longest continuation of doc d's requests.
@@ -148,7 +158,9 @@ static int window_drop(int n_ctx, int n_cont, int window) {
     return drop >= n_ctx ? -1 : drop;
 }
 
-// Shared-context documents [d0, d1): contexts once, then each choice on its context.
+// Shared-context documents [d0, d1): every context once (document k in sequence k), then
+// every choice's remaining tokens in its own sequence (a copy of the context's cache), all
+// in as few forwards as the logits buffer allows: big token batches keep the GEMMs efficient.
 static Status score_shared(Runner *r, const Task *t, const int64_t *off, const int *drop, int d0,
                            int d1) {
     Status s;
@@ -166,17 +178,18 @@ static Status score_shared(Runner *r, const Task *t, const int64_t *off, const i
         if ((s = runner_add(r, &g)) != STATUS_OK) return s;
     }
     if ((s = runner_flush(r)) != STATUS_OK) return s;
-    int max_choices = 0;
-    for (int d = d0; d < d1; d++)
-        max_choices = MAX(max_choices, t->docs[d].n_choices);
-    for (int c = 0; c < max_choices; c++) {
-        for (int d = d0; d < d1; d++) {
-            if (c >= t->docs[d].n_choices) continue;
+    int next = d1 - d0; // first free sequence
+    for (int d = d0; d < d1; d++) {
+        int n_ctx = r->pairs[off[d]].n_ctx - drop[d];
+        bool own_used = false;
+        for (int c = 0; c < t->docs[d].n_choices; c++) {
             int64_t q = off[d] + c;
             const EvalPair *p = &r->pairs[q];
             if (p->n_cont < 2) continue; // the context's last row already scored it
             int seq = d - d0;
-            infer_seq_truncate(&r->st, seq, p->n_ctx - drop[d]);
+            if (own_used) // the context's own sequence takes the first choice; copies the rest
+                infer_seq_copy(&r->st, seq = next++, d - d0, n_ctx);
+            own_used = true;
             Seg g = {.seq = seq,
                      .tok = p->cont,
                      .n = p->n_cont - 1,
@@ -186,9 +199,8 @@ static Status score_shared(Runner *r, const Task *t, const int64_t *off, const i
                      .cont_start = 1};
             if ((s = runner_add(r, &g)) != STATUS_OK) return s;
         }
-        if ((s = runner_flush(r)) != STATUS_OK) return s;
     }
-    return STATUS_OK;
+    return runner_flush(r);
 }
 
 // Independent requests [q0, q1) (WinoGrande): ctx + cont[:-1] each in its own sequence.
@@ -236,7 +248,7 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
     int *drop_req = xcalloc((size_t)(n_req > 0 ? n_req : 1), sizeof(int));
     int32_t **scratch = NULL;
     Status s = STATUS_OK;
-    int max_len = 1, max_cont = 1, max_choices = 1;
+    int max_len = 1, max_cont = 1, max_choices = 1, max_forks = 1;
     bool any_indep = false;
     for (int d = 0; d < t->n_docs && s == STATUS_OK; d++) {
         const TaskDoc *doc = &t->docs[d];
@@ -266,6 +278,10 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
                 break;
             }
             max_len = MAX(max_len, n_ctx - drop[d] + mc);
+            int forks = 0; // choices that need their own copy of the context
+            for (int c = 0; c < doc->n_choices; c++)
+                forks += pairs[off[d] + c].n_cont >= 2;
+            max_forks = MAX(max_forks, forks);
         } else {
             any_indep = true;
             drop[d] = -1; // marks the document as independent
@@ -282,8 +298,15 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
             }
         }
     }
-    // 2. the engine: one KV sequence per question (or per request when independent)
-    int n_seqs = any_indep ? MAX(o->batch, max_choices) : o->batch;
+    // 2. the engine: per document one KV sequence per choice that needs one (a shared
+    // context's copies, or independent requests); --batch documents at a time, fewer when
+    // their caches would pass EVAL_KV_BUDGET
+    int per_doc = MAX(max_forks, any_indep ? max_choices : 1);
+    const LlamaConfig *cf = &m->cfg;
+    double seq_bytes =
+        2.0 * cf->n_layers * cf->n_kv_heads * cf->head_dim * sizeof(float) * (double)(max_len + 33);
+    int docs = (int)MIN((double)o->batch, MAX(1.0, EVAL_KV_BUDGET / (seq_bytes * per_doc)));
+    int n_seqs = docs * per_doc;
     if (s == STATUS_OK) {
         InferOptions io = infer_options_default();
         io.max_seqs = n_seqs;
@@ -295,8 +318,10 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
         r.greedy = xmalloc((size_t)(n_req > 0 ? n_req : 1) * sizeof(bool));
         for (int64_t q = 0; q < n_req; q++)
             r.greedy[q] = true; // all() of no tokens is True
-        r.cap_rows = MAX(256, max_cont + n_seqs);
+        r.cap_rows = MAX(max_cont + docs, EVAL_LOGITS_BUDGET / ((int64_t)r.V * 4));
         r.logits = malloc((size_t)r.cap_rows * (size_t)r.V * sizeof(float));
+        r.lse = xmalloc((size_t)r.cap_rows * sizeof(double));
+        r.argmax = xmalloc((size_t)r.cap_rows * sizeof(int));
         if (!r.logits)
             s = fail(STATUS_ERR_NOMEM, "cannot allocate %lld logit rows", (long long)r.cap_rows);
         if (s == STATUS_OK) s = infer_init(&r.st, m, &io);
@@ -310,7 +335,7 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
     int d = 0;
     while (s == STATUS_OK && d < t->n_docs) {
         bool indep = drop[d] < 0;
-        int per = indep ? MAX(1, n_seqs / max_choices) : o->batch;
+        int per = docs;
         int d1 = d + 1;
         while (d1 < t->n_docs && d1 - d < per && (drop[d1] < 0) == indep)
             d1++;

@@ -7,9 +7,11 @@
  * share one context (all but WinoGrande) a batch of up to `batch` questions is scored as:
  *   1. one forward over the contexts of all the questions (one KV-cache sequence each),
  *      logits only at each context's last token (it predicts every choice's first token);
- *   2. per choice index c, one forward over the continuations' tokens but the last, each
- *      appended to its question's cached context (the sequence is rewound to the context
- *      between choices), logits for those rows only.
+ *   2. one forward over every choice's continuation tokens but the last, each choice in
+ *      its own KV sequence: the question's own for its first such choice, copies of the
+ *      context's cache (infer_seq_copy) for the others; logits for those rows only.
+ *      Forwards are split only where the logit buffer (128 MiB) fills, so the GEMMs see
+ *      hundreds of token rows at once.
  * So the context is computed once per question, never once per choice. WinoGrande's
  * requests (one context per choice) are scored as independent sequences, batched.
  *   LL = sum_j log_softmax(logits_j)[cont_j], in double from float32 logits;
@@ -19,7 +21,7 @@
  * choices of a question (the longest continuation's), so only such over-long questions
  * can differ from lm-eval; none of the 8 tasks comes near 2048 tokens.
  *
- *   EvalOptions o = eval_options_default();              // no BOS, batch 8
+ *   EvalOptions o = eval_options_default();              // no BOS, batch 32
  *   McDocScore *sc = xcalloc(task.n_docs, sizeof *sc);
  *   Progress p; progress_init(&p, "arc_easy", task.n_docs);
  *   if (eval_task(&model, &task, &o, sc, NULL, NULL, &p) != STATUS_OK) ...
@@ -37,7 +39,8 @@
 
 typedef struct {
     bool add_bos;   // prepend BOS to every request (lm-eval add_bos_token; default off)
-    int batch;      // questions (KV-cache sequences) scored together, >= 1
+    int batch;      // questions scored together, >= 1 (fewer when their KV caches would
+                    // pass 1 GiB)
     int max_length; // request window in tokens; 0: the model's max_seq_len (lm-eval's
                     // max_length comes from the model config the same way)
 } EvalOptions;

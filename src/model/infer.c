@@ -200,6 +200,29 @@ static float *cache_at(const InferState *st, float *cache, int seq, int layer) {
     return cache + ((size_t)seq * (size_t)c->n_layers + (size_t)layer) * per_layer;
 }
 
+void infer_seq_copy(InferState *st, int dst, int src, int n) {
+    CHECK(dst >= 0 && dst < st->opt.max_seqs && src >= 0 && src < st->opt.max_seqs);
+    CHECK(n >= 0 && n <= st->seq_len[src]);
+    if (dst == src) {
+        st->seq_len[dst] = n;
+        return;
+    }
+    const LlamaConfig *c = &st->m->cfg;
+    size_t ctx = (size_t)st->ctx_stride, HD = (size_t)c->head_dim;
+    for (int l = 0; l < c->n_layers; l++) {
+        const float *ks = cache_at(st, st->k_cache, src, l),
+                    *vs = cache_at(st, st->v_cache, src, l);
+        float *kd = cache_at(st, st->k_cache, dst, l), *vd = cache_at(st, st->v_cache, dst, l);
+        for (size_t h = 0; h < (size_t)c->n_kv_heads; h++) {
+            size_t head = h * ctx * HD;
+            for (size_t i = 0; i < HD; i++) // keys (HD, ctx): n positions of each row
+                memcpy(kd + head + i * ctx, ks + head + i * ctx, (size_t)n * sizeof(float));
+            memcpy(vd + head, vs + head, (size_t)n * HD * sizeof(float));
+        }
+    }
+    st->seq_len[dst] = n;
+}
+
 // Writes the chunk's k, v rows (T, KVH*HD) into each token's sequence cache.
 static void cache_store(InferState *st, int layer, const int32_t *seq, const int32_t *pos, int T) {
     const LlamaConfig *c = &st->m->cfg;

@@ -101,6 +101,9 @@ Status infer_decode(InferState *st, int seq, int32_t token, float *logits);
 int infer_seq_len(const InferState *st, int seq);
 // Forgets positions >= n of `seq` (n <= current length).
 void infer_seq_truncate(InferState *st, int seq, int n);
+// Makes `dst` a copy of the first n positions of `src` (n <= its length): several
+// continuations of one prefix then run side by side in one batch (evaluation).
+void infer_seq_copy(InferState *st, int dst, int src, int n);
 
 // RoPE inverse frequencies (HD/2) of a configuration, HF's formula in float32 including
 // llama3 scaling (transformers _compute_llama3_parameters).

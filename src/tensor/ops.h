@@ -111,6 +111,9 @@ void ops_add_ref(float *y, const float *x, int64_t n);
 // y[r] = dot(x, W row r) for r in [0, n_rows), W rows of K elements of type wt.
 void ops_gemv_rows_avx2(float *y, const float *x, const void *w, DType wt, int K, int n_rows);
 void ops_gemv_rows_avx512(float *y, const float *x, const void *w, DType wt, int K, int n_rows);
+// y[t * ldy + r] = dot(x row t, W row r) for r < n_rows, t < T (tiles of 3 rows x 4 tokens).
+void ops_gemm_rows_avx2(float *y, int64_t ldy, const float *x, const void *w, DType wt, int K,
+                        int n_rows, int T);
 // dst (n) = src (n) of type t widened to float32.
 void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n);
 // sc[p] = scale * sum_i q[i] * kt[i * ctx + p] for p in [0, np) (transposed keys).

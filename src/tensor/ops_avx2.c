@@ -122,6 +122,60 @@ AVX2_TARGET
     }
 }
 
+// 3 weight rows x 4 tokens of y = x W^T: 12 accumulators; per 8 columns 3 weight and 4
+// activation loads feed 12 FMAs, so the loop runs at FMA speed from L1/L2. Rows and tokens
+// past the tile's end repeat the last one (computed, not stored).
+AVX2_TARGET static void tile3x4(float *y, int64_t ldy, const float *x, const void *w, DType wt,
+                                int K, int nr, int nt) {
+    int64_t K64 = K;
+    int64_t r1 = nr > 1 ? K64 : 0, r2 = nr > 2 ? 2 * K64 : r1;
+    const float *x0 = x, *x1 = nt > 1 ? x + K64 : x0, *x2 = nt > 2 ? x + 2 * K64 : x1,
+                *x3 = nt > 3 ? x + 3 * K64 : x2;
+    __m256 a[3][4];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++)
+            a[i][j] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K64; k += 8) {
+        __m256 b0 = load8(w, wt, k), b1 = load8(w, wt, r1 + k), b2 = load8(w, wt, r2 + k);
+        __m256 v = _mm256_loadu_ps(x0 + k);
+        a[0][0] = _mm256_fmadd_ps(b0, v, a[0][0]);
+        a[1][0] = _mm256_fmadd_ps(b1, v, a[1][0]);
+        a[2][0] = _mm256_fmadd_ps(b2, v, a[2][0]);
+        v = _mm256_loadu_ps(x1 + k);
+        a[0][1] = _mm256_fmadd_ps(b0, v, a[0][1]);
+        a[1][1] = _mm256_fmadd_ps(b1, v, a[1][1]);
+        a[2][1] = _mm256_fmadd_ps(b2, v, a[2][1]);
+        v = _mm256_loadu_ps(x2 + k);
+        a[0][2] = _mm256_fmadd_ps(b0, v, a[0][2]);
+        a[1][2] = _mm256_fmadd_ps(b1, v, a[1][2]);
+        a[2][2] = _mm256_fmadd_ps(b2, v, a[2][2]);
+        v = _mm256_loadu_ps(x3 + k);
+        a[0][3] = _mm256_fmadd_ps(b0, v, a[0][3]);
+        a[1][3] = _mm256_fmadd_ps(b1, v, a[1][3]);
+        a[2][3] = _mm256_fmadd_ps(b2, v, a[2][3]);
+    }
+    const float *xs[4] = {x0, x1, x2, x3};
+    int64_t ro[3] = {0, r1, r2};
+    for (int i = 0; i < nr; i++)
+        for (int j = 0; j < nt; j++) {
+            float acc = hsum8(a[i][j]);
+            for (int64_t kk = k; kk < K64; kk++)
+                acc += ops_load(w, wt, ro[i] + kk) * xs[j][kk];
+            y[j * ldy + i] = acc;
+        }
+}
+
+AVX2_TARGET void ops_gemm_rows_avx2(float *y, int64_t ldy, const float *x, const void *w, DType wt,
+                                    int K, int n_rows, int T) {
+    for (int r = 0; r < n_rows; r += 3) {
+        const void *wr = (const char *)w + (int64_t)r * K * (int64_t)dtype_size(wt);
+        for (int t = 0; t < T; t += 4)
+            tile3x4(y + (int64_t)t * ldy + r, ldy, x + (int64_t)t * K, wr, wt, K,
+                    n_rows - r < 3 ? n_rows - r : 3, T - t < 4 ? T - t : 4);
+    }
+}
+
 AVX2_TARGET void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)

@@ -7,7 +7,9 @@
  *   T < OPS_GEMM_MIN_T  (decode, a few sequences): blocks of 16 weight rows are split over
  *                        threads; each block is applied to all T tokens while it is in
  *                        cache. Memory-bound: 16-bit weights halve the bytes read.
- *   T >= OPS_GEMM_MIN_T (prefill): OpenBLAS sgemm. 16-bit weights are widened into the
+ *   OPS_GEMM_MIN_T <= T < OPS_TILE_MAX_T (x86): row blocks that stay in L2 per thread,
+ *                        3x4 register tiles (no packing of the whole weight per call).
+ *   T >= OPS_TILE_MAX_T (prefill): OpenBLAS sgemm. 16-bit weights are widened into the
  *                        caller's scratch first, in blocks of >= 2M floats (the widening
  *                        costs one pass over the weights, the product T passes).
  */
@@ -25,6 +27,7 @@
 
 #define OPS_GEMM_MIN_T 8  // from this many tokens on, sgemm beats re-reading weights
 #define OPS_ROW_BLOCK  16 // weight rows per OpenMP work item in the GEMV path
+#define OPS_TILE_MAX_T 64 // below this many tokens, register tiles beat sgemm (x86)
 // 16-bit weights are widened into scratch in blocks of at least this many floats (8 MiB)
 // and at least 256 rows, so that a layer's matrices go to sgemm in one call
 #define OPS_WIDEN_FLOATS (1 << 21)
@@ -120,6 +123,26 @@ static void matmul_gemv(float *y, const float *x, const void *w, DType wt, int T
     }
 }
 
+// Middle T on x86: each thread takes blocks of weight rows small enough to stay in L2 and
+// applies them to all T tokens in 3x4 register tiles (ops_gemm_rows_avx2). Against
+// sgemm this skips OpenBLAS packing the whole weight matrix per call, which for a few
+// dozen tokens (the classifier's wanted rows, batched decode) costs as much as the product.
+static void matmul_tiles(float *y, const float *x, const void *w, DType wt, int T, int K, int N) {
+#if defined(__x86_64__)
+    int64_t row_bytes = (int64_t)K * (int64_t)dtype_size(wt);
+    int rb = (int)MAX(3, MIN(96, (64 << 10) / MAX(row_bytes, 1)) / 3 * 3);
+    int nb = (N + rb - 1) / rb;
+#pragma omp parallel for schedule(static) if ((int64_t)N * K * T >= OPS_PAR_MIN_WORK)
+    for (int b = 0; b < nb; b++) {
+        int r0 = b * rb;
+        ops_gemm_rows_avx2(y + r0, N, x, row_ptr(w, wt, r0, K), wt, K, MIN(rb, N - r0), T);
+    }
+#else
+    (void)y, (void)x, (void)w, (void)wt, (void)T, (void)K, (void)N;
+    CHECK_MSG(false, "matmul_tiles: x86-64 only");
+#endif
+}
+
 static void widen_rows(float *dst, const void *src, DType t, int64_t n, OpsIsa isa) {
 #if defined(__x86_64__)
     if (isa != OPS_ISA_PORTABLE) {
@@ -153,7 +176,9 @@ static void matmul_gemm(float *y, const float *x, const void *w, DType wt, int T
 
 void ops_matmul_isa(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
                     float *scratch, OpsIsa isa) {
-    if (T >= OPS_GEMM_MIN_T)
+    if (T >= OPS_GEMM_MIN_T && T < OPS_TILE_MAX_T && isa != OPS_ISA_PORTABLE)
+        matmul_tiles(y, x, w, wt, T, K, N);
+    else if (T >= OPS_GEMM_MIN_T)
         matmul_gemm(y, x, w, wt, T, K, N, scratch, isa);
     else
         matmul_gemv(y, x, w, wt, T, K, N, isa);
