@@ -227,6 +227,35 @@ static void test_dequant_vs_gguf_py(void **state) {
     assert_int_equal(gguf_dequantize(GGUF_TENSOR_Q4_0, blk, out, 31), STATUS_ERR_ARG);
 }
 
+// The SIMD and parallel path of gguf_dequantize equals the scalar _ref block by block on
+// many random blocks (every nibble and int8 value, every finite fp16 scale sign and range;
+// big enough to take the multi-threaded split).
+static void test_dequant_fast_vs_ref(void **state) {
+    (void)state;
+    static const GgufTensorType types[] = {GGUF_TENSOR_Q4_0, GGUF_TENSOR_Q4_1, GGUF_TENSOR_Q8_0};
+    const int64_t nb = 40000;
+    unsigned seed = 12345;
+    for (size_t k = 0; k < ARRAY_LEN(types); k++) {
+        size_t ts = gguf_tensor_type_size(types[k]);
+        unsigned char *b = xmalloc((size_t)nb * ts);
+        for (size_t i = 0; i < (size_t)nb * ts; i++) {
+            seed = seed * 1103515245u + 12345u;
+            b[i] = (unsigned char)(seed >> 16);
+        }
+        for (int64_t i = 0; i < nb; i++) // finite scales (and mins): exponent field < 31
+            for (int f = 0; f < (types[k] == GGUF_TENSOR_Q4_1 ? 2 : 1); f++)
+                b[(size_t)i * ts + 2 * (size_t)f + 1] &= 0xBB;
+        int64_t n = nb * 32;
+        float *x = xmalloc((size_t)n * sizeof *x), *y = xmalloc((size_t)n * sizeof *y);
+        assert_int_equal(gguf_dequantize(types[k], b, x, n), STATUS_OK);
+        assert_int_equal(gguf_dequantize_ref(types[k], b, y, n), STATUS_OK);
+        assert_bits_equal(gguf_tensor_type_name(types[k]), x, y, n);
+        free(b);
+        free(x);
+        free(y);
+    }
+}
+
 /* ---- (c) our writer -> our reader (gguf-py checks it with --check-writer) ---------- */
 
 static void test_writer_roundtrip(void **state) {
@@ -933,12 +962,13 @@ static void test_smollm2_model(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_meta_values),        cmocka_unit_test(test_meta_tensors),
-        cmocka_unit_test(test_dequant_vs_gguf_py), cmocka_unit_test(test_writer_roundtrip),
-        cmocka_unit_test(test_bad_inputs),         cmocka_unit_test(test_smollm2_container),
-        cmocka_unit_test(test_tiny_llama_load),    cmocka_unit_test(test_model_save_roundtrip),
-        cmocka_unit_test(test_qwen2_load_save),    cmocka_unit_test(test_spm_tokenizer_gguf),
-        cmocka_unit_test(test_model_bad),          cmocka_unit_test(test_smollm2_model),
+        cmocka_unit_test(test_meta_values),          cmocka_unit_test(test_meta_tensors),
+        cmocka_unit_test(test_dequant_vs_gguf_py),   cmocka_unit_test(test_dequant_fast_vs_ref),
+        cmocka_unit_test(test_writer_roundtrip),     cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_smollm2_container),    cmocka_unit_test(test_tiny_llama_load),
+        cmocka_unit_test(test_model_save_roundtrip), cmocka_unit_test(test_qwen2_load_save),
+        cmocka_unit_test(test_spm_tokenizer_gguf),   cmocka_unit_test(test_model_bad),
+        cmocka_unit_test(test_smollm2_model),
     };
     return cmocka_run_group_tests_name("gguf", tests, NULL, NULL);
 }
