@@ -206,6 +206,39 @@ static void test_attention_vs_ref(void **state) {
     }
 }
 
+// ops_matmul_multi (one parallel loop over q/k/v-like matrices) gives exactly
+// ops_matmul's outputs, for decode-sized and prefill-sized T and every dtype.
+static void test_matmul_multi(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 9);
+    const int K = 200, Ns[3] = {96, 33, 40}, Ts[] = {1, 3, 9};
+    for (int d = 0; d < DTYPE_COUNT; d++)
+        for (size_t ti = 0; ti < ARRAY_LEN(Ts); ti++) {
+            int T = Ts[ti];
+            float *x = randn(&r, (int64_t)T * K, 1.0f);
+            float *scratch = malloc(ops_matmul_scratch_floats(K) * sizeof *scratch);
+            OpsMatmulOut out[3];
+            float *want[3];
+            for (int i = 0; i < 3; i++) {
+                void *w = rand_weight(&r, (int64_t)Ns[i] * K, (DType)d, 0.5f);
+                out[i] = (OpsMatmulOut){malloc((size_t)T * Ns[i] * sizeof(float)), w, (DType)d,
+                                        Ns[i]};
+                want[i] = malloc((size_t)T * Ns[i] * sizeof(float));
+                ops_matmul(want[i], x, w, (DType)d, T, K, Ns[i], scratch);
+            }
+            ops_matmul_multi(out, 3, x, T, K, scratch);
+            for (int i = 0; i < 3; i++) {
+                assert_memory_equal(out[i].y, want[i], (size_t)T * Ns[i] * sizeof(float));
+                free(out[i].y);
+                free((void *)out[i].w);
+                free(want[i]);
+            }
+            free(x);
+            free(scratch);
+        }
+}
+
 // Decode-path kernels split work only over independent outputs with a fixed reduction
 // order: 1 and 2 threads must give bit-identical results (shapes big enough to go parallel).
 static void test_thread_count_invariance(void **state) {
@@ -273,6 +306,7 @@ int main(void) {
         cmocka_unit_test(test_rows_ops_vs_ref),
         cmocka_unit_test(test_rope_vs_ref),
         cmocka_unit_test(test_attention_vs_ref),
+        cmocka_unit_test(test_matmul_multi),
         cmocka_unit_test(test_thread_count_invariance),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);

@@ -255,6 +255,25 @@ static void linear(InferState *st, float *y, const float *x, const Tensor *w, co
     if (b && b->data) ops_add_bias(y, b->data, b->dtype, T, N);
 }
 
+// Several linears of the same input: one parallel loop for decode when none is GPTQ.
+static void linear_multi(InferState *st, float *const *y, const float *x, const Tensor *const *w,
+                         const Tensor *const *b, int n, int T) {
+    OpsMatmulOut out[3];
+    bool plain = n <= 3;
+    for (int i = 0; i < n && plain; i++) {
+        plain = !w[i]->gptq && w[i]->shape[1] == w[0]->shape[1];
+        out[i] = (OpsMatmulOut){y[i], w[i]->data, w[i]->dtype, (int)w[i]->shape[0]};
+    }
+    if (!plain) {
+        for (int i = 0; i < n; i++)
+            linear(st, y[i], x, w[i], b[i], T);
+        return;
+    }
+    ops_matmul_multi(out, n, x, T, (int)w[0]->shape[1], st->mm_scratch);
+    for (int i = 0; i < n; i++)
+        if (b[i] && b[i]->data) ops_add_bias(y[i], b[i]->data, b[i]->dtype, T, out[i].N);
+}
+
 static void attention_block(InferState *st, int l, const int32_t *seq, const int32_t *pos, int T) {
     const LlamaConfig *c = &st->m->cfg;
     const LlamaLayer *ly = &st->m->layers[l];
@@ -263,9 +282,9 @@ static void attention_block(InferState *st, int l, const int32_t *seq, const int
     if (st->on_linear_input)
         for (int i = 0; i < 3; i++)
             st->on_linear_input(st->on_linear_user, l, i, st->xn, T, D);
-    linear(st, st->q, st->xn, &ly->wq, &ly->bq, T);
-    linear(st, st->k, st->xn, &ly->wk, &ly->bk, T);
-    linear(st, st->v, st->xn, &ly->wv, &ly->bv, T);
+    const Tensor *qkv[3] = {&ly->wq, &ly->wk, &ly->wv}, *qkv_b[3] = {&ly->bq, &ly->bk, &ly->bv};
+    float *qkv_y[3] = {st->q, st->k, st->v};
+    linear_multi(st, qkv_y, st->xn, qkv, qkv_b, 3, T);
     ops_rope(st->q, T, H, HD, pos, st->rope_cos, st->rope_sin);
     ops_rope(st->k, T, KVH, HD, pos, st->rope_cos, st->rope_sin);
     cache_store(st, l, seq, pos, T);
@@ -294,8 +313,9 @@ static void mlp_block(InferState *st, int l, int T) {
     if (st->on_linear_input)
         for (int i = 4; i < 6; i++)
             st->on_linear_input(st->on_linear_user, l, i, st->xn, T, D);
-    linear(st, st->g, st->xn, &ly->w_gate, NULL, T);
-    linear(st, st->u, st->xn, &ly->w_up, NULL, T);
+    const Tensor *gu[2] = {&ly->w_gate, &ly->w_up}, *gu_b[2] = {NULL, NULL};
+    float *gu_y[2] = {st->g, st->u};
+    linear_multi(st, gu_y, st->xn, gu, gu_b, 2, T);
     ops_swiglu(st->g, st->g, st->u, (int64_t)T * c->hidden_dim);
     if (st->on_linear_input) st->on_linear_input(st->on_linear_user, l, 6, st->g, T, c->hidden_dim);
     linear(st, st->y, st->g, &ly->w_down, NULL, T);

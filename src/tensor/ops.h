@@ -55,6 +55,17 @@ static inline float ops_load(const void *w, DType t, int64_t i) {
 // floats (may be NULL when wt is F32 or T == 1). y must not alias x.
 void ops_matmul(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
                 float *scratch);
+// Several products of the same x (q/k/v, gate/up): y_i (T, N_i) = x (T, K) @ W_i^T. For
+// decode-sized T one parallel loop covers the rows of every W_i (one OpenMP barrier
+// instead of n_out); results equal ops_matmul's for each output. n_out <= 8.
+typedef struct {
+    float *y;
+    const void *w;
+    DType wt;
+    int N;
+} OpsMatmulOut;
+void ops_matmul_multi(const OpsMatmulOut *out, int n_out, const float *x, int T, int K,
+                      float *scratch);
 // The same with a forced path (tests use it to check every path the CPU can run).
 void ops_matmul_isa(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
                     float *scratch, OpsIsa isa);

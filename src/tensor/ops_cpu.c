@@ -189,6 +189,37 @@ void ops_matmul(float *y, const float *x, const void *w, DType wt, int T, int K,
     ops_matmul_isa(y, x, w, wt, T, K, N, scratch, ops_isa_detect());
 }
 
+void ops_matmul_multi(const OpsMatmulOut *out, int n_out, const float *x, int T, int K,
+                      float *scratch) {
+    OpsIsa isa = ops_isa_detect();
+    if (T >= OPS_GEMM_MIN_T) { // big enough to fill the threads one matrix at a time
+        for (int i = 0; i < n_out; i++)
+            ops_matmul_isa(out[i].y, x, out[i].w, out[i].wt, T, K, out[i].N, scratch, isa);
+        return;
+    }
+    // one parallel loop over the row blocks of all the matrices: one barrier, not n_out
+    enum { MAX_OUT = 8 };
+    CHECK(n_out >= 1 && n_out <= MAX_OUT);
+    int first[MAX_OUT + 1];
+    int64_t work = 0;
+    first[0] = 0;
+    for (int i = 0; i < n_out; i++) {
+        first[i + 1] = first[i] + (out[i].N + OPS_ROW_BLOCK - 1) / OPS_ROW_BLOCK;
+        work += (int64_t)out[i].N * K * T;
+    }
+#pragma omp parallel for schedule(static) if (work >= OPS_PAR_MIN_WORK)
+    for (int b = 0; b < first[n_out]; b++) {
+        int i = 0;
+        while (b >= first[i + 1])
+            i++;
+        const OpsMatmulOut *o = &out[i];
+        int r0 = (b - first[i]) * OPS_ROW_BLOCK, n = MIN(OPS_ROW_BLOCK, o->N - r0);
+        const void *wb = row_ptr(o->w, o->wt, r0, K);
+        for (int t = 0; t < T; t++)
+            gemv_rows(o->y + (int64_t)t * o->N + r0, x + (int64_t)t * K, wb, o->wt, K, n, isa);
+    }
+}
+
 /* ---- elementwise and row ops ------------------------------------------------------ */
 
 void ops_add_bias(float *y, const void *b, DType bt, int T, int N) {
