@@ -18,6 +18,7 @@
 #include "quant/gptq_pack.h"
 #include "testutil.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,6 +183,44 @@ static void test_parity_asym_actorder(void **s) {
 static void test_parity_perchannel(void **s) {
     (void)s;
     run_parity_case("gptq/perchannel_actorder_k96.safetensors");
+}
+
+// A layer big enough for OpenBLAS's threaded LAPACK (K = 640): the same codes, scales and
+// loss bits with 1 and 2 OpenBLAS threads and 1 and 3 OpenMP threads (before the
+// factorisation was pinned to one BLAS thread, U and so the loss differed at 2 threads).
+static void test_quantize_blas_threads(void **state) {
+    (void)state;
+    const int64_t K = 640, N = 48, T = 1024;
+    Rng r;
+    rng_seed(&r, 11);
+    float *X = xmalloc((size_t)(T * K) * sizeof(float)), *W = xmalloc((size_t)(N * K) * 4);
+    for (int64_t i = 0; i < T * K; i++)
+        X[i] = (float)rng_normal(&r) * (1.0f + (float)(i % K) / 64.0f);
+    for (int64_t i = 0; i < N * K; i++)
+        W[i] = 0.05f * (float)rng_normal(&r);
+    GptqHessian h;
+    assert_int_equal(gptq_hessian_init(&h, K), STATUS_OK);
+    assert_int_equal(gptq_hessian_add_batch(&h, X, T, 8), STATUS_OK);
+    GptqOptions o;
+    gptq_options_defaults(&o);
+    GptqResult r1, r2;
+    int nt = omp_get_max_threads(), bt = openblas_get_num_threads();
+    omp_set_num_threads(1);
+    openblas_set_num_threads(1);
+    assert_int_equal(gptq_quantize_layer(&r1, W, N, &h, &o), STATUS_OK);
+    omp_set_num_threads(3);
+    openblas_set_num_threads(2);
+    assert_int_equal(gptq_quantize_layer(&r2, W, N, &h, &o), STATUS_OK);
+    omp_set_num_threads(nt);
+    openblas_set_num_threads(bt);
+    assert_memory_equal(r1.q, r2.q, (size_t)(N * K));
+    assert_memory_equal(r1.scales, r2.scales, (size_t)(r1.G * N) * sizeof(double));
+    assert_true(r1.loss == r2.loss);
+    gptq_result_release(&r1);
+    gptq_result_release(&r2);
+    gptq_hessian_release(&h);
+    free(X);
+    free(W);
 }
 
 // The dsyrk path equals the naive triple loop; codes do not depend on the thread count.
@@ -828,6 +867,7 @@ int main(void) {
         cmocka_unit_test(test_parity_asym_actorder),
         cmocka_unit_test(test_parity_perchannel),
         cmocka_unit_test(test_hessian_ref_and_threads),
+        cmocka_unit_test(test_quantize_blas_threads),
         cmocka_unit_test(test_small_shapes),
         cmocka_unit_test(test_not_positive_definite),
         cmocka_unit_test(test_bad_arguments),

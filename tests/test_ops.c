@@ -222,8 +222,8 @@ static void test_matmul_multi(void **state) {
             float *want[3];
             for (int i = 0; i < 3; i++) {
                 void *w = rand_weight(&r, (int64_t)Ns[i] * K, (DType)d, 0.5f);
-                out[i] = (OpsMatmulOut){malloc((size_t)T * Ns[i] * sizeof(float)), w, (DType)d,
-                                        Ns[i]};
+                out[i] =
+                    (OpsMatmulOut){malloc((size_t)T * Ns[i] * sizeof(float)), w, (DType)d, Ns[i]};
                 want[i] = malloc((size_t)T * Ns[i] * sizeof(float));
                 ops_matmul(want[i], x, w, (DType)d, T, K, Ns[i], scratch);
             }
@@ -302,12 +302,9 @@ static void test_thread_count_invariance(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_vs_ref),
-        cmocka_unit_test(test_rows_ops_vs_ref),
-        cmocka_unit_test(test_rope_vs_ref),
-        cmocka_unit_test(test_attention_vs_ref),
-        cmocka_unit_test(test_matmul_multi),
-        cmocka_unit_test(test_thread_count_invariance),
+        cmocka_unit_test(test_matmul_vs_ref), cmocka_unit_test(test_rows_ops_vs_ref),
+        cmocka_unit_test(test_rope_vs_ref),   cmocka_unit_test(test_attention_vs_ref),
+        cmocka_unit_test(test_matmul_multi),  cmocka_unit_test(test_thread_count_invariance),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }

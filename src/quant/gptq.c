@@ -251,10 +251,15 @@ static Status inverse_factor(double *U, const double *Hp, int64_t K, const GptqO
         // Row-major U read as column-major is U^T; H is symmetric, and uplo "L" of the
         // column-major view is the row-major upper triangle. potrf: H = L L^T; potri: H^-1;
         // potrf again: H^-1 = L2 L2^T, whose row-major reading is U = L2^T, upper.
-        int info = 0;
+        // One OpenBLAS thread: its threaded potrf/potri block differently per thread count
+        // (measured: other bits at 2 threads than at 1), and U decides the codes. K <= a few
+        // thousand, so this costs well under a second per layer.
+        int info = 0, threads = openblas_get_num_threads();
+        openblas_set_num_threads(1);
         dpotrf_("L", &n, U, &n, &info, 1);
         if (info == 0) dpotri_("L", &n, U, &n, &info, 1);
         if (info == 0) dpotrf_("L", &n, U, &n, &info, 1);
+        openblas_set_num_threads(threads);
         if (info == 0) break;
         double next = pd * o->damp_growth;
         if (next > o->damp_max * (1 + 1e-9))
