@@ -102,16 +102,21 @@ echo
 
 # ---- GPTQ wall time: one layer, edgeforge vs PyTorch ------------------------------------------
 [ "${SKIP_GPTQ_TIMING:-0}" = 1 ] && exit 0
-TG=$(dirname "$BIN")/tests/test_gptq
-[ -x "$TG" ] || make -s "$TG"
+LIB=$(dirname "$BIN")/libedgeforge.a
+make -s "$LIB"
+TG="$OUT/bench_gptq"
+# shellcheck disable=SC2046
+cc -std=c11 -O2 -D_GNU_SOURCE -Isrc bench/bench_gptq.c "$LIB" \
+   $(pkg-config --libs jansson libpcre2-8 hiredis libcurl 2>/dev/null ||
+     echo -ljansson -lpcre2-8 -lhiredis -lcurl) -lopenblas -lm -lpthread -fopenmp -o "$TG"
 echo "### GPTQ wall time, one layer, $T thread(s)"
 echo
 echo "W (1536, 576) and (576, 1536) [gate/up and down of SmolLM2-135M], 128 sequences x 512 tokens"
-echo "of calibration, 4 bits, group 128, sym, damp 0.01. edgeforge: \`GPTQ_BENCH=1 $TG\`; PyTorch:"
+echo "of calibration, 4 bits, group 128, sym, damp 0.01. edgeforge: \`$TG layer\` (bench/bench_gptq.c); PyTorch:"
 echo "\`tools/gptq_ref.py bench\` (float32 and float64). Both with $T threads."
 echo
 echo '```'
-OMP_NUM_THREADS=$T GPTQ_BENCH=1 "$TG" 2>&1 | grep 'bench gptq' | sed 's/^ *//'
+OMP_NUM_THREADS=$T "$TG" layer
 for shape in "1536 576" "576 1536"; do
   set -- $shape
   for dt in float32 float64; do

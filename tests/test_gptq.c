@@ -806,57 +806,6 @@ static void test_ckpt_corrupt(void **state) {
     free(dir);
 }
 
-/* ---- timing (GPTQ_BENCH=1; not a test) ------------------------------------------------ */
-
-static double cpu_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-// W (N, K) with 128 sequences of 512 tokens, as tools/gptq_ref.py bench does.
-static void bench_layer(int64_t N, int64_t K, bool act_order) {
-    Rng rng;
-    rng_seed(&rng, 1);
-    const int64_t T = 512, S = 128;
-    float *X = xmalloc((size_t)(T * K) * 4), *W = xmalloc((size_t)(N * K) * 4);
-    for (int64_t i = 0; i < N * K; i++)
-        W[i] = (float)(0.02 * rng_normal(&rng));
-    GptqHessian h;
-    assert_int_equal(gptq_hessian_init(&h, K), STATUS_OK);
-    // one batch of tokens reused for every sequence: the timing does not depend on values
-    for (int64_t i = 0; i < T * K; i++)
-        X[i] = (float)rng_normal(&rng) * (1 + (float)(i % K == 3) * 20);
-    double t0 = time_now(), c0 = cpu_seconds();
-    for (int64_t s = 0; s < S; s++)
-        assert_int_equal(gptq_hessian_add_batch(&h, X, T, 1), STATUS_OK);
-    double th = time_now() - t0, ch = cpu_seconds() - c0;
-    GptqOptions o;
-    gptq_options_defaults(&o);
-    o.act_order = act_order;
-    GptqResult r;
-    t0 = time_now();
-    c0 = cpu_seconds();
-    assert_int_equal(gptq_quantize_layer(&r, W, N, &h, &o), STATUS_OK);
-    print_message("bench gptq W (%lld, %lld), %lldx%lld tokens, act-order %d: hessian %.3f s "
-                  "(cpu %.3f s), quantize %.3f s (cpu %.3f s), loss %.6g\n",
-                  (long long)N, (long long)K, (long long)S, (long long)T, act_order, th, ch,
-                  time_now() - t0, cpu_seconds() - c0, r.loss);
-    gptq_result_release(&r);
-    gptq_hessian_release(&h);
-    free(X);
-    free(W);
-}
-
-static void test_bench(void **state) {
-    (void)state;
-    const char *e = getenv("GPTQ_BENCH");
-    if (!e || strcmp(e, "1") != 0) skip();
-    bench_layer(1536, 576, false);
-    bench_layer(1536, 576, true);
-    bench_layer(576, 1536, false);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grid),
@@ -879,7 +828,6 @@ int main(void) {
         cmocka_unit_test(test_ckpt_round_trip),
         cmocka_unit_test(test_ckpt_python_file),
         cmocka_unit_test(test_ckpt_corrupt),
-        cmocka_unit_test(test_bench),
     };
     return cmocka_run_group_tests_name("gptq", tests, NULL, NULL);
 }

@@ -211,68 +211,10 @@ static void test_bad_weights(void **state) {
     gptq_packed_release(&p);
 }
 
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-// GB/s of the packed bytes (qweight + scales + qzeros) per GEMV; env QMATMUL_BENCH=1.
-static void bench_gemv(int64_t N, int64_t K, int act_order, Rng *rng) {
-    const Shape s = {K, N, 128, act_order != 0, 1, 0};
-    GptqPacked p;
-    make_weight(&p, &s, rng);
-    float *x = xmalloc((size_t)K * 4), *y = xmalloc((size_t)N * 4);
-    for (int64_t i = 0; i < K; i++)
-        x[i] = (float)rng_normal(rng);
-    if (act_order == 2) assert_int_equal(gptq_packed_sort_groups(&p), STATUS_OK);
-    const double bytes = (double)N * K / 2 + (double)p.G * N * 2.5;
-    for (int isa = QMAT_ISA_COUNT - 1; isa >= 0; isa--) {
-        if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) continue;
-        qmatmul_gemv(y, x, &p, (QmatIsa)isa);
-        // best of 5 runs of >= 0.1 s each; wall time and process CPU time (the machine is
-        // shared: with one thread, CPU time is the time the kernel ran)
-        double best = 1e30, best_cpu = 1e30;
-        for (int rep = 0; rep < 5; rep++) {
-            double t0 = time_now(), c0 = cpu_now(), dt;
-            int n = 0;
-            do {
-                qmatmul_gemv(y, x, &p, (QmatIsa)isa);
-                n++;
-            } while ((dt = time_now() - t0) < 0.1);
-            best = fmin(best, dt / n);
-            best_cpu = fmin(best_cpu, (cpu_now() - c0) / n);
-        }
-        print_message("bench gemv %s %lldx%lld g128%s: wall %.1f us %.2f GB/s; cpu %.1f us %.2f "
-                      "GB/s per cpu-second\n",
-                      isa == QMAT_ISA_AVX2 ? "avx2" : "portable", (long long)N, (long long)K,
-                      act_order == 2 ? " act-order sorted"
-                      : act_order    ? " act-order"
-                                     : "",
-                      best * 1e6, bytes / best / 1e9, best_cpu * 1e6, bytes / best_cpu / 1e9);
-    }
-    free(x);
-    free(y);
-    gptq_packed_release(&p);
-}
-
-static void test_bench(void **state) {
-    (void)state;
-    const char *e = getenv("QMATMUL_BENCH");
-    if (!e || strcmp(e, "1") != 0) skip();
-    Rng rng;
-    rng_seed(&rng, 1);
-    bench_gemv(1536, 576, 0, &rng);
-    bench_gemv(1536, 576, 1, &rng);
-    bench_gemv(1536, 576, 2, &rng);
-    bench_gemv(49152, 576, 0, &rng);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_bad_weights),
-        cmocka_unit_test(test_bench),
     };
     return cmocka_run_group_tests_name("qmatmul", tests, NULL, NULL);
 }

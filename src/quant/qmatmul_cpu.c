@@ -21,6 +21,7 @@
 #include <cblas.h>
 #include <cpuid.h>
 #include <immintrin.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,8 +201,86 @@ AVX2_TARGET static inline __m256 scales8_avx2(const uint16_t *s) {
         for (int v = 0; v < NV; v++)                                                               \
             _mm256_storeu_ps(y + n0 + 8 * v, yacc[v]);                                             \
     }
-DEFINE_GEMV_TILE_AVX2(8)
+DEFINE_GEMV_TILE_AVX2(4)
 DEFINE_GEMV_TILE_AVX2(1)
+
+// Outputs [n0, n1) (multiples of 8), contiguous groups, x pre-scaled: the decode kernel.
+// Rows outer, outputs inner: each word row is read as one contiguous run of (n1 - n0)
+// words (up to GEMV_PANEL), so a thread streams its part of W nearly sequentially;
+// tile-by-tile order (64 outputs down all rows) jumps 4N bytes every 256 and defeats the
+// prefetchers once W comes from DRAM. The accumulators live in L1 (acc, yacc). Per output
+// the order of operations is the tile kernel's, so the results are identical to it.
+#define GEMV_PANEL 1024
+AVX2_TARGET static void gemv_panel_avx2(float *y, const GemvCtx *c, int64_t n0, int64_t n1) {
+    const GptqPacked *w = c->w;
+    const int64_t N = w->N;
+    float acc[GEMV_PANEL] __attribute__((aligned(32)));
+    float yacc[GEMV_PANEL] __attribute__((aligned(32)));
+    for (int64_t p0 = n0; p0 < n1; p0 += GEMV_PANEL) {
+        const int64_t nv = MIN((int64_t)GEMV_PANEL, n1 - p0) / 8;
+        memset(yacc, 0, (size_t)nv * 8 * sizeof(float));
+        for (int64_t g = 0; g < w->G; g++) {
+            const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);
+            memset(acc, 0, (size_t)nv * 8 * sizeof(float));
+            for (int64_t r = r0; r < r1; r++) {
+                const __m256i *row = (const __m256i *)(w->qweight + r * N + p0);
+                const float *xr = c->xp + r * 8;
+                __m256 xb[8];
+                for (int j = 0; j < 8; j++)
+                    xb[j] = _mm256_broadcast_ss(xr + j);
+                int64_t v = 0;
+                for (; v + 4 <= nv; v += 4) {
+                    __m256 a0 = _mm256_load_ps(acc + 8 * v), a1 = _mm256_load_ps(acc + 8 * v + 8);
+                    __m256 a2 = _mm256_load_ps(acc + 8 * v + 16);
+                    __m256 a3 = _mm256_load_ps(acc + 8 * v + 24);
+                    const __m256i w0 = _mm256_loadu_si256(row + v),
+                                  w1 = _mm256_loadu_si256(row + v + 1);
+                    const __m256i w2 = _mm256_loadu_si256(row + v + 2);
+                    const __m256i w3 = _mm256_loadu_si256(row + v + 3);
+                    _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
+                        const __m256i m = _mm256_set1_epi32(15 << (4 * j));
+                        a0 =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
+                        a1 =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w1, m)), xb[j], a1);
+                        a2 =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w2, m)), xb[j], a2);
+                        a3 =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w3, m)), xb[j], a3);
+                    }
+                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 28)), xb[7], a0);
+                    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w1, 28)), xb[7], a1);
+                    a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w2, 28)), xb[7], a2);
+                    a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w3, 28)), xb[7], a3);
+                    _mm256_store_ps(acc + 8 * v, a0);
+                    _mm256_store_ps(acc + 8 * v + 8, a1);
+                    _mm256_store_ps(acc + 8 * v + 16, a2);
+                    _mm256_store_ps(acc + 8 * v + 24, a3);
+                }
+                for (; v < nv; v++) {
+                    __m256 a0 = _mm256_load_ps(acc + 8 * v);
+                    const __m256i w0 = _mm256_loadu_si256(row + v);
+                    _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
+                        const __m256i m = _mm256_set1_epi32(15 << (4 * j));
+                        a0 =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
+                    }
+                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 28)), xb[7], a0);
+                    _mm256_store_ps(acc + 8 * v, a0);
+                }
+            }
+            const __m256 xs = _mm256_set1_ps(c->xg[g]);
+            for (int64_t v2 = 0; v2 < nv; v2++) {
+                __m256 t = _mm256_fnmadd_ps(zeros8_avx2(c, g, p0 + 8 * v2), xs,
+                                            _mm256_load_ps(acc + 8 * v2));
+                _mm256_store_ps(yacc + 8 * v2,
+                                _mm256_fmadd_ps(scales8_avx2(w->scales + g * N + p0 + 8 * v2), t,
+                                                _mm256_load_ps(yacc + 8 * v2)));
+            }
+        }
+        memcpy(y + p0, yacc, (size_t)nv * 8 * sizeof(float));
+    }
+}
 
 // Outputs [n0, n0 + 8*nv), nv <= 8, any g_idx. sz: (G, 2, 64) floats of scratch for the
 // tile's scales and scale*zero.
@@ -256,6 +335,15 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
     // Tiles: full 64-output tiles, then 8-output tiles (AVX2), then single outputs (portable).
     const int64_t n_full = N / TILE, n8 = isa == QMAT_ISA_AVX2 ? N / 8 * 8 : N;
     const int64_t n_tiles = n_full + (n8 - n_full * TILE + TILE - 1) / TILE;
+    if (isa == QMAT_ISA_AVX2 && c.rows_per_g) { // each thread one contiguous output range
+#pragma omp parallel
+        {
+            const int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
+            const int64_t per = (n8 / 8 + nth - 1) / nth * 8;
+            const int64_t a = MIN(n8, tid * per), b = MIN(n8, a + per);
+            if (a < b) gemv_panel_avx2(y, &c, a, b);
+        }
+    } else
 #pragma omp parallel
     {
         float *sz = NULL;
@@ -267,8 +355,9 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
             if (isa == QMAT_ISA_AVX2) {
                 if (!c.rows_per_g)
                     gemv_tile_generic_avx2(y, &c, n0, (int)(nt / 8), sz);
-                else if (nt == TILE)
-                    gemv_tile_avx2_8(y, &c, n0);
+                else if (nt == TILE) // two halves: 4 + 4 accumulators stay in registers
+                    for (int64_t n = n0; n < n0 + TILE; n += 32)
+                        gemv_tile_avx2_4(y, &c, n);
                 else
                     for (int64_t n = n0; n < n0 + nt; n += 8)
                         gemv_tile_avx2_1(y, &c, n);
