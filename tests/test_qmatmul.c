@@ -188,9 +188,45 @@ static void test_shapes(void **state) {
         {96, 130, 32, 0, 0, 0},   // g 32, asym
         {100, 64, 12, 0, 1, 0},   // group not a multiple of 8: generic path
         {8, 3, -1, 0, 1, 1},      // tiny
+        {64, 2100, 32, 0, 1, 0},  // wide: a thread's output range spans two panels
     };
     for (size_t i = 0; i < ARRAY_LEN(shapes); i++)
         run_shape(&shapes[i], &rng);
+}
+
+// qmatmul_gemv_multi (q/k/v in one parallel region) == qmatmul_gemv on each weight, bit for
+// bit: panel kernel, 8-wide tail, bias, and an act-order set that takes the fallback.
+static void test_gemv_multi(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 5);
+    const Shape sets[2][3] = {
+        {{576, 200, 128, 0, 1, 0}, {576, 141, 128, 0, 0, 1}, {576, 1100, 128, 0, 1, 0}},
+        {{256, 72, 32, 1, 1, 0}, {256, 40, 32, 0, 1, 0}, {256, 9, 32, 1, 0, 1}}};
+    for (int k = 0; k < 2; k++) {
+        GptqPacked p[3];
+        const GptqPacked *pw[3];
+        float *y[3], *want[3];
+        const int64_t K = sets[k][0].K;
+        float *x = xmalloc((size_t)K * 4);
+        for (int64_t i = 0; i < K; i++)
+            x[i] = (float)rng_normal(&rng);
+        for (int i = 0; i < 3; i++) {
+            make_weight(&p[i], &sets[k][i], &rng);
+            pw[i] = &p[i];
+            y[i] = xmalloc((size_t)p[i].N * 4);
+            want[i] = xmalloc((size_t)p[i].N * 4);
+            qmatmul_gemv(want[i], x, &p[i], qmatmul_isa_detect());
+        }
+        qmatmul_gemv_multi(y, x, pw, 3);
+        for (int i = 0; i < 3; i++) {
+            assert_memory_equal(y[i], want[i], (size_t)p[i].N * 4);
+            free(y[i]);
+            free(want[i]);
+            gptq_packed_release(&p[i]);
+        }
+        free(x);
+    }
 }
 
 static void test_bad_weights(void **state) {
@@ -214,6 +250,7 @@ static void test_bad_weights(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_gemv_multi),
         cmocka_unit_test(test_bad_weights),
     };
     return cmocka_run_group_tests_name("qmatmul", tests, NULL, NULL);

@@ -259,6 +259,21 @@ static void linear(InferState *st, float *y, const float *x, const Tensor *w, co
 static void linear_multi(InferState *st, float *const *y, const float *x, const Tensor *const *w,
                          const Tensor *const *b, int n, int T) {
     OpsMatmulOut out[3];
+    bool all_gptq = n <= 3 && T < QMATMUL_GEMM_MIN_M;
+    for (int i = 0; i < n && all_gptq; i++)
+        all_gptq = w[i]->gptq && !(b[i] && b[i]->data);
+    if (all_gptq) { // w4a16 decode: one parallel region per token row for all n weights
+        const GptqPacked *gw[3];
+        for (int i = 0; i < n; i++)
+            gw[i] = w[i]->gptq;
+        for (int t = 0; t < T; t++) {
+            float *yt[3];
+            for (int i = 0; i < n; i++)
+                yt[i] = y[i] + (int64_t)t * gw[i]->N;
+            qmatmul_gemv_multi(yt, x + (int64_t)t * gw[0]->K, gw, n);
+        }
+        return;
+    }
     bool plain = n <= 3;
     for (int i = 0; i < n && plain; i++) {
         plain = !w[i]->gptq && w[i]->shape[1] == w[0]->shape[1];

@@ -50,6 +50,11 @@ void qmatmul_isa(float *y, const float *x, int64_t M, const GptqPacked *w, float
 // One row: y (N) = x (K) W^T + bias, the fused GEMV.
 void qmatmul_gemv(float *y, const float *x, const GptqPacked *w, QmatIsa isa);
 
+// y[i] (N_i) = x (K) W_i^T + bias_i for n <= 3 weights of the same x: one parallel region
+// for all of them where the AVX2 decode kernel applies (fewer OpenMP barriers per token);
+// results equal qmatmul_gemv's.
+void qmatmul_gemv_multi(float *const *y, const float *x, const GptqPacked *const *w, int n);
+
 // Naive reference: dequantize each weight (scale * (q - zero)) and accumulate in double.
 void qmatmul_ref(float *y, const float *x, int64_t M, const GptqPacked *w);
 

@@ -4,8 +4,9 @@
  *
  * GEMV layout facts it relies on: qweight word (r, n) holds the codes of inputs 8r..8r+7 of
  * output n, so one 256-bit load of row r gives 8 outputs' words, and the code of input 8r+j
- * is (word >> 4j) & 15. Tiles of 64 outputs (8 vectors) run down the word rows; OpenMP
- * splits the tiles.
+ * is (word >> 4j) & 15. The AVX2 decode kernel (gemv_panel_avx2) gives each thread one
+ * contiguous range of outputs and walks the word rows in order, reading its part of each
+ * row as one run; the other paths take tiles of 64 outputs down the rows, split by OpenMP.
  *
  * Groups: when g_idx is the plain k / group_size with group_size % 8 == 0 (no act-order, or
  * act-order with static groups) a group is a run of whole word rows, and each output keeps
@@ -22,6 +23,7 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,50 +162,6 @@ AVX2_TARGET static inline __m256 scales8_avx2(const uint16_t *s) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
 }
 
-// Outputs [n0, n0 + 8*NV), contiguous groups, x pre-scaled (see the file comment).
-#define DEFINE_GEMV_TILE_AVX2(NV)                                                                  \
-    AVX2_TARGET static void gemv_tile_avx2_##NV(float *y, const GemvCtx *c, int64_t n0) {          \
-        const GptqPacked *w = c->w;                                                                \
-        const int64_t N = w->N;                                                                    \
-        __m256 yacc[NV], acc[NV];                                                                  \
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) yacc[v] = _mm256_setzero_ps();        \
-        for (int64_t g = 0; g < w->G; g++) {                                                       \
-            const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);              \
-            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[v] = _mm256_setzero_ps();     \
-            for (int64_t r = r0; r < r1; r++) {                                                    \
-                const __m256i *row = (const __m256i *)(w->qweight + r * N + n0);                   \
-                const float *xr = c->xp + r * 8;                                                   \
-                /* the next tile's words of this row: rows are N words apart, too many streams     \
-                   for the hardware prefetcher when N is large */                                  \
-                _Pragma("GCC unroll 8") for (int v = 0; v < NV; v += 2)                            \
-                    _mm_prefetch((const char *)(row + NV + v), _MM_HINT_T0);                       \
-                _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {                              \
-                    const __m256 xb = _mm256_broadcast_ss(xr + j);                                 \
-                    const __m256i m = _mm256_set1_epi32(15 << (4 * j));                            \
-                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                         \
-                        __m256i q = _mm256_and_si256(_mm256_loadu_si256(row + v), m);              \
-                        acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), xb, acc[v]);               \
-                    }                                                                              \
-                }                                                                                  \
-                const __m256 x7 = _mm256_broadcast_ss(xr + 7);                                     \
-                _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                             \
-                    __m256i q = _mm256_srli_epi32(_mm256_loadu_si256(row + v), 28);                \
-                    acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), x7, acc[v]);                   \
-                }                                                                                  \
-            }                                                                                      \
-            const __m256 xs = _mm256_set1_ps(c->xg[g]);                                            \
-            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                                 \
-                __m256 t = _mm256_fnmadd_ps(zeros8_avx2(c, g, n0 + 8 * v), xs, acc[v]);            \
-                yacc[v] =                                                                          \
-                    _mm256_fmadd_ps(scales8_avx2(w->scales + g * N + n0 + 8 * v), t, yacc[v]);     \
-            }                                                                                      \
-        }                                                                                          \
-        for (int v = 0; v < NV; v++)                                                               \
-            _mm256_storeu_ps(y + n0 + 8 * v, yacc[v]);                                             \
-    }
-DEFINE_GEMV_TILE_AVX2(4)
-DEFINE_GEMV_TILE_AVX2(1)
-
 // Outputs [n0, n1) (multiples of 8), contiguous groups, x pre-scaled: the decode kernel.
 // Rows outer, outputs inner: each word row is read as one contiguous run of (n1 - n0)
 // words (up to GEMV_PANEL), so a thread streams its part of W nearly sequentially;
@@ -321,6 +279,23 @@ AVX2_TARGET static void gemv_tile_generic_avx2(float *y, const GemvCtx *c, int64
 
 /* ---- GEMV driver -------------------------------------------------------------------- */
 
+// Outputs [n8, N) (fewer than 8 left by the AVX2 kernels; none on the portable path): the
+// portable tile on unscaled x (scr is reused for it); then the bias.
+static void gemv_finish(float *y, const float *x, const GptqPacked *w, GemvCtx *c, float *scr,
+                        int64_t n8) {
+    const int64_t N = w->N;
+    if (n8 < N) {
+        gemv_setup(c, scr, x, w, 0);
+        if (c->rows_per_g)
+            gemv_tile_portable(y, c, n8, N - n8);
+        else
+            gemv_tile_generic_portable(y, c, n8, N - n8);
+    }
+    if (w->bias)
+        for (int64_t n = 0; n < N; n++)
+            y[n] += fp16_to_f32(w->bias[n]);
+}
+
 static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa) {
     CHECK(w->bits == 4);
     const int64_t N = w->N, R = (w->K + 7) / 8;
@@ -352,15 +327,8 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < n_tiles; t++) {
             const int64_t n0 = t * TILE, nt = MIN((int64_t)TILE, n8 - n0);
-            if (isa == QMAT_ISA_AVX2) {
-                if (!c.rows_per_g)
-                    gemv_tile_generic_avx2(y, &c, n0, (int)(nt / 8), sz);
-                else if (nt == TILE) // two halves: 4 + 4 accumulators stay in registers
-                    for (int64_t n = n0; n < n0 + TILE; n += 32)
-                        gemv_tile_avx2_4(y, &c, n);
-                else
-                    for (int64_t n = n0; n < n0 + nt; n += 8)
-                        gemv_tile_avx2_1(y, &c, n);
+            if (isa == QMAT_ISA_AVX2) { // (contiguous groups took gemv_panel_avx2 above)
+                gemv_tile_generic_avx2(y, &c, n0, (int)(nt / 8), sz);
             } else if (c.rows_per_g) {
                 gemv_tile_portable(y, &c, n0, nt);
             } else {
@@ -369,17 +337,39 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
         }
         free(sz);
     }
-    if (n8 < N) { // fewer than 8 outputs left (AVX2 path): the portable tile on unscaled x
-        gemv_setup(&c, scr, x, w, 0);
-        if (c.rows_per_g)
-            gemv_tile_portable(y, &c, n8, N - n8);
-        else
-            gemv_tile_generic_portable(y, &c, n8, N - n8);
-    }
-    if (w->bias)
-        for (int64_t n = 0; n < N; n++)
-            y[n] += fp16_to_f32(w->bias[n]);
+    gemv_finish(y, x, w, &c, scr, n8);
     if (scr != stack_buf) free(scr);
+}
+
+// Several weights of the same x (q/k/v, gate/up) in one parallel region when every one
+// takes the panel kernel: one OpenMP barrier instead of n. Same results as qmatmul_gemv.
+void qmatmul_gemv_multi(float *const *y, const float *x, const GptqPacked *const *w, int n) {
+    enum { MAX_W = 3, BUF = 2048 };
+    float buf[MAX_W][BUF];
+    GemvCtx c[MAX_W];
+    bool one_region = n <= MAX_W && qmatmul_isa_detect() == QMAT_ISA_AVX2;
+    for (int i = 0; i < n && one_region; i++) {
+        CHECK(w[i]->bits == 4);
+        one_region = (w[i]->K + 7) / 8 * 8 + w[i]->G <= BUF;
+        if (one_region) gemv_setup(&c[i], buf[i], x, w[i], 1);
+        one_region = one_region && c[i].rows_per_g;
+    }
+    if (!one_region) {
+        for (int i = 0; i < n; i++)
+            gemv_run(y[i], x, w[i], qmatmul_isa_detect());
+        return;
+    }
+#pragma omp parallel
+    {
+        const int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
+        for (int i = 0; i < n; i++) {
+            const int64_t n8 = w[i]->N / 8 * 8, per = (n8 / 8 + nth - 1) / nth * 8;
+            const int64_t a = MIN(n8, tid * per), b = MIN(n8, a + per);
+            if (a < b) gemv_panel_avx2(y[i], &c[i], a, b);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        gemv_finish(y[i], x, w[i], &c[i], buf[i], w[i]->N / 8 * 8);
 }
 
 void qmatmul_gemv(float *y, const float *x, const GptqPacked *w, QmatIsa isa) {
