@@ -17,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import gen_eval_fixtures as G  # noqa: E402
+from check_eval_parity import gguf_tokenizer  # noqa: E402
 
 
 def main():
@@ -46,8 +47,8 @@ def main():
     G.install_loader()
     t0 = time.perf_counter()
     lm = HFLM(pretrained=os.path.dirname(os.path.abspath(a.model)),
-              gguf_file=os.path.basename(a.model), dtype="float32", device="cpu",
-              batch_size=a.batch)
+              gguf_file=os.path.basename(a.model), tokenizer=gguf_tokenizer(a.model),
+              dtype="float32", device="cpu", batch_size=a.batch)
     t1 = time.perf_counter()
     res = lm_eval.simple_evaluate(model=lm, tasks=a.tasks.split(","), limit=a.limit,
                                   task_manager=TaskManager(), bootstrap_iters=0)

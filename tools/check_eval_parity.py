@@ -56,6 +56,24 @@ def gguf_pre(path):
     return bytes(f.parts[f.data[0]]).decode() if f else ""
 
 
+def gguf_tokenizer(path):
+    """transformers' tokenizer of a GGUF file, with the pre-tokenizer the model was trained
+    with where the conversion loses it."""
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(
+        os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path))
+    if gguf_pre(path) == "smollm":
+        # transformers' GGUF tokenizer conversion drops SmolLM2's Digits pre-tokenizer (the
+        # model's own tokenizer.json: Sequence[Digits(individual_digits), ByteLevel]; what
+        # llama.cpp's pre "smollm" means). Without it "at  428" becomes 'Ġ' 'Ġ428' instead
+        # of 'ĠĠ' '4' '2' '8', and lm-eval would score other token ids than the model's.
+        from tokenizers import pre_tokenizers as pt
+        tok.backend_tokenizer.pre_tokenizer = pt.Sequence([
+            pt.Digits(individual_digits=True),
+            pt.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
+    return tok
+
+
 def run_lm_eval(a):
     """lm-eval's samples keyed by (task, subject, doc_id), plus versions and results."""
     import torch
@@ -76,17 +94,7 @@ def run_lm_eval(a):
 
     hf_module.transformers = TransformersProxy()
     G.install_loader()
-    tok = transformers.AutoTokenizer.from_pretrained(
-        os.path.dirname(os.path.abspath(a.model)), gguf_file=os.path.basename(a.model))
-    if gguf_pre(a.model) == "smollm":
-        # transformers' GGUF tokenizer conversion drops SmolLM2's Digits pre-tokenizer (the
-        # model's own tokenizer.json: Sequence[Digits(individual_digits), ByteLevel]; what
-        # llama.cpp's pre "smollm" means). Without it "at  428" becomes 'Ġ' 'Ġ428' instead
-        # of 'ĠĠ' '4' '2' '8', and lm-eval would score other token ids than the model's.
-        from tokenizers import pre_tokenizers as pt
-        tok.backend_tokenizer.pre_tokenizer = pt.Sequence([
-            pt.Digits(individual_digits=True),
-            pt.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
+    tok = gguf_tokenizer(a.model)
     lm = HFLM(pretrained=os.path.dirname(os.path.abspath(a.model)),
               gguf_file=os.path.basename(a.model), tokenizer=tok, dtype="float32",
               device="cpu", batch_size=a.batch)
