@@ -54,10 +54,12 @@ AVX2_TARGET static float dot_row(const float *x, const void *w, DType t, int64_t
 }
 
 // 4 rows at a time, x loaded once per 16 elements for all 4; one copy per weight type so
-// that the conversion is not a branch in the inner loop. Weights are prefetched
-// OPS_PF_BYTES ahead in each of the 4 row streams (decode is a pure weight stream).
+// that the conversion is not a branch in the inner loop. 16-bit weights are prefetched
+// OPS_PF_BYTES ahead in each of the 4 row streams (decode is a pure weight stream); F32
+// rows are left to the hardware prefetcher, which measured ~15 % faster on Zen 3 than
+// with the software prefetches (1 thread, SmolLM2 F32 decode: 18.2 vs 15.6 tokens/s).
 #define OPS_PF_BYTES 512
-#define GEMV4_BODY(LOAD, ESIZE)                                                                    \
+#define GEMV4_BODY(LOAD, ESIZE, PF)                                                                \
     int r = 0;                                                                                     \
     for (; r + 4 <= n_rows; r += 4) {                                                              \
         int64_t o0 = (int64_t)r * K, o1 = o0 + K, o2 = o1 + K, o3 = o2 + K;                        \
@@ -68,10 +70,10 @@ AVX2_TARGET static float dot_row(const float *x, const void *w, DType t, int64_t
         __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();                               \
         int k = 0;                                                                                 \
         for (; k + 16 <= K; k += 16) {                                                             \
-            _mm_prefetch(pb + (o0 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                       \
-            _mm_prefetch(pb + (o1 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                       \
-            _mm_prefetch(pb + (o2 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                       \
-            _mm_prefetch(pb + (o3 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);                       \
+            if (PF) _mm_prefetch(pb + (o0 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);               \
+            if (PF) _mm_prefetch(pb + (o1 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);               \
+            if (PF) _mm_prefetch(pb + (o2 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);               \
+            if (PF) _mm_prefetch(pb + (o3 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);               \
             __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);                   \
             a00 = _mm256_fmadd_ps(x0, LOAD(w, o0 + k), a00);                                       \
             a01 = _mm256_fmadd_ps(x1, LOAD(w, o0 + k + 8), a01);                                   \
@@ -107,11 +109,11 @@ AVX2_TARGET static float dot_row(const float *x, const void *w, DType t, int64_t
         16))
 
 AVX2_TARGET static void gemv4_f32(float *y, const float *x, const void *w, DType wt, int K,
-                                  int n_rows){GEMV4_BODY(LOAD_F32, 4)} AVX2_TARGET
+                                  int n_rows){GEMV4_BODY(LOAD_F32, 4, 0)} AVX2_TARGET
     static void gemv4_f16(float *y, const float *x, const void *w, DType wt, int K,
-                          int n_rows){GEMV4_BODY(LOAD_F16, 2)} AVX2_TARGET
+                          int n_rows){GEMV4_BODY(LOAD_F16, 2, 1)} AVX2_TARGET
     static void gemv4_bf16(float *y, const float *x, const void *w, DType wt, int K,
-                           int n_rows){GEMV4_BODY(LOAD_BF16, 2)}
+                           int n_rows){GEMV4_BODY(LOAD_BF16, 2, 1)}
 
 AVX2_TARGET
     void ops_gemv_rows_avx2(float *y, const float *x, const void *w, DType wt, int K, int n_rows) {
