@@ -22,7 +22,9 @@
 #include <cblas.h>
 #include <cpuid.h>
 #include <immintrin.h>
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,22 @@
 static int cpu_has_f16c(void) {
     unsigned a, b, c, d;
     return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
+// The calling thread's team (1 and 0 outside a parallel region or without OpenMP).
+static int team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+static int team_rank(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
 QmatIsa qmatmul_isa_detect(void) {
@@ -313,7 +331,7 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
     if (isa == QMAT_ISA_AVX2 && c.rows_per_g) { // each thread one contiguous output range
 #pragma omp parallel
         {
-            const int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
+            const int64_t nth = team_size(), tid = team_rank();
             const int64_t per = (n8 / 8 + nth - 1) / nth * 8;
             const int64_t a = MIN(n8, tid * per), b = MIN(n8, a + per);
             if (a < b) gemv_panel_avx2(y, &c, a, b);
@@ -361,7 +379,7 @@ void qmatmul_gemv_multi(float *const *y, const float *x, const GptqPacked *const
     }
 #pragma omp parallel
     {
-        const int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
+        const int64_t nth = team_size(), tid = team_rank();
         for (int i = 0; i < n; i++) {
             const int64_t n8 = w[i]->N / 8 * 8, per = (n8 / 8 + nth - 1) / nth * 8;
             const int64_t a = MIN(n8, tid * per), b = MIN(n8, a + per);
