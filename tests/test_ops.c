@@ -163,46 +163,52 @@ static void test_attention_vs_ref(void **state) {
     (void)state;
     Rng r;
     rng_seed(&r, 4);
-    // two sequences, GQA 6/2, HD not a multiple of 8; tokens at various positions
-    const int H = 6, KVH = 2, HD = 12, ctx = 33, T = 5;
-    float *cache_k[2], *cache_v[2];
-    for (int s = 0; s < 2; s++) {
-        cache_k[s] = randn(&r, KVH * ctx * HD, 1.0f);
-        cache_v[s] = randn(&r, KVH * ctx * HD, 1.0f);
-    }
-    int32_t pos[5] = {0, 32, 7, 8, 20};
-    int seq[5] = {0, 1, 0, 0, 1};
-    const float *ks[5], *vs[5];
-    for (int t = 0; t < T; t++) {
-        ks[t] = cache_k[seq[t]];
-        vs[t] = cache_v[seq[t]];
-    }
-    float *q = randn(&r, T * H * HD, 1.0f);
-    float *o = malloc(T * H * HD * sizeof *o), *orf = malloc(T * H * HD * sizeof *orf);
-    OpsAttnArgs a = {.T = T,
-                     .H = H,
-                     .KVH = KVH,
-                     .HD = HD,
-                     .ctx = ctx,
-                     .pos = pos,
-                     .k_seq = ks,
-                     .v_seq = vs,
-                     .kv_head_stride = (int64_t)ctx * HD,
-                     .scale = 1.0f / sqrtf((float)HD),
-                     .n_threads = 4};
-    float *scratch = malloc(ops_attention_scratch_floats(ctx, 4) * sizeof *scratch);
-    ops_attention(o, q, &a, scratch);
-    ops_attention_ref(orf, q, &a, scratch);
-    assert_close_f32("attention", o, orf, T * H * HD, 1e-5, 1e-4);
-    // position 0 attends to itself only: output = its value row
-    assert_close_f32("attention pos 0", orf, cache_v[0], HD, 1e-6, 1e-6);
-    free(scratch);
-    free(q);
-    free(o);
-    free(orf);
-    for (int s = 0; s < 2; s++) {
-        free(cache_k[s]);
-        free(cache_v[s]);
+    // two sequences, tokens at various positions: GQA 6/2 with HD not a multiple of 8, and
+    // SmolLM2's 9/3 x 64 at depths that take the 64-position / 64-dimension SIMD blocks
+    const struct {
+        int H, KVH, HD, ctx;
+        int32_t pos[5];
+    } cfg[2] = {{6, 2, 12, 33, {0, 32, 7, 8, 20}}, {9, 3, 64, 300, {0, 299, 130, 64, 200}}};
+    for (int c = 0; c < 2; c++) {
+        const int H = cfg[c].H, KVH = cfg[c].KVH, HD = cfg[c].HD, ctx = cfg[c].ctx, T = 5;
+        float *cache_k[2], *cache_v[2];
+        for (int s = 0; s < 2; s++) {
+            cache_k[s] = randn(&r, KVH * ctx * HD, 1.0f);
+            cache_v[s] = randn(&r, KVH * ctx * HD, 1.0f);
+        }
+        int seq[5] = {0, 1, 0, 0, 1};
+        const float *ks[5], *vs[5];
+        for (int t = 0; t < T; t++) {
+            ks[t] = cache_k[seq[t]];
+            vs[t] = cache_v[seq[t]];
+        }
+        float *q = randn(&r, T * H * HD, 1.0f);
+        float *o = malloc(T * H * HD * sizeof *o), *orf = malloc(T * H * HD * sizeof *orf);
+        OpsAttnArgs a = {.T = T,
+                         .H = H,
+                         .KVH = KVH,
+                         .HD = HD,
+                         .ctx = ctx,
+                         .pos = cfg[c].pos,
+                         .k_seq = ks,
+                         .v_seq = vs,
+                         .kv_head_stride = (int64_t)ctx * HD,
+                         .scale = 1.0f / sqrtf((float)HD),
+                         .n_threads = 4};
+        float *scratch = malloc(ops_attention_scratch_floats(ctx, 4) * sizeof *scratch);
+        ops_attention(o, q, &a, scratch);
+        ops_attention_ref(orf, q, &a, scratch);
+        assert_close_f32("attention", o, orf, T * H * HD, 1e-5, 1e-4);
+        // position 0 attends to itself only: output = its value row
+        assert_close_f32("attention pos 0", orf, cache_v[0], HD, 1e-6, 1e-6);
+        free(scratch);
+        free(q);
+        free(o);
+        free(orf);
+        for (int s = 0; s < 2; s++) {
+            free(cache_k[s]);
+            free(cache_v[s]);
+        }
     }
 }
 

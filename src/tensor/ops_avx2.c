@@ -192,6 +192,19 @@ AVX2_TARGET void ops_attn_scores_avx2(float *sc, const float *q, const float *kt
                                       int ctx, float scale) {
     __m256 vs = _mm256_set1_ps(scale);
     int p = 0;
+    for (; p + 64 <= np; p += 64) { // 8 independent FMA chains: both FMA ports busy
+        __m256 a[8];
+        for (int j = 0; j < 8; j++)
+            a[j] = _mm256_setzero_ps();
+        for (int i = 0; i < HD; i++) {
+            __m256 qi = _mm256_broadcast_ss(q + i);
+            const float *kr = kt + (int64_t)i * ctx + p;
+            _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) a[j] =
+                _mm256_fmadd_ps(qi, _mm256_loadu_ps(kr + 8 * j), a[j]);
+        }
+        for (int j = 0; j < 8; j++)
+            _mm256_storeu_ps(sc + p + 8 * j, _mm256_mul_ps(a[j], vs));
+    }
     for (; p + 32 <= np; p += 32) {
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
@@ -227,6 +240,19 @@ AVX2_TARGET void ops_attn_scores_avx2(float *sc, const float *q, const float *kt
 // o = sum_p w[p] v[p]: 32 output elements at a time kept in registers across positions.
 AVX2_TARGET void ops_attn_pv_avx2(float *o, const float *w, const float *v, int np, int HD) {
     int i = 0;
+    for (; i + 64 <= HD; i += 64) { // 8 chains, and each V row read once when HD = 64
+        __m256 a[8];
+        for (int j = 0; j < 8; j++)
+            a[j] = _mm256_setzero_ps();
+        for (int p = 0; p < np; p++) {
+            __m256 wp = _mm256_broadcast_ss(w + p);
+            const float *vr = v + (int64_t)p * HD + i;
+            _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) a[j] =
+                _mm256_fmadd_ps(wp, _mm256_loadu_ps(vr + 8 * j), a[j]);
+        }
+        for (int j = 0; j < 8; j++)
+            _mm256_storeu_ps(o + i + 8 * j, a[j]);
+    }
     for (; i + 32 <= HD; i += 32) {
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
