@@ -321,8 +321,17 @@ static void attend_one(float *o, const float *qh, const float *kb, const float *
     attn_pv(o, sc, vb, np, HD, isa);
 }
 
+// Work item i = (token i / H, head i % H).
+static void attend_item(float *out, const float *q, const OpsAttnArgs *a, int i, int group,
+                        float *sc, OpsIsa isa) {
+    int t = i / a->H, h = i % a->H, HD = a->HD;
+    int64_t kv_off = (int64_t)(h / group) * a->kv_head_stride;
+    attend_one(out + (int64_t)i * HD, q + (int64_t)i * HD, a->k_seq[t] + kv_off,
+               a->v_seq[t] + kv_off, a->pos[t] + 1, HD, a->ctx, a->scale, sc, isa);
+}
+
 void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scratch) {
-    int H = a->H, HD = a->HD, group = a->H / a->KVH, n = a->T * a->H;
+    int HD = a->HD, group = a->H / a->KVH, n = a->T * a->H;
     int max_pos = 0;
     for (int t = 0; t < a->T; t++)
         max_pos = MAX(max_pos, a->pos[t]);
@@ -332,13 +341,17 @@ void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scra
     int64_t work = (int64_t)n * HD * (max_pos + 1); // multiply-adds of q.k and p.v
     (void)nt;
     (void)work;
-    // work items are (token, head) pairs; each output is computed by one thread alone
+    // work items are (token, head) pairs; each output is computed by one thread alone.
+    // Decode (a token or two): contiguous runs of heads per thread, so the heads that share
+    // a KV head (GQA) read its cache on one core, once from memory and then from L2.
+    // Prefill: dynamic, since later tokens attend over more positions.
+    if (a->T <= 2) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (work >= OPS_PAR_MIN_WORK / 2)
+        for (int i = 0; i < n; i++)
+            attend_item(out, q, a, i, group, scratch + (size_t)thread_id() * per_thread, isa);
+    } else {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (work >= OPS_PAR_MIN_WORK / 2)
-    for (int i = 0; i < n; i++) {
-        int t = i / H, h = i % H;
-        int64_t kv_off = (int64_t)(h / group) * a->kv_head_stride;
-        attend_one(out + (int64_t)i * HD, q + (int64_t)i * HD, a->k_seq[t] + kv_off,
-                   a->v_seq[t] + kv_off, a->pos[t] + 1, HD, a->ctx, a->scale,
-                   scratch + (size_t)thread_id() * per_thread, isa);
+        for (int i = 0; i < n; i++)
+            attend_item(out, q, a, i, group, scratch + (size_t)thread_id() * per_thread, isa);
     }
 }
