@@ -16,8 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-import gen_eval_fixtures as G  # noqa: E402
-from check_eval_parity import gguf_tokenizer  # noqa: E402
+from check_eval_parity import hflm  # noqa: E402
 
 
 def main():
@@ -31,24 +30,10 @@ def main():
     import torch
     import transformers
     torch.set_num_threads(a.threads)
-    G.skip_vlm_backend()
-    import lm_eval
-    import lm_eval.models.huggingface as hf_module
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-
-    class TransformersProxy:  # transformers 5 removed AutoModelForVision2Seq (see parity tool)
-        def __getattr__(self, name):
-            if name == "AutoModelForVision2Seq":
-                return transformers.AutoModelForImageTextToText
-            return getattr(transformers, name)
-
-    hf_module.transformers = TransformersProxy()
-    G.install_loader()
     t0 = time.perf_counter()
-    lm = HFLM(pretrained=os.path.dirname(os.path.abspath(a.model)),
-              gguf_file=os.path.basename(a.model), tokenizer=gguf_tokenizer(a.model),
-              dtype="float32", device="cpu", batch_size=a.batch)
+    lm = hflm(a.model, a.batch)  # first: it prepares lm-eval's imports
+    import lm_eval
+    from lm_eval.tasks import TaskManager
     t1 = time.perf_counter()
     res = lm_eval.simple_evaluate(model=lm, tasks=a.tasks.split(","), limit=a.limit,
                                   task_manager=TaskManager(), bootstrap_iters=0)

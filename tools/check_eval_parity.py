@@ -74,12 +74,11 @@ def gguf_tokenizer(path):
     return tok
 
 
-def run_lm_eval(a):
-    """lm-eval's samples keyed by (task, subject, doc_id), plus versions and results."""
-    import torch
+def hflm(path, batch):
+    """lm-eval's HFLM on a GGUF file: transformers loads it in float32 on the CPU, with the
+    model's own tokenizer (gguf_tokenizer) and the offline dataset loader installed."""
     import transformers
     G.skip_vlm_backend()
-    import lm_eval
     import lm_eval.models.huggingface as hf_module
     from lm_eval.models.huggingface import HFLM
 
@@ -94,10 +93,17 @@ def run_lm_eval(a):
 
     hf_module.transformers = TransformersProxy()
     G.install_loader()
-    tok = gguf_tokenizer(a.model)
-    lm = HFLM(pretrained=os.path.dirname(os.path.abspath(a.model)),
-              gguf_file=os.path.basename(a.model), tokenizer=tok, dtype="float32",
-              device="cpu", batch_size=a.batch)
+    return HFLM(pretrained=os.path.dirname(os.path.abspath(path)),
+                gguf_file=os.path.basename(path), tokenizer=gguf_tokenizer(path),
+                dtype="float32", device="cpu", batch_size=batch)
+
+
+def run_lm_eval(a):
+    """lm-eval's samples keyed by (task, subject, doc_id), plus versions and results."""
+    import torch
+    import transformers
+    lm = hflm(a.model, a.batch)
+    import lm_eval
     from lm_eval.tasks import TaskManager
     res = lm_eval.simple_evaluate(model=lm, tasks=a.tasks.split(","), limit=a.limit,
                                   log_samples=True, task_manager=TaskManager(),

@@ -34,15 +34,6 @@ void *model_alloc(Model *m, size_t n) {
     return model_take(m, p);
 }
 
-void *model_alloc_uninit(Model *m, size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fail(STATUS_ERR_NOMEM, "cannot allocate %zu bytes for model weights", n);
-        return NULL;
-    }
-    return model_take(m, p);
-}
-
 void model_release(Model *m) {
     for (int i = 0; i < m->n_files; i++)
         mapped_file_close(&m->files[i]);

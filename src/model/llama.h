@@ -131,9 +131,6 @@ void *model_take(Model *m, void *buf);
 
 // Allocates an owned, zeroed buffer of n bytes; NULL (with a Status message) on OOM.
 void *model_alloc(Model *m, size_t n);
-// The same, not zeroed: for buffers the caller overwrites entirely (dequantized weights;
-// zeroing them first would cost a full extra pass over hundreds of MB).
-void *model_alloc_uninit(Model *m, size_t n);
 
 // Sets defaults for derived config fields (head_dim, rope theta, eps) and checks
 // the configuration for consistency. Errors name `what` (usually the file).

@@ -295,6 +295,14 @@ AVX2_TARGET static void gemv_tile_generic_avx2(float *y, const GemvCtx *c, int64
         _mm256_storeu_ps(y + n0 + 8 * v, yacc[v]);
 }
 
+// Inside a parallel region: this thread's contiguous share of outputs [0, n8) (multiples of
+// 8) through the panel kernel. Each output's arithmetic does not depend on the split.
+static void gemv_panel_share(float *y, const GemvCtx *c, int64_t n8) {
+    const int64_t nth = team_size(), per = (n8 / 8 + nth - 1) / nth * 8;
+    const int64_t a = MIN(n8, team_rank() * per), b = MIN(n8, a + per);
+    if (a < b) gemv_panel_avx2(y, c, a, b);
+}
+
 /* ---- GEMV driver -------------------------------------------------------------------- */
 
 // Outputs [n8, N) (fewer than 8 left by the AVX2 kernels; none on the portable path): the
@@ -330,12 +338,7 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
     const int64_t n_tiles = n_full + (n8 - n_full * TILE + TILE - 1) / TILE;
     if (isa == QMAT_ISA_AVX2 && c.rows_per_g) { // each thread one contiguous output range
 #pragma omp parallel
-        {
-            const int64_t nth = team_size(), tid = team_rank();
-            const int64_t per = (n8 / 8 + nth - 1) / nth * 8;
-            const int64_t a = MIN(n8, tid * per), b = MIN(n8, a + per);
-            if (a < b) gemv_panel_avx2(y, &c, a, b);
-        }
+        gemv_panel_share(y, &c, n8);
     } else
 #pragma omp parallel
     {
@@ -378,14 +381,8 @@ void qmatmul_gemv_multi(float *const *y, const float *x, const GptqPacked *const
         return;
     }
 #pragma omp parallel
-    {
-        const int64_t nth = team_size(), tid = team_rank();
-        for (int i = 0; i < n; i++) {
-            const int64_t n8 = w[i]->N / 8 * 8, per = (n8 / 8 + nth - 1) / nth * 8;
-            const int64_t a = MIN(n8, tid * per), b = MIN(n8, a + per);
-            if (a < b) gemv_panel_avx2(y[i], &c[i], a, b);
-        }
-    }
+    for (int i = 0; i < n; i++)
+        gemv_panel_share(y[i], &c[i], w[i]->N / 8 * 8);
     for (int i = 0; i < n; i++)
         gemv_finish(y[i], x, w[i], &c[i], buf[i], w[i]->N / 8 * 8);
 }

@@ -108,18 +108,31 @@ static void gemv_rows(float *y, const float *x, const void *w, DType wt, int K, 
 }
 
 // Small T: each thread takes blocks of OPS_ROW_BLOCK weight rows and applies them to every
-// token (y is (T, N): token t's outputs at y + t*N).
-static void matmul_gemv(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
+// token (y is (T, N): token t's outputs at y + t*N). One parallel loop covers the row blocks
+// of all n_out matrices (q/k/v: one barrier, not three).
+enum { OPS_MAX_OUT = 8 };
+static void matmul_gemv(const OpsMatmulOut *out, int n_out, const float *x, int T, int K,
                         OpsIsa isa) {
-    int nb = (N + OPS_ROW_BLOCK - 1) / OPS_ROW_BLOCK;
-    bool par = (int64_t)N * K * T >= OPS_PAR_MIN_WORK;
+    CHECK(n_out >= 1 && n_out <= OPS_MAX_OUT);
+    int first[OPS_MAX_OUT + 1];
+    int64_t work = 0;
+    first[0] = 0;
+    for (int i = 0; i < n_out; i++) {
+        first[i + 1] = first[i] + (out[i].N + OPS_ROW_BLOCK - 1) / OPS_ROW_BLOCK;
+        work += (int64_t)out[i].N * K * T;
+    }
+    bool par = work >= OPS_PAR_MIN_WORK;
     (void)par;
 #pragma omp parallel for schedule(static) if (par)
-    for (int b = 0; b < nb; b++) {
-        int r0 = b * OPS_ROW_BLOCK, n = MIN(OPS_ROW_BLOCK, N - r0);
-        const void *wb = row_ptr(w, wt, r0, K);
+    for (int b = 0; b < first[n_out]; b++) {
+        int i = 0;
+        while (b >= first[i + 1])
+            i++;
+        const OpsMatmulOut *o = &out[i];
+        int r0 = (b - first[i]) * OPS_ROW_BLOCK, n = MIN(OPS_ROW_BLOCK, o->N - r0);
+        const void *wb = row_ptr(o->w, o->wt, r0, K);
         for (int t = 0; t < T; t++)
-            gemv_rows(y + (int64_t)t * N + r0, x + (int64_t)t * K, wb, wt, K, n, isa);
+            gemv_rows(o->y + (int64_t)t * o->N + r0, x + (int64_t)t * K, wb, o->wt, K, n, isa);
     }
 }
 
@@ -181,7 +194,7 @@ void ops_matmul_isa(float *y, const float *x, const void *w, DType wt, int T, in
     else if (T >= OPS_GEMM_MIN_T)
         matmul_gemm(y, x, w, wt, T, K, N, scratch, isa);
     else
-        matmul_gemv(y, x, w, wt, T, K, N, isa);
+        matmul_gemv(&(OpsMatmulOut){y, w, wt, N}, 1, x, T, K, isa);
 }
 
 void ops_matmul(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
@@ -197,27 +210,7 @@ void ops_matmul_multi(const OpsMatmulOut *out, int n_out, const float *x, int T,
             ops_matmul_isa(out[i].y, x, out[i].w, out[i].wt, T, K, out[i].N, scratch, isa);
         return;
     }
-    // one parallel loop over the row blocks of all the matrices: one barrier, not n_out
-    enum { MAX_OUT = 8 };
-    CHECK(n_out >= 1 && n_out <= MAX_OUT);
-    int first[MAX_OUT + 1];
-    int64_t work = 0;
-    first[0] = 0;
-    for (int i = 0; i < n_out; i++) {
-        first[i + 1] = first[i] + (out[i].N + OPS_ROW_BLOCK - 1) / OPS_ROW_BLOCK;
-        work += (int64_t)out[i].N * K * T;
-    }
-#pragma omp parallel for schedule(static) if (work >= OPS_PAR_MIN_WORK)
-    for (int b = 0; b < first[n_out]; b++) {
-        int i = 0;
-        while (b >= first[i + 1])
-            i++;
-        const OpsMatmulOut *o = &out[i];
-        int r0 = (b - first[i]) * OPS_ROW_BLOCK, n = MIN(OPS_ROW_BLOCK, o->N - r0);
-        const void *wb = row_ptr(o->w, o->wt, r0, K);
-        for (int t = 0; t < T; t++)
-            gemv_rows(o->y + (int64_t)t * o->N + r0, x + (int64_t)t * K, wb, o->wt, K, n, isa);
-    }
+    matmul_gemv(out, n_out, x, T, K, isa);
 }
 
 /* ---- elementwise and row ops ------------------------------------------------------ */
