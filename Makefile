@@ -23,7 +23,17 @@ WARN := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototyp
         -Wold-style-definition -Wvla -Wwrite-strings -Wpointer-arith -Wformat=2 \
         -Wimplicit-fallthrough -Wundef -Wno-unused-parameter -Wno-format-truncation
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) -Isrc -I/usr/include/openblas $(CFLAGS_PKG) $(EXTRA_CFLAGS)
-LDLIBS  := $(LIBS_PKG) -lopenblas -lm -lpthread
+# OpenBLAS: the OpenMP build (Debian libopenblas0-openmp) when installed, linked by path with
+# an rpath so the system-wide alternative stays untouched. It runs its GEMMs on our OpenMP
+# threads; the default pthread build keeps a second pool of threads that spin in
+# sched_yield between calls and fight ours for the cores (docs/design.md, "BLAS threads").
+BLAS_OMP := $(wildcard /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/openblas-openmp/libopenblas.so.0)
+ifneq ($(BLAS_OMP),)
+BLAS_LIBS := $(BLAS_OMP) -Wl,-rpath,$(patsubst %/,%,$(dir $(BLAS_OMP)))
+else
+BLAS_LIBS := -lopenblas
+endif
+LDLIBS  := $(LIBS_PKG) $(BLAS_LIBS) -lm -lpthread
 ifeq ($(DEV),1)
 CFLAGS  += -Werror
 endif

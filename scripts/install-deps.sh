@@ -3,7 +3,7 @@
 # with sudo). Idempotent: skips apt when everything is already present.
 set -e
 PKGS="build-essential pkg-config libcmocka-dev libjansson-dev libpcre2-dev libopenblas-dev \
-libcurl4-openssl-dev libhiredis-dev redis-server python3 python3-pip unzip clang-format"
+libopenblas0-openmp libcurl4-openssl-dev libhiredis-dev redis-server python3 python3-pip unzip clang-format"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -160,7 +160,11 @@ static void run_shape(const Shape *s, Rng *rng) {
     qmatmul_gemv(y3, x, &p, qmatmul_isa_detect());
     qmatmul(y3 + N, x + K, M - 1, &p, scratch);
     omp_set_num_threads(nt);
-    assert_memory_equal(y1, y3, (size_t)(M * N) * 4);
+    // our GEMV: the same bits; the GEMM rows go through OpenBLAS sgemm, whose bits depend on
+    // its thread count (docs/design.md, "Threads"): close, not identical
+    assert_memory_equal(y1, y3, (size_t)N * 4);
+    for (int64_t i = N; i < M * N; i++)
+        assert_true(fabsf(y1[i] - y3[i]) <= 1e-5f * (1.0f + fabsf(y1[i])));
     free(y1);
     free(y3);
 #endif

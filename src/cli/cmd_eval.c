@@ -183,13 +183,20 @@ int cmd_eval(int argc, char **argv) {
         Progress p;
         progress_init(&p, task_name(t->kind), t->n_docs);
         int64_t n_orig = t->n_docs, *per_subj = NULL;
-        if (eval_task(&m, t, &eo, sc, lls, greedy, &p) != STATUS_OK)
+        EvalStats es = {0};
+        double t_task = time_now();
+        if (eval_task(&m, t, &eo, sc, lls, greedy, &p, &es) != STATUS_OK)
             rc = cli_fail(NULL);
         else if (a.limit > 0 &&
                  count_original(t->kind, a.data_dir, &n_orig, &per_subj) != STATUS_OK)
             rc = cli_fail(NULL);
         if (rc == 0) {
-            progress_finish(&p, NULL);
+            char extra[160];
+            double secs = time_now() - t_task;
+            snprintf(extra, sizeof(extra), "%lld tokens, %lld logit rows, %.0f tokens/s",
+                     (long long)es.tokens, (long long)es.logit_rows,
+                     secs > 0 ? (double)es.tokens / secs : 0.0);
+            progress_finish(&p, extra);
             mc_task_results(&rows, &n_rows, t, sc, per_subj, n_orig);
             if (samples.f) log_samples(samples.f, t, sc, lls, greedy);
         }

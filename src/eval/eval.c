@@ -18,6 +18,8 @@
 // Memory the scoring may plan for: KV caches of one batch, logit rows of one forward.
 #define EVAL_KV_BUDGET     (1024.0 * 1024 * 1024)
 #define EVAL_LOGITS_BUDGET ((int64_t)128 << 20)
+// A prefix shared by a batch's contexts gets its own forward when at least this long.
+#define EVAL_MIN_PREFIX 4
 
 EvalOptions eval_options_default(void) {
     EvalOptions o = {.add_bos = false, .batch = 32, .max_length = 0};
@@ -53,6 +55,7 @@ typedef struct {
     float *logits; // (cap_rows, V)
     double *lse;   // (cap_rows) log-sum-exp of each logits row
     int *argmax;   // (cap_rows)
+    EvalStats stats;
 } Runner;
 
 // log-softmax of one row at `tok` and whether tok is the row's (first) argmax.
@@ -76,6 +79,9 @@ static Status runner_flush(Runner *r) {
                     .n = (int)r->n_tokens};
     Status s = infer_forward(&r->st, &b, r->logits);
     if (s != STATUS_OK) return s;
+    r->stats.tokens += r->n_tokens;
+    r->stats.logit_rows += r->rows;
+    r->stats.forwards++;
     // each row's log-sum-exp and argmax in parallel (V exps per row), then the sums in order
     int64_t n_rows = r->rows;
 #pragma omp parallel for schedule(static)
@@ -158,20 +164,48 @@ static int window_drop(int n_ctx, int n_cont, int window) {
     return drop >= n_ctx ? -1 : drop;
 }
 
-// Shared-context documents [d0, d1): every context once (document k in sequence k), then
-// every choice's remaining tokens in its own sequence (a copy of the context's cache), all
-// in as few forwards as the logits buffer allows: big token batches keep the GEMMs efficient.
+// Tokens that the (window-cut) contexts of documents [d0, d1) all start with, at most
+// each context's length minus one so that every context keeps its own last token.
+static int shared_prefix(const Runner *r, const int64_t *off, const int *drop, int d0, int d1) {
+    const EvalPair *a = &r->pairs[off[d0]];
+    const int32_t *t0 = a->ctx + drop[d0];
+    int n = a->n_ctx - drop[d0] - 1;
+    for (int d = d0 + 1; d < d1 && n > 0; d++) {
+        const EvalPair *p = &r->pairs[off[d]];
+        const int32_t *t = p->ctx + drop[d];
+        int i = 0, lim = MIN(n, p->n_ctx - drop[d] - 1);
+        while (i < lim && t[i] == t0[i])
+            i++;
+        n = i;
+    }
+    return n;
+}
+
+// Shared-context documents [d0, d1): the prefix all their contexts share (MMLU's subject
+// line, few-shot examples) once, copied into every document's sequence; then every
+// context's remaining tokens (document k in sequence k); then every choice's remaining
+// tokens in its own sequence (a copy of the context's cache), all in as few forwards as the
+// logits buffer allows: big token batches keep the GEMMs efficient.
 static Status score_shared(Runner *r, const Task *t, const int64_t *off, const int *drop, int d0,
                            int d1) {
     Status s;
+    for (int d = d0; d < d1; d++)
+        infer_seq_truncate(&r->st, d - d0, 0);
+    int np = d1 - d0 > 1 ? shared_prefix(r, off, drop, d0, d1) : 0;
+    if (np < EVAL_MIN_PREFIX) np = 0;
+    if (np > 0) {
+        Seg g = {.seq = 0, .tok = r->pairs[off[d0]].ctx + drop[d0], .n = np, .want_from = np};
+        if ((s = runner_add(r, &g)) != STATUS_OK || (s = runner_flush(r)) != STATUS_OK) return s;
+        for (int d = d0 + 1; d < d1; d++)
+            infer_seq_copy(&r->st, d - d0, 0, np);
+    }
     for (int d = d0; d < d1; d++) {
-        int seq = d - d0;
         const EvalPair *p0 = &r->pairs[off[d]];
-        infer_seq_truncate(&r->st, seq, 0);
-        Seg g = {.seq = seq,
-                 .tok = p0->ctx + drop[d],
-                 .n = p0->n_ctx - drop[d],
-                 .want_from = p0->n_ctx - drop[d] - 1,
+        int n = p0->n_ctx - drop[d] - np;
+        Seg g = {.seq = d - d0,
+                 .tok = p0->ctx + drop[d] + np,
+                 .n = n,
+                 .want_from = n - 1,
                  .req_lo = off[d],
                  .req_hi = off[d + 1],
                  .cont_start = 0};
@@ -229,7 +263,7 @@ static Status score_independent(Runner *r, const int *drop_req, int64_t q0, int6
 }
 
 Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore *scores,
-                 double *lls_out, bool *greedy_out, Progress *prog) {
+                 double *lls_out, bool *greedy_out, Progress *prog, EvalStats *stats) {
     if (!m->tok) return fail(STATUS_ERR_ARG, "model '%s' has no tokenizer", m->source);
     if (o->batch < 1) return fail(STATUS_ERR_ARG, "--batch must be >= 1");
     int window = o->max_length > 0        ? o->max_length
@@ -351,6 +385,7 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
                      doc->gold);
     }
     if (s == STATUS_OK && lls_out) memcpy(lls_out, r.ll, (size_t)n_req * sizeof(double));
+    if (s == STATUS_OK && stats) *stats = r.stats;
     if (s == STATUS_OK && greedy_out) memcpy(greedy_out, r.greedy, (size_t)n_req * sizeof(bool));
     if (scratch)
         for (int i = 0; i < n_seqs; i++)

@@ -24,12 +24,13 @@
  *   EvalOptions o = eval_options_default();              // no BOS, batch 32
  *   McDocScore *sc = xcalloc(task.n_docs, sizeof *sc);
  *   Progress p; progress_init(&p, "arc_easy", task.n_docs);
- *   if (eval_task(&model, &task, &o, sc, NULL, NULL, &p) != STATUS_OK) ...
+ *   if (eval_task(&model, &task, &o, sc, NULL, NULL, &p, NULL) != STATUS_OK) ...
  */
 #ifndef EF_EVAL_H
 #define EF_EVAL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core/log.h"
 #include "core/status.h"
@@ -47,12 +48,19 @@ typedef struct {
 
 EvalOptions eval_options_default(void);
 
+// What one eval_task call computed: for reports (tokens/s, FLOP estimates).
+typedef struct {
+    int64_t tokens;     // tokens run through the model (contexts once, shared prefixes once)
+    int64_t logit_rows; // positions whose logits were computed
+    int64_t forwards;   // infer_forward calls
+} EvalStats;
+
 // Scores every document of `t` with `m` (which must carry a tokenizer). Writes scores
 // (t->n_docs); when lls/greedy are not NULL also every request's log-likelihood and
 // is_greedy flag, flattened in document order (sum of n_choices entries). `p` may be NULL.
 // Errors: model/tokenizer failures, STATUS_ERR_UNSUPPORTED for a continuation longer than
-// the window, STATUS_ERR_NOMEM for the KV cache.
+// the window, STATUS_ERR_NOMEM for the KV cache. `stats` (may be NULL) receives the work done.
 Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore *scores,
-                 double *lls, bool *greedy, Progress *p);
+                 double *lls, bool *greedy, Progress *p, EvalStats *stats);
 
 #endif
