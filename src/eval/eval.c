@@ -14,6 +14,7 @@
 #include "eval/encode_pair.h"
 #include "model/infer.h"
 #include "model/tokenizer.h"
+#include "tensor/vmath.h"
 
 // Memory the scoring may plan for: KV caches of one batch, logit rows of one forward.
 #define EVAL_KV_BUDGET     (1024.0 * 1024 * 1024)
@@ -63,10 +64,8 @@ static void row_stats(const float *row, int V, double *lse, int *argmax) {
     int am = 0;
     for (int v = 1; v < V; v++)
         if (row[v] > row[am]) am = v;
-    double mx = row[am], s = 1.0; // the argmax's own term exp(0), so s >= 1
-    for (int v = 0; v < V; v++)
-        if (v != am) s += exp((double)row[v] - mx);
-    *lse = mx + log(s);
+    double mx = row[am]; // sum_v exp(row_v - mx) >= 1: the argmax's own term is exp(0)
+    *lse = mx + log(vm_sum_exp(row, V, 1.0, mx));
     *argmax = am;
 }
 

@@ -14,6 +14,7 @@
  *                        costs one pass over the weights, the product T passes).
  */
 #include "tensor/ops.h"
+#include "tensor/vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -246,10 +247,12 @@ void ops_rope(float *x, int T, int nh, int HD, const int32_t *pos, const float *
         ops_rope_ref(x + (int64_t)t * nh * HD, 1, nh, HD, pos + t, cos_tab, sin_tab);
 }
 
+// Elementwise, so the chunking (and the thread count) does not change any bit.
 void ops_swiglu(float *h, const float *g, const float *u, int64_t n) {
+    enum { CHUNK = 1024 };
 #pragma omp parallel for schedule(static) if (n >= OPS_PAR_MIN_WORK / 4)
-    for (int64_t i = 0; i < n; i++)
-        h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (int64_t c = 0; c < n; c += CHUNK)
+        vm_silu_mul(h + c, g + c, u + c, MIN((int64_t)CHUNK, n - c));
 }
 
 void ops_add(float *y, const float *x, int64_t n) {
@@ -300,13 +303,17 @@ static void attn_pv(float *o, const float *w, const float *v, int np, int HD, Op
 static void attend_one(float *o, const float *qh, const float *kb, const float *vb, int np, int HD,
                        int ctx, float scale, float *sc, OpsIsa isa) {
     attn_scores(sc, qh, kb, np, HD, ctx, scale, isa);
-    float mx = -INFINITY;
-    for (int p = 0; p < np; p++)
-        mx = sc[p] > mx ? sc[p] : mx;
-    float sum = 0.0f;
-    for (int p = 0; p < np; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
+    float mx = -INFINITY, sum = 0.0f;
+    if (isa != OPS_ISA_PORTABLE) {
+        mx = vm_max_f32(sc, np);
+        sum = vm_expf_shift_sum(sc, np, mx);
+    } else {
+        for (int p = 0; p < np; p++)
+            mx = sc[p] > mx ? sc[p] : mx;
+        for (int p = 0; p < np; p++) {
+            sc[p] = expf(sc[p] - mx);
+            sum += sc[p];
+        }
     }
     float inv = 1.0f / sum;
     for (int p = 0; p < np; p++)

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "tensor/vmath.h"
 
 /* ---- Embedding ---------------------------------------------------------------------- */
 
@@ -324,14 +325,8 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
 #pragma omp parallel for if ((int64_t)T * T > 65536)
             for (int t = 0; t < T; t++) {
                 float *row = p + (int64_t)t * T;
-                float mx = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++)
-                    mx = row[t2] > mx ? row[t2] : mx;
-                double sum = 0;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    row[t2] = expf(row[t2] - mx);
-                    sum += row[t2];
-                }
+                float mx = vm_max_f32(row, t + 1);
+                double sum = vm_expf_shift_sum(row, t + 1, mx);
                 float inv = (float)(1.0 / sum);
                 for (int t2 = 0; t2 <= t; t2++)
                     row[t2] *= inv;
@@ -384,11 +379,10 @@ void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const fl
 /* ---- SwiGLU and residual ------------------------------------------------------------ */
 
 void swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
+    enum { CHUNK = 4096 };
 #pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
-    }
+    for (int64_t c = 0; c < n; c += CHUNK)
+        vm_silu_mul(out + c, gate + c, up + c, MIN((int64_t)CHUNK, n - c));
 }
 
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
@@ -419,15 +413,14 @@ void residual_backward(float *da, float *db, const float *dout, int64_t n) {
 /* ---- Losses ------------------------------------------------------------------------- */
 
 // log sum_i exp(x_i * inv_t), with the max subtracted first.
+// log sum_i exp(x_i inv_t), inv_t > 0 (so max(x) inv_t is the largest term's exponent).
 static double row_lse(const float *x, int V, double inv_t) {
-    double mx = -INFINITY;
-    for (int i = 0; i < V; i++)
-        if (x[i] * inv_t > mx) mx = x[i] * inv_t;
-    double s = 0;
-    for (int i = 0; i < V; i++)
-        s += exp(x[i] * inv_t - mx);
-    return mx + log(s);
+    double mx = (double)vm_max_f32(x, V) * inv_t;
+    return mx + log(vm_sum_exp(x, V, inv_t, mx));
 }
+
+// Rows are processed in chunks whose exponentials come from vm_exp_affine.
+#define ROW_CHUNK 256
 
 static int64_t count_valid(const int32_t *targets, int64_t N) {
     int64_t n = 0;
@@ -438,10 +431,14 @@ static int64_t count_valid(const int32_t *targets, int64_t N) {
 
 // sum_i p_T(i) (log p_T(i) - log p_S(i)) for one row at temperature T (no T^2).
 static double row_kl(const float *s, const float *t, int V, double inv_t) {
-    double ls = row_lse(s, V, inv_t), lt = row_lse(t, V, inv_t), kl = 0;
-    for (int i = 0; i < V; i++) {
-        double lpt = t[i] * inv_t - lt, lps = s[i] * inv_t - ls;
-        kl += exp(lpt) * (lpt - lps);
+    double ls = row_lse(s, V, inv_t), lt = row_lse(t, V, inv_t), kl = 0, pt[ROW_CHUNK];
+    for (int i0 = 0; i0 < V; i0 += ROW_CHUNK) {
+        int n = MIN(ROW_CHUNK, V - i0);
+        vm_exp_affine(pt, t + i0, n, inv_t, lt);
+        for (int j = 0; j < n; j++) {
+            double lpt = t[i0 + j] * inv_t - lt, lps = s[i0 + j] * inv_t - ls;
+            kl += pt[j] * (lpt - lps);
+        }
     }
     return kl;
 }
@@ -486,10 +483,19 @@ void kd_loss_backward(float *dlogits, const float *logits, const float *tlogits,
         const float *s = logits + n * V, *t = tlogits ? tlogits + n * Vt : NULL;
         double ls1 = row_lse(s, V, 1.0);
         double lst = t ? row_lse(s, Vk, inv_t) : 0, ltt = t ? row_lse(t, Vk, inv_t) : 0;
-        for (int i = 0; i < V; i++) {
-            double g = wce * (exp(s[i] - ls1) - (i == targets[n]));
-            if (t && i < Vk) g += wkl * (exp(s[i] * inv_t - lst) - exp(t[i] * inv_t - ltt));
-            d[i] = (float)g;
+        double p1[ROW_CHUNK], ps[ROW_CHUNK], pt[ROW_CHUNK];
+        for (int i0 = 0; i0 < V; i0 += ROW_CHUNK) {
+            int m = MIN(ROW_CHUNK, V - i0), mk = t ? MAX(0, MIN(m, Vk - i0)) : 0;
+            vm_exp_affine(p1, s + i0, m, 1.0, ls1);
+            if (mk > 0) {
+                vm_exp_affine(ps, s + i0, mk, inv_t, lst);
+                vm_exp_affine(pt, t + i0, mk, inv_t, ltt);
+            }
+            for (int j = 0; j < m; j++) {
+                double g = wce * (p1[j] - (i0 + j == targets[n]));
+                if (j < mk) g += wkl * (ps[j] - pt[j]);
+                d[i0 + j] = (float)g;
+            }
         }
     }
 }
