@@ -27,7 +27,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 echo "### Inference run, $T thread(s)"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), CPU: $cpu, $(nproc) cores visible, threads: $T,"
-echo "OMP_WAIT_POLICY=$OMP_WAIT_POLICY; load average at start: $(cut -d' ' -f1-3 /proc/loadavg); read bandwidth (bench/bench_bw.c, $T threads, best"
+echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset (libgomp default)}; $(OMP_NUM_THREADS=$T "$OUT/bench_omp"); load average at start: $(cut -d' ' -f1-3 /proc/loadavg); read bandwidth (bench/bench_bw.c, $T threads, best"
 echo "of the measurements so far when each row was printed) in the last column's denominator."
 echo "Command: \`bench/bench_infer.sh $T $R\` (best of $R; prefill = 512-token prompt in one batch,"
 echo "decode = 128 tokens after it)."

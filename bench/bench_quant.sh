@@ -84,7 +84,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 echo "### w4a16 inference, $T thread(s)"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), CPU: $cpu, $(nproc) cores visible, threads: $T,"
-echo "OMP_WAIT_POLICY=$OMP_WAIT_POLICY, load average at end: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset (libgomp default)}, $(OMP_NUM_THREADS=$T "$OUT/bench_omp"), load average at end: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Command: \`EDGEFORGE=$BIN bench/bench_quant.sh $T $R\` (best of $R; prefill = 512-token"
 echo "prompt in one batch, decode = 128 tokens after it; llama.cpp: $lcv, n_batch 512)."
 echo "Ratios are w4a16 / that row. Roofline = read bandwidth (bench/bench_bw.c, $T threads, best of"
