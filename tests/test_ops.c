@@ -168,8 +168,10 @@ static void test_attention_vs_ref(void **state) {
     const struct {
         int H, KVH, HD, ctx;
         int32_t pos[5];
-    } cfg[2] = {{6, 2, 12, 33, {0, 32, 7, 8, 20}}, {9, 3, 64, 300, {0, 299, 130, 64, 200}}};
-    for (int c = 0; c < 2; c++) {
+    } cfg[3] = {{6, 2, 12, 33, {0, 32, 7, 8, 20}},
+                {9, 3, 64, 300, {0, 299, 130, 64, 200}},
+                {9, 3, 64, 700, {0, 699, 513, 256, 255}}}; // decode: 1-3 chunks of 256
+    for (int c = 0; c < 3; c++) {
         const int H = cfg[c].H, KVH = cfg[c].KVH, HD = cfg[c].HD, ctx = cfg[c].ctx, T = 5;
         float *cache_k[2], *cache_v[2];
         for (int s = 0; s < 2; s++) {
@@ -195,12 +197,25 @@ static void test_attention_vs_ref(void **state) {
                          .kv_head_stride = (int64_t)ctx * HD,
                          .scale = 1.0f / sqrtf((float)HD),
                          .n_threads = 4};
-        float *scratch = malloc(ops_attention_scratch_floats(ctx, 4) * sizeof *scratch);
+        float *scratch = malloc(ops_attention_scratch_floats(ctx, 4, H, HD) * sizeof *scratch);
         ops_attention(o, q, &a, scratch);
         ops_attention_ref(orf, q, &a, scratch);
         assert_close_f32("attention", o, orf, T * H * HD, 1e-5, 1e-4);
         // position 0 attends to itself only: output = its value row
         assert_close_f32("attention pos 0", orf, cache_v[0], HD, 1e-6, 1e-6);
+        // decode path (1 or 2 query tokens; chunked, merged flash-decoding style), taking
+        // the tokens from the second on: the deepest positions of each configuration
+        for (int tq = 1; tq <= 2; tq++) {
+            OpsAttnArgs d = a;
+            d.T = tq;
+            d.pos = cfg[c].pos + 1;
+            d.k_seq = ks + 1;
+            d.v_seq = vs + 1;
+            const float *qd = q + (size_t)H * HD;
+            ops_attention(o, qd, &d, scratch);
+            ops_attention_ref(orf, qd, &d, scratch);
+            assert_close_f32("decode attention", o, orf, tq * H * HD, 1e-5, 1e-4);
+        }
         free(scratch);
         free(q);
         free(o);
@@ -288,7 +303,7 @@ static void test_thread_count_invariance(void **state) {
                      .kv_head_stride = (int64_t)ctx * HD,
                      .scale = 0.125f,
                      .n_threads = 1};
-    float *scratch = malloc(ops_attention_scratch_floats(ctx, 2) * sizeof *scratch);
+    float *scratch = malloc(ops_attention_scratch_floats(ctx, 2, H, HD) * sizeof *scratch);
     ops_attention(o1, q, &a, scratch);
     a.n_threads = 2;
     omp_set_num_threads(2);

@@ -137,7 +137,8 @@ Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
     st->g = alloc_f32((size_t)(Tb * F), &s);
     st->u = alloc_f32((size_t)(Tb * F), &s);
     st->y = alloc_f32((size_t)(Tb * MAX(MAX(D, F), QD)), &s);
-    st->att_scratch = alloc_f32(ops_attention_scratch_floats(o.max_ctx, st->n_threads), &s);
+    st->att_scratch = alloc_f32(
+        ops_attention_scratch_floats(o.max_ctx, st->n_threads, c->n_heads, c->head_dim), &s);
     st->mm_scratch = alloc_f32(
         MAX(ops_matmul_scratch_floats((int)MAX(MAX(D, F), QD)), infer_gptq_scratch_floats(m)), &s);
     st->rope_cos = alloc_f32((size_t)o.max_ctx * (size_t)(HD / 2), &s);

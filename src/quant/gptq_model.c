@@ -132,7 +132,8 @@ static Status fwd_init(LayerFwd *f, const Model *m, int T) {
     f->y = fwd_alloc(t * MAX(MAX(D, F), QD), &s);
     f->kc = fwd_alloc(t * KD, &s);
     f->vc = fwd_alloc(t * KD, &s);
-    f->att_scratch = fwd_alloc(ops_attention_scratch_floats(T, f->n_threads), &s);
+    f->att_scratch =
+        fwd_alloc(ops_attention_scratch_floats(T, f->n_threads, c->n_heads, c->head_dim), &s);
     f->mm_scratch = fwd_alloc(ops_matmul_scratch_floats((int)MAX(MAX(D, F), QD)), &s);
     f->rope_cos = fwd_alloc(t * HD / 2, &s);
     f->rope_sin = fwd_alloc(t * HD / 2, &s);

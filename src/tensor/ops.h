@@ -96,8 +96,11 @@ typedef struct {
     float scale;               // 1/sqrt(HD)
     int n_threads;             // threads the scratch was planned for (at most this many run)
 } OpsAttnArgs;
-// scratch: ops_attention_scratch_floats(max_pos, n_threads) floats, max_pos >= every pos[t].
-size_t ops_attention_scratch_floats(int max_pos, int n_threads);
+// scratch: ops_attention_scratch_floats(max_pos, n_threads, H, HD) floats, max_pos >= every
+// pos[t]. Decode (T <= 2) runs in fixed chunks of cache positions merged flash-decoding
+// style (ops_cpu.c), prefill one (token, head) at a time; both give the same bits for any
+// thread count.
+size_t ops_attention_scratch_floats(int max_pos, int n_threads, int H, int HD);
 void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scratch);
 // h (n) = silu(g) * u; h may equal g.
 void ops_swiglu(float *h, const float *g, const float *u, int64_t n);

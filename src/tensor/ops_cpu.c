@@ -263,8 +263,20 @@ void ops_add(float *y, const float *x, int64_t n) {
 
 /* ---- attention -------------------------------------------------------------------- */
 
-size_t ops_attention_scratch_floats(int max_pos, int n_threads) {
-    return (size_t)(max_pos + 1) * (size_t)MAX(n_threads, 1);
+// Decode attention works on chunks of this many cache positions (fixed, so that the
+// results do not depend on the thread count).
+#define ATTN_CHUNK 256
+
+static int attn_chunks(int np) { return (np + ATTN_CHUNK - 1) / ATTN_CHUNK; }
+
+size_t ops_attention_scratch_floats(int max_pos, int n_threads, int H, int HD) {
+    size_t nt = (size_t)MAX(n_threads, 1);
+    size_t prefill = (size_t)(max_pos + 1) * nt;
+    // decode (T <= 2): a chunk's scores per thread, and per (token, head, chunk) the
+    // chunk's max, sum and unnormalized output
+    size_t decode =
+        nt * ATTN_CHUNK + 2 * (size_t)H * (size_t)attn_chunks(max_pos + 1) * (size_t)(HD + 2);
+    return MAX(prefill, decode);
 }
 
 // sc[p] = scale * q . key p (keys transposed: (HD, ctx)).
@@ -330,6 +342,66 @@ static void attend_item(float *out, const float *q, const OpsAttnArgs *a, int i,
                a->v_seq[t] + kv_off, a->pos[t] + 1, HD, a->ctx, a->scale, sc, isa);
 }
 
+// Decode (T <= 2 query tokens, the SIMD path): work items are (token, KV head, chunk of
+// ATTN_CHUNK positions). An item runs every query head of its KV head over its chunk, so the
+// chunk's keys and values come from memory once and from L2 for the other heads of the
+// group; it leaves per head the chunk's max score m, sum of exp(s - m) and unnormalized
+// output o = sum_p exp(s_p - m) v_p. The chunks of a head are then merged in chunk order
+// (flash-decoding): out = sum_c e^(m_c - M) o_c / sum_c e^(m_c - M) l_c, M = max_c m_c.
+// Items are spread over the threads (a 9-head, 3-KV-head model gives 3 items per 256
+// positions), and every number depends only on the chunking, not on the thread count.
+static void attention_decode(float *out, const float *q, const OpsAttnArgs *a, float *scratch,
+                             OpsIsa isa) {
+    const int HD = a->HD, H = a->H, KVH = a->KVH, group = H / KVH, nt = MAX(a->n_threads, 1);
+    int max_pos = 0;
+    for (int t = 0; t < a->T; t++)
+        max_pos = MAX(max_pos, a->pos[t]);
+    const int nc_max = attn_chunks(max_pos + 1);
+    float *part = scratch + (size_t)nt * ATTN_CHUNK; // (T, H, nc_max, HD + 2)
+    const int n_items = a->T * KVH * nc_max;
+    int64_t work = (int64_t)a->T * H * HD * (max_pos + 1);
+#pragma omp parallel for num_threads(nt) schedule(static) if (work >= OPS_PAR_MIN_WORK / 2)
+    for (int it = 0; it < n_items; it++) {
+        const int t = it / (KVH * nc_max), kvh = it / nc_max % KVH, c = it % nc_max;
+        const int np = a->pos[t] + 1, p0 = c * ATTN_CHUNK;
+        if (p0 >= np) continue; // this token's cache is shorter
+        const int n = MIN(ATTN_CHUNK, np - p0);
+        const int64_t kv_off = (int64_t)kvh * a->kv_head_stride;
+        const float *kt = a->k_seq[t] + kv_off + p0, *v = a->v_seq[t] + kv_off + (int64_t)p0 * HD;
+        float *sc = scratch + (size_t)thread_id() * ATTN_CHUNK;
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+            float *r = part + (((size_t)t * H + h) * nc_max + c) * (size_t)(HD + 2);
+            attn_scores(sc, q + ((int64_t)t * H + h) * HD, kt, n, HD, a->ctx, a->scale, isa);
+            float m = vm_max_f32(sc, n);
+            r[0] = m;
+            r[1] = vm_expf_shift_sum(sc, n, m);
+            attn_pv(r + 2, sc, v, n, HD, isa);
+        }
+    }
+    for (int t = 0; t < a->T; t++) { // merge, chunk by chunk in order
+        const int nc = attn_chunks(a->pos[t] + 1);
+        for (int h = 0; h < H; h++) {
+            const float *r0 = part + ((size_t)t * H + h) * nc_max * (size_t)(HD + 2);
+            float *o = out + ((int64_t)t * H + h) * HD;
+            float M = -INFINITY, L = 0.0f;
+            for (int c = 0; c < nc; c++)
+                M = MAX(M, r0[(size_t)c * (HD + 2)]);
+            for (int i = 0; i < HD; i++)
+                o[i] = 0.0f;
+            for (int c = 0; c < nc; c++) {
+                const float *r = r0 + (size_t)c * (HD + 2);
+                const float w = nc == 1 ? 1.0f : expf(r[0] - M);
+                L += w * r[1];
+                for (int i = 0; i < HD; i++)
+                    o[i] += w * r[2 + i];
+            }
+            const float inv = 1.0f / L;
+            for (int i = 0; i < HD; i++)
+                o[i] *= inv;
+        }
+    }
+}
+
 void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scratch) {
     int HD = a->HD, group = a->H / a->KVH, n = a->T * a->H;
     int max_pos = 0;
@@ -345,7 +417,9 @@ void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scra
     // Decode (a token or two): contiguous runs of heads per thread, so the heads that share
     // a KV head (GQA) read its cache on one core, once from memory and then from L2.
     // Prefill: dynamic, since later tokens attend over more positions.
-    if (a->T <= 2) {
+    if (a->T <= 2 && isa != OPS_ISA_PORTABLE) {
+        attention_decode(out, q, a, scratch, isa);
+    } else if (a->T <= 2) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (work >= OPS_PAR_MIN_WORK / 2)
         for (int i = 0; i < n; i++)
             attend_item(out, q, a, i, group, scratch + (size_t)thread_id() * per_thread, isa);
