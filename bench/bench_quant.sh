@@ -105,10 +105,13 @@ echo
 LIB=$(dirname "$BIN")/libedgeforge.a
 make -s "$LIB"
 TG="$OUT/bench_gptq"
+# the OpenBLAS build the Makefile links (its OpenMP build when installed)
+BLAS="/usr/lib/$(cc -print-multiarch)/openblas-openmp/libopenblas.so.0"
+[ -f "$BLAS" ] || BLAS=-lopenblas
 # shellcheck disable=SC2046
 cc -std=c11 -O2 -D_GNU_SOURCE -Isrc bench/bench_gptq.c "$LIB" \
    $(pkg-config --libs jansson libpcre2-8 hiredis libcurl 2>/dev/null ||
-     echo -ljansson -lpcre2-8 -lhiredis -lcurl) -lopenblas -lm -lpthread -fopenmp -o "$TG"
+     echo -ljansson -lpcre2-8 -lhiredis -lcurl) $BLAS -lm -lpthread -fopenmp -o "$TG"
 echo "### GPTQ wall time, one layer, $T thread(s)"
 echo
 echo "W (1536, 576) and (576, 1536) [gate/up and down of SmolLM2-135M], 128 sequences x 512 tokens"
