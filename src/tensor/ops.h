@@ -130,6 +130,9 @@ void ops_gemm_rows_avx2(float *y, int64_t ldy, const float *x, const void *w, DT
                         int n_rows, int T);
 // dst (n) = src (n) of type t widened to float32.
 void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n);
+// One row of RMSNorm: out (D) = w * x * rstd, the sum of squares in 8 lanes (then a fixed
+// tree), so it differs from ops_rmsnorm_ref's sequential sum in the last bits.
+void ops_rmsnorm_row_avx2(float *out, const float *x, const void *w, DType wt, int D, float eps);
 // sc[p] = scale * sum_i q[i] * kt[i * ctx + p] for p in [0, np) (transposed keys).
 void ops_attn_scores_avx2(float *sc, const float *q, const float *kt, int np, int HD, int ctx,
                           float scale);

@@ -182,6 +182,27 @@ AVX2_TARGET void ops_gemm_rows_avx2(float *y, int64_t ldy, const float *x, const
     }
 }
 
+AVX2_TARGET void ops_rmsnorm_row_avx2(float *out, const float *x, const void *w, DType wt, int D,
+                                      float eps) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= D; i += 16) {
+        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+        s0 = _mm256_fmadd_ps(a, a, s0);
+        s1 = _mm256_fmadd_ps(b, b, s1);
+    }
+    float ss = hsum8(_mm256_add_ps(s0, s1));
+    for (; i < D; i++)
+        ss += x[i] * x[i];
+    const float rstd = 1.0f / sqrtf(ss / (float)D + eps); // as HF: torch.rsqrt in float32
+    const __m256 vr = _mm256_set1_ps(rstd);
+    for (i = 0; i + 8 <= D; i += 8)
+        _mm256_storeu_ps(out + i,
+                         _mm256_mul_ps(load8(w, wt, i), _mm256_mul_ps(_mm256_loadu_ps(x + i), vr)));
+    for (; i < D; i++)
+        out[i] = ops_load(w, wt, i) * (x[i] * rstd);
+}
+
 AVX2_TARGET void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)

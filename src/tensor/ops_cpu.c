@@ -224,10 +224,19 @@ void ops_add_bias(float *y, const void *b, DType bt, int T, int N) {
 }
 
 void ops_rmsnorm(float *out, const float *x, const void *w, DType wt, int T, int D, float eps) {
-    // rows are independent; within a row the reduction order is the reference's
+    // rows are independent, each with a fixed reduction order
+    const OpsIsa isa = ops_isa_detect();
 #pragma omp parallel for schedule(static) if ((int64_t)T * D >= OPS_PAR_MIN_WORK / 4)
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < T; t++) {
+#if defined(__x86_64__)
+        if (isa != OPS_ISA_PORTABLE) {
+            ops_rmsnorm_row_avx2(out + (int64_t)t * D, x + (int64_t)t * D, w, wt, D, eps);
+            continue;
+        }
+#endif
+        (void)isa;
         ops_rmsnorm_ref(out + (int64_t)t * D, x + (int64_t)t * D, w, wt, 1, D, eps);
+    }
 }
 
 void ops_embed(float *x, const void *emb, DType et, const int32_t *tokens, int T, int D) {
