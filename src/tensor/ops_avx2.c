@@ -5,7 +5,7 @@
  * ops_cpu.c calls them only after __builtin_cpu_supports("avx2") etc. said yes, so the
  * same binary runs on CPUs without AVX2.
  *
- * Summation order per output row is fixed (two 8-wide accumulators over 16-element
+ * Summation order per GEMV output row is fixed (four 8-wide accumulators over 32-element
  * steps, a fixed horizontal reduction, then a scalar tail), whatever rows a thread gets.
  */
 #include "tensor/ops.h"
@@ -40,70 +40,6 @@ AVX2_TARGET static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// One row: the same order the 4-row kernel uses for each of its rows.
-AVX2_TARGET static float dot_row(const float *x, const void *w, DType t, int64_t off, int K) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int k = 0;
-    for (; k + 16 <= K; k += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), load8(w, t, off + k), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), load8(w, t, off + k + 8), a1);
-    }
-    float s = hsum8(_mm256_add_ps(a0, a1));
-    for (; k < K; k++)
-        s += x[k] * ops_load(w, t, off + k);
-    return s;
-}
-
-// 4 rows at a time, x loaded once per 16 elements for all 4; one copy per weight type so
-// that the conversion is not a branch in the inner loop. 16-bit weights are prefetched
-// OPS_PF_BYTES ahead in each of the 4 row streams (decode is a pure weight stream); F32
-// rows are left to the hardware prefetcher, which measured ~15 % faster on Zen 3 than
-// with the software prefetches (1 thread, SmolLM2 F32 decode: 18.2 vs 15.6 tokens/s).
-#define OPS_PF_BYTES 512
-#ifndef OPS_PF16
-#define OPS_PF16 1
-#endif
-#define GEMV4_BODY(LOAD, ESIZE, PF)                                                                \
-    int r = 0;                                                                                     \
-    for (; r + 4 <= n_rows; r += 4) {                                                              \
-        int64_t o0 = (int64_t)r * K, o1 = o0 + K, o2 = o1 + K, o3 = o2 + K;                        \
-        const char *pb = (const char *)w;                                                          \
-        __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps();                               \
-        __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps();                               \
-        __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps();                               \
-        __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();                               \
-        int k = 0;                                                                                 \
-        for (; k + 16 <= K; k += 16) {                                                             \
-            if (PF) _mm_prefetch(pb + (o0 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);               \
-            if (PF) _mm_prefetch(pb + (o1 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);               \
-            if (PF) _mm_prefetch(pb + (o2 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);               \
-            if (PF) _mm_prefetch(pb + (o3 + k) * ESIZE + OPS_PF_BYTES, _MM_HINT_T0);               \
-            __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);                   \
-            a00 = _mm256_fmadd_ps(x0, LOAD(w, o0 + k), a00);                                       \
-            a01 = _mm256_fmadd_ps(x1, LOAD(w, o0 + k + 8), a01);                                   \
-            a10 = _mm256_fmadd_ps(x0, LOAD(w, o1 + k), a10);                                       \
-            a11 = _mm256_fmadd_ps(x1, LOAD(w, o1 + k + 8), a11);                                   \
-            a20 = _mm256_fmadd_ps(x0, LOAD(w, o2 + k), a20);                                       \
-            a21 = _mm256_fmadd_ps(x1, LOAD(w, o2 + k + 8), a21);                                   \
-            a30 = _mm256_fmadd_ps(x0, LOAD(w, o3 + k), a30);                                       \
-            a31 = _mm256_fmadd_ps(x1, LOAD(w, o3 + k + 8), a31);                                   \
-        }                                                                                          \
-        float s0 = hsum8(_mm256_add_ps(a00, a01)), s1 = hsum8(_mm256_add_ps(a10, a11));            \
-        float s2 = hsum8(_mm256_add_ps(a20, a21)), s3 = hsum8(_mm256_add_ps(a30, a31));            \
-        for (; k < K; k++) {                                                                       \
-            s0 += x[k] * ops_load(w, wt, o0 + k);                                                  \
-            s1 += x[k] * ops_load(w, wt, o1 + k);                                                  \
-            s2 += x[k] * ops_load(w, wt, o2 + k);                                                  \
-            s3 += x[k] * ops_load(w, wt, o3 + k);                                                  \
-        }                                                                                          \
-        y[r] = s0;                                                                                 \
-        y[r + 1] = s1;                                                                             \
-        y[r + 2] = s2;                                                                             \
-        y[r + 3] = s3;                                                                             \
-    }                                                                                              \
-    for (; r < n_rows; r++)                                                                        \
-        y[r] = dot_row(x, w, wt, (int64_t)r * K, K);
-
 #define LOAD_F32(w, i) _mm256_loadu_ps((const float *)(w) + (i))
 #define LOAD_F16(w, i)                                                                             \
     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(w) + (i))))
@@ -112,19 +48,44 @@ AVX2_TARGET static float dot_row(const float *x, const void *w, DType t, int64_t
         _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)(w) + (i)))),    \
         16))
 
-AVX2_TARGET static void gemv4_f32(float *y, const float *x, const void *w, DType wt, int K,
-                                  int n_rows){GEMV4_BODY(LOAD_F32, 4, 0)} AVX2_TARGET
-    static void gemv4_f16(float *y, const float *x, const void *w, DType wt, int K,
-                          int n_rows){GEMV4_BODY(LOAD_F16, 2, OPS_PF16)} AVX2_TARGET
-    static void gemv4_bf16(float *y, const float *x, const void *w, DType wt, int K,
-                           int n_rows){GEMV4_BODY(LOAD_BF16, 2, 1)}
+// One row at a time, 4 accumulators over 32-element steps: the matrix is read as one
+// sequential stream (its rows are contiguous), with a software prefetch PF bytes ahead.
+#define GEMV1_BODY(LOAD, ESIZE, PF)                                                                \
+    for (int r = 0; r < n_rows; r++) {                                                             \
+        const int64_t o = (int64_t)r * K;                                                          \
+        const char *pb = (const char *)w + o * ESIZE;                                              \
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                 \
+        __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();                                 \
+        int k = 0;                                                                                 \
+        for (; k + 32 <= K; k += 32) {                                                             \
+            if (PF) _mm_prefetch(pb + k * ESIZE + PF, _MM_HINT_T0);                                \
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), LOAD(w, o + k), a0);                      \
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), LOAD(w, o + k + 8), a1);              \
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 16), LOAD(w, o + k + 16), a2);            \
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 24), LOAD(w, o + k + 24), a3);            \
+        }                                                                                          \
+        float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3)));              \
+        for (; k < K; k++)                                                                         \
+            s += x[k] * ops_load(w, wt, o + k);                                                    \
+        y[r] = s;                                                                                  \
+    }
+
+// Prefetch distance: F32 rows stream best on the hardware prefetcher alone; 16-bit rows,
+// which take half the time per byte, gain from a software prefetch 2 KiB ahead (SmolLM2
+// decode on this 2-core Zen 3 VM; bench/RESULTS.md, "Inference").
+AVX2_TARGET static void gemv1_f32(float *y, const float *x, const void *w, DType wt, int K,
+                                  int n_rows){GEMV1_BODY(LOAD_F32, 4, 0)} AVX2_TARGET
+    static void gemv1_f16(float *y, const float *x, const void *w, DType wt, int K,
+                          int n_rows){GEMV1_BODY(LOAD_F16, 2, 2048)} AVX2_TARGET
+    static void gemv1_bf16(float *y, const float *x, const void *w, DType wt, int K,
+                           int n_rows){GEMV1_BODY(LOAD_BF16, 2, 2048)}
 
 AVX2_TARGET
     void ops_gemv_rows_avx2(float *y, const float *x, const void *w, DType wt, int K, int n_rows) {
     switch (wt) {
-    case DTYPE_F16: gemv4_f16(y, x, w, wt, K, n_rows); break;
-    case DTYPE_BF16: gemv4_bf16(y, x, w, wt, K, n_rows); break;
-    default: gemv4_f32(y, x, w, wt, K, n_rows); break;
+    case DTYPE_F16: gemv1_f16(y, x, w, wt, K, n_rows); break;
+    case DTYPE_BF16: gemv1_bf16(y, x, w, wt, K, n_rows); break;
+    default: gemv1_f32(y, x, w, wt, K, n_rows); break;
     }
 }
 
