@@ -38,22 +38,6 @@ static int cpu_has_f16c(void) {
     return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
 }
 
-// The calling thread's team (1 and 0 outside a parallel region or without OpenMP).
-static int team_size(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-static int team_rank(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 QmatIsa qmatmul_isa_detect(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
         return QMAT_ISA_AVX2;
@@ -180,81 +164,81 @@ AVX2_TARGET static inline __m256 scales8_avx2(const uint16_t *s) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
 }
 
-// Outputs [n0, n1) (multiples of 8), contiguous groups, x pre-scaled: the decode kernel.
-// Rows outer, outputs inner: each word row is read as one contiguous run of (n1 - n0)
-// words (up to GEMV_PANEL), so a thread streams its part of W nearly sequentially;
-// tile-by-tile order (64 outputs down all rows) jumps 4N bytes every 256 and defeats the
-// prefetchers once W comes from DRAM. The accumulators live in L1 (acc, yacc). Per output
-// the order of operations is the tile kernel's, so the results are identical to it.
-#define GEMV_PANEL 1024
-AVX2_TARGET static void gemv_panel_avx2(float *y, const GemvCtx *c, int64_t n0, int64_t n1) {
+// Group g of a weight with contiguous groups, outputs [0, n8) (a multiple of 8), x
+// pre-scaled: t[n] = sum_{k in g} x_k q_kn - z_gn xsum_g. The decode kernel. The group's
+// word rows are read whole, one after the other, so the group is one sequential stream
+// (36 KiB for 576 outputs); splitting the outputs between threads instead (each thread a
+// part of every row) measured slower, and so did walking 64-output tiles down the rows. The
+// accumulators live in L1 (acc).
+#define GEMV_PANEL 2048
+AVX2_TARGET static void gemv_group_avx2(float *t, const GemvCtx *c, int64_t g, int64_t n8) {
     const GptqPacked *w = c->w;
     const int64_t N = w->N;
     float acc[GEMV_PANEL] __attribute__((aligned(32)));
-    float yacc[GEMV_PANEL] __attribute__((aligned(32)));
-    for (int64_t p0 = n0; p0 < n1; p0 += GEMV_PANEL) {
-        const int64_t nv = MIN((int64_t)GEMV_PANEL, n1 - p0) / 8;
-        memset(yacc, 0, (size_t)nv * 8 * sizeof(float));
-        for (int64_t g = 0; g < w->G; g++) {
-            const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);
-            memset(acc, 0, (size_t)nv * 8 * sizeof(float));
-            for (int64_t r = r0; r < r1; r++) {
-                const __m256i *row = (const __m256i *)(w->qweight + r * N + p0);
-                const float *xr = c->xp + r * 8;
-                __m256 xb[8];
-                for (int j = 0; j < 8; j++)
-                    xb[j] = _mm256_broadcast_ss(xr + j);
-                int64_t v = 0;
-                for (; v + 4 <= nv; v += 4) {
-                    __m256 a0 = _mm256_load_ps(acc + 8 * v), a1 = _mm256_load_ps(acc + 8 * v + 8);
-                    __m256 a2 = _mm256_load_ps(acc + 8 * v + 16);
-                    __m256 a3 = _mm256_load_ps(acc + 8 * v + 24);
-                    const __m256i w0 = _mm256_loadu_si256(row + v),
-                                  w1 = _mm256_loadu_si256(row + v + 1);
-                    const __m256i w2 = _mm256_loadu_si256(row + v + 2);
-                    const __m256i w3 = _mm256_loadu_si256(row + v + 3);
-                    _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
-                        const __m256i m = _mm256_set1_epi32(15 << (4 * j));
-                        a0 =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
-                        a1 =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w1, m)), xb[j], a1);
-                        a2 =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w2, m)), xb[j], a2);
-                        a3 =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w3, m)), xb[j], a3);
-                    }
-                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 28)), xb[7], a0);
-                    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w1, 28)), xb[7], a1);
-                    a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w2, 28)), xb[7], a2);
-                    a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w3, 28)), xb[7], a3);
-                    _mm256_store_ps(acc + 8 * v, a0);
-                    _mm256_store_ps(acc + 8 * v + 8, a1);
-                    _mm256_store_ps(acc + 8 * v + 16, a2);
-                    _mm256_store_ps(acc + 8 * v + 24, a3);
+    const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);
+    for (int64_t p0 = 0; p0 < n8; p0 += GEMV_PANEL) {
+        const int64_t nv = MIN((int64_t)GEMV_PANEL, n8 - p0) / 8;
+        memset(acc, 0, (size_t)nv * 8 * sizeof(float));
+        for (int64_t r = r0; r < r1; r++) {
+            const __m256i *row = (const __m256i *)(w->qweight + r * N + p0);
+            const float *xr = c->xp + r * 8;
+            __m256 xb[8];
+            for (int j = 0; j < 8; j++)
+                xb[j] = _mm256_broadcast_ss(xr + j);
+            int64_t v = 0;
+            for (; v + 4 <= nv; v += 4) {
+                __m256 a0 = _mm256_load_ps(acc + 8 * v), a1 = _mm256_load_ps(acc + 8 * v + 8);
+                __m256 a2 = _mm256_load_ps(acc + 8 * v + 16);
+                __m256 a3 = _mm256_load_ps(acc + 8 * v + 24);
+                const __m256i w0 = _mm256_loadu_si256(row + v),
+                              w1 = _mm256_loadu_si256(row + v + 1);
+                const __m256i w2 = _mm256_loadu_si256(row + v + 2);
+                const __m256i w3 = _mm256_loadu_si256(row + v + 3);
+                _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
+                    const __m256i m = _mm256_set1_epi32(15 << (4 * j));
+                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
+                    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w1, m)), xb[j], a1);
+                    a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w2, m)), xb[j], a2);
+                    a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w3, m)), xb[j], a3);
                 }
-                for (; v < nv; v++) {
-                    __m256 a0 = _mm256_load_ps(acc + 8 * v);
-                    const __m256i w0 = _mm256_loadu_si256(row + v);
-                    _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
-                        const __m256i m = _mm256_set1_epi32(15 << (4 * j));
-                        a0 =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
-                    }
-                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 28)), xb[7], a0);
-                    _mm256_store_ps(acc + 8 * v, a0);
-                }
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 28)), xb[7], a0);
+                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w1, 28)), xb[7], a1);
+                a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w2, 28)), xb[7], a2);
+                a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w3, 28)), xb[7], a3);
+                _mm256_store_ps(acc + 8 * v, a0);
+                _mm256_store_ps(acc + 8 * v + 8, a1);
+                _mm256_store_ps(acc + 8 * v + 16, a2);
+                _mm256_store_ps(acc + 8 * v + 24, a3);
             }
-            const __m256 xs = _mm256_set1_ps(c->xg[g]);
-            for (int64_t v2 = 0; v2 < nv; v2++) {
-                __m256 t = _mm256_fnmadd_ps(zeros8_avx2(c, g, p0 + 8 * v2), xs,
-                                            _mm256_load_ps(acc + 8 * v2));
-                _mm256_store_ps(yacc + 8 * v2,
-                                _mm256_fmadd_ps(scales8_avx2(w->scales + g * N + p0 + 8 * v2), t,
-                                                _mm256_load_ps(yacc + 8 * v2)));
+            for (; v < nv; v++) {
+                __m256 a0 = _mm256_load_ps(acc + 8 * v);
+                const __m256i w0 = _mm256_loadu_si256(row + v);
+                _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
+                    const __m256i m = _mm256_set1_epi32(15 << (4 * j));
+                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
+                }
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 28)), xb[7], a0);
+                _mm256_store_ps(acc + 8 * v, a0);
             }
         }
-        memcpy(y + p0, yacc, (size_t)nv * 8 * sizeof(float));
+        const __m256 xs = _mm256_set1_ps(c->xg[g]);
+        for (int64_t v2 = 0; v2 < nv; v2++)
+            _mm256_storeu_ps(t + p0 + 8 * v2, _mm256_fnmadd_ps(zeros8_avx2(c, g, p0 + 8 * v2), xs,
+                                                               _mm256_load_ps(acc + 8 * v2)));
+    }
+}
+
+// y[n] for outputs [n0, n1) (multiples of 8) from the groups' t (G, n8): sum over g in order
+// of s_gn t_gn, one FMA per group, as every other kernel here orders it.
+AVX2_TARGET static void gemv_reduce_avx2(float *y, const GemvCtx *c, const float *t, int64_t n8,
+                                         int64_t n0, int64_t n1) {
+    const GptqPacked *w = c->w;
+    for (int64_t n = n0; n < n1; n += 8) {
+        __m256 yacc = _mm256_setzero_ps();
+        for (int64_t g = 0; g < w->G; g++)
+            yacc = _mm256_fmadd_ps(scales8_avx2(w->scales + g * w->N + n),
+                                   _mm256_loadu_ps(t + g * n8 + n), yacc);
+        _mm256_storeu_ps(y + n, yacc);
     }
 }
 
@@ -295,12 +279,57 @@ AVX2_TARGET static void gemv_tile_generic_avx2(float *y, const GemvCtx *c, int64
         _mm256_storeu_ps(y + n0 + 8 * v, yacc[v]);
 }
 
-// Inside a parallel region: this thread's contiguous share of outputs [0, n8) (multiples of
-// 8) through the panel kernel. Each output's arithmetic does not depend on the split.
-static void gemv_panel_share(float *y, const GemvCtx *c, int64_t n8) {
-    const int64_t nth = team_size(), per = (n8 / 8 + nth - 1) / nth * 8;
-    const int64_t a = MIN(n8, team_rank() * per), b = MIN(n8, a + per);
-    if (a < b) gemv_panel_avx2(y, c, a, b);
+// Partial sums of the grouped decode kernel: one buffer per calling thread, grown on demand
+// and kept, so a decode step allocates nothing once the largest layer has run.
+static _Thread_local float *part_buf;
+static _Thread_local size_t part_cap;
+
+static float *part_scratch(size_t n) {
+    if (n > part_cap) {
+        free(part_buf);
+        part_buf = xmalloc(n * sizeof(float));
+        part_cap = n;
+    }
+    return part_buf;
+}
+
+enum { GEMV_MAX_W = 3 };
+
+// The AVX2 decode path for n weights (contiguous groups, set up in c) of the same x: one
+// parallel region whose work items are (weight, group) pairs, then, after its barrier,
+// blocks of 64 outputs reduced over the groups. Each output's arithmetic is fixed by the
+// grouping, not by the thread that ran it.
+static void gemv_grouped(float *const *y, const GemvCtx *c, int n) {
+    int64_t first[GEMV_MAX_W + 1], bfirst[GEMV_MAX_W + 1], n8[GEMV_MAX_W];
+    size_t off[GEMV_MAX_W + 1];
+    first[0] = bfirst[0] = 0;
+    off[0] = 0;
+    for (int i = 0; i < n; i++) {
+        n8[i] = c[i].w->N / 8 * 8;
+        first[i + 1] = first[i] + c[i].w->G;
+        bfirst[i + 1] = bfirst[i] + (n8[i] + TILE - 1) / TILE;
+        off[i + 1] = off[i] + (size_t)(c[i].w->G * n8[i]);
+    }
+    float *part = part_scratch(MAX(off[n], (size_t)1));
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < first[n]; it++) {
+            int i = 0;
+            while (it >= first[i + 1])
+                i++;
+            const int64_t g = it - first[i];
+            gemv_group_avx2(part + off[i] + (size_t)(g * n8[i]), &c[i], g, n8[i]);
+        }
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < bfirst[n]; b++) {
+            int i = 0;
+            while (b >= bfirst[i + 1])
+                i++;
+            const int64_t n0 = (b - bfirst[i]) * TILE;
+            gemv_reduce_avx2(y[i], &c[i], part + off[i], n8[i], n0, MIN(n0 + TILE, n8[i]));
+        }
+    }
 }
 
 /* ---- GEMV driver -------------------------------------------------------------------- */
@@ -336,9 +365,8 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
     // Tiles: full 64-output tiles, then 8-output tiles (AVX2), then single outputs (portable).
     const int64_t n_full = N / TILE, n8 = isa == QMAT_ISA_AVX2 ? N / 8 * 8 : N;
     const int64_t n_tiles = n_full + (n8 - n_full * TILE + TILE - 1) / TILE;
-    if (isa == QMAT_ISA_AVX2 && c.rows_per_g) { // each thread one contiguous output range
-#pragma omp parallel
-        gemv_panel_share(y, &c, n8);
+    if (isa == QMAT_ISA_AVX2 && c.rows_per_g) {
+        gemv_grouped(&y, &c, 1);
     } else
 #pragma omp parallel
     {
@@ -365,9 +393,9 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
 // Several weights of the same x (q/k/v, gate/up) in one parallel region when every one
 // takes the panel kernel: one OpenMP barrier instead of n. Same results as qmatmul_gemv.
 void qmatmul_gemv_multi(float *const *y, const float *x, const GptqPacked *const *w, int n) {
-    enum { MAX_W = 3, BUF = 2048 };
+    enum { MAX_W = GEMV_MAX_W, BUF = 2048 };
     float buf[MAX_W][BUF];
-    GemvCtx c[MAX_W];
+    GemvCtx c[MAX_W] = {0};
     bool one_region = n <= MAX_W && qmatmul_isa_detect() == QMAT_ISA_AVX2;
     for (int i = 0; i < n && one_region; i++) {
         CHECK(w[i]->bits == 4);
@@ -380,9 +408,7 @@ void qmatmul_gemv_multi(float *const *y, const float *x, const GptqPacked *const
             gemv_run(y[i], x, w[i], qmatmul_isa_detect());
         return;
     }
-#pragma omp parallel
-    for (int i = 0; i < n; i++)
-        gemv_panel_share(y[i], &c[i], w[i]->N / 8 * 8);
+    gemv_grouped(y, c, n);
     for (int i = 0; i < n; i++)
         gemv_finish(y[i], x, w[i], &c[i], buf[i], w[i]->N / 8 * 8);
 }
