@@ -18,6 +18,7 @@ static double now(void) {
 }
 
 static float buf[64][4096];
+static volatile float sink; // keeps the work from being optimized away
 
 int main(void) {
     const int n = 20000, nt = omp_get_max_threads() < 64 ? omp_get_max_threads() : 64;
@@ -30,6 +31,7 @@ int main(void) {
                 float s = 0;
                 for (int k = 0; k < 4096; k++)
                     buf[t][k] = s, s += 1.0f;
+                if (buf[t][i % 4096] < 0) sink = s;
             }
         }
         double t = (now() - t0) / n;
@@ -40,6 +42,7 @@ int main(void) {
         float s = 0;
         for (int k = 0; k < 4096; k++)
             buf[0][k] = s, s += 1.0f;
+        if (buf[0][i % 4096] < 0) sink = s;
     }
     double work = (now() - t0) / n;
     printf("%d threads: %.2f us per parallel region, of which ~%.2f us is the work\n", nt,

@@ -3,8 +3,8 @@
 # builds edgeforge and the bandwidth probe, and makes the F32/F16 GGUF copies once.
 SRC=models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 # OMP_WAIT_POLICY is left as the caller set it: libgomp's default (spin a while, then
-# sleep) is what users get, and waking a sleeping thread costs ~18 us per parallel region
-# here against ~3 us (bench/bench_omp.c), ~150 regions per decode step. On a machine
+# sleep) is what users get, and waking a sleeping thread costs ~15 us per parallel region
+# here against ~2 us (bench/bench_omp.c), ~150 regions per decode step. On a machine
 # oversubscribed by other jobs, OMP_WAIT_POLICY=passive avoids spinning threads that
 # collapse when descheduled. (llama.cpp opens one region per graph and spins at its own
 # barriers, so the policy barely touches it.)
