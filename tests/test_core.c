@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/common.h"
@@ -109,6 +111,34 @@ static void test_atomic_write_leaves_nothing_on_abort(void **state) {
     unlink(p);
 }
 
+// An interrupted writer (SIGTERM in a child with the CLI's handlers) leaves neither the
+// output nor its temporary file, and the child dies by that signal.
+static void test_atomic_write_interrupted(void **state) {
+    (void)state;
+    const char *p = "build/test_core_atomic_sig.bin";
+    unlink(p);
+    char tmp[256];
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        atomic_file_cleanup_on_signals();
+        AtomicFile a, b;
+        if (atomic_file_open(&a, p) != STATUS_OK) _exit(3);
+        if (atomic_file_open(&b, "build/test_core_atomic_sig2.bin") != STATUS_OK) _exit(3);
+        atomic_file_abort(&b); // a released slot is not touched again
+        fputs("partial", a.f);
+        fflush(a.f);
+        raise(SIGTERM);
+        _exit(4); // not reached
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", p, (long)pid);
+    assert_false(path_is_file(tmp));
+    assert_false(path_is_file(p));
+}
+
 static void test_safetensors_bad_input(void **state) {
     (void)state;
     const char *p = "build/test_core_bad.safetensors";
@@ -149,6 +179,7 @@ int main(void) {
         cmocka_unit_test(test_fp16_bf16_vs_torch),
         cmocka_unit_test(test_rng_ranges),
         cmocka_unit_test(test_atomic_write_leaves_nothing_on_abort),
+        cmocka_unit_test(test_atomic_write_interrupted),
         cmocka_unit_test(test_safetensors_bad_input),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);

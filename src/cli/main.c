@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "core/common.h"
+#include "core/fileio.h"
 #include "core/log.h"
 #include "core/status.h"
 
@@ -53,6 +54,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    atomic_file_cleanup_on_signals(); // Ctrl-C leaves no half-written output
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "-v") == 0)

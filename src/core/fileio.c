@@ -4,6 +4,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -75,6 +78,53 @@ static Status ensure_parent_dir(const char *path) {
     return s;
 }
 
+/* Interrupt cleanup: a fixed table the signal handler can walk without locks or
+ * allocation (unlink is async-signal-safe). A slot's path is written before it is marked
+ * used and the mark is cleared before the path can change. */
+enum { TMP_SLOTS = 64 };
+static char tmp_slot_path[TMP_SLOTS][PATH_MAX];
+static volatile sig_atomic_t tmp_slot_used[TMP_SLOTS];
+static pthread_mutex_t tmp_slot_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int tmp_slot_add(const char *path) {
+    if (strlen(path) >= PATH_MAX) return 0;
+    pthread_mutex_lock(&tmp_slot_lock);
+    int slot = 0;
+    for (int i = 0; i < TMP_SLOTS && !slot; i++)
+        if (!tmp_slot_used[i]) {
+            memcpy(tmp_slot_path[i], path, strlen(path) + 1);
+            tmp_slot_used[i] = 1;
+            slot = i + 1;
+        }
+    pthread_mutex_unlock(&tmp_slot_lock);
+    return slot;
+}
+
+static void tmp_slot_remove(int slot) {
+    if (slot <= 0) return;
+    pthread_mutex_lock(&tmp_slot_lock);
+    tmp_slot_used[slot - 1] = 0;
+    pthread_mutex_unlock(&tmp_slot_lock);
+}
+
+static void on_fatal_signal(int sig) {
+    for (int i = 0; i < TMP_SLOTS; i++)
+        if (tmp_slot_used[i]) unlink(tmp_slot_path[i]);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void atomic_file_cleanup_on_signals(void) {
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_fatal_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
 Status atomic_file_open(AtomicFile *af, const char *path) {
     memset(af, 0, sizeof *af);
     Status ps = ensure_parent_dir(path);
@@ -90,6 +140,7 @@ Status atomic_file_open(AtomicFile *af, const char *path) {
         return s;
     }
     af->path = xstrdup(path);
+    af->slot = tmp_slot_add(af->tmp_path);
     return STATUS_OK;
 }
 
@@ -104,6 +155,7 @@ Status atomic_file_commit(AtomicFile *af) {
         s = fail(STATUS_ERR_IO, "cannot rename '%s' to '%s': %s", af->tmp_path, af->path,
                  strerror(errno));
     if (s != STATUS_OK) unlink(af->tmp_path);
+    tmp_slot_remove(af->slot);
     free(af->path);
     free(af->tmp_path);
     memset(af, 0, sizeof *af);
@@ -113,6 +165,7 @@ Status atomic_file_commit(AtomicFile *af) {
 void atomic_file_abort(AtomicFile *af) {
     if (af->f) fclose(af->f);
     if (af->tmp_path) unlink(af->tmp_path);
+    tmp_slot_remove(af->slot);
     free(af->path);
     free(af->tmp_path);
     memset(af, 0, sizeof *af);

@@ -34,7 +34,14 @@ typedef struct {
     FILE *f;
     char *path;
     char *tmp_path;
+    int slot; // its entry in the interrupt-cleanup table + 1 (0: none)
 } AtomicFile;
+
+// Makes SIGINT, SIGTERM and SIGHUP remove the temporary files of atomic writers that are
+// still open, then end the process by the same signal: an interrupted run leaves neither a
+// final output nor a "<path>.tmp.<pid>" behind. For programs (the CLI calls it first thing);
+// up to 64 open writers are tracked.
+void atomic_file_cleanup_on_signals(void);
 
 Status atomic_file_open(AtomicFile *af, const char *path);
 // Checks write errors, flushes, fsyncs and renames. Always releases af.
