@@ -191,9 +191,19 @@ int cmd_eval(int argc, char **argv) {
                  count_original(t->kind, a.data_dir, &n_orig, &per_subj) != STATUS_OK)
             rc = cli_fail(NULL);
         if (rc == 0) {
-            char extra[160];
-            double secs = time_now() - t_task;
-            snprintf(extra, sizeof(extra), "%lld tokens, %lld logit rows, %.0f tokens/s",
+            // the task's acc / acc_norm right away (a long run's finished tasks are not lost
+            // if it is stopped before the results files are written)
+            double acc = 0, acc_norm = 0;
+            for (int d = 0; d < t->n_docs; d++) {
+                acc += sc[d].acc;
+                acc_norm += sc[d].acc_norm;
+            }
+            char extra[224], norm[40] = "";
+            double secs = time_now() - t_task, nd = t->n_docs > 0 ? (double)t->n_docs : 1.0;
+            if (task_has_acc_norm(t->kind))
+                snprintf(norm, sizeof(norm), ", acc_norm %.4f", acc_norm / nd);
+            snprintf(extra, sizeof(extra),
+                     "acc %.4f%s; %lld tokens, %lld logit rows, %.0f tokens/s", acc / nd, norm,
                      (long long)es.tokens, (long long)es.logit_rows,
                      secs > 0 ? (double)es.tokens / secs : 0.0);
             progress_finish(&p, extra);
