@@ -334,6 +334,94 @@ static void test_e2e_true_sequential_actorder(void **state) {
     model_release(&l);
 }
 
+// --lm-head: lm_head quantized too (GPTQModel's lm_head=True). The tied stories260K is
+// untied: the embedding stays fp16, lm_head.{qweight,qzeros,scales,g_idx} are written with
+// "lm_head": true and tie_word_embeddings false, and the reload runs the packed lm_head.
+static void test_e2e_lm_head(void **state) {
+    E2E *e = *state;
+    Model m, l;
+    assert_int_equal(model_load(&m, STORIES, NULL), STATUS_OK);
+    assert_true(m.cfg.tied_embeddings);
+    CalibOptions co = {.n_seqs = 16, .seq_len = 128, .seed = 5};
+    CalibSet cs;
+    assert_int_equal(calib_sample(&cs, "tests/fixtures/quant/stories_calib.txt", m.tok, &co),
+                     STATUS_OK);
+    GptqModelOptions o;
+    gptq_model_options_defaults(&o);
+    o.lm_head = true;
+    o.gptq.group_size = 32;
+    GptqModelReport rep;
+    Status s = gptq_model_quantize(&m, &rep, &cs, &o);
+    if (s != STATUS_OK) fail_msg("quantize: %s", status_msg());
+    assert_int_equal(rep.n_linear, 5 * 7 + 1);
+    assert_string_equal(rep.lin[35].name, "lm_head");
+    assert_int_equal(rep.lin[35].N, 512);
+    assert_int_equal(rep.lin[35].K, 64);
+    assert_true(rep.lin[35].loss > 0);
+    assert_int_equal(rep.n_weights, 5 * (64 * 64 * 2 + 32 * 64 * 2 + 172 * 64 * 3) + 512 * 64);
+    assert_false(m.cfg.tied_embeddings);
+    assert_non_null(m.lm_head.gptq);
+    assert_true(m.tok_emb.data != m.lm_head.data); // the embedding kept its own weights
+    GptqConfig c;
+    gptq_model_config(&c, &o);
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s_head", e->dir);
+    s = gptq_model_save(&m, dir, &c);
+    if (s != STATUS_OK) fail_msg("save: %s", status_msg());
+    GptqConfig back;
+    assert_int_equal(gptq_config_read(&back, dir), STATUS_OK);
+    assert_true(back.lm_head);
+    char path[400], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    assert_int_equal(file_read_all(path, &text, &len), STATUS_OK);
+    assert_non_null(strstr(text, "\"tie_word_embeddings\": false"));
+    assert_non_null(strstr(text, "\"lm_head\": true"));
+    free(text);
+    assert_int_equal(model_load(&l, dir, NULL), STATUS_OK);
+    assert_non_null(l.lm_head.gptq);
+    assert_null(l.lm_head.data);
+    assert_non_null(l.tok_emb.data);
+    assert_false(l.cfg.tied_embeddings);
+    // the reload (packed lm_head through qmatmul) against the in-memory model run in float
+    m.lm_head.gptq = NULL;
+    for (int i = 0; i < m.cfg.n_layers; i++) {
+        Tensor *lin[GPTQ_MODEL_LINEARS];
+        gptq_model_layer_linears(&m.layers[i], lin);
+        for (int j = 0; j < GPTQ_MODEL_LINEARS; j++)
+            lin[j]->gptq = NULL;
+    }
+    FidelityStats f;
+    fidelity_of(&f, &m, &l);
+    print_message("lm_head quantized: reload vs in-memory KL %.3g, top-1 %.4f\n", f.kl_mean,
+                  f.top1);
+    assert_true(f.kl_mean < 1e-3);
+    assert_true(f.top1 > 0.98);
+    // decode (GEMVs, int16 activations) agrees with a batch forward of all 5 positions
+    // (dequantize + sgemm, lm_head included) at the last position
+    InferState st;
+    assert_int_equal(infer_init(&st, &l, NULL), STATUS_OK);
+    int32_t prompt[] = {1, 403, 407, 261, 378};
+    float *a = malloc(5 * 512 * sizeof *a), *b = malloc(512 * sizeof *b);
+    assert_int_equal(infer_prefill(&st, 0, prompt, 4, NULL), STATUS_OK);
+    assert_int_equal(infer_decode(&st, 0, prompt[4], b), STATUS_OK);
+    infer_seq_truncate(&st, 0, 0);
+    InferBatch bt = {.tokens = prompt, .n = 5};
+    assert_int_equal(infer_forward(&st, &bt, a), STATUS_OK);
+    double worst = 0;
+    for (int v = 0; v < 512; v++)
+        worst = fmax(worst, fabs((double)a[4 * 512 + v] - b[v]));
+    print_message("decode vs prefill logits: max |d| %.3g\n", worst);
+    assert_true(worst < 1e-3);
+    free(a);
+    free(b);
+    infer_release(&st);
+    gptq_model_report_release(&rep);
+    calib_release(&cs);
+    model_release(&m);
+    model_release(&l);
+}
+
 static void write_text(const char *path, const char *text) {
     assert_int_equal(file_write_all(path, text, strlen(text)), STATUS_OK);
 }
@@ -433,6 +521,7 @@ int main(void) {
         cmocka_unit_test(test_e2e_gptq_beats_rtn),
         cmocka_unit_test(test_e2e_bad_checkpoints),
         cmocka_unit_test(test_e2e_true_sequential_actorder),
+        cmocka_unit_test(test_e2e_lm_head),
         cmocka_unit_test(test_cli_quantize_errors),
     };
     return cmocka_run_group_tests_name("quantize", tests, e2e_setup, e2e_teardown);

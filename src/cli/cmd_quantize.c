@@ -6,7 +6,7 @@
  *       --seq-len 128 --fidelity-data heldout.txt --out out/stories-gptq
  *   edgeforge quantize MODEL --calib train.jsonl --bits 4 --group 128 [--act-order]
  *       [--static-groups] [--sym|--asym] [--damp X] [--nsamples N] [--seq-len L] [--rtn]
- *       [--true-sequential] [--fidelity-data F] --out DIR
+ *       [--true-sequential] [--lm-head] [--fidelity-data F] --out DIR
  *   edgeforge generate out/stories-gptq -p "Once upon a time"     # runs the 4-bit weights
  *
  * The report (printed, and written as JSON to --report, default DIR.report.json next to
@@ -42,7 +42,7 @@ typedef struct {
     int bits, group, nsamples, seq_len, fid_chunks, fid_ctx, threads, batch;
     double damp;
     int64_t seed;
-    bool act_order, static_groups, sym, asym, rtn, true_seq;
+    bool act_order, static_groups, sym, asym, rtn, true_seq, lm_head;
 } QuantArgs;
 
 static int64_t file_size(const char *path) {
@@ -122,6 +122,7 @@ static int quantize_run(const QuantArgs *a, const char *model_path) {
     mo.gptq.percdamp = a->damp;
     mo.rtn = a->rtn;
     mo.true_sequential = a->true_seq;
+    mo.lm_head = a->lm_head;
     mo.batch_seqs = a->batch;
     if (gptq_options_check(&mo.gptq) != STATUS_OK) {
         cli_fail("bad quantization options");
@@ -227,6 +228,8 @@ int cmd_quantize(int argc, char **argv) {
         {"rtn", 0, ARG_FLAG, &a.rtn, "round-to-nearest baseline (no calibration)", 0, 0},
         {"true-sequential", 0, ARG_FLAG, &a.true_seq, "re-run each layer between linear groups", 0,
          0},
+        {"lm-head", 0, ARG_FLAG, &a.lm_head,
+         "quantize lm_head too (unties a tied embedding; GPTQModel's lm_head=True)", 0, 0},
         {"fidelity-data", 0, ARG_STRING, &a.fid_data, "held-out text for KL/top-1/perplexity", 0,
          0},
         {"fidelity-chunks", 0, ARG_INT, &a.fid_chunks, "held-out chunks (16)", 1, 1 << 20},

@@ -80,12 +80,14 @@ static size_t infer_gptq_scratch_floats(const Model *m) {
         for (size_t i = 0; i < ARRAY_LEN(ts); i++)
             if (ts[i]->gptq) n = MAX(n, qmatmul_scratch_floats(ts[i]->gptq));
     }
+    if (m->lm_head.gptq) n = MAX(n, qmatmul_scratch_floats(m->lm_head.gptq));
     return n;
 }
 
 static Status infer_check_model(const Model *m) {
     const LlamaConfig *c = &m->cfg;
-    if (!m->tok_emb.data || !m->lm_head.data || !m->final_norm.data || !m->layers)
+    if (!m->tok_emb.data || !(m->lm_head.data || m->lm_head.gptq) || !m->final_norm.data ||
+        !m->layers)
         return fail(STATUS_ERR_FORMAT,
                     "model '%s' is missing the embedding, classifier or final norm",
                     m->source ? m->source : "?");
@@ -360,8 +362,7 @@ static int forward_chunk(InferState *st, const int32_t *tokens, const int32_t *s
     }
     if (nr == 0) return 0;
     ops_rmsnorm(st->xn, st->x, m->final_norm.data, m->final_norm.dtype, nr, D, c->norm_eps);
-    ops_matmul(logits, st->xn, m->lm_head.data, m->lm_head.dtype, nr, D, (int)m->lm_head.shape[0],
-               st->mm_scratch);
+    linear(st, logits, st->xn, &m->lm_head, NULL, nr); // a GPTQ lm_head runs packed
     return nr;
 }
 

@@ -46,6 +46,7 @@ static json_t *config_to_object(const GptqConfig *c) {
     json_object_set_new(o, "damp_percent", json_real(c->damp_percent));
     json_object_set_new(o, "true_sequential", json_boolean(c->true_sequential));
     json_object_set_new(o, "static_groups", json_boolean(c->static_groups));
+    json_object_set_new(o, "lm_head", json_boolean(c->lm_head));
     json_object_set_new(o, "checkpoint_format", json_string(c->checkpoint_format));
     return o;
 }
@@ -108,6 +109,7 @@ static Status parse_object(GptqConfig *c, const json_t *o, const char *what) {
     if ((s = get_bool(o, "sym", &c->sym, what)) != STATUS_OK) return s;
     if ((s = get_bool(o, "true_sequential", &c->true_sequential, what)) != STATUS_OK) return s;
     if ((s = get_bool(o, "static_groups", &c->static_groups, what)) != STATUS_OK) return s;
+    if ((s = get_bool(o, "lm_head", &c->lm_head, what)) != STATUS_OK) return s;
     const json_t *d = json_object_get(o, "damp_percent");
     if (json_is_number(d)) c->damp_percent = json_number_value(d);
     return STATUS_OK;

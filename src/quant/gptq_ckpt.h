@@ -37,6 +37,7 @@ typedef struct {
     bool sym;       // missing in a file: true (GPTQModel's default)
     bool true_sequential;
     bool static_groups;
+    bool lm_head; // lm_head quantized too (GPTQModel's / vLLM's "lm_head"; default false)
     double damp_percent;
     char checkpoint_format[16]; // "gptq" (v1); others are refused on read
 } GptqConfig;

@@ -46,6 +46,7 @@ void gptq_model_options_defaults(GptqModelOptions *o) {
 void gptq_model_config(GptqConfig *c, const GptqModelOptions *o) {
     gptq_config_from_options(c, &o->gptq);
     c->true_sequential = o->true_sequential;
+    c->lm_head = o->lm_head;
 }
 
 void gptq_model_report_release(GptqModelReport *r) {
@@ -387,6 +388,43 @@ static Status check_calib(const Model *m, const CalibSet *cs) {
     return STATUS_OK;
 }
 
+static void head_info_init(GptqLinearInfo *info, const Model *m) {
+    memset(info, 0, sizeof *info);
+    info->layer = m->cfg.n_layers;
+    snprintf(info->name, sizeof info->name, "lm_head");
+}
+
+// lm_head (tied or not) replaced by its quantization; a tied model becomes untied, the
+// embedding keeping its 16-bit copy.
+static Status quantize_head(Model *m, const GptqHessian *h, const GptqModelOptions *o,
+                            GptqLinearInfo *info) {
+    Status s = quantize_linear(m, &m->lm_head, h, o, info);
+    if (s == STATUS_OK) m->cfg.tied_embeddings = false;
+    return s;
+}
+
+// GPTQ of lm_head: its inputs are the final norm of the last (quantized) layer's outputs,
+// c->X, normalised in place (the decoder is done with them).
+static Status quantize_head_gptq(Model *m, GptqModelReport *rep, Calib *c,
+                                 const GptqModelOptions *o) {
+    const LlamaConfig *cf = &m->cfg;
+    const size_t D = (size_t)cf->dim, T = (size_t)c->T;
+    ops_rmsnorm(c->X, c->X, m->final_norm.data, m->final_norm.dtype, c->S * c->T, cf->dim,
+                cf->norm_eps);
+    GptqHessian h;
+    Status s = gptq_hessian_init(&h, cf->dim);
+    for (int s0 = 0; s0 < c->S && s == STATUS_OK; s0 += c->B) {
+        const int nb = MIN(c->B, c->S - s0);
+        s = gptq_hessian_add_batch(&h, c->X + (size_t)s0 * T * D, (int64_t)nb * c->T, nb);
+    }
+    if (s != STATUS_OK) s = fail_context(s, "lm_head calibration activations");
+    GptqLinearInfo *info = &rep->lin[rep->n_linear - 1];
+    head_info_init(info, m);
+    if (s == STATUS_OK) s = quantize_head(m, &h, o, info);
+    gptq_hessian_release(&h);
+    return s;
+}
+
 static Status quantize_gptq(Model *m, GptqModelReport *rep, const CalibSet *cs,
                             const GptqModelOptions *o) {
     Calib c;
@@ -431,6 +469,7 @@ static Status quantize_gptq(Model *m, GptqModelReport *rep, const CalibSet *cs,
         progress_update(&pr, l + 1, NULL);
     }
     progress_finish(&pr, NULL);
+    if (s == STATUS_OK && o->lm_head) s = quantize_head_gptq(m, rep, &c, o);
     calib_state_release(&c);
     return s;
 }
@@ -458,8 +497,10 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
             break;
         }
     }
+    if (o->lm_head && (m->lm_head.gptq || !m->lm_head.data))
+        return fail(STATUS_ERR_UNSUPPORTED, "lm_head is already quantized");
     double t0 = time_now();
-    rep->n_linear = m->cfg.n_layers * GPTQ_MODEL_LINEARS;
+    rep->n_linear = m->cfg.n_layers * GPTQ_MODEL_LINEARS + (o->lm_head ? 1 : 0);
     rep->lin = xcalloc((size_t)rep->n_linear, sizeof *rep->lin);
     if (o->rtn) {
         for (int l = 0; l < m->cfg.n_layers && s == STATUS_OK; l++) {
@@ -470,6 +511,11 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
                 info_init(info, l, i);
                 s = quantize_linear(m, lin[i], NULL, o, info);
             }
+        }
+        if (s == STATUS_OK && o->lm_head) {
+            GptqLinearInfo *info = &rep->lin[rep->n_linear - 1];
+            head_info_init(info, m);
+            s = quantize_head(m, NULL, o, info);
         }
     } else {
         s = quantize_gptq(m, rep, calib, o);
@@ -485,6 +531,10 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
             rep->n_weights += lin[i]->gptq->N * lin[i]->gptq->K;
             rep->packed_bytes += packed_bytes(lin[i]->gptq);
         }
+    }
+    if (m->lm_head.gptq) {
+        rep->n_weights += m->lm_head.gptq->N * m->lm_head.gptq->K;
+        rep->packed_bytes += packed_bytes(m->lm_head.gptq);
     }
     rep->seconds = time_now() - t0;
     return STATUS_OK;
@@ -572,7 +622,14 @@ static Status write_weights(const Model *m, const char *path) {
         }
     }
     if (s == STATUS_OK) s = add_f16(&w, &b, "model.norm.weight", &m->final_norm);
-    if (s == STATUS_OK && !c->tied_embeddings) s = add_f16(&w, &b, "lm_head.weight", &m->lm_head);
+    if (s == STATUS_OK && m->lm_head.gptq) {
+        if (m->lm_head.gptq->k_perm)
+            s = fail(STATUS_ERR_ARG, "lm_head is in the sorted inference layout");
+        else
+            gptq_ckpt_add_linear(&w, "lm_head", m->lm_head.gptq);
+    } else if (s == STATUS_OK && !c->tied_embeddings) {
+        s = add_f16(&w, &b, "lm_head.weight", &m->lm_head);
+    }
     if (s == STATUS_OK) s = safewriter_write(&w, path);
     safewriter_release(&w);
     bufs_release(&b);
@@ -774,9 +831,10 @@ static Status load_weights(Ckpt *k, Model *m, const GptqConfig *gc) {
     }
     if (s == STATUS_OK) s = bind_float(k, m, &m->final_norm, "model.norm.weight", D, 0);
     if (s != STATUS_OK) return s;
-    if (safetensors_find(&k->st, "lm_head.qweight"))
-        return fail(STATUS_ERR_UNSUPPORTED, "'%s': a quantized lm_head is not supported", k->file);
-    if (!c->tied_embeddings && safetensors_find(&k->st, "lm_head.weight")) {
+    if (safetensors_find(&k->st, "lm_head.qweight")) { // GPTQModel's lm_head=True
+        s = bind_linear(k, m, gc, &m->lm_head, NULL, "lm_head", c->vocab_size, D);
+        if (s == STATUS_OK) m->cfg.tied_embeddings = false;
+    } else if (!c->tied_embeddings && safetensors_find(&k->st, "lm_head.weight")) {
         s = bind_float(k, m, &m->lm_head, "lm_head.weight", c->vocab_size, D);
     } else {
         m->cfg.tied_embeddings = true;

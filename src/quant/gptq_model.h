@@ -10,8 +10,11 @@
  * o_proj sees the attention output and down_proj the SwiGLU product. Without
  * true_sequential all four come from one pass of the unquantized layer; with it the layer
  * is re-run between the groups [q,k,v] -> [o] -> [gate,up] -> [down], each group's inputs
- * computed with the groups before it already quantized. Embeddings, norms and lm_head
- * are not quantized. RTN mode quantizes every linear on the same grid without data.
+ * computed with the groups before it already quantized. Embeddings and norms are not
+ * quantized; lm_head only when asked (o->lm_head, GPTQModel's `lm_head=True`): its Hessian
+ * comes from the final norm's output of the quantized decoder, and a tied model is untied
+ * (the embedding stays 16-bit, lm_head.{qweight,...} is written, tie_word_embeddings false).
+ * RTN mode quantizes every linear on the same grid without data.
  *
  * After gptq_model_quantize every decoder linear Tensor holds both `gptq` (the packed
  * weight, owned by the Model; the engine multiplies with it) and `data` (its exact
@@ -52,6 +55,7 @@ typedef struct {
     bool rtn;             // round-to-nearest instead of GPTQ (no calibration data needed)
     bool true_sequential; // re-run the layer between [qkv] [o] [gate,up] [down]
     int batch_seqs;       // sequences per Hessian update (memory only; 8)
+    bool lm_head;         // quantize lm_head too (default false)
 } GptqModelOptions;
 
 void gptq_model_options_defaults(GptqModelOptions *o);
@@ -69,7 +73,7 @@ typedef struct {
 } GptqLinearInfo;
 
 typedef struct {
-    GptqLinearInfo *lin; // (n_linear) layer by layer, q k v o gate up down
+    GptqLinearInfo *lin; // (n_linear) layer by layer, q k v o gate up down [, lm_head]
     int n_linear;
     double seconds;       // whole run
     int64_t n_weights;    // weights in quantized linears
@@ -102,7 +106,8 @@ bool gptq_model_is_checkpoint(const char *path);
 // Loads a GPTQ checkpoint directory (weights and config; model_load adds the tokenizer).
 // Errors name the file and the tensor: STATUS_ERR_FORMAT (corrupt or missing tensors,
 // shapes that disagree with config.json, unexpected tensors), STATUS_ERR_UNSUPPORTED
-// (not 4-bit, gptq_v2/marlin formats, sharded files, a quantized lm_head).
+// (not 4-bit, gptq_v2/marlin formats, sharded files). A quantized lm_head
+// (lm_head.qweight, ...) loads packed like the decoder linears.
 Status gptq_model_load(Model *m, const char *path);
 
 #endif

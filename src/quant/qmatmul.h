@@ -7,13 +7,20 @@
  *     when the CPU has it (chosen at run time), else a portable C path;
  *   prefill (M >= QMATMUL_GEMM_MIN_M): blocks of W dequantized into scratch (exact: an
  *     fp16 scale times a small integer is exact in float32) and OpenBLAS sgemm.
- * Activations are float32 ("a16" on GPUs; the CPU engine keeps activations in float32).
+ * Activations: float32 on every path except the AVX2 decode kernel for contiguous groups
+ * (no act-order, or act-order with static groups, group <= 2048), which takes each group's
+ * x as int16 scaled by the group's max |x| (one rounding of at most max|x_g| / 65534 per
+ * input; fp16 activations, the "a16" of GPU w4a16 kernels, round each input to 4.9e-4 of
+ * itself) and then computes the group's sum exactly in int32 (vpmaddwd). A NaN or infinity
+ * in x sends that call to the float kernel, so it reaches the outputs.
  *
- * Both paths split work over output columns only and keep each reduction's order fixed, so
- * results do not depend on the thread count. The fused GEMV factors each group's scale and
- * zero out of its sum, y_n = sum_g s_gn (sum_{k in g} x_k q_kn - z_gn sum_{k in g} x_k), so it
- * differs from qmatmul_ref (which dequantizes every weight) by float rounding only:
- * tests/test_qmatmul.c bounds |y - y_ref| <= 1e-5 * (sum_k |x_k w_kn|) per output.
+ * Both paths split work over output columns or whole groups only and keep each reduction's
+ * order fixed, so results do not depend on the thread count. The fused GEMV factors each
+ * group's scale and zero out of its sum, y_n = sum_g s_gn (sum_{k in g} x_k q_kn - z_gn
+ * sum_{k in g} x_k), so the float kernels differ from qmatmul_ref (which dequantizes every
+ * weight) by float rounding only: tests/test_qmatmul.c bounds |y - y_ref| <= 1e-5 *
+ * (sum_k |x_k w_kn|) per output, plus sum_g (max|x_g| / 65534) sum_{k in g} |w_kn| for the
+ * int16 kernel.
  *
  *   float *scratch = malloc(qmatmul_scratch_floats(&w) * sizeof(float));
  *   qmatmul(y, x, M, &w, scratch);   // y (M, N), x (M, K)

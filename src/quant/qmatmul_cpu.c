@@ -4,9 +4,9 @@
  *
  * GEMV layout facts it relies on: qweight word (r, n) holds the codes of inputs 8r..8r+7 of
  * output n, so one 256-bit load of row r gives 8 outputs' words, and the code of input 8r+j
- * is (word >> 4j) & 15. The AVX2 decode kernel (gemv_panel_avx2) gives each thread one
- * contiguous range of outputs and walks the word rows in order, reading its part of each
- * row as one run; the other paths take tiles of 64 outputs down the rows, split by OpenMP.
+ * is (word >> 4j) & 15. The AVX2 decode kernels (gemv_group_i16_avx2, gemv_group_avx2) take
+ * (group, panel of outputs) items, walking the group's word rows in order and reading each
+ * row's panel as one run; the other paths take tiles of 64 outputs down the rows.
  *
  * Groups: when g_idx is the plain k / group_size with group_size % 8 == 0 (no act-order, or
  * act-order with static groups) a group is a run of whole word rows, and each output keeps
@@ -25,6 +25,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,10 +72,98 @@ typedef struct {
     int64_t rows_per_g; // word rows per group when contiguous, else 0
     const float *xp;    // (R*8) x, zero-padded; AVX2 path: pre-scaled by 2^-4(k%8) for k%8 < 7
     const float *xg;    // (G) sum of x over each group's inputs
+    // AVX2 decode kernel (contiguous groups, finite x): x as int16 per group, see gemv_setup_i16
+    bool i16;
+    const uint32_t *xq; // (R*4) word (r, j): xi_{8r+j} | xi_{8r+j+4} << 16, j < 4
+    const float *xsc;   // (G) x_k ~= xsc_g * xi_k for k in group g
+    const int32_t *xqs; // (G) sum of xi over each group
 } GemvCtx;
 
-// Fills xp and xg (scratch of R*8 + G floats) and decides the group layout.
-static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked *w, int scaled) {
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+
+// Scratch floats of gemv_setup.
+static int64_t gemv_scratch(const GptqPacked *w) { return (w->K + 7) / 8 * 12 + 3 * w->G; }
+
+// Rows [r0, r1) of one group in file order (the common case of gemv_setup_i16), AVX2.
+// cvtps rounds to nearest even, as nearbyintf does in the default rounding mode.
+AVX2_TARGET static int32_t quant_rows_avx2(uint32_t *xq, const float *x, int64_t r0, int64_t r1,
+                                           float inv) {
+    const __m256 vinv = _mm256_set1_ps(inv);
+    __m256i sum = _mm256_setzero_si256();
+    for (int64_t r = r0; r < r1; r++) {
+        const __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + r * 8), vinv));
+        sum = _mm256_add_epi32(sum, q);
+        const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+        _mm_storeu_si128(
+            (__m128i *)(xq + r * 4),
+            _mm_or_si128(_mm_and_si128(lo, _mm_set1_epi32(0xFFFF)), _mm_slli_epi32(hi, 16)));
+    }
+    int32_t l[8];
+    _mm256_storeu_si256((__m256i *)l, sum);
+    return l[0] + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7];
+}
+
+// The activations of the AVX2 decode kernel (c set up, contiguous groups): per group, x
+// (gathered into packed order) scaled to int16 by its absolute maximum, xi = rint(x * 32767 /
+// max|x|), so that group g's part of the product is computed exactly in int32,
+//   t_gn = xsc_g (sum_k xi_k q_kn - z_gn sum_k xi_k),
+// with vpmaddwd taking two inputs per instruction. The only rounding is x's: at most
+// max|x_g| / 65534 per input, 1.5e-5 of the group's largest activation, where fp16
+// activations (the "a16" of w4a16 on GPUs) round each input to 4.9e-4 of itself. Returns
+// false (float kernel then) when x has a NaN or infinity. scr: R*4 + 2G floats.
+static bool gemv_setup_i16(GemvCtx *c, float *scr, const float *x) {
+    const GptqPacked *w = c->w;
+    const int64_t K = w->K, rpg = c->rows_per_g;
+    uint32_t *xq = (uint32_t *)scr;
+    float *xsc = scr + c->R * 4;
+    int32_t *xqs = (int32_t *)(xsc + w->G);
+    c->i16 = false;
+    if (rpg * 8 > 2048) return false; // int32 sums: 2048 * 32767 * 16 < 2^31
+    for (int64_t g = 0; g < w->G; g++) {
+        const int64_t k0 = g * rpg * 8, k1 = MIN(K, k0 + rpg * 8);
+        float amax = 0.0f, nf = 0.0f; // nf: 0, or NaN when x has a NaN or infinity
+        for (int64_t k = k0; k < k1; k++) {
+            const float v = x[w->k_perm ? w->k_perm[k] : k];
+            amax = fmaxf(amax, fabsf(v)); // (fmaxf skips NaN: nf catches it)
+            nf += v * 0.0f;
+        }
+        if (!isfinite(amax) || nf != 0.0f) return false;
+        const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        xsc[g] = amax / 32767.0f;
+        int32_t sum = 0;
+        int16_t xi[8];
+        int64_t r = g * rpg;
+        const int64_t r1 = MIN((g + 1) * rpg, c->R);
+        if (!w->k_perm) { // whole rows of 8 inputs straight from x
+            const int64_t rf = MIN(r1, K / 8);
+            sum += quant_rows_avx2(xq, x, r, rf, inv);
+            r = MAX(r, rf);
+        }
+        for (; r < r1; r++) {
+            for (int j = 0; j < 8; j++) {
+                const int64_t k = r * 8 + j;
+                const float v = k < K ? x[w->k_perm ? w->k_perm[k] : k] * inv : 0.0f;
+                xi[j] = (int16_t)fmaxf(-32767.0f, fminf(32767.0f, nearbyintf(v)));
+                sum += xi[j];
+            }
+            for (int j = 0; j < 4; j++)
+                xq[r * 4 + j] = (uint32_t)(uint16_t)xi[j] | (uint32_t)(uint16_t)xi[j + 4] << 16;
+        }
+        xqs[g] = sum;
+    }
+    c->xq = xq;
+    c->xsc = xsc;
+    c->xqs = xqs;
+    c->i16 = true;
+    return true;
+}
+
+// Decides the group layout and fills the kernel's view of x (scratch: gemv_scratch floats):
+// for the AVX2 kernels (avx2 != 0), the int16 activations when the groups are contiguous
+// (gemv_setup_i16), else xp pre-scaled by 2^-4(k%8) and xg; for the portable ones xp and xg.
+// No division per input: the contiguity test walks the groups, and the common case (file
+// order, contiguous groups) fills xp and the group sums in one pass that vectorizes.
+static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked *w, int avx2) {
     const int64_t K = w->K;
     c->w = w;
     c->R = (K + 7) / 8;
@@ -82,6 +171,36 @@ static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked 
     float *xp = scr, *xg = scr + c->R * 8;
     static const float pow2[8] = {1.0f,     0x1p-4f,  0x1p-8f,  0x1p-12f,
                                   0x1p-16f, 0x1p-20f, 0x1p-24f, 1.0f};
+    const int64_t gsz = w->G == 1 ? c->R * 8 : w->group_size;
+    bool contiguous = gsz > 0 && gsz % 8 == 0 && w->G * gsz >= K;
+    for (int64_t g = 0; contiguous && g < w->G; g++) {
+        int bad = 0;
+        for (int64_t k = g * gsz; k < MIN(K, (g + 1) * gsz); k++)
+            bad |= w->g_idx[k] != (int32_t)g;
+        contiguous = !bad;
+    }
+    c->rows_per_g = contiguous ? gsz / 8 : 0;
+    c->xp = xp;
+    c->xg = xg;
+    c->i16 = false;
+    if (avx2 && contiguous && gemv_setup_i16(c, scr + c->R * 8 + w->G, x)) return;
+    const int scaled = avx2;
+    if (contiguous && !w->k_perm) {
+        for (int64_t g = 0; g < w->G; g++) {
+            const int64_t k0 = g * gsz, k1 = MIN(K, k0 + gsz);
+            float s = 0.0f;
+            for (int64_t k = k0; k < k1; k++)
+                s += x[k];
+            xg[g] = s;
+        }
+        const int64_t K8 = K / 8 * 8;
+        for (int64_t r = 0; r < K8 / 8; r++)
+            for (int j = 0; j < 8; j++)
+                xp[r * 8 + j] = scaled ? x[r * 8 + j] * pow2[j] : x[r * 8 + j];
+        for (int64_t k = K8; k < c->R * 8; k++)
+            xp[k] = k < K ? (scaled ? x[k] * pow2[k % 8] : x[k]) : 0.0f;
+        return;
+    }
     for (int64_t k = 0; k < c->R * 8; k++) { // x in packed row order (gathered when sorted)
         const float v = k < K ? x[w->k_perm ? w->k_perm[k] : k] : 0.0f;
         xp[k] = scaled ? v * pow2[k % 8] : v;
@@ -89,13 +208,6 @@ static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked 
     memset(xg, 0, (size_t)w->G * sizeof(float));
     for (int64_t k = 0; k < K; k++)
         xg[w->g_idx[k]] += x[w->k_perm ? w->k_perm[k] : k];
-    int64_t gsz = w->G == 1 ? c->R * 8 : w->group_size;
-    int contiguous = gsz > 0 && gsz % 8 == 0;
-    for (int64_t k = 0; contiguous && k < K; k++)
-        contiguous = w->g_idx[k] == k / gsz;
-    c->rows_per_g = contiguous ? gsz / 8 : 0;
-    c->xp = xp;
-    c->xg = xg;
 }
 
 static inline int zero_at(const GemvCtx *c, int64_t g, int64_t n) {
@@ -150,8 +262,6 @@ static void gemv_tile_generic_portable(float *y, const GemvCtx *c, int64_t n0, i
 
 /* ---- AVX2 path ---------------------------------------------------------------------- */
 
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-
 // The 8 zero points (stored + 1) of outputs n0..n0+7 of group g, as floats.
 AVX2_TARGET static inline __m256 zeros8_avx2(const GemvCtx *c, int64_t g, int64_t n0) {
     const __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
@@ -164,67 +274,134 @@ AVX2_TARGET static inline __m256 scales8_avx2(const uint16_t *s) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
 }
 
-// Group g of a weight with contiguous groups, outputs [0, n8) (a multiple of 8), x
-// pre-scaled: t[n] = sum_{k in g} x_k q_kn - z_gn xsum_g. The decode kernel. The group's
-// word rows are read whole, one after the other, so the group is one sequential stream
-// (36 KiB for 576 outputs); splitting the outputs between threads instead (each thread a
-// part of every row) measured slower, and so did walking 64-output tiles down the rows. The
-// accumulators live in L1 (acc).
+// Group g of a weight with contiguous groups, the panel of outputs [p0, min(p0 + GEMV_PANEL,
+// n8)) (n8 a multiple of 8), x pre-scaled: t[n] = sum_{k in g} x_k q_kn - z_gn xsum_g. The
+// decode kernel. The panel's part of each of the group's word rows is read whole, one row
+// after the other: for N <= GEMV_PANEL the group is one sequential stream (36 KiB for 576
+// outputs); splitting those outputs between threads instead (each thread a part of every
+// row) measured slower, and so did walking 64-output tiles down the rows. Wider weights
+// (lm_head: 49152 outputs) are cut into 8 KiB row runs. The accumulators live in L1 (acc).
 #define GEMV_PANEL 2048
-AVX2_TARGET static void gemv_group_avx2(float *t, const GemvCtx *c, int64_t g, int64_t n8) {
+AVX2_TARGET static void gemv_group_avx2(float *t, const GemvCtx *c, int64_t g, int64_t p0,
+                                        int64_t n8) {
     const GptqPacked *w = c->w;
     const int64_t N = w->N;
     float acc[GEMV_PANEL] __attribute__((aligned(32)));
     const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);
-    for (int64_t p0 = 0; p0 < n8; p0 += GEMV_PANEL) {
-        const int64_t nv = MIN((int64_t)GEMV_PANEL, n8 - p0) / 8;
-        memset(acc, 0, (size_t)nv * 8 * sizeof(float));
-        for (int64_t r = r0; r < r1; r++) {
-            const __m256i *row = (const __m256i *)(w->qweight + r * N + p0);
-            const float *xr = c->xp + r * 8;
-            __m256 xb[8];
-            for (int j = 0; j < 8; j++)
-                xb[j] = _mm256_broadcast_ss(xr + j);
-            int64_t v = 0;
-            for (; v + 4 <= nv; v += 4) {
-                __m256 a0 = _mm256_load_ps(acc + 8 * v), a1 = _mm256_load_ps(acc + 8 * v + 8);
-                __m256 a2 = _mm256_load_ps(acc + 8 * v + 16);
-                __m256 a3 = _mm256_load_ps(acc + 8 * v + 24);
-                const __m256i w0 = _mm256_loadu_si256(row + v),
-                              w1 = _mm256_loadu_si256(row + v + 1);
-                const __m256i w2 = _mm256_loadu_si256(row + v + 2);
-                const __m256i w3 = _mm256_loadu_si256(row + v + 3);
-                _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
-                    const __m256i m = _mm256_set1_epi32(15 << (4 * j));
-                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
-                    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w1, m)), xb[j], a1);
-                    a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w2, m)), xb[j], a2);
-                    a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w3, m)), xb[j], a3);
-                }
-                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 28)), xb[7], a0);
-                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w1, 28)), xb[7], a1);
-                a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w2, 28)), xb[7], a2);
-                a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w3, 28)), xb[7], a3);
-                _mm256_store_ps(acc + 8 * v, a0);
-                _mm256_store_ps(acc + 8 * v + 8, a1);
-                _mm256_store_ps(acc + 8 * v + 16, a2);
-                _mm256_store_ps(acc + 8 * v + 24, a3);
+    const int64_t nv = MIN((int64_t)GEMV_PANEL, n8 - p0) / 8;
+    memset(acc, 0, (size_t)nv * 8 * sizeof(float));
+    for (int64_t r = r0; r < r1; r++) {
+        const __m256i *row = (const __m256i *)(w->qweight + r * N + p0);
+        const float *xr = c->xp + r * 8;
+        __m256 xb[8];
+        for (int j = 0; j < 8; j++)
+            xb[j] = _mm256_broadcast_ss(xr + j);
+        int64_t v = 0;
+        for (; v + 4 <= nv; v += 4) {
+            __m256 a0 = _mm256_load_ps(acc + 8 * v), a1 = _mm256_load_ps(acc + 8 * v + 8);
+            __m256 a2 = _mm256_load_ps(acc + 8 * v + 16);
+            __m256 a3 = _mm256_load_ps(acc + 8 * v + 24);
+            const __m256i w0 = _mm256_loadu_si256(row + v), w1 = _mm256_loadu_si256(row + v + 1);
+            const __m256i w2 = _mm256_loadu_si256(row + v + 2);
+            const __m256i w3 = _mm256_loadu_si256(row + v + 3);
+            _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
+                const __m256i m = _mm256_set1_epi32(15 << (4 * j));
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
+                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w1, m)), xb[j], a1);
+                a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w2, m)), xb[j], a2);
+                a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w3, m)), xb[j], a3);
             }
-            for (; v < nv; v++) {
-                __m256 a0 = _mm256_load_ps(acc + 8 * v);
-                const __m256i w0 = _mm256_loadu_si256(row + v);
-                _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
-                    const __m256i m = _mm256_set1_epi32(15 << (4 * j));
-                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
-                }
-                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 28)), xb[7], a0);
-                _mm256_store_ps(acc + 8 * v, a0);
-            }
+            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 28)), xb[7], a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w1, 28)), xb[7], a1);
+            a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w2, 28)), xb[7], a2);
+            a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w3, 28)), xb[7], a3);
+            _mm256_store_ps(acc + 8 * v, a0);
+            _mm256_store_ps(acc + 8 * v + 8, a1);
+            _mm256_store_ps(acc + 8 * v + 16, a2);
+            _mm256_store_ps(acc + 8 * v + 24, a3);
         }
-        const __m256 xs = _mm256_set1_ps(c->xg[g]);
-        for (int64_t v2 = 0; v2 < nv; v2++)
-            _mm256_storeu_ps(t + p0 + 8 * v2, _mm256_fnmadd_ps(zeros8_avx2(c, g, p0 + 8 * v2), xs,
-                                                               _mm256_load_ps(acc + 8 * v2)));
+        for (; v < nv; v++) {
+            __m256 a0 = _mm256_load_ps(acc + 8 * v);
+            const __m256i w0 = _mm256_loadu_si256(row + v);
+            _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
+                const __m256i m = _mm256_set1_epi32(15 << (4 * j));
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
+            }
+            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w0, 28)), xb[7], a0);
+            _mm256_store_ps(acc + 8 * v, a0);
+        }
+    }
+    const __m256 xs = _mm256_set1_ps(c->xg[g]);
+    for (int64_t v2 = 0; v2 < nv; v2++)
+        _mm256_storeu_ps(t + p0 + 8 * v2, _mm256_fnmadd_ps(zeros8_avx2(c, g, p0 + 8 * v2), xs,
+                                                           _mm256_load_ps(acc + 8 * v2)));
+}
+
+// gemv_group_avx2 on the int16 activations of gemv_setup_i16: lane n of a word row holds
+// the pairs (q_{8r+j}, q_{8r+j+4}) after a shift by 4j and the mask 0x000F000F, and
+// vpmaddwd multiplies them with (xi_{8r+j}, xi_{8r+j+4}) and adds the pair: 15 integer
+// operations per 64 weights where the float kernel needs 24 (and 8 int-to-float
+// conversions among them). Exact in int32 (|acc| < 2048 * 32767 * 15).
+AVX2_TARGET static void gemv_group_i16_avx2(float *t, const GemvCtx *c, int64_t g, int64_t p0,
+                                            int64_t n8) {
+    const GptqPacked *w = c->w;
+    const int64_t N = w->N;
+    int32_t acc[GEMV_PANEL] __attribute__((aligned(32)));
+    const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);
+    const int64_t nv = MIN((int64_t)GEMV_PANEL, n8 - p0) / 8;
+    const __m256i m = _mm256_set1_epi32(0x000F000F);
+    memset(acc, 0, (size_t)nv * 8 * sizeof(int32_t));
+    for (int64_t r = r0; r < r1; r++) {
+        const __m256i *row = (const __m256i *)(w->qweight + r * N + p0);
+        const uint32_t *xr = c->xq + r * 4;
+        const __m256i x0 = _mm256_set1_epi32((int)xr[0]), x1 = _mm256_set1_epi32((int)xr[1]);
+        const __m256i x2 = _mm256_set1_epi32((int)xr[2]), x3 = _mm256_set1_epi32((int)xr[3]);
+        int64_t v = 0;
+#define I16_STEP(a, wv)                                                                            \
+    do {                                                                                           \
+        a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_and_si256(wv, m), x0));                   \
+        a = _mm256_add_epi32(                                                                      \
+            a, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi32(wv, 4), m), x1));              \
+        a = _mm256_add_epi32(                                                                      \
+            a, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi32(wv, 8), m), x2));              \
+        a = _mm256_add_epi32(                                                                      \
+            a, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi32(wv, 12), m), x3));             \
+    } while (0)
+        for (; v + 4 <= nv; v += 4) {
+            __m256i a0 = _mm256_load_si256((const __m256i *)(acc + 8 * v));
+            __m256i a1 = _mm256_load_si256((const __m256i *)(acc + 8 * v + 8));
+            __m256i a2 = _mm256_load_si256((const __m256i *)(acc + 8 * v + 16));
+            __m256i a3 = _mm256_load_si256((const __m256i *)(acc + 8 * v + 24));
+            const __m256i w0 = _mm256_loadu_si256(row + v), w1 = _mm256_loadu_si256(row + v + 1);
+            const __m256i w2 = _mm256_loadu_si256(row + v + 2),
+                          w3 = _mm256_loadu_si256(row + v + 3);
+            I16_STEP(a0, w0);
+            I16_STEP(a1, w1);
+            I16_STEP(a2, w2);
+            I16_STEP(a3, w3);
+            _mm256_store_si256((__m256i *)(acc + 8 * v), a0);
+            _mm256_store_si256((__m256i *)(acc + 8 * v + 8), a1);
+            _mm256_store_si256((__m256i *)(acc + 8 * v + 16), a2);
+            _mm256_store_si256((__m256i *)(acc + 8 * v + 24), a3);
+        }
+        for (; v < nv; v++) {
+            __m256i a0 = _mm256_load_si256((const __m256i *)(acc + 8 * v));
+            const __m256i w0 = _mm256_loadu_si256(row + v);
+            I16_STEP(a0, w0);
+            _mm256_store_si256((__m256i *)(acc + 8 * v), a0);
+        }
+#undef I16_STEP
+    }
+    const __m256 xs = _mm256_set1_ps(c->xsc[g]);
+    const __m256i xq = _mm256_set1_epi32(c->xqs[g]);
+    const __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    for (int64_t v = 0; v < nv; v++) {
+        const int64_t n0 = p0 + 8 * v;
+        __m256i z = _mm256_srlv_epi32(_mm256_set1_epi32((int)w->qzeros[g * c->zc + n0 / 8]), sh);
+        z = _mm256_add_epi32(_mm256_and_si256(z, _mm256_set1_epi32(15)), _mm256_set1_epi32(1));
+        const __m256i d = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(acc + 8 * v)),
+                                           _mm256_mullo_epi32(z, xq));
+        _mm256_storeu_ps(t + n0, _mm256_mul_ps(xs, _mm256_cvtepi32_ps(d)));
     }
 }
 
@@ -295,33 +472,57 @@ static float *part_scratch(size_t n) {
 
 enum { GEMV_MAX_W = 3 };
 
+// Work of a (weight, group, panel) item of gemv_grouped: word rows times outputs.
+static int64_t item_cost(const GemvCtx *c, int64_t g, int64_t p0, int64_t n8) {
+    return (MIN((g + 1) * c->rows_per_g, c->R) - g * c->rows_per_g) *
+           MIN((int64_t)GEMV_PANEL, n8 - p0);
+}
+
 // The AVX2 decode path for n weights (contiguous groups, set up in c) of the same x: one
-// parallel region whose work items are (weight, group) pairs, then, after its barrier,
-// blocks of 64 outputs reduced over the groups. Each output's arithmetic is fixed by the
-// grouping, not by the thread that ran it.
+// parallel region whose work items are (weight, group, panel of GEMV_PANEL outputs), then,
+// after its barrier, blocks of 64 outputs reduced over the groups. The items differ in size
+// (q against k and v, a ragged last group), so each thread takes the run of items whose
+// cost midpoints fall in its share of the total: q/k/v on 2 threads split 2304 : 2016 where
+// equal counts gave 3456 : 1344. Each item writes its own partial sums, so each output's
+// arithmetic is fixed by the grouping, not by the thread that ran it.
 static void gemv_grouped(float *const *y, const GemvCtx *c, int n) {
-    int64_t first[GEMV_MAX_W + 1], bfirst[GEMV_MAX_W + 1], n8[GEMV_MAX_W];
+    int64_t bfirst[GEMV_MAX_W + 1], n8[GEMV_MAX_W], total = 0;
     size_t off[GEMV_MAX_W + 1];
-    first[0] = bfirst[0] = 0;
+    bfirst[0] = 0;
     off[0] = 0;
     for (int i = 0; i < n; i++) {
         n8[i] = c[i].w->N / 8 * 8;
-        first[i + 1] = first[i] + c[i].w->G;
         bfirst[i + 1] = bfirst[i] + (n8[i] + TILE - 1) / TILE;
         off[i + 1] = off[i] + (size_t)(c[i].w->G * n8[i]);
+        for (int64_t g = 0; g < c[i].w->G; g++)
+            for (int64_t p0 = 0; p0 < n8[i]; p0 += GEMV_PANEL)
+                total += item_cost(&c[i], g, p0, n8[i]);
     }
     float *part = part_scratch(MAX(off[n], (size_t)1));
 #pragma omp parallel
     {
-#pragma omp for schedule(static)
-        for (int64_t it = 0; it < first[n]; it++) {
-            int i = 0;
-            while (it >= first[i + 1])
-                i++;
-            const int64_t g = it - first[i];
-            gemv_group_avx2(part + off[i] + (size_t)(g * n8[i]), &c[i], g, n8[i]);
-        }
-#pragma omp for schedule(static)
+        int64_t nt = 1, tid = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        tid = omp_get_thread_num();
+#endif
+        int64_t cum = 0;
+        for (int i = 0; i < n; i++)
+            for (int64_t g = 0; g < c[i].w->G; g++)
+                for (int64_t p0 = 0; p0 < n8[i]; p0 += GEMV_PANEL) {
+                    const int64_t cost = item_cost(&c[i], g, p0, n8[i]);
+                    // the item belongs to the thread whose share holds its midpoint
+                    const int64_t owner = (2 * cum + cost) * nt / (2 * MAX(total, (int64_t)1));
+                    cum += cost;
+                    if (MIN(owner, nt - 1) != tid) continue;
+                    float *t = part + off[i] + (size_t)(g * n8[i]);
+                    if (c[i].i16)
+                        gemv_group_i16_avx2(t, &c[i], g, p0, n8[i]);
+                    else
+                        gemv_group_avx2(t, &c[i], g, p0, n8[i]);
+                }
+#pragma omp barrier
+#pragma omp for schedule(static) nowait
         for (int64_t b = 0; b < bfirst[n]; b++) {
             int i = 0;
             while (b >= bfirst[i + 1])
@@ -353,11 +554,11 @@ static void gemv_finish(float *y, const float *x, const GptqPacked *w, GemvCtx *
 
 static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa) {
     CHECK(w->bits == 4);
-    const int64_t N = w->N, R = (w->K + 7) / 8;
+    const int64_t N = w->N;
     if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) isa = QMAT_ISA_PORTABLE;
     // scratch for x and the group sums: on the stack when small (decode allocates nothing)
     float stack_buf[4096];
-    const int64_t need = R * 8 + w->G;
+    const int64_t need = gemv_scratch(w);
     float *scr =
         need <= (int64_t)ARRAY_LEN(stack_buf) ? stack_buf : xmalloc((size_t)need * sizeof(float));
     GemvCtx c;
@@ -393,15 +594,26 @@ static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa)
 // Several weights of the same x (q/k/v, gate/up) in one parallel region when every one
 // takes the panel kernel: one OpenMP barrier instead of n. Same results as qmatmul_gemv.
 void qmatmul_gemv_multi(float *const *y, const float *x, const GptqPacked *const *w, int n) {
-    enum { MAX_W = GEMV_MAX_W, BUF = 2048 };
+    enum { MAX_W = GEMV_MAX_W, BUF = 4096 };
     float buf[MAX_W][BUF];
     GemvCtx c[MAX_W] = {0};
     bool one_region = n <= MAX_W && qmatmul_isa_detect() == QMAT_ISA_AVX2;
     for (int i = 0; i < n && one_region; i++) {
         CHECK(w[i]->bits == 4);
-        one_region = (w[i]->K + 7) / 8 * 8 + w[i]->G <= BUF;
-        if (one_region) gemv_setup(&c[i], buf[i], x, w[i], 1);
-        one_region = one_region && c[i].rows_per_g;
+        one_region = gemv_scratch(w[i]) <= BUF;
+        if (!one_region) break;
+        // q/k/v and gate/up usually share K and the group layout: then x is set up once
+        const GptqPacked *a = w[i], *b = i ? w[i - 1] : NULL;
+        if (b && !a->k_perm && !b->k_perm && a->K == b->K && a->G == b->G &&
+            a->group_size == b->group_size && c[i - 1].rows_per_g &&
+            !memcmp(a->g_idx, b->g_idx, (size_t)a->K * sizeof(int32_t))) {
+            c[i] = c[i - 1];
+            c[i].w = a;
+            c[i].zc = gptq_qzeros_cols(a->N, 4);
+        } else {
+            gemv_setup(&c[i], buf[i], x, w[i], 1);
+        }
+        one_region = c[i].rows_per_g;
     }
     if (!one_region) {
         for (int i = 0; i < n; i++)
