@@ -6,7 +6,8 @@ Usage:
         llama.cpp's own quantizer (llama_model_quantize through llama-cpp-python's ctypes API)
     python bench/bench_quant.py bytes PATH
         bytes of weight data one decode step reads: all GGUF tensor data, or for a GPTQ
-        checkpoint directory all safetensors tensors except g_idx (not read without act-order)
+        checkpoint directory all safetensors tensors except g_idx (not read without act-order);
+        an embedding untied from its lm_head / output tensor is left out (one row is read)
 """
 import glob
 import json
@@ -29,8 +30,10 @@ def quantize(src, dst, kind, threads):
 
 
 def nbytes(path):
+    # an untied embedding is not read by a decode step (one row of it is): it is left out
+    # when a separate lm_head / output tensor exists
     if os.path.isdir(path):
-        total = 0
+        tensors = {}
         for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
             with open(f, "rb") as fh:
                 n = struct.unpack("<Q", fh.read(8))[0]
@@ -38,10 +41,15 @@ def nbytes(path):
             for name, t in hdr.items():
                 if name == "__metadata__" or name.endswith(".g_idx"):
                     continue
-                total += t["data_offsets"][1] - t["data_offsets"][0]
-        return total
+                tensors[name] = t["data_offsets"][1] - t["data_offsets"][0]
+        if "lm_head.weight" in tensors or "lm_head.qweight" in tensors:
+            tensors.pop("model.embed_tokens.weight", None)
+        return sum(tensors.values())
     import gguf
-    return sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors)
+    tensors = {t.name: int(t.n_bytes) for t in gguf.GGUFReader(path).tensors}
+    if "output.weight" in tensors:
+        tensors.pop("token_embd.weight", None)
+    return sum(tensors.values())
 
 
 def main():

@@ -44,6 +44,10 @@ if [ ! -d "$W4" ]; then
       > "$OUT/quantize-g$G.log" 2>&1
   qt=$(echo "$t0 $(date +%s.%N)" | awk '{printf "%.1f", $2 - $1}')
 fi
+W4H="$W4-lmhead"  # lm_head quantized too (--lm-head), the embedding untied and kept 16-bit
+[ -d "$W4H" ] || OMP_NUM_THREADS=$T "$BIN" quantize "$OUT/smollm2-hf-f32" --calib "$OUT/hs_calib.txt" \
+    --out "$W4H" --bits 4 --group "$G" --nsamples "$NS" --seq-len "$SL" --seed 0 -t "$T" --lm-head \
+    > "$OUT/quantize-g$G-lmhead.log" 2>&1
 
 # ---- inference ----------------------------------------------------------------------------
 bw_once() { OMP_NUM_THREADS=$T "$OUT/bench_bw" 512 | awk '{print $2}'; }
@@ -71,6 +75,7 @@ add_row() {  # NAME MODEL-PATH "pp tg"
 "
 }
 add_row "edgeforge-w4a16-g$G" "$W4" "$(ef_run "$W4")"
+add_row "edgeforge-w4a16-g$G+4-bit-lm_head" "$W4H" "$(ef_run "$W4H")"
 add_row "edgeforge-F32" "$OUT/smollm2-f32.gguf" "$(ef_run "$OUT/smollm2-f32.gguf")"
 add_row "edgeforge-F16" "$OUT/smollm2-f16.gguf" "$(ef_run "$OUT/smollm2-f16.gguf")"
 for q in q4_0 q4_k_m; do
@@ -89,7 +94,7 @@ echo "Command: \`EDGEFORGE=$BIN bench/bench_quant.sh $T $R\` (best of $R; prefil
 echo "prompt in one batch, decode = 128 tokens after it; llama.cpp: $lcv, n_batch 512)."
 echo "Ratios are w4a16 / that row. Roofline = read bandwidth (bench/bench_bw.c, $T threads, best of"
 echo "the measurements taken before each row and after the last: $bw GB/s, the same for every row) /"
-echo "bytes per decode token (weights as stored, g_idx excluded, + F32 KV cache at the mean depth 576;"
+echo "bytes per decode token (weights as stored, g_idx and an untied embedding excluded, + F32 KV cache at the mean depth 576;"
 echo "llama.cpp's F16 KV cache would be 13 MB less). The read-BW column is the best up to that row."
 echo
 echo "| engine, weights | pp512 t/s | w4a16 ÷ row | tg128 t/s | w4a16 ÷ row | bytes/token | read BW | decode % of roofline |"
