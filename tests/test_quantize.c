@@ -416,6 +416,21 @@ static void test_e2e_lm_head(void **state) {
     free(a);
     free(b);
     infer_release(&st);
+    // `edgeforge info` shows packed tensors as such and counts their parameters
+    char cmd[400], *out = NULL;
+    snprintf(cmd, sizeof cmd, "info %s", dir);
+    int rc = run_cli(cmd, &out);
+    if (rc != 0) fail_msg("info: %s", out);
+    assert_non_null(
+        strstr(out, "lm_head.weight                       x1    512 x 64         gptq4-g32"));
+    assert_non_null(
+        strstr(out, "mlp.down_proj.weight                 x5    64 x 172         gptq4-g32"));
+    char want[64];
+    snprintf(want, sizeof want, "parameters: %lld", (long long)model_param_count(&m));
+    assert_non_null(strstr(out, want));
+    assert_int_equal(model_param_count(&l), model_param_count(&m));
+    assert_int_equal(model_param_count(&l), 260032 + 512 * 64); // stories260K + the untied head
+    free(out);
     gptq_model_report_release(&rep);
     calib_release(&cs);
     model_release(&m);

@@ -23,6 +23,7 @@
 #include "model/llama.h"
 #include "model/model_io.h"
 #include "model/tokenizer.h"
+#include "quant/gptq_pack.h"
 
 // One weight with its Hugging Face name; `kind` is the name without the layer prefix.
 typedef struct {
@@ -55,7 +56,7 @@ static int info_list_tensors(const Model *m, InfoTensor **out) {
             {"mlp.down_proj.weight", &ly->w_down},
         };
         for (size_t i = 0; i < ARRAY_LEN(tab); i++) {
-            if (!tab[i].t->data) continue;
+            if (!tab[i].t->data && !tab[i].t->gptq) continue;
             InfoTensor *e = &v[n++];
             snprintf(e->name, sizeof e->name, "model.layers.%d.%s", l, tab[i].kind);
             e->kind = tab[i].kind;
@@ -67,6 +68,21 @@ static int info_list_tensors(const Model *m, InfoTensor **out) {
         v[n++] = (InfoTensor){"lm_head.weight", "lm_head.weight", &m->lm_head};
     *out = v;
     return n;
+}
+
+// "f16", or for a GPTQ-packed linear "gptq4-g128" (bits, group size; -1 = one group per row).
+static const char *tensor_type(const Tensor *t, char *buf, size_t n) {
+    if (!t->gptq) return dtype_name(t->dtype);
+    snprintf(buf, n, "gptq%d-g%d", t->gptq->bits, t->gptq->group_size);
+    return buf;
+}
+
+// Bytes as stored: a packed linear's qweight + qzeros + scales (+ bias); g_idx left out.
+static int64_t tensor_bytes(const Tensor *t) {
+    const GptqPacked *p = t->gptq;
+    if (!p) return tensor_numel(t) * (int64_t)dtype_size(t->dtype);
+    return (gptq_qweight_rows(p->K, p->bits) * p->N + p->G * gptq_qzeros_cols(p->N, p->bits)) * 4 +
+           p->G * p->N * 2 + (p->bias ? p->N * 2 : 0);
 }
 
 static void shape_text(char *buf, size_t n, const Tensor *t) {
@@ -176,22 +192,27 @@ static int info_print_json(const Model *m, const InfoTensor *ts, int n, const ch
     json_object_set_new(j, "path", json_string(path));
     json_object_set_new(j, "config", info_config_json(&m->cfg));
     json_t *arr = json_array();
-    int64_t bytes[DTYPE_COUNT] = {0};
+    int64_t bytes[DTYPE_COUNT] = {0}, packed = 0;
+    char ty[32];
     for (int i = 0; i < n; i++) {
         json_t *e = json_object(), *sh = json_array();
         json_object_set_new(e, "name", json_string(ts[i].name));
         for (int d = 0; d < ts[i].t->ndim; d++)
             json_array_append_new(sh, json_integer(ts[i].t->shape[d]));
         json_object_set_new(e, "shape", sh);
-        json_object_set_new(e, "dtype", json_string(dtype_name(ts[i].t->dtype)));
+        json_object_set_new(e, "dtype", json_string(tensor_type(ts[i].t, ty, sizeof ty)));
         json_array_append_new(arr, e);
-        bytes[ts[i].t->dtype] += tensor_numel(ts[i].t) * (int64_t)dtype_size(ts[i].t->dtype);
+        if (ts[i].t->gptq)
+            packed += tensor_bytes(ts[i].t);
+        else
+            bytes[ts[i].t->dtype] += tensor_bytes(ts[i].t);
     }
     json_object_set_new(j, "tensors", arr);
     json_object_set_new(j, "n_params", json_integer(model_param_count(m)));
     json_t *jb = json_object();
     for (int d = 0; d < DTYPE_COUNT; d++)
         if (bytes[d]) json_object_set_new(jb, dtype_name((DType)d), json_integer(bytes[d]));
+    if (packed) json_object_set_new(jb, "gptq", json_integer(packed));
     json_object_set_new(j, "bytes", jb);
     json_object_set_new(j, "tokenizer", info_tokenizer_json(m->tok, why));
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -221,14 +242,18 @@ static void info_print_text(const Model *m, const InfoTensor *ts, int n, const c
                (double)c->rope_high_freq_factor, c->rope_orig_max_pos);
     printf("\n        bos %d, eos %d\n", c->bos_id, c->eos_id);
     printf("tensors: %d\n", n);
-    char sh[64];
-    int64_t bytes[DTYPE_COUNT] = {0};
-    for (int i = 0; i < n; i++)
-        bytes[ts[i].t->dtype] += tensor_numel(ts[i].t) * (int64_t)dtype_size(ts[i].t->dtype);
+    char sh[64], ty[32];
+    int64_t bytes[DTYPE_COUNT] = {0}, packed = 0;
+    for (int i = 0; i < n; i++) {
+        if (ts[i].t->gptq)
+            packed += tensor_bytes(ts[i].t);
+        else
+            bytes[ts[i].t->dtype] += tensor_bytes(ts[i].t);
+    }
     if (all_tensors) {
         for (int i = 0; i < n; i++) {
             shape_text(sh, sizeof sh, ts[i].t);
-            printf("  %-52s %-16s %s\n", ts[i].name, sh, dtype_name(ts[i].t->dtype));
+            printf("  %-52s %-16s %s\n", ts[i].name, sh, tensor_type(ts[i].t, ty, sizeof ty));
         }
     } else {
         // one line per kind: count, shape and dtype of the first (shapes agree across layers)
@@ -241,11 +266,11 @@ static void info_print_text(const Model *m, const InfoTensor *ts, int n, const c
                 if (strcmp(ts[k].kind, ts[i].kind) == 0) {
                     done[k] = true;
                     count++;
-                    mixed |= ts[k].t->dtype != ts[i].t->dtype;
+                    mixed |= ts[k].t->dtype != ts[i].t->dtype || !ts[k].t->gptq != !ts[i].t->gptq;
                 }
             shape_text(sh, sizeof sh, ts[i].t);
             printf("  %-36s x%-4d %-16s %s\n", ts[i].kind, count, sh,
-                   mixed ? "mixed" : dtype_name(ts[i].t->dtype));
+                   mixed ? "mixed" : tensor_type(ts[i].t, ty, sizeof ty));
         }
         free(done);
     }
@@ -253,6 +278,7 @@ static void info_print_text(const Model *m, const InfoTensor *ts, int n, const c
     printf("bytes:");
     for (int d = 0; d < DTYPE_COUNT; d++)
         if (bytes[d]) printf(" %s %" PRId64, dtype_name((DType)d), bytes[d]);
+    if (packed) printf(" gptq %" PRId64, packed);
     printf("\n");
     const Tokenizer *t = m->tok;
     if (!t) {

@@ -96,7 +96,7 @@ int64_t model_param_count(const Model *m) {
                               &ly->bq,        &ly->bk,     &ly->bv,   &ly->wo,
                               &ly->ffn_norm,  &ly->w_gate, &ly->w_up, &ly->w_down};
         for (size_t i = 0; i < ARRAY_LEN(ts); i++)
-            if (ts[i]->data) n += tensor_numel(ts[i]);
+            if (ts[i]->data || ts[i]->gptq) n += tensor_numel(ts[i]); // packed: shape (N, K)
     }
     return n;
 }
