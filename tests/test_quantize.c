@@ -431,6 +431,24 @@ static void test_e2e_lm_head(void **state) {
     assert_int_equal(model_param_count(&l), model_param_count(&m));
     assert_int_equal(model_param_count(&l), 260032 + 512 * 64); // stories260K + the untied head
     free(out);
+    // a quantized lm_head with a tensor missing: a clear error naming it and the file
+    char bad[320], stp[400];
+    snprintf(bad, sizeof bad, "%s_bad", dir);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", bad, dir, bad);
+    assert_int_equal(system(cmd), 0);
+    snprintf(stp, sizeof stp, "%s/model.safetensors", bad);
+    assert_int_equal(file_read_all(stp, &text, &len), STATUS_OK);
+    char *hit = memmem(text, len, "\"lm_head.scales\"", 16);
+    assert_non_null(hit);
+    memcpy(hit, "\"lm_head.scalez\"", 16); // same length: the header stays valid
+    assert_int_equal(file_write_all(stp, text, len), STATUS_OK);
+    free(text);
+    Model mb;
+    Status sb = model_load(&mb, bad, NULL);
+    print_message("missing lm_head.scales: %s\n", status_msg());
+    assert_int_equal(sb, STATUS_ERR_FORMAT);
+    assert_non_null(strstr(status_msg(), "lm_head.scales"));
+    assert_non_null(strstr(status_msg(), "model.safetensors"));
     gptq_model_report_release(&rep);
     calib_release(&cs);
     model_release(&m);
