@@ -203,6 +203,18 @@ static void quantize_stories(Model *m, bool rtn, const char *dir) {
     calib_release(&cs);
 }
 
+// Makes the engine run m's quantized linears (and lm_head) from their float dequantization
+// (`data`) instead of the packed weights: the in-memory reference of a reload.
+static void use_float_path(Model *m) {
+    m->lm_head.gptq = NULL;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        Tensor *lin[GPTQ_MODEL_LINEARS];
+        gptq_model_layer_linears(&m->layers[l], lin);
+        for (int i = 0; i < GPTQ_MODEL_LINEARS; i++)
+            lin[i]->gptq = NULL;
+    }
+}
+
 static void fidelity_of(FidelityStats *fs, const Model *base, const Model *q) {
     Model tmp;
     assert_int_equal(model_load(&tmp, STORIES, NULL), STATUS_OK);
@@ -239,12 +251,7 @@ static void test_e2e_gptq_beats_rtn(void **state) {
     }
     // reload (fp16 embeddings/norms, packed linears) vs the in-memory model whose linears
     // are the dequantized weights in float: the same function up to fp16 rounding
-    for (int l = 0; l < mg.cfg.n_layers; l++) {
-        Tensor *lin[GPTQ_MODEL_LINEARS];
-        gptq_model_layer_linears(&mg.layers[l], lin);
-        for (int i = 0; i < GPTQ_MODEL_LINEARS; i++)
-            lin[i]->gptq = NULL; // float path
-    }
+    use_float_path(&mg);
     FidelityStats same, fg, fr;
     fidelity_of(&same, &mg, &lg);
     print_message("reload vs in-memory dequantized: KL %.3g, top-1 %.4f\n", same.kl_mean,
@@ -319,12 +326,7 @@ static void test_e2e_true_sequential_actorder(void **state) {
     assert_int_equal(model_load(&l, dir, NULL), STATUS_OK);
     assert_non_null(l.layers[0].w_down.gptq);
     assert_non_null(l.layers[0].w_down.gptq->k_perm); // act-order: sorted for the fast GEMV
-    for (int i = 0; i < m.cfg.n_layers; i++) {
-        Tensor *lin[GPTQ_MODEL_LINEARS];
-        gptq_model_layer_linears(&m.layers[i], lin);
-        for (int j = 0; j < GPTQ_MODEL_LINEARS; j++)
-            lin[j]->gptq = NULL;
-    }
+    use_float_path(&m);
     FidelityStats f;
     fidelity_of(&f, &m, &l);
     assert_true(f.kl_mean < 1e-3);
@@ -384,13 +386,7 @@ static void test_e2e_lm_head(void **state) {
     assert_non_null(l.tok_emb.data);
     assert_false(l.cfg.tied_embeddings);
     // the reload (packed lm_head through qmatmul) against the in-memory model run in float
-    m.lm_head.gptq = NULL;
-    for (int i = 0; i < m.cfg.n_layers; i++) {
-        Tensor *lin[GPTQ_MODEL_LINEARS];
-        gptq_model_layer_linears(&m.layers[i], lin);
-        for (int j = 0; j < GPTQ_MODEL_LINEARS; j++)
-            lin[j]->gptq = NULL;
-    }
+    use_float_path(&m);
     FidelityStats f;
     fidelity_of(&f, &m, &l);
     print_message("lm_head quantized: reload vs in-memory KL %.3g, top-1 %.4f\n", f.kl_mean,

@@ -77,12 +77,9 @@ static const char *tensor_type(const Tensor *t, char *buf, size_t n) {
     return buf;
 }
 
-// Bytes as stored: a packed linear's qweight + qzeros + scales (+ bias); g_idx left out.
+// Bytes as stored (a packed linear: qweight + qzeros + scales + g_idx).
 static int64_t tensor_bytes(const Tensor *t) {
-    const GptqPacked *p = t->gptq;
-    if (!p) return tensor_numel(t) * (int64_t)dtype_size(t->dtype);
-    return (gptq_qweight_rows(p->K, p->bits) * p->N + p->G * gptq_qzeros_cols(p->N, p->bits)) * 4 +
-           p->G * p->N * 2 + (p->bias ? p->N * 2 : 0);
+    return t->gptq ? gptq_packed_bytes(t->gptq) : tensor_numel(t) * (int64_t)dtype_size(t->dtype);
 }
 
 static void shape_text(char *buf, size_t n, const Tensor *t) {

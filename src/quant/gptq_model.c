@@ -234,11 +234,6 @@ static void own_packed(Model *m, GptqPacked *p) {
     model_take(m, p);
 }
 
-static int64_t packed_bytes(const GptqPacked *p) {
-    return (gptq_qweight_rows(p->K, p->bits) * p->N + p->G * gptq_qzeros_cols(p->N, p->bits)) * 4 +
-           p->G * p->N * 2 + p->K * 4;
-}
-
 // Quantizes the linear t (N, K) with Hessian h (NULL for RTN) and replaces it by the packed
 // weight plus its dequantization.
 static Status quantize_linear(Model *m, Tensor *t, const GptqHessian *h, const GptqModelOptions *o,
@@ -529,12 +524,12 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
         gptq_model_layer_linears(&m->layers[l], lin);
         for (int i = 0; i < GPTQ_MODEL_LINEARS; i++) {
             rep->n_weights += lin[i]->gptq->N * lin[i]->gptq->K;
-            rep->packed_bytes += packed_bytes(lin[i]->gptq);
+            rep->packed_bytes += gptq_packed_bytes(lin[i]->gptq);
         }
     }
     if (m->lm_head.gptq) {
         rep->n_weights += m->lm_head.gptq->N * m->lm_head.gptq->K;
-        rep->packed_bytes += packed_bytes(m->lm_head.gptq);
+        rep->packed_bytes += gptq_packed_bytes(m->lm_head.gptq);
     }
     rep->seconds = time_now() - t0;
     return STATUS_OK;

@@ -16,6 +16,11 @@
 int64_t gptq_qweight_rows(int64_t K, int bits) { return (K * bits + 31) / 32; }
 int64_t gptq_qzeros_cols(int64_t N, int bits) { return (N * bits + 31) / 32; }
 
+int64_t gptq_packed_bytes(const GptqPacked *p) {
+    return (gptq_qweight_rows(p->K, p->bits) * p->N + p->G * gptq_qzeros_cols(p->N, p->bits)) * 4 +
+           p->G * p->N * 2 + p->K * 4 + (p->bias ? p->N * 2 : 0);
+}
+
 // 2^26 rows/columns (and 2^20 groups) is far beyond any model and keeps products in range.
 #define GPTQ_PACK_MAX_DIM ((int64_t)1 << 26)
 

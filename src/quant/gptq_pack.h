@@ -44,6 +44,9 @@ typedef struct GptqPacked {
 // Rows of qweight and columns of qzeros: ceil(K*bits/32), ceil(N*bits/32).
 int64_t gptq_qweight_rows(int64_t K, int bits);
 int64_t gptq_qzeros_cols(int64_t N, int bits);
+// Bytes of a packed linear as a checkpoint stores it: qweight + qzeros + scales + g_idx
+// (+ bias when it has one).
+int64_t gptq_packed_bytes(const GptqPacked *p);
 
 // Allocates zeroed tensors (bias left NULL). Errors: STATUS_ERR_UNSUPPORTED (bits not 2/4/8),
 // STATUS_ERR_ARG (K, N, G < 1 or huge), STATUS_ERR_NOMEM.

@@ -184,7 +184,6 @@ static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked 
     c->xg = xg;
     c->i16 = false;
     if (avx2 && contiguous && gemv_setup_i16(c, scr + c->R * 8 + w->G, x)) return;
-    const int scaled = avx2;
     if (contiguous && !w->k_perm) {
         for (int64_t g = 0; g < w->G; g++) {
             const int64_t k0 = g * gsz, k1 = MIN(K, k0 + gsz);
@@ -196,14 +195,14 @@ static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked 
         const int64_t K8 = K / 8 * 8;
         for (int64_t r = 0; r < K8 / 8; r++)
             for (int j = 0; j < 8; j++)
-                xp[r * 8 + j] = scaled ? x[r * 8 + j] * pow2[j] : x[r * 8 + j];
+                xp[r * 8 + j] = avx2 ? x[r * 8 + j] * pow2[j] : x[r * 8 + j];
         for (int64_t k = K8; k < c->R * 8; k++)
-            xp[k] = k < K ? (scaled ? x[k] * pow2[k % 8] : x[k]) : 0.0f;
+            xp[k] = k < K ? (avx2 ? x[k] * pow2[k % 8] : x[k]) : 0.0f;
         return;
     }
     for (int64_t k = 0; k < c->R * 8; k++) { // x in packed row order (gathered when sorted)
         const float v = k < K ? x[w->k_perm ? w->k_perm[k] : k] : 0.0f;
-        xp[k] = scaled ? v * pow2[k % 8] : v;
+        xp[k] = avx2 ? v * pow2[k % 8] : v;
     }
     memset(xg, 0, (size_t)w->G * sizeof(float));
     for (int64_t k = 0; k < K; k++)
@@ -262,12 +261,15 @@ static void gemv_tile_generic_portable(float *y, const GemvCtx *c, int64_t n0, i
 
 /* ---- AVX2 path ---------------------------------------------------------------------- */
 
-// The 8 zero points (stored + 1) of outputs n0..n0+7 of group g, as floats.
-AVX2_TARGET static inline __m256 zeros8_avx2(const GemvCtx *c, int64_t g, int64_t n0) {
+// The 8 zero points (stored + 1) of outputs n0..n0+7 of group g, as int32 and as floats.
+AVX2_TARGET static inline __m256i zeros8_epi32(const GemvCtx *c, int64_t g, int64_t n0) {
     const __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
     __m256i z = _mm256_srlv_epi32(_mm256_set1_epi32((int)c->w->qzeros[g * c->zc + n0 / 8]), sh);
-    z = _mm256_add_epi32(_mm256_and_si256(z, _mm256_set1_epi32(15)), _mm256_set1_epi32(1));
-    return _mm256_cvtepi32_ps(z);
+    return _mm256_add_epi32(_mm256_and_si256(z, _mm256_set1_epi32(15)), _mm256_set1_epi32(1));
+}
+
+AVX2_TARGET static inline __m256 zeros8_avx2(const GemvCtx *c, int64_t g, int64_t n0) {
+    return _mm256_cvtepi32_ps(zeros8_epi32(c, g, n0));
 }
 
 AVX2_TARGET static inline __m256 scales8_avx2(const uint16_t *s) {
@@ -394,13 +396,10 @@ AVX2_TARGET static void gemv_group_i16_avx2(float *t, const GemvCtx *c, int64_t 
     }
     const __m256 xs = _mm256_set1_ps(c->xsc[g]);
     const __m256i xq = _mm256_set1_epi32(c->xqs[g]);
-    const __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
     for (int64_t v = 0; v < nv; v++) {
         const int64_t n0 = p0 + 8 * v;
-        __m256i z = _mm256_srlv_epi32(_mm256_set1_epi32((int)w->qzeros[g * c->zc + n0 / 8]), sh);
-        z = _mm256_add_epi32(_mm256_and_si256(z, _mm256_set1_epi32(15)), _mm256_set1_epi32(1));
         const __m256i d = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(acc + 8 * v)),
-                                           _mm256_mullo_epi32(z, xq));
+                                           _mm256_mullo_epi32(zeros8_epi32(c, g, n0), xq));
         _mm256_storeu_ps(t + n0, _mm256_mul_ps(xs, _mm256_cvtepi32_ps(d)));
     }
 }
