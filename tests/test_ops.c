@@ -168,10 +168,11 @@ static void test_attention_vs_ref(void **state) {
     const struct {
         int H, KVH, HD, ctx;
         int32_t pos[5];
-    } cfg[3] = {{6, 2, 12, 33, {0, 32, 7, 8, 20}},
-                {9, 3, 64, 300, {0, 299, 130, 64, 200}},
-                {9, 3, 64, 700, {0, 699, 513, 256, 255}}}; // decode: 1-3 chunks of 256
-    for (int c = 0; c < 3; c++) {
+    } cfg[4] = {{6, 2, 12, 64, {0, 32, 7, 8, 20}},
+                {9, 3, 64, 320, {0, 299, 130, 64, 200}},
+                {9, 3, 64, 704, {0, 699, 513, 256, 255}}, // decode: 1-3 chunks of 256
+                {8, 1, 16, 192, {0, 150, 191, 64, 33}}};  // 8 heads per KV head: 3 + 3 + 2
+    for (int c = 0; c < 4; c++) {
         const int H = cfg[c].H, KVH = cfg[c].KVH, HD = cfg[c].HD, ctx = cfg[c].ctx, T = 5;
         float *cache_k[2], *cache_v[2];
         for (int s = 0; s < 2; s++) {
@@ -286,7 +287,7 @@ static void test_thread_count_invariance(void **state) {
         free(y2);
     }
     // attention over a long context
-    const int H = 9, KVH = 3, HD = 64, ctx = 300;
+    const int H = 9, KVH = 3, HD = 64, ctx = 320;
     float *ck = randn(&r, KVH * ctx * HD, 1.0f), *cv = randn(&r, KVH * ctx * HD, 1.0f);
     float *q = randn(&r, 2 * H * HD, 1.0f), *o1 = malloc(2 * H * HD * sizeof *o1),
           *o2 = malloc(2 * H * HD * sizeof *o2);

@@ -124,9 +124,8 @@ Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
     st->opt = o;
     int64_t D = c->dim, F = c->hidden_dim, HD = c->head_dim, QD = (int64_t)c->n_heads * HD;
     int64_t KD = (int64_t)c->n_kv_heads * HD, Tb = o.max_batch;
-    // cache rows per KV head: the context rounded up to 16, plus 16, so that the HD rows of
-    // a transposed key block are not 4 KiB apart (L1 set conflicts)
-    st->ctx_stride = (o.max_ctx + 15) / 16 * 16 + 16;
+    // cache positions per KV head: the context rounded up to whole key tiles
+    st->ctx_stride = ops_key_ctx(o.max_ctx);
     size_t cache = (size_t)o.max_seqs * (size_t)c->n_layers * (size_t)KD * (size_t)st->ctx_stride;
     st->k_cache = alloc_f32(cache, &s);
     st->v_cache = alloc_f32(cache, &s);
@@ -216,10 +215,12 @@ void infer_seq_copy(InferState *st, int dst, int src, int n) {
         const float *ks = cache_at(st, st->k_cache, src, l),
                     *vs = cache_at(st, st->v_cache, src, l);
         float *kd = cache_at(st, st->k_cache, dst, l), *vd = cache_at(st, st->v_cache, dst, l);
+        // keys: the whole tiles that hold positions 0..n-1 (past n, the copy overwrites
+        // only positions the destination does not hold); values: n rows
+        size_t key_tiles = (size_t)(n + OPS_KEY_TILE - 1) / OPS_KEY_TILE;
         for (size_t h = 0; h < (size_t)c->n_kv_heads; h++) {
             size_t head = h * ctx * HD;
-            for (size_t i = 0; i < HD; i++) // keys (HD, ctx): n positions of each row
-                memcpy(kd + head + i * ctx, ks + head + i * ctx, (size_t)n * sizeof(float));
+            memcpy(kd + head, ks + head, key_tiles * OPS_KEY_TILE * HD * sizeof(float));
             memcpy(vd + head, vs + head, (size_t)n * HD * sizeof(float));
         }
     }
@@ -236,9 +237,9 @@ static void cache_store(InferState *st, int layer, const int32_t *seq, const int
         for (int h = 0; h < KVH; h++) {
             size_t head = (size_t)h * (size_t)ctx * (size_t)HD;
             size_t src = ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
-            // keys transposed (HD, ctx): the scores of consecutive positions are contiguous
+            // keys transposed in tiles of positions (ops_key_offset)
             for (int i = 0; i < HD; i++)
-                kb[head + (size_t)i * (size_t)ctx + (size_t)pos[t]] = st->k[src + (size_t)i];
+                kb[head + (size_t)ops_key_offset(HD, i, pos[t])] = st->k[src + (size_t)i];
             memcpy(vb + head + (size_t)pos[t] * (size_t)HD, st->v + src,
                    (size_t)HD * sizeof(float));
         }

@@ -49,8 +49,8 @@ typedef struct {
     const Model *m;
     InferOptions opt;
     int n_threads;
-    int ctx_stride;           // cache rows per KV head (max_ctx padded)
-    float *k_cache, *v_cache; // keys (S, L, KVH, HD, ctx) transposed; values (S, L, KVH, ctx, HD)
+    int ctx_stride;           // cache positions per KV head (max_ctx in whole key tiles)
+    float *k_cache, *v_cache; // keys (S, L, KVH, ctx/64, HD, 64) tiles; values (S, L, KVH, ctx, HD)
     int *seq_len;             // (S) positions filled
     // activations of one chunk (Tb = max_batch)
     float *x, *xn;              // (Tb, D)

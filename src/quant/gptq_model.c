@@ -131,8 +131,8 @@ static Status fwd_init(LayerFwd *f, const Model *m, int T) {
     f->g = fwd_alloc(t * F, &s);
     f->u = fwd_alloc(t * F, &s);
     f->y = fwd_alloc(t * MAX(MAX(D, F), QD), &s);
-    f->kc = fwd_alloc(t * KD, &s);
-    f->vc = fwd_alloc(t * KD, &s);
+    f->kc = fwd_alloc((size_t)ops_key_ctx(T) * KD, &s); // whole key tiles
+    f->vc = fwd_alloc((size_t)ops_key_ctx(T) * KD, &s);
     f->att_scratch =
         fwd_alloc(ops_attention_scratch_floats(T, f->n_threads, c->n_heads, c->head_dim), &s);
     f->mm_scratch = fwd_alloc(ops_matmul_scratch_floats((int)MAX(MAX(D, F), QD)), &s);
@@ -183,26 +183,28 @@ static void fwd_layer(LayerFwd *f, int l, const float *x, float *out, int stop,
     fwd_linear(f, f->v, f->xn, &ly->wv, &ly->bv);
     ops_rope(f->q, T, H, HD, f->pos, f->rope_cos, f->rope_sin);
     ops_rope(f->k, T, KVH, HD, f->pos, f->rope_cos, f->rope_sin);
-    // the sequence's own KV "cache": keys transposed (HD, T) per head, values (T, HD)
+    // the sequence's own KV "cache" of ctx = T rounded up to whole key tiles: keys in
+    // transposed tiles (ops_key_offset), values (ctx, HD) per head
+    const int ctx = ops_key_ctx(T);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < KVH; h++) {
             const float *ks = f->k + ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
             const float *vs = f->v + ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
-            float *kb = f->kc + (size_t)h * (size_t)HD * (size_t)T;
+            float *kb = f->kc + (size_t)h * (size_t)HD * (size_t)ctx;
             for (int i = 0; i < HD; i++)
-                kb[(size_t)i * (size_t)T + (size_t)t] = ks[i];
-            memcpy(f->vc + ((size_t)h * (size_t)T + (size_t)t) * (size_t)HD, vs,
+                kb[ops_key_offset(HD, i, t)] = ks[i];
+            memcpy(f->vc + ((size_t)h * (size_t)ctx + (size_t)t) * (size_t)HD, vs,
                    (size_t)HD * sizeof(float));
         }
     OpsAttnArgs a = {.T = T,
                      .H = H,
                      .KVH = KVH,
                      .HD = HD,
-                     .ctx = T,
+                     .ctx = ctx,
                      .pos = f->pos,
                      .k_seq = f->kseq,
                      .v_seq = f->vseq,
-                     .kv_head_stride = (int64_t)T * HD,
+                     .kv_head_stride = (int64_t)ctx * HD,
                      .scale = 1.0f / sqrtf((float)HD),
                      .n_threads = f->n_threads};
     ops_attention(f->att, f->q, &a, f->att_scratch);

@@ -284,6 +284,18 @@ AVX2_TARGET static inline __m256 scales8_avx2(const uint16_t *s) {
 // row) measured slower, and so did walking 64-output tiles down the rows. Wider weights
 // (lm_head: 49152 outputs) are cut into 8 KiB row runs. The accumulators live in L1 (acc).
 #define GEMV_PANEL 2048
+
+// Software prefetch GEMV_PREFETCH bytes ahead in the item's stream of word rows: within the
+// row's panel, then on into the next row's (the prefetchers alone left a decode step's small
+// weights at 5-7 GB/s per thread; +5 % decode tokens/s, median of 6 A/B runs). Prefetches
+// do not fault, so running past the last row is harmless.
+#define GEMV_PREFETCH 1024
+static inline void gemv_prefetch(const char *row, const char *next, int64_t row_bytes, int64_t at) {
+    const int64_t b = at + GEMV_PREFETCH;
+    const char *p = b < row_bytes ? row + b : next + (b - row_bytes);
+    _mm_prefetch(p, _MM_HINT_T0);
+    _mm_prefetch(p + 64, _MM_HINT_T0);
+}
 AVX2_TARGET static void gemv_group_avx2(float *t, const GemvCtx *c, int64_t g, int64_t p0,
                                         int64_t n8) {
     const GptqPacked *w = c->w;
@@ -294,6 +306,7 @@ AVX2_TARGET static void gemv_group_avx2(float *t, const GemvCtx *c, int64_t g, i
     memset(acc, 0, (size_t)nv * 8 * sizeof(float));
     for (int64_t r = r0; r < r1; r++) {
         const __m256i *row = (const __m256i *)(w->qweight + r * N + p0);
+        const char *next = (const char *)(w->qweight + (r + 1) * N + p0);
         const float *xr = c->xp + r * 8;
         __m256 xb[8];
         for (int j = 0; j < 8; j++)
@@ -306,6 +319,7 @@ AVX2_TARGET static void gemv_group_avx2(float *t, const GemvCtx *c, int64_t g, i
             const __m256i w0 = _mm256_loadu_si256(row + v), w1 = _mm256_loadu_si256(row + v + 1);
             const __m256i w2 = _mm256_loadu_si256(row + v + 2);
             const __m256i w3 = _mm256_loadu_si256(row + v + 3);
+            gemv_prefetch((const char *)row, next, nv * 32, v * 32);
             _Pragma("GCC unroll 8") for (int j = 0; j < 7; j++) {
                 const __m256i m = _mm256_set1_epi32(15 << (4 * j));
                 a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w0, m)), xb[j], a0);
@@ -355,6 +369,7 @@ AVX2_TARGET static void gemv_group_i16_avx2(float *t, const GemvCtx *c, int64_t 
     memset(acc, 0, (size_t)nv * 8 * sizeof(int32_t));
     for (int64_t r = r0; r < r1; r++) {
         const __m256i *row = (const __m256i *)(w->qweight + r * N + p0);
+        const char *next = (const char *)(w->qweight + (r + 1) * N + p0);
         const uint32_t *xr = c->xq + r * 4;
         const __m256i x0 = _mm256_set1_epi32((int)xr[0]), x1 = _mm256_set1_epi32((int)xr[1]);
         const __m256i x2 = _mm256_set1_epi32((int)xr[2]), x3 = _mm256_set1_epi32((int)xr[3]);
@@ -377,6 +392,7 @@ AVX2_TARGET static void gemv_group_i16_avx2(float *t, const GemvCtx *c, int64_t 
             const __m256i w0 = _mm256_loadu_si256(row + v), w1 = _mm256_loadu_si256(row + v + 1);
             const __m256i w2 = _mm256_loadu_si256(row + v + 2),
                           w3 = _mm256_loadu_si256(row + v + 3);
+            gemv_prefetch((const char *)row, next, nv * 32, v * 32);
             I16_STEP(a0, w0);
             I16_STEP(a1, w1);
             I16_STEP(a2, w2);

@@ -82,13 +82,26 @@ void ops_rope(float *x, int T, int nh, int HD, const int32_t *pos, const float *
               const float *sin_tab);
 // Causal attention of T query tokens against a per-sequence KV cache.
 //   out (T, H, HD); q (T, H, HD); token t sees cache positions 0..pos[t] of its sequence.
-//   Keys are stored transposed, (HD, ctx) per KV head, so that the scores of consecutive
-//   positions are contiguous SIMD lanes: key element i of position p is
-//   k_seq[t][kvh * kv_head_stride + i * ctx + p]. Values are (ctx, HD) per KV head:
-//   v_seq[t][kvh * kv_head_stride + p * HD + i]. Head h uses KV head h / (H / KVH).
+//   Keys are stored transposed in tiles of OPS_KEY_TILE positions, (ctx / OPS_KEY_TILE,
+//   HD, OPS_KEY_TILE) per KV head: the scores of consecutive positions are contiguous SIMD
+//   lanes, and a run of positions is one contiguous stream of memory (with plain (HD, ctx)
+//   rows a decode step's chunk was HD short runs a whole row apart, which the hardware
+//   prefetchers follow badly). Key element i of position p is
+//   k_seq[t][kvh * kv_head_stride + ops_key_offset(HD, i, p)]. Values are (ctx, HD) per KV
+//   head: v_seq[t][kvh * kv_head_stride + p * HD + i]. ctx is a multiple of OPS_KEY_TILE.
+//   Head h uses KV head h / (H / KVH).
+#define OPS_KEY_TILE 64
+static inline int64_t ops_key_offset(int HD, int i, int p) {
+    return (int64_t)(p / OPS_KEY_TILE) * HD * OPS_KEY_TILE + (int64_t)i * OPS_KEY_TILE +
+           p % OPS_KEY_TILE;
+}
+// ctx rounded up to a whole number of key tiles.
+static inline int ops_key_ctx(int ctx) {
+    return (ctx + OPS_KEY_TILE - 1) / OPS_KEY_TILE * OPS_KEY_TILE;
+}
 typedef struct {
     int T, H, KVH, HD;
-    int ctx;                   // cache rows per KV head (key row length; > every pos)
+    int ctx;                   // cache positions per KV head (> every pos; whole key tiles)
     const int32_t *pos;        // (T) position of each query
     const float *const *k_seq; // (T) key cache base of the token's sequence and layer
     const float *const *v_seq; // (T) value cache base
@@ -133,10 +146,13 @@ void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n);
 // One row of RMSNorm: out (D) = w * x * rstd, the sum of squares in 8 lanes (then a fixed
 // tree), so it differs from ops_rmsnorm_ref's sequential sum in the last bits.
 void ops_rmsnorm_row_avx2(float *out, const float *x, const void *w, DType wt, int D, float eps);
-// sc[p] = scale * sum_i q[i] * kt[i * ctx + p] for p in [0, np) (transposed keys).
-void ops_attn_scores_avx2(float *sc, const float *q, const float *kt, int np, int HD, int ctx,
-                          float scale);
-// o (HD) = sum_p w[p] * v[p * HD + i] for p in [0, np).
-void ops_attn_pv_avx2(float *o, const float *w, const float *v, int np, int HD);
+// Scores of nh (1..3) consecutive query heads q (nh, HD) against positions [0, n) of tiled
+// keys (ops_key_offset) from kt, the tile holding position 0:
+//   sc[h * ss + p] = scale * sum_i q[h * HD + i] * key(i, p).
+void ops_attn_scores_avx2(float *sc, int64_t ss, const float *q, int nh, const float *kt, int n,
+                          int HD, float scale);
+// o[h * os + i] = sum_p w[h * ws + p] * v[p * HD + i] for p in [0, n), heads h < nh (1..3).
+void ops_attn_pv_avx2(float *o, int64_t os, const float *w, int64_t ws, int nh, const float *v,
+                      int n, int HD);
 
 #endif

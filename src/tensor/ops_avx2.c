@@ -172,95 +172,188 @@ AVX2_TARGET void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n)
         dst[i] = ops_load(src, t, i);
 }
 
-// sc[p] = scale * sum_i q[i] kt[i][p], the sum a plain FMA chain over i = 0..HD-1 per
-// position. Keys are stored transposed (HD rows of ctx floats), so the work goes 8 key rows
-// at a time over all positions, with the partial sums parked in sc (L1): a decode step then
-// reads the cache as 8 sequential streams. (Walking all HD rows per block of positions, as
-// this kernel first did, interleaves HD streams 4 KiB+ apart, more than the hardware
-// prefetchers track, and the cache came from DRAM at latency, not bandwidth.)
-AVX2_TARGET void ops_attn_scores_avx2(float *sc, const float *q, const float *kt, int np, int HD,
-                                      int ctx, float scale) {
+/* Attention over the KV cache, for nh = 1..3 query heads that share a KV head at once, so
+ * each key and value is loaded once for all of them (a decode step's chunk then comes from
+ * memory once, as one sequential stream of tiles). The accumulators are named variables and
+ * the head count a compile-time constant of each specialisation: with arrays GCC kept the
+ * accumulators on the stack and stored all of them at every position. Per output element
+ * the arithmetic is one FMA chain in the reference order (scores: over i ascending, then the
+ * scale; p.v: over p ascending), whatever the head count or the blocking. */
+
+#define KT OPS_KEY_TILE
+
+// Scores of NH heads at NV * 8 positions starting at kb (row 0 of a key tile, rows KT apart).
+#define SC_ACC(h, j) acc_##h##_##j
+#define SC_DECL(h)                                                                                 \
+    __m256 SC_ACC(h, 0) = _mm256_setzero_ps(), SC_ACC(h, 1) = _mm256_setzero_ps(),                 \
+                     SC_ACC(h, 2) = _mm256_setzero_ps(), SC_ACC(h, 3) = _mm256_setzero_ps(),       \
+                     SC_ACC(h, 4) = _mm256_setzero_ps(), SC_ACC(h, 5) = _mm256_setzero_ps(),       \
+                     SC_ACC(h, 6) = _mm256_setzero_ps(), SC_ACC(h, 7) = _mm256_setzero_ps()
+#define SC_FMA(h, qv, kr)                                                                          \
+    do {                                                                                           \
+        SC_ACC(h, 0) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr), SC_ACC(h, 0));                     \
+        SC_ACC(h, 1) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 8), SC_ACC(h, 1));                 \
+        SC_ACC(h, 2) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 16), SC_ACC(h, 2));                \
+        SC_ACC(h, 3) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 24), SC_ACC(h, 3));                \
+        if (NV == 8) {                                                                             \
+            SC_ACC(h, 4) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 32), SC_ACC(h, 4));            \
+            SC_ACC(h, 5) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 40), SC_ACC(h, 5));            \
+            SC_ACC(h, 6) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 48), SC_ACC(h, 6));            \
+            SC_ACC(h, 7) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 56), SC_ACC(h, 7));            \
+        }                                                                                          \
+    } while (0)
+#define SC_STORE(h, dst)                                                                           \
+    do {                                                                                           \
+        _mm256_storeu_ps(dst, _mm256_mul_ps(SC_ACC(h, 0), vs));                                    \
+        _mm256_storeu_ps(dst + 8, _mm256_mul_ps(SC_ACC(h, 1), vs));                                \
+        _mm256_storeu_ps(dst + 16, _mm256_mul_ps(SC_ACC(h, 2), vs));                               \
+        _mm256_storeu_ps(dst + 24, _mm256_mul_ps(SC_ACC(h, 3), vs));                               \
+        if (NV == 8) {                                                                             \
+            _mm256_storeu_ps(dst + 32, _mm256_mul_ps(SC_ACC(h, 4), vs));                           \
+            _mm256_storeu_ps(dst + 40, _mm256_mul_ps(SC_ACC(h, 5), vs));                           \
+            _mm256_storeu_ps(dst + 48, _mm256_mul_ps(SC_ACC(h, 6), vs));                           \
+            _mm256_storeu_ps(dst + 56, _mm256_mul_ps(SC_ACC(h, 7), vs));                           \
+        }                                                                                          \
+    } while (0)
+
+AVX2_TARGET static inline __attribute__((always_inline)) void
+scores_block(float *sc, int64_t ss, const float *q, const float *kb, int HD, __m256 vs,
+             const int NH, const int NV) {
+    SC_DECL(0);
+    SC_DECL(1);
+    SC_DECL(2);
+    for (int i = 0; i < HD; i++) {
+        const float *kr = kb + (int64_t)i * KT;
+        SC_FMA(0, _mm256_broadcast_ss(q + i), kr);
+        if (NH > 1) SC_FMA(1, _mm256_broadcast_ss(q + HD + i), kr);
+        if (NH > 2) SC_FMA(2, _mm256_broadcast_ss(q + 2 * HD + i), kr);
+    }
+    SC_STORE(0, sc);
+    if (NH > 1) SC_STORE(1, sc + ss);
+    if (NH > 2) SC_STORE(2, sc + 2 * ss);
+}
+
+// NH heads over positions [0, n) of the tiled keys from kt (blocks of NV * 8 positions;
+// positions past n in the last block are computed from the tile's padding and dropped).
+AVX2_TARGET static inline __attribute__((always_inline)) void
+scores_heads(float *sc, int64_t ss, const float *q, const float *kt, int n, int HD, float scale,
+             const int NH, const int NV) {
     const __m256 vs = _mm256_set1_ps(scale);
-    for (int i0 = 0; i0 < HD; i0 += 8) {
-        const int ni = HD - i0 < 8 ? HD - i0 : 8;
-        const bool first = i0 == 0, last = i0 + ni == HD;
-        const float *kr[8];
-        __m256 qb[8];
-        for (int ii = 0; ii < 8; ii++) { // rows past HD repeat the last (unused)
-            int i = i0 + (ii < ni ? ii : ni - 1);
-            kr[ii] = kt + (int64_t)i * ctx;
-            qb[ii] = _mm256_broadcast_ss(q + i);
-        }
-        int p = 0;
-        for (; p + 64 <= np; p += 64) { // 8 independent chains of ni FMAs
-            __m256 a[8];
-            for (int j = 0; j < 8; j++)
-                a[j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(sc + p + 8 * j);
-            for (int ii = 0; ii < ni; ii++)
-                _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) a[j] =
-                    _mm256_fmadd_ps(qb[ii], _mm256_loadu_ps(kr[ii] + p + 8 * j), a[j]);
-            for (int j = 0; j < 8; j++)
-                _mm256_storeu_ps(sc + p + 8 * j, last ? _mm256_mul_ps(a[j], vs) : a[j]);
-        }
-        for (; p + 8 <= np; p += 8) {
-            __m256 a0 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(sc + p);
-            for (int ii = 0; ii < ni; ii++)
-                a0 = _mm256_fmadd_ps(qb[ii], _mm256_loadu_ps(kr[ii] + p), a0);
-            _mm256_storeu_ps(sc + p, last ? _mm256_mul_ps(a0, vs) : a0);
-        }
-        for (; p < np; p++) { // the same chain as a SIMD lane
-            float s0 = first ? 0.0f : sc[p];
-            for (int ii = 0; ii < ni; ii++)
-                s0 = fmaf(q[i0 + ii], kr[ii][p], s0);
-            sc[p] = last ? s0 * scale : s0;
-        }
+    const int B = 8 * NV;
+    int p = 0;
+    for (; p + B <= n; p += B)
+        scores_block(sc + p, ss, q, kt + ops_key_offset(HD, 0, p), HD, vs, NH, NV);
+    if (p < n) {
+        float tmp[3 * 64];
+        scores_block(tmp, 64, q, kt + ops_key_offset(HD, 0, p), HD, vs, NH, NV);
+        for (int h = 0; h < NH; h++)
+            for (int j = 0; j < n - p; j++)
+                sc[h * ss + p + j] = tmp[h * 64 + j];
     }
 }
 
-// o = sum_p w[p] v[p]: 32 output elements at a time kept in registers across positions.
-AVX2_TARGET void ops_attn_pv_avx2(float *o, const float *w, const float *v, int np, int HD) {
-    int i = 0;
-    for (; i + 64 <= HD; i += 64) { // 8 chains, and each V row read once when HD = 64
-        __m256 a[8];
-        for (int j = 0; j < 8; j++)
-            a[j] = _mm256_setzero_ps();
-        for (int p = 0; p < np; p++) {
-            __m256 wp = _mm256_broadcast_ss(w + p);
-            const float *vr = v + (int64_t)p * HD + i;
-            _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) a[j] =
-                _mm256_fmadd_ps(wp, _mm256_loadu_ps(vr + 8 * j), a[j]);
+AVX2_TARGET void ops_attn_scores_avx2(float *sc, int64_t ss, const float *q, int nh,
+                                      const float *kt, int n, int HD, float scale) {
+    switch (nh) {
+    case 1: scores_heads(sc, ss, q, kt, n, HD, scale, 1, 8); break;
+    case 2: scores_heads(sc, ss, q, kt, n, HD, scale, 2, 4); break;
+    default: scores_heads(sc, ss, q, kt, n, HD, scale, 3, 4); break;
+    }
+}
+
+// p.v for NH heads, outputs [i0, i0 + 8 * NV) (NV = 4 or 1), positions [p0, p1): the
+// accumulators start from o (zero when p0 = 0) and go back to o, so splitting the positions
+// into blocks keeps each element's FMA chain.
+#define PV_ACC(h, j) pv_##h##_##j
+#define PV_DECL(h)                                                                                 \
+    __m256 PV_ACC(h, 0) = _mm256_setzero_ps(), PV_ACC(h, 1) = _mm256_setzero_ps(),                 \
+                     PV_ACC(h, 2) = _mm256_setzero_ps(), PV_ACC(h, 3) = _mm256_setzero_ps()
+#define PV_LOAD(h)                                                                                 \
+    do {                                                                                           \
+        const float *oh = o + (h)*os + i0;                                                         \
+        PV_ACC(h, 0) = _mm256_loadu_ps(oh);                                                        \
+        if (NV == 4) {                                                                             \
+            PV_ACC(h, 1) = _mm256_loadu_ps(oh + 8);                                                \
+            PV_ACC(h, 2) = _mm256_loadu_ps(oh + 16);                                               \
+            PV_ACC(h, 3) = _mm256_loadu_ps(oh + 24);                                               \
+        }                                                                                          \
+    } while (0)
+#define PV_FMA(h)                                                                                  \
+    do {                                                                                           \
+        const __m256 wv = _mm256_broadcast_ss(w + (h)*ws + p);                                     \
+        PV_ACC(h, 0) = _mm256_fmadd_ps(wv, v0, PV_ACC(h, 0));                                      \
+        if (NV == 4) {                                                                             \
+            PV_ACC(h, 1) = _mm256_fmadd_ps(wv, v1, PV_ACC(h, 1));                                  \
+            PV_ACC(h, 2) = _mm256_fmadd_ps(wv, v2, PV_ACC(h, 2));                                  \
+            PV_ACC(h, 3) = _mm256_fmadd_ps(wv, v3, PV_ACC(h, 3));                                  \
+        }                                                                                          \
+    } while (0)
+#define PV_STORE(h)                                                                                \
+    do {                                                                                           \
+        float *oh = o + (h)*os + i0;                                                               \
+        _mm256_storeu_ps(oh, PV_ACC(h, 0));                                                        \
+        if (NV == 4) {                                                                             \
+            _mm256_storeu_ps(oh + 8, PV_ACC(h, 1));                                                \
+            _mm256_storeu_ps(oh + 16, PV_ACC(h, 2));                                               \
+            _mm256_storeu_ps(oh + 24, PV_ACC(h, 3));                                               \
+        }                                                                                          \
+    } while (0)
+
+AVX2_TARGET static inline __attribute__((always_inline)) void
+pv_block(float *o, int64_t os, const float *w, int64_t ws, const float *v, int p0, int p1, int HD,
+         int i0, const int NH, const int NV) {
+    PV_DECL(0);
+    PV_DECL(1);
+    PV_DECL(2);
+    if (p0 > 0) {
+        PV_LOAD(0);
+        if (NH > 1) PV_LOAD(1);
+        if (NH > 2) PV_LOAD(2);
+    }
+    for (int p = p0; p < p1; p++) {
+        const float *vr = v + (int64_t)p * HD + i0;
+        const __m256 v0 = _mm256_loadu_ps(vr);
+        const __m256 v1 = NV == 4 ? _mm256_loadu_ps(vr + 8) : v0;
+        const __m256 v2 = NV == 4 ? _mm256_loadu_ps(vr + 16) : v0;
+        const __m256 v3 = NV == 4 ? _mm256_loadu_ps(vr + 24) : v0;
+        PV_FMA(0);
+        if (NH > 1) PV_FMA(1);
+        if (NH > 2) PV_FMA(2);
+    }
+    PV_STORE(0);
+    if (NH > 1) PV_STORE(1);
+    if (NH > 2) PV_STORE(2);
+}
+
+// Blocks of 64 positions (16 KiB of values at HD = 64), each used for every 32-output slice
+// while it is in L1.
+AVX2_TARGET static inline __attribute__((always_inline)) void pv_heads(float *o, int64_t os,
+                                                                       const float *w, int64_t ws,
+                                                                       const float *v, int n,
+                                                                       int HD, const int NH) {
+    const int i32 = HD / 32 * 32, i8 = HD / 8 * 8;
+    for (int p0 = 0; p0 < n; p0 += 64) {
+        const int p1 = p0 + 64 < n ? p0 + 64 : n;
+        for (int i0 = 0; i0 < i32; i0 += 32)
+            pv_block(o, os, w, ws, v, p0, p1, HD, i0, NH, 4);
+        for (int i0 = i32; i0 < i8; i0 += 8)
+            pv_block(o, os, w, ws, v, p0, p1, HD, i0, NH, 1);
+    }
+    for (int h = 0; h < NH; h++)
+        for (int i = i8; i < HD; i++) {
+            float s = 0.0f;
+            for (int p = 0; p < n; p++)
+                s = fmaf(w[h * ws + p], v[(int64_t)p * HD + i], s);
+            o[h * os + i] = s;
         }
-        for (int j = 0; j < 8; j++)
-            _mm256_storeu_ps(o + i + 8 * j, a[j]);
-    }
-    for (; i + 32 <= HD; i += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        for (int p = 0; p < np; p++) {
-            __m256 wp = _mm256_broadcast_ss(w + p);
-            const float *vr = v + (int64_t)p * HD + i;
-            a0 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(vr), a0);
-            a1 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(vr + 8), a1);
-            a2 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(vr + 16), a2);
-            a3 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(vr + 24), a3);
-        }
-        _mm256_storeu_ps(o + i, a0);
-        _mm256_storeu_ps(o + i + 8, a1);
-        _mm256_storeu_ps(o + i + 16, a2);
-        _mm256_storeu_ps(o + i + 24, a3);
-    }
-    for (; i + 8 <= HD; i += 8) {
-        __m256 a0 = _mm256_setzero_ps();
-        for (int p = 0; p < np; p++)
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + p),
-                                 _mm256_loadu_ps(v + (int64_t)p * HD + i), a0);
-        _mm256_storeu_ps(o + i, a0);
-    }
-    for (; i < HD; i++) {
-        float s = 0.0f;
-        for (int p = 0; p < np; p++)
-            s = fmaf(w[p], v[(int64_t)p * HD + i], s);
-        o[i] = s;
+}
+
+AVX2_TARGET void ops_attn_pv_avx2(float *o, int64_t os, const float *w, int64_t ws, int nh,
+                                  const float *v, int n, int HD) {
+    switch (nh) {
+    case 1: pv_heads(o, os, w, ws, v, n, HD, 1); break;
+    case 2: pv_heads(o, os, w, ws, v, n, HD, 2); break;
+    default: pv_heads(o, os, w, ws, v, n, HD, 3); break;
     }
 }
 

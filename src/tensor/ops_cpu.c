@@ -278,87 +278,107 @@ void ops_add(float *y, const float *x, int64_t n) {
 
 static int attn_chunks(int np) { return (np + ATTN_CHUNK - 1) / ATTN_CHUNK; }
 
+// Query heads scored together over one read of their KV head's keys and values (the
+// SIMD kernels take 1..3).
+#define ATTN_HEADS 3
+
 size_t ops_attention_scratch_floats(int max_pos, int n_threads, int H, int HD) {
     size_t nt = (size_t)MAX(n_threads, 1);
-    size_t prefill = (size_t)(max_pos + 1) * nt;
-    // decode (T <= 2): a chunk's scores per thread, and per (token, head, chunk) the
-    // chunk's max, sum and unnormalized output
-    size_t decode =
-        nt * ATTN_CHUNK + 2 * (size_t)H * (size_t)attn_chunks(max_pos + 1) * (size_t)(HD + 2);
+    size_t prefill = ATTN_HEADS * (size_t)(max_pos + 1) * nt;
+    // decode (T <= 2): a chunk's scores for ATTN_HEADS heads per thread, and per (token,
+    // head, chunk) the chunk's max, sum and unnormalized output
+    size_t decode = nt * ATTN_HEADS * ATTN_CHUNK +
+                    2 * (size_t)H * (size_t)attn_chunks(max_pos + 1) * (size_t)(HD + 2);
     return MAX(prefill, decode);
 }
 
-// sc[p] = scale * q . key p (keys transposed: (HD, ctx)).
-static void attn_scores(float *sc, const float *q, const float *kt, int np, int HD, int ctx,
-                        float scale, OpsIsa isa) {
+// sc[h * ss + p] = scale * q_h . key p for nh heads, p < np, keys tiled (ops_key_offset)
+// from kt, the tile of position 0.
+static void attn_scores(float *sc, int64_t ss, const float *q, int nh, const float *kt, int np,
+                        int HD, float scale, OpsIsa isa) {
 #if defined(__x86_64__)
     if (isa != OPS_ISA_PORTABLE) {
-        ops_attn_scores_avx2(sc, q, kt, np, HD, ctx, scale);
+        ops_attn_scores_avx2(sc, ss, q, nh, kt, np, HD, scale);
         return;
     }
 #endif
-    for (int p = 0; p < np; p++)
-        sc[p] = 0.0f;
-    for (int i = 0; i < HD; i++) // row by row: contiguous, vectorizable
+    for (int h = 0; h < nh; h++) {
+        float *s = sc + h * ss;
+        const float *qh = q + (int64_t)h * HD;
         for (int p = 0; p < np; p++)
-            sc[p] += q[i] * kt[(int64_t)i * ctx + p];
-    for (int p = 0; p < np; p++)
-        sc[p] *= scale;
-}
-
-// o = sum_p w[p] * value p.
-static void attn_pv(float *o, const float *w, const float *v, int np, int HD, OpsIsa isa) {
-#if defined(__x86_64__)
-    if (isa != OPS_ISA_PORTABLE) {
-        ops_attn_pv_avx2(o, w, v, np, HD);
-        return;
-    }
-#endif
-    memset(o, 0, (size_t)HD * sizeof *o);
-    for (int p = 0; p < np; p++)
-        for (int i = 0; i < HD; i++)
-            o[i] += w[p] * v[(int64_t)p * HD + i];
-}
-
-// One (token, head): softmax(q K^T * scale) V over positions 0..pos.
-static void attend_one(float *o, const float *qh, const float *kb, const float *vb, int np, int HD,
-                       int ctx, float scale, float *sc, OpsIsa isa) {
-    attn_scores(sc, qh, kb, np, HD, ctx, scale, isa);
-    float mx = -INFINITY, sum = 0.0f;
-    if (isa != OPS_ISA_PORTABLE) {
-        mx = vm_max_f32(sc, np);
-        sum = vm_expf_shift_sum(sc, np, mx);
-    } else {
-        for (int p = 0; p < np; p++)
-            mx = sc[p] > mx ? sc[p] : mx;
-        for (int p = 0; p < np; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
+            s[p] = 0.0f;
+        for (int p0 = 0; p0 < np; p0 += OPS_KEY_TILE) { // tile by tile, row by row
+            const float *tile = kt + ops_key_offset(HD, 0, p0);
+            const int n = MIN(OPS_KEY_TILE, np - p0);
+            for (int i = 0; i < HD; i++)
+                for (int p = 0; p < n; p++)
+                    s[p0 + p] += qh[i] * tile[(int64_t)i * OPS_KEY_TILE + p];
         }
+        for (int p = 0; p < np; p++)
+            s[p] *= scale;
     }
-    float inv = 1.0f / sum;
-    for (int p = 0; p < np; p++)
-        sc[p] *= inv;
-    attn_pv(o, sc, vb, np, HD, isa);
 }
 
-// Work item i = (token i / H, head i % H).
-static void attend_item(float *out, const float *q, const OpsAttnArgs *a, int i, int group,
-                        float *sc, OpsIsa isa) {
-    int t = i / a->H, h = i % a->H, HD = a->HD;
-    int64_t kv_off = (int64_t)(h / group) * a->kv_head_stride;
-    attend_one(out + (int64_t)i * HD, q + (int64_t)i * HD, a->k_seq[t] + kv_off,
-               a->v_seq[t] + kv_off, a->pos[t] + 1, HD, a->ctx, a->scale, sc, isa);
+// o[h * os + i] = sum_p w[h * ws + p] * value p, for nh heads.
+static void attn_pv(float *o, int64_t os, const float *w, int64_t ws, int nh, const float *v,
+                    int np, int HD, OpsIsa isa) {
+#if defined(__x86_64__)
+    if (isa != OPS_ISA_PORTABLE) {
+        ops_attn_pv_avx2(o, os, w, ws, nh, v, np, HD);
+        return;
+    }
+#endif
+    for (int h = 0; h < nh; h++) {
+        float *oh = o + h * os;
+        memset(oh, 0, (size_t)HD * sizeof *oh);
+        for (int p = 0; p < np; p++)
+            for (int i = 0; i < HD; i++)
+                oh[i] += w[h * ws + p] * v[(int64_t)p * HD + i];
+    }
+}
+
+// Work item i = (token i / KVH, KV head i % KVH): softmax(q K^T * scale) V over positions
+// 0..pos for every query head of the KV head, ATTN_HEADS at a time. sc: ATTN_HEADS * (pos+1).
+static void attend_item(float *out, const float *q, const OpsAttnArgs *a, int i, float *sc,
+                        OpsIsa isa) {
+    const int t = i / a->KVH, kvh = i % a->KVH, HD = a->HD, group = a->H / a->KVH;
+    const int np = a->pos[t] + 1;
+    const int64_t kv_off = (int64_t)kvh * a->kv_head_stride;
+    const float *kb = a->k_seq[t] + kv_off, *vb = a->v_seq[t] + kv_off;
+    for (int h0 = kvh * group; h0 < (kvh + 1) * group; h0 += ATTN_HEADS) {
+        const int nh = MIN(ATTN_HEADS, (kvh + 1) * group - h0);
+        const int64_t qo = ((int64_t)t * a->H + h0) * HD;
+        attn_scores(sc, np, q + qo, nh, kb, np, HD, a->scale, isa);
+        for (int h = 0; h < nh; h++) {
+            float *s = sc + (int64_t)h * np, mx = -INFINITY, sum = 0.0f;
+            if (isa != OPS_ISA_PORTABLE) {
+                mx = vm_max_f32(s, np);
+                sum = vm_expf_shift_sum(s, np, mx);
+            } else {
+                for (int p = 0; p < np; p++)
+                    mx = s[p] > mx ? s[p] : mx;
+                for (int p = 0; p < np; p++) {
+                    s[p] = expf(s[p] - mx);
+                    sum += s[p];
+                }
+            }
+            const float inv = 1.0f / sum;
+            for (int p = 0; p < np; p++)
+                s[p] *= inv;
+        }
+        attn_pv(out + qo, HD, sc, np, nh, vb, np, HD, isa);
+    }
 }
 
 // Decode (T <= 2 query tokens, the SIMD path): work items are (token, KV head, chunk of
-// ATTN_CHUNK positions). An item runs every query head of its KV head over its chunk, so the
-// chunk's keys and values come from memory once and from L2 for the other heads of the
-// group; it leaves per head the chunk's max score m, sum of exp(s - m) and unnormalized
-// output o = sum_p exp(s_p - m) v_p. The chunks of a head are then merged in chunk order
-// (flash-decoding): out = sum_c e^(m_c - M) o_c / sum_c e^(m_c - M) l_c, M = max_c m_c.
-// Items are spread over the threads (a 9-head, 3-KV-head model gives 3 items per 256
-// positions), and every number depends only on the chunking, not on the thread count.
+// ATTN_CHUNK positions). An item runs every query head of its KV head over its chunk, up to
+// ATTN_HEADS heads per pass over the chunk's keys and values, which come from memory as one
+// sequential run of key tiles and one of value rows; it leaves per head the chunk's max
+// score m, sum of exp(s - m) and unnormalized output o = sum_p exp(s_p - m) v_p. The chunks
+// of a head are then merged in chunk order (flash-decoding):
+// out = sum_c e^(m_c - M) o_c / sum_c e^(m_c - M) l_c, M = max_c m_c. Items are spread over
+// the threads (a 9-head, 3-KV-head model gives 3 items per 256 positions), and every number
+// depends only on the chunking, not on the thread count.
 static void attention_decode(float *out, const float *q, const OpsAttnArgs *a, float *scratch,
                              OpsIsa isa) {
     const int HD = a->HD, H = a->H, KVH = a->KVH, group = H / KVH, nt = MAX(a->n_threads, 1);
@@ -366,7 +386,8 @@ static void attention_decode(float *out, const float *q, const OpsAttnArgs *a, f
     for (int t = 0; t < a->T; t++)
         max_pos = MAX(max_pos, a->pos[t]);
     const int nc_max = attn_chunks(max_pos + 1);
-    float *part = scratch + (size_t)nt * ATTN_CHUNK; // (T, H, nc_max, HD + 2)
+    float *part = scratch + (size_t)nt * ATTN_HEADS * ATTN_CHUNK; // (T, H, nc_max, HD + 2)
+    const int64_t head_stride = (int64_t)nc_max * (HD + 2);       // between heads in part
     const int n_items = a->T * KVH * nc_max;
     int64_t work = (int64_t)a->T * H * HD * (max_pos + 1);
 #pragma omp parallel for num_threads(nt) schedule(static) if (work >= OPS_PAR_MIN_WORK / 2)
@@ -376,21 +397,26 @@ static void attention_decode(float *out, const float *q, const OpsAttnArgs *a, f
         if (p0 >= np) continue; // this token's cache is shorter
         const int n = MIN(ATTN_CHUNK, np - p0);
         const int64_t kv_off = (int64_t)kvh * a->kv_head_stride;
-        const float *kt = a->k_seq[t] + kv_off + p0, *v = a->v_seq[t] + kv_off + (int64_t)p0 * HD;
-        float *sc = scratch + (size_t)thread_id() * ATTN_CHUNK;
-        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-            float *r = part + (((size_t)t * H + h) * nc_max + c) * (size_t)(HD + 2);
-            attn_scores(sc, q + ((int64_t)t * H + h) * HD, kt, n, HD, a->ctx, a->scale, isa);
-            float m = vm_max_f32(sc, n);
-            r[0] = m;
-            r[1] = vm_expf_shift_sum(sc, n, m);
-            attn_pv(r + 2, sc, v, n, HD, isa);
+        const float *kt = a->k_seq[t] + kv_off + ops_key_offset(HD, 0, p0);
+        const float *v = a->v_seq[t] + kv_off + (int64_t)p0 * HD;
+        float *sc = scratch + (size_t)thread_id() * ATTN_HEADS * ATTN_CHUNK;
+        for (int h0 = kvh * group; h0 < (kvh + 1) * group; h0 += ATTN_HEADS) {
+            const int nh = MIN(ATTN_HEADS, (kvh + 1) * group - h0);
+            float *r = part + ((size_t)t * H + h0) * (size_t)head_stride + (size_t)c * (HD + 2);
+            attn_scores(sc, ATTN_CHUNK, q + ((int64_t)t * H + h0) * HD, nh, kt, n, HD, a->scale,
+                        isa);
+            for (int h = 0; h < nh; h++) {
+                float *s = sc + h * ATTN_CHUNK, *rh = r + h * head_stride;
+                rh[0] = vm_max_f32(s, n);
+                rh[1] = vm_expf_shift_sum(s, n, rh[0]);
+            }
+            attn_pv(r + 2, head_stride, sc, ATTN_CHUNK, nh, v, n, HD, isa);
         }
     }
     for (int t = 0; t < a->T; t++) { // merge, chunk by chunk in order
         const int nc = attn_chunks(a->pos[t] + 1);
         for (int h = 0; h < H; h++) {
-            const float *r0 = part + ((size_t)t * H + h) * nc_max * (size_t)(HD + 2);
+            const float *r0 = part + ((size_t)t * H + h) * (size_t)head_stride;
             float *o = out + ((int64_t)t * H + h) * HD;
             float M = -INFINITY, L = 0.0f;
             for (int c = 0; c < nc; c++)
@@ -412,29 +438,26 @@ static void attention_decode(float *out, const float *q, const OpsAttnArgs *a, f
 }
 
 void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scratch) {
-    int HD = a->HD, group = a->H / a->KVH, n = a->T * a->H;
+    const int HD = a->HD, n = a->T * a->KVH;
     int max_pos = 0;
     for (int t = 0; t < a->T; t++)
         max_pos = MAX(max_pos, a->pos[t]);
-    size_t per_thread = (size_t)max_pos + 1;
-    OpsIsa isa = ops_isa_detect();
-    int nt = MAX(a->n_threads, 1);
-    int64_t work = (int64_t)n * HD * (max_pos + 1); // multiply-adds of q.k and p.v
-    (void)nt;
-    (void)work;
-    // work items are (token, head) pairs; each output is computed by one thread alone.
-    // Decode (a token or two): contiguous runs of heads per thread, so the heads that share
-    // a KV head (GQA) read its cache on one core, once from memory and then from L2.
-    // Prefill: dynamic, since later tokens attend over more positions.
+    const size_t per_thread = ATTN_HEADS * ((size_t)max_pos + 1);
+    const OpsIsa isa = ops_isa_detect();
+    const int nt = MAX(a->n_threads, 1);
+    const int64_t work = (int64_t)a->T * a->H * HD * (max_pos + 1); // multiply-adds of q.k
+    // Work items are (token, KV head) pairs; each output is computed by one thread alone.
+    // Decode (a token or two): chunks of positions, see attention_decode. Prefill: dynamic,
+    // since later tokens attend over more positions.
     if (a->T <= 2 && isa != OPS_ISA_PORTABLE) {
         attention_decode(out, q, a, scratch, isa);
     } else if (a->T <= 2) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (work >= OPS_PAR_MIN_WORK / 2)
         for (int i = 0; i < n; i++)
-            attend_item(out, q, a, i, group, scratch + (size_t)thread_id() * per_thread, isa);
+            attend_item(out, q, a, i, scratch + (size_t)thread_id() * per_thread, isa);
     } else {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (work >= OPS_PAR_MIN_WORK / 2)
         for (int i = 0; i < n; i++)
-            attend_item(out, q, a, i, group, scratch + (size_t)thread_id() * per_thread, isa);
+            attend_item(out, q, a, i, scratch + (size_t)thread_id() * per_thread, isa);
     }
 }

@@ -72,7 +72,7 @@ void ops_attention_ref(float *out, const float *q, const OpsAttnArgs *a, float *
             for (int p = 0; p < np; p++) {
                 float s = 0.0f;
                 for (int i = 0; i < HD; i++)
-                    s += qh[i] * kb[(int64_t)i * a->ctx + p];
+                    s += qh[i] * kb[ops_key_offset(HD, i, p)];
                 scratch[p] = s * a->scale;
                 if (scratch[p] > mx) mx = scratch[p];
             }
