@@ -9,7 +9,8 @@
 # Usage: bench/bench_quant.sh [THREADS] [REPS]      (default: 2, 3; best of REPS)
 # Env: EDGEFORGE (default build/edgeforge), PYTHON (default python3, needs gguf,
 #   llama-cpp-python, torch), BENCH_DIR (default bench/out), GPTQ_GROUP (128), GPTQ_NSAMPLES (32),
-#   GPTQ_SEQLEN (128), SKIP_GPTQ_TIMING=1 to skip the last part.
+#   GPTQ_SEQLEN (128), KV_CACHE (edgeforge's KV cache type: f16, the default, as llama.cpp's
+#   default, or f32), SKIP_GPTQ_TIMING=1 to skip the last part.
 # Needs models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-smollm2.sh) and
 # data/benchmarks/hellaswag (calibration text, tools/hellaswag_text.py).
 # Everything derived (F32/F16/Q4_0/Q4_K_M GGUFs, the HF F32 copy, the GPTQ checkpoint) is made
@@ -26,6 +27,8 @@ BIN=${EDGEFORGE:-build/edgeforge}
 G=${GPTQ_GROUP:-128}
 NS=${GPTQ_NSAMPLES:-32}
 SL=${GPTQ_SEQLEN:-128}
+KV=${KV_CACHE:-f16}
+case $KV in f16) KVB=2 ;; f32) KVB=4 ;; *) echo "KV_CACHE must be f16 or f32" >&2; exit 2 ;; esac
 . bench/common.sh
 
 # ---- models -------------------------------------------------------------------------------
@@ -56,7 +59,7 @@ ef_run() {  # MODEL -> "pp tg" (best of R)
   bp=0; bt=0; i=0
   while [ $i -lt "$R" ]; do
     line=$(OMP_NUM_THREADS=$T "$BIN" generate "$1" --bench-prompt 512 -n 128 --ignore-eos --ids \
-             --ctx 1024 -t "$T" 2>&1 >/dev/null | grep 'tokens/s')
+             --ctx 1024 -t "$T" --kv-cache "$KV" 2>&1 >/dev/null | grep 'tokens/s')
     pp=$(echo "$line" | sed 's/.*prompt: [0-9]* tokens, \([0-9.]*\) tokens\/s.*/\1/')
     tg=$(echo "$line" | sed 's/.*generated: [0-9]* tokens, \([0-9.]*\) tokens\/s.*/\1/')
     bp=$(echo "$pp $bp" | awk '{print ($1 > $2) ? $1 : $2}')
@@ -69,9 +72,9 @@ rows=""
 add_row() {  # NAME MODEL-PATH "pp tg"
   bw2=$(bw_once)
   bw=$(echo "$bw $bw2" | awk '{print ($1 > $2) ? $1 : $2}')
-  # weight bytes + the F32 KV cache at the mean depth 576 (30 layers, 3 KV heads, dim 64, K+V)
+  # weight bytes + the KV cache at the mean depth 576 (30 layers, 3 KV heads, dim 64, K+V)
   b=$("$PY" bench/bench_quant.py bytes "$2")
-  rows="$rows$1 $3 $((b + 30 * 3 * 64 * 4 * 2 * 576)) $bw
+  rows="$rows$1 $3 $((b + 30 * 3 * 64 * KVB * 2 * 576)) $bw
 "
 }
 add_row "edgeforge-w4a16-g$G" "$W4" "$(ef_run "$W4")"
@@ -91,11 +94,12 @@ echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), CPU: $cpu, $(nproc) cores visible, threads: $T,"
 echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset (libgomp default)}, $(OMP_NUM_THREADS=$T "$OUT/bench_omp"), load average at end: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Command: \`EDGEFORGE=$BIN bench/bench_quant.sh $T $R\` (best of $R; prefill = 512-token"
-echo "prompt in one batch, decode = 128 tokens after it; llama.cpp: $lcv, n_batch 512)."
+echo "prompt in one batch, decode = 128 tokens after it; edgeforge's KV cache $KV, llama.cpp's f16;"
+echo "llama.cpp: $lcv, n_batch 512)."
 echo "Ratios are w4a16 / that row. Roofline = read bandwidth (bench/bench_bw.c, $T threads, best of"
 echo "the measurements taken before each row and after the last: $bw GB/s, the same for every row) /"
-echo "bytes per decode token (weights as stored, g_idx and an untied embedding excluded, + F32 KV cache at the mean depth 576;"
-echo "llama.cpp's F16 KV cache would be 13 MB less). The read-BW column is the best up to that row."
+echo "bytes per decode token (weights as stored, g_idx and an untied embedding excluded, + the $KV KV cache at the mean"
+echo "depth 576 for every row). The read-BW column is the best up to that row."
 echo
 echo "| engine, weights | pp512 t/s | w4a16 ÷ row | tg128 t/s | w4a16 ÷ row | bytes/token | read BW | decode % of roofline |"
 echo "|---|---|---|---|---|---|---|---|"

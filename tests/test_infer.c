@@ -214,7 +214,10 @@ static void test_threads_same_tokens(void **state) {
 
 /* ---- parity with PyTorch ---------------------------------------------------------- */
 
-static void parity_case(const char *name) {
+// The fixture's logits from an interleaved batched prefill of two sequences plus decode,
+// within tol of PyTorch's (float32). kv: the KV cache type; fp16 rounds each cached key and
+// value to 2^-11 of itself, a bigger error than the float32 path's, hence its own tol.
+static void parity_case_kv(const char *name, DType kv, double tol) {
     char dir[256], ref[256];
     snprintf(dir, sizeof dir, "tests/fixtures/parity/%s", name);
     snprintf(ref, sizeof ref, "parity/%s/ref.safetensors", name);
@@ -238,6 +241,7 @@ static void parity_case(const char *name) {
     InferOptions o = infer_options_default();
     o.max_seqs = 2;
     o.max_batch = 9;
+    o.kv_dtype = kv;
     InferState s;
     assert_int_equal(infer_init(&s, &m, &o), STATUS_OK);
     // batch 1: the first 10 tokens of a, then all of b, interleaved in one call
@@ -260,19 +264,19 @@ static void parity_case(const char *name) {
     int ka = 0, kb = 0;
     for (int i = 0; i < n; i++) {
         const float *r = seq[i] == 0 ? ra + (size_t)(ka++) * V : rb + (size_t)(kb++) * V;
-        assert_close_f32(name, out + (size_t)i * V, r, V, 1e-4, 0);
+        assert_close_f32(name, out + (size_t)i * V, r, V, tol, 0);
         for (int j = 0; j < V; j++)
             worst = fmax(worst, fabs((double)out[(size_t)i * V + j] - r[j]));
     }
     // then the rest of a decoded one token at a time
     for (int i = a0; i < na; i++) {
         assert_int_equal(infer_decode(&s, 0, (int32_t)ia[i], out), STATUS_OK);
-        assert_close_f32(name, out, ra + (size_t)i * V, V, 1e-4, 0);
+        assert_close_f32(name, out, ra + (size_t)i * V, V, tol, 0);
         for (int j = 0; j < V; j++)
             worst = fmax(worst, fabs((double)out[j] - ra[(size_t)i * V + j]));
     }
-    printf("    %s: %lld+%lld positions, max |logit - torch| %.3g\n", name, (long long)na,
-           (long long)nb, worst);
+    printf("    %s, %s KV cache: %lld+%lld positions, max |logit - torch| %.3g (tol %.3g)\n", name,
+           dtype_name(kv), (long long)na, (long long)nb, worst, tol);
     free(out);
     free(ia);
     free(ib);
@@ -281,6 +285,11 @@ static void parity_case(const char *name) {
     infer_release(&s);
     safetensors_close(&st);
     model_release(&m);
+}
+
+static void parity_case(const char *name) {
+    parity_case_kv(name, DTYPE_F32, 1e-4);
+    parity_case_kv(name, DTYPE_F16, 1e-2);
 }
 
 static void test_parity_llama_gqa_tied(void **state) {
@@ -472,6 +481,10 @@ static void test_bad_input(void **state) {
     InferState st2;
     o.max_seqs = 0;
     assert_int_equal(infer_init(&st2, &m, &o), STATUS_ERR_ARG);
+    o.max_seqs = 1;
+    o.kv_dtype = DTYPE_BF16; // KV caches are f32 or f16
+    assert_int_equal(infer_init(&st2, &m, &o), STATUS_ERR_ARG);
+    assert_non_null(strstr(status_msg(), "KV cache type must be f32 or f16, not bf16"));
     free(l);
     infer_release(&st);
     model_release(&m);
@@ -530,14 +543,20 @@ static void test_cli_generate(void **state) {
         p = end;
     }
     free(out);
-    // greedy text of 50 tokens = golden text
-    assert_int_equal(run_cli("generate " STORIES " -n 50", &out), 0);
+    // greedy text of 50 tokens = golden text, also with an fp16 KV cache (its rounding
+    // does not flip a greedy choice of this model over 50 tokens)
     const char *want =
         "Once upon a time, there was a little girl named Lily. She loved to play outside in "
         "the park. One day, she saw a big, red ball. She wanted to play with\n";
-    if (strncmp(out, want, strlen(want)) != 0) fail_msg("CLI text: %s", out);
-    assert_non_null(strstr(out, "tokens/s"));
-    free(out);
+    for (int kv = 0; kv < 2; kv++) {
+        assert_int_equal(
+            run_cli(kv ? "generate " STORIES " -n 50 --kv-cache f16" : "generate " STORIES " -n 50",
+                    &out),
+            0);
+        if (strncmp(out, want, strlen(want)) != 0) fail_msg("CLI text (kv %d): %s", kv, out);
+        assert_non_null(strstr(out, "tokens/s"));
+        free(out);
+    }
     // a prompt is echoed and continued; a stop string cuts the text before it
     assert_int_equal(run_cli("generate " STORIES " -p 'Once upon a time' -n 30 --stop Lily", &out),
                      0);
@@ -548,6 +567,7 @@ static void test_cli_generate(void **state) {
         "generate " STORIES " --top-p 0", // invalid sampling parameter
         "generate " STORIES " --temp -1",
         "generate " STORIES " --dtype f8",
+        "generate " STORIES " --kv-cache bf16",                         // KV caches are f32 or f16
         "generate " STORIES " --ctx 3 -p 'Once upon a time there was'", // longer than the context
         ("generate " GOLDEN),                                           // not a model
         "generate models/does-not-exist.bin",

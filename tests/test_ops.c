@@ -172,15 +172,19 @@ static void test_attention_vs_ref(void **state) {
                 {9, 3, 64, 320, {0, 299, 130, 64, 200}},
                 {9, 3, 64, 704, {0, 699, 513, 256, 255}}, // decode: 1-3 chunks of 256
                 {8, 1, 16, 192, {0, 150, 191, 64, 33}}};  // 8 heads per KV head: 3 + 3 + 2
-    for (int c = 0; c < 4; c++) {
+    // each configuration with a float32 and an fp16 cache (the reference reads the same
+    // fp16 values, widened)
+    for (int cd = 0; cd < 8; cd++) {
+        const int c = cd / 2;
+        const DType kvt = cd % 2 ? DTYPE_F16 : DTYPE_F32;
         const int H = cfg[c].H, KVH = cfg[c].KVH, HD = cfg[c].HD, ctx = cfg[c].ctx, T = 5;
-        float *cache_k[2], *cache_v[2];
+        void *cache_k[2], *cache_v[2];
         for (int s = 0; s < 2; s++) {
-            cache_k[s] = randn(&r, KVH * ctx * HD, 1.0f);
-            cache_v[s] = randn(&r, KVH * ctx * HD, 1.0f);
+            cache_k[s] = rand_weight(&r, (int64_t)KVH * ctx * HD, kvt, 1.0f);
+            cache_v[s] = rand_weight(&r, (int64_t)KVH * ctx * HD, kvt, 1.0f);
         }
         int seq[5] = {0, 1, 0, 0, 1};
-        const float *ks[5], *vs[5];
+        const void *ks[5], *vs[5];
         for (int t = 0; t < T; t++) {
             ks[t] = cache_k[seq[t]];
             vs[t] = cache_v[seq[t]];
@@ -195,6 +199,7 @@ static void test_attention_vs_ref(void **state) {
                          .pos = cfg[c].pos,
                          .k_seq = ks,
                          .v_seq = vs,
+                         .kv_dtype = kvt,
                          .kv_head_stride = (int64_t)ctx * HD,
                          .scale = 1.0f / sqrtf((float)HD),
                          .n_threads = 4};
@@ -203,7 +208,9 @@ static void test_attention_vs_ref(void **state) {
         ops_attention_ref(orf, q, &a, scratch);
         assert_close_f32("attention", o, orf, T * H * HD, 1e-5, 1e-4);
         // position 0 attends to itself only: output = its value row
-        assert_close_f32("attention pos 0", orf, cache_v[0], HD, 1e-6, 1e-6);
+        float v0[64];
+        dtype_to_f32(v0, cache_v[0], kvt, HD);
+        assert_close_f32("attention pos 0", orf, v0, HD, 1e-6, 1e-6);
         // decode path (1 or 2 query tokens; chunked, merged flash-decoding style), taking
         // the tokens from the second on: the deepest positions of each configuration
         for (int tq = 1; tq <= 2; tq++) {
@@ -286,37 +293,42 @@ static void test_thread_count_invariance(void **state) {
         free(y1);
         free(y2);
     }
-    // attention over a long context
-    const int H = 9, KVH = 3, HD = 64, ctx = 320;
-    float *ck = randn(&r, KVH * ctx * HD, 1.0f), *cv = randn(&r, KVH * ctx * HD, 1.0f);
-    float *q = randn(&r, 2 * H * HD, 1.0f), *o1 = malloc(2 * H * HD * sizeof *o1),
-          *o2 = malloc(2 * H * HD * sizeof *o2);
-    int32_t pos[2] = {299, 150};
-    const float *ks[2] = {ck, ck}, *vs[2] = {cv, cv};
-    OpsAttnArgs a = {.T = 2,
-                     .H = H,
-                     .KVH = KVH,
-                     .HD = HD,
-                     .ctx = ctx,
-                     .pos = pos,
-                     .k_seq = ks,
-                     .v_seq = vs,
-                     .kv_head_stride = (int64_t)ctx * HD,
-                     .scale = 0.125f,
-                     .n_threads = 1};
-    float *scratch = malloc(ops_attention_scratch_floats(ctx, 2, H, HD) * sizeof *scratch);
-    ops_attention(o1, q, &a, scratch);
-    a.n_threads = 2;
-    omp_set_num_threads(2);
-    ops_attention(o2, q, &a, scratch);
-    assert_memory_equal(o1, o2, 2 * H * HD * sizeof *o1);
-    omp_set_num_threads(saved);
-    free(scratch);
-    free(ck);
-    free(cv);
-    free(q);
-    free(o1);
-    free(o2);
+    // attention over a long context, float32 and fp16 caches
+    for (int kd = 0; kd < 2; kd++) {
+        const DType kvt = kd ? DTYPE_F16 : DTYPE_F32;
+        const int H = 9, KVH = 3, HD = 64, ctx = 320;
+        void *ck = rand_weight(&r, KVH * ctx * HD, kvt, 1.0f),
+             *cv = rand_weight(&r, KVH * ctx * HD, kvt, 1.0f);
+        float *q = randn(&r, 2 * H * HD, 1.0f), *o1 = malloc(2 * H * HD * sizeof *o1),
+              *o2 = malloc(2 * H * HD * sizeof *o2);
+        int32_t pos[2] = {299, 150};
+        const void *ks[2] = {ck, ck}, *vs[2] = {cv, cv};
+        OpsAttnArgs a = {.T = 2,
+                         .kv_dtype = kvt,
+                         .H = H,
+                         .KVH = KVH,
+                         .HD = HD,
+                         .ctx = ctx,
+                         .pos = pos,
+                         .k_seq = ks,
+                         .v_seq = vs,
+                         .kv_head_stride = (int64_t)ctx * HD,
+                         .scale = 0.125f,
+                         .n_threads = 1};
+        float *scratch = malloc(ops_attention_scratch_floats(ctx, 2, H, HD) * sizeof *scratch);
+        ops_attention(o1, q, &a, scratch);
+        a.n_threads = 2;
+        omp_set_num_threads(2);
+        ops_attention(o2, q, &a, scratch);
+        assert_memory_equal(o1, o2, 2 * H * HD * sizeof *o1);
+        omp_set_num_threads(saved);
+        free(scratch);
+        free(ck);
+        free(cv);
+        free(q);
+        free(o1);
+        free(o2);
+    }
 #else
     skip();
 #endif

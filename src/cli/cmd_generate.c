@@ -31,7 +31,7 @@
 #include "model/tokenizer.h"
 
 typedef struct {
-    const char *model_path, *prompt, *system, *tokenizer, *dtype, *stop;
+    const char *model_path, *prompt, *system, *tokenizer, *dtype, *stop, *kv_cache;
     int n, top_k, ctx, threads, bench_prompt;
     double temp, top_p;
     int64_t seed;
@@ -76,6 +76,11 @@ static int gen_setup(Gen *g, const GenArgs *a) {
         fprintf(stderr, "error: --dtype '%s' is not one of f32, f16, bf16\n", a->dtype);
         return 2;
     }
+    int kv = a->kv_cache ? dtype_from_name(a->kv_cache) : DTYPE_F32;
+    if (kv != DTYPE_F32 && kv != DTYPE_F16) {
+        fprintf(stderr, "error: --kv-cache '%s' is not one of f32, f16\n", a->kv_cache);
+        return 2;
+    }
 #ifdef _OPENMP
     if (a->threads > 0) omp_set_num_threads(a->threads);
     openblas_set_num_threads(omp_get_max_threads());
@@ -89,6 +94,7 @@ static int gen_setup(Gen *g, const GenArgs *a) {
     if (dt >= 0 && infer_convert_weights(&g->m, (DType)dt) != STATUS_OK) return cli_fail(NULL);
     InferOptions o = infer_options_default();
     o.max_ctx = a->ctx;
+    o.kv_dtype = (DType)kv;
     if (infer_init(&g->st, &g->m, &o) != STATUS_OK) return cli_fail(NULL);
     int V = g->m.cfg.vocab_size;
     if (sampler_init(&g->smp, V, &sp) != STATUS_OK) return cli_fail(NULL);
@@ -255,6 +261,8 @@ static int parse_gen_args(GenArgs *a, int argc, char **argv, const char *cmd, bo
         {"ctx", 0, ARG_INT, &a->ctx, "context length (default: the model's, at most 4096)", 1,
          1 << 24},
         {"dtype", 0, ARG_STRING, &a->dtype, "convert weights at load: f32, f16 or bf16", 0, 0},
+        {"kv-cache", 0, ARG_STRING, &a->kv_cache,
+         "KV cache type: f32 (default) or f16 (half the memory; keys and values rounded)", 0, 0},
         {"threads", 't', ARG_INT, &a->threads, "threads (default: OMP_NUM_THREADS or all cores)", 1,
          1024},
         {"tokenizer", 0, ARG_STRING, &a->tokenizer, "tokenizer file (llama2.c models)", 0, 0},

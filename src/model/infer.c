@@ -113,6 +113,10 @@ Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
         o.max_ctx > (1 << 24) || o.n_threads < 0)
         return fail(STATUS_ERR_ARG, "bad inference options: max_seqs=%d max_ctx=%d max_batch=%d",
                     o.max_seqs, o.max_ctx, o.max_batch);
+    if (o.kv_dtype != DTYPE_F32 && o.kv_dtype != DTYPE_F16)
+        return fail(STATUS_ERR_ARG, "KV cache type must be f32 or f16, not %s",
+                    (int)o.kv_dtype >= 0 && o.kv_dtype < DTYPE_COUNT ? dtype_name(o.kv_dtype)
+                                                                     : "unknown");
     Status s = infer_check_model(m);
     if (s != STATUS_OK) return s;
 #ifdef _OPENMP
@@ -127,6 +131,7 @@ Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
     // cache positions per KV head: the context rounded up to whole key tiles
     st->ctx_stride = ops_key_ctx(o.max_ctx);
     size_t cache = (size_t)o.max_seqs * (size_t)c->n_layers * (size_t)KD * (size_t)st->ctx_stride;
+    cache = (cache * dtype_size(o.kv_dtype) + sizeof(float) - 1) / sizeof(float); // in floats
     st->k_cache = alloc_f32(cache, &s);
     st->v_cache = alloc_f32(cache, &s);
     st->x = alloc_f32((size_t)(Tb * D), &s);
@@ -169,9 +174,9 @@ Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
 }
 
 void infer_release(InferState *st) {
-    float *bufs[] = {st->k_cache, st->v_cache,     st->x,          st->xn,       st->q,
-                     st->att,     st->k,           st->v,          st->g,        st->u,
-                     st->y,       st->att_scratch, st->mm_scratch, st->rope_cos, st->rope_sin};
+    void *bufs[] = {st->k_cache, st->v_cache,     st->x,          st->xn,       st->q,
+                    st->att,     st->k,           st->v,          st->g,        st->u,
+                    st->y,       st->att_scratch, st->mm_scratch, st->rope_cos, st->rope_sin};
     for (size_t i = 0; i < ARRAY_LEN(bufs); i++)
         free(bufs[i]);
     free(st->seq_len);
@@ -195,11 +200,12 @@ void infer_seq_truncate(InferState *st, int seq, int n) {
 
 /* ---- forward ------------------------------------------------------------------------ */
 
-// Base of the cache of (seq, layer): (KVH, ctx, HD).
-static float *cache_at(const InferState *st, float *cache, int seq, int layer) {
+// Base of the cache of (seq, layer): (KVH, ctx, HD) elements of opt.kv_dtype.
+static unsigned char *cache_at(const InferState *st, void *cache, int seq, int layer) {
     const LlamaConfig *c = &st->m->cfg;
     size_t per_layer = (size_t)c->n_kv_heads * (size_t)st->ctx_stride * (size_t)c->head_dim;
-    return cache + ((size_t)seq * (size_t)c->n_layers + (size_t)layer) * per_layer;
+    return (unsigned char *)cache + ((size_t)seq * (size_t)c->n_layers + (size_t)layer) *
+                                        per_layer * dtype_size(st->opt.kv_dtype);
 }
 
 void infer_seq_copy(InferState *st, int dst, int src, int n) {
@@ -210,38 +216,51 @@ void infer_seq_copy(InferState *st, int dst, int src, int n) {
         return;
     }
     const LlamaConfig *c = &st->m->cfg;
-    size_t ctx = (size_t)st->ctx_stride, HD = (size_t)c->head_dim;
+    const size_t es = dtype_size(st->opt.kv_dtype);
+    const size_t head = (size_t)st->ctx_stride * (size_t)c->head_dim * es; // bytes per KV head
+    // keys: the whole tiles that hold positions 0..n-1 (past n, the copy overwrites only
+    // positions the destination does not hold); values: n rows
+    const size_t kbytes = (size_t)(n + OPS_KEY_TILE - 1) / OPS_KEY_TILE * OPS_KEY_TILE *
+                          (size_t)c->head_dim * es,
+                 vbytes = (size_t)n * (size_t)c->head_dim * es;
     for (int l = 0; l < c->n_layers; l++) {
-        const float *ks = cache_at(st, st->k_cache, src, l),
-                    *vs = cache_at(st, st->v_cache, src, l);
-        float *kd = cache_at(st, st->k_cache, dst, l), *vd = cache_at(st, st->v_cache, dst, l);
-        // keys: the whole tiles that hold positions 0..n-1 (past n, the copy overwrites
-        // only positions the destination does not hold); values: n rows
-        size_t key_tiles = (size_t)(n + OPS_KEY_TILE - 1) / OPS_KEY_TILE;
+        const unsigned char *ks = cache_at(st, st->k_cache, src, l),
+                            *vs = cache_at(st, st->v_cache, src, l);
+        unsigned char *kd = cache_at(st, st->k_cache, dst, l),
+                      *vd = cache_at(st, st->v_cache, dst, l);
         for (size_t h = 0; h < (size_t)c->n_kv_heads; h++) {
-            size_t head = h * ctx * HD;
-            memcpy(kd + head, ks + head, key_tiles * OPS_KEY_TILE * HD * sizeof(float));
-            memcpy(vd + head, vs + head, (size_t)n * HD * sizeof(float));
+            memcpy(kd + h * head, ks + h * head, kbytes);
+            memcpy(vd + h * head, vs + h * head, vbytes);
         }
     }
     st->seq_len[dst] = n;
 }
 
-// Writes the chunk's k, v rows (T, KVH*HD) into each token's sequence cache.
+// Writes the chunk's k, v rows (T, KVH*HD) into each token's sequence cache (rounded to
+// fp16 when the cache is F16).
 static void cache_store(InferState *st, int layer, const int32_t *seq, const int32_t *pos, int T) {
     const LlamaConfig *c = &st->m->cfg;
-    int KVH = c->n_kv_heads, HD = c->head_dim, ctx = st->ctx_stride;
+    const int KVH = c->n_kv_heads, HD = c->head_dim;
+    const bool f16 = st->opt.kv_dtype == DTYPE_F16;
+    const size_t es = dtype_size(st->opt.kv_dtype);
+    const size_t head = (size_t)st->ctx_stride * (size_t)HD; // elements per KV head
     for (int t = 0; t < T; t++) {
-        float *kb = cache_at(st, st->k_cache, seq[t], layer);
-        float *vb = cache_at(st, st->v_cache, seq[t], layer);
+        unsigned char *kb = cache_at(st, st->k_cache, seq[t], layer);
+        unsigned char *vb = cache_at(st, st->v_cache, seq[t], layer);
         for (int h = 0; h < KVH; h++) {
-            size_t head = (size_t)h * (size_t)ctx * (size_t)HD;
-            size_t src = ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
+            const float *ks = st->k + ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
+            const float *vs = st->v + ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
+            const size_t base = (size_t)h * head;
             // keys transposed in tiles of positions (ops_key_offset)
-            for (int i = 0; i < HD; i++)
-                kb[head + (size_t)ops_key_offset(HD, i, pos[t])] = st->k[src + (size_t)i];
-            memcpy(vb + head + (size_t)pos[t] * (size_t)HD, st->v + src,
-                   (size_t)HD * sizeof(float));
+            for (int i = 0; i < HD; i++) {
+                const size_t e = base + (size_t)ops_key_offset(HD, i, pos[t]);
+                if (f16)
+                    ((uint16_t *)kb)[e] = f32_to_fp16(ks[i]);
+                else
+                    ((float *)kb)[e] = ks[i];
+            }
+            dtype_from_f32(vb + (base + (size_t)pos[t] * (size_t)HD) * es, vs, st->opt.kv_dtype,
+                           HD);
         }
         st->kseq[t] = kb;
         st->vseq[t] = vb;
@@ -315,6 +334,7 @@ static void attention_block(InferState *st, int l, const int32_t *seq, const int
                      .pos = pos,
                      .k_seq = st->kseq,
                      .v_seq = st->vseq,
+                     .kv_dtype = st->opt.kv_dtype,
                      .kv_head_stride = (int64_t)st->ctx_stride * HD,
                      .scale = 1.0f / sqrtf((float)HD),
                      .n_threads = st->n_threads};

@@ -37,10 +37,12 @@
 #include "model/llama.h"
 
 typedef struct {
-    int max_seqs;  // sequences with their own KV cache (>= 1)
-    int max_ctx;   // positions per sequence; 0: the model's max_seq_len capped at 4096
-    int max_batch; // tokens per internal chunk of infer_forward (>= 1)
-    int n_threads; // OpenMP threads the attention scratch is planned for; 0: omp max
+    int max_seqs;   // sequences with their own KV cache (>= 1)
+    int max_ctx;    // positions per sequence; 0: the model's max_seq_len capped at 4096
+    int max_batch;  // tokens per internal chunk of infer_forward (>= 1)
+    int n_threads;  // OpenMP threads the attention scratch is planned for; 0: omp max
+    DType kv_dtype; // KV cache elements: DTYPE_F32 (the default, 0) or DTYPE_F16 (half the
+                    // memory and the bytes read per decoded token; values rounded to fp16)
 } InferOptions;
 
 InferOptions infer_options_default(void);
@@ -49,9 +51,10 @@ typedef struct {
     const Model *m;
     InferOptions opt;
     int n_threads;
-    int ctx_stride;           // cache positions per KV head (max_ctx in whole key tiles)
-    float *k_cache, *v_cache; // keys (S, L, KVH, ctx/64, HD, 64) tiles; values (S, L, KVH, ctx, HD)
-    int *seq_len;             // (S) positions filled
+    int ctx_stride; // cache positions per KV head (max_ctx in whole key tiles)
+    // keys (S, L, KVH, ctx/64, HD, 64) tiles; values (S, L, KVH, ctx, HD); of opt.kv_dtype
+    void *k_cache, *v_cache;
+    int *seq_len; // (S) positions filled
     // activations of one chunk (Tb = max_batch)
     float *x, *xn;              // (Tb, D)
     float *q, *att;             // (Tb, H*HD)
@@ -64,7 +67,7 @@ typedef struct {
     int *lens_buf;              // (S) validation copy of seq_len
     int32_t *pos_buf, *seq_buf; // (Tb) positions and sequence ids of a chunk
     uint8_t *want_buf;          // (Tb) rows of a chunk that get logits
-    const float **kseq, **vseq; // (Tb)
+    const void **kseq, **vseq;  // (Tb)
     // Optional observer of every decoder linear's input (analysis: edgeforge analyze).
     // When non-NULL, called per chunk before each linear with the layer, the linear's
     // index in GPTQ report order (0 q, 1 k, 2 v, 3 o, 4 gate, 5 up, 6 down; q/k/v and

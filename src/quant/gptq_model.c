@@ -88,7 +88,7 @@ typedef struct {
     float *kc, *vc;                               // (KVH, HD, T) keys, (KVH, T, HD) values
     float *att_scratch, *mm_scratch, *rope_cos, *rope_sin;
     int32_t *pos;
-    const float **kseq, **vseq;
+    const void **kseq, **vseq;
 } LayerFwd;
 
 static void fwd_release(LayerFwd *f) {

@@ -89,6 +89,7 @@ void ops_rope(float *x, int T, int nh, int HD, const int32_t *pos, const float *
 //   prefetchers follow badly). Key element i of position p is
 //   k_seq[t][kvh * kv_head_stride + ops_key_offset(HD, i, p)]. Values are (ctx, HD) per KV
 //   head: v_seq[t][kvh * kv_head_stride + p * HD + i]. ctx is a multiple of OPS_KEY_TILE.
+//   The elements are float32 or IEEE fp16 (kv_dtype; all arithmetic in float32).
 //   Head h uses KV head h / (H / KVH).
 #define OPS_KEY_TILE 64
 static inline int64_t ops_key_offset(int HD, int i, int p) {
@@ -101,13 +102,14 @@ static inline int ops_key_ctx(int ctx) {
 }
 typedef struct {
     int T, H, KVH, HD;
-    int ctx;                   // cache positions per KV head (> every pos; whole key tiles)
-    const int32_t *pos;        // (T) position of each query
-    const float *const *k_seq; // (T) key cache base of the token's sequence and layer
-    const float *const *v_seq; // (T) value cache base
-    int64_t kv_head_stride;    // floats between KV heads in the cache (HD * ctx)
-    float scale;               // 1/sqrt(HD)
-    int n_threads;             // threads the scratch was planned for (at most this many run)
+    int ctx;                  // cache positions per KV head (> every pos; whole key tiles)
+    const int32_t *pos;       // (T) position of each query
+    const void *const *k_seq; // (T) key cache base of the token's sequence and layer
+    const void *const *v_seq; // (T) value cache base
+    DType kv_dtype;           // element type of the cache: DTYPE_F32 (0) or DTYPE_F16
+    int64_t kv_head_stride;   // elements between KV heads in the cache (HD * ctx)
+    float scale;              // 1/sqrt(HD)
+    int n_threads;            // threads the scratch was planned for (at most this many run)
 } OpsAttnArgs;
 // scratch: ops_attention_scratch_floats(max_pos, n_threads, H, HD) floats, max_pos >= every
 // pos[t]. Decode (T <= 2) runs in fixed chunks of cache positions merged flash-decoding
@@ -147,12 +149,13 @@ void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n);
 // tree), so it differs from ops_rmsnorm_ref's sequential sum in the last bits.
 void ops_rmsnorm_row_avx2(float *out, const float *x, const void *w, DType wt, int D, float eps);
 // Scores of nh (1..3) consecutive query heads q (nh, HD) against positions [0, n) of tiled
-// keys (ops_key_offset) from kt, the tile holding position 0:
+// keys (ops_key_offset) of type kt_type (F32 or F16) from kt, the tile holding position 0:
 //   sc[h * ss + p] = scale * sum_i q[h * HD + i] * key(i, p).
-void ops_attn_scores_avx2(float *sc, int64_t ss, const float *q, int nh, const float *kt, int n,
-                          int HD, float scale);
-// o[h * os + i] = sum_p w[h * ws + p] * v[p * HD + i] for p in [0, n), heads h < nh (1..3).
-void ops_attn_pv_avx2(float *o, int64_t os, const float *w, int64_t ws, int nh, const float *v,
-                      int n, int HD);
+void ops_attn_scores_avx2(float *sc, int64_t ss, const float *q, int nh, const void *kt,
+                          DType kt_type, int n, int HD, float scale);
+// o[h * os + i] = sum_p w[h * ws + p] * v[p * HD + i] for p in [0, n), heads h < nh (1..3);
+// v of type v_type (F32 or F16).
+void ops_attn_pv_avx2(float *o, int64_t os, const float *w, int64_t ws, int nh, const void *v,
+                      DType v_type, int n, int HD);
 
 #endif

@@ -189,17 +189,17 @@ AVX2_TARGET void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n)
                      SC_ACC(h, 2) = _mm256_setzero_ps(), SC_ACC(h, 3) = _mm256_setzero_ps(),       \
                      SC_ACC(h, 4) = _mm256_setzero_ps(), SC_ACC(h, 5) = _mm256_setzero_ps(),       \
                      SC_ACC(h, 6) = _mm256_setzero_ps(), SC_ACC(h, 7) = _mm256_setzero_ps()
-#define SC_FMA(h, qv, kr)                                                                          \
+#define SC_FMA(h, qv)                                                                              \
     do {                                                                                           \
-        SC_ACC(h, 0) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr), SC_ACC(h, 0));                     \
-        SC_ACC(h, 1) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 8), SC_ACC(h, 1));                 \
-        SC_ACC(h, 2) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 16), SC_ACC(h, 2));                \
-        SC_ACC(h, 3) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 24), SC_ACC(h, 3));                \
+        SC_ACC(h, 0) = _mm256_fmadd_ps(qv, k0, SC_ACC(h, 0));                                      \
+        SC_ACC(h, 1) = _mm256_fmadd_ps(qv, k1, SC_ACC(h, 1));                                      \
+        SC_ACC(h, 2) = _mm256_fmadd_ps(qv, k2, SC_ACC(h, 2));                                      \
+        SC_ACC(h, 3) = _mm256_fmadd_ps(qv, k3, SC_ACC(h, 3));                                      \
         if (NV == 8) {                                                                             \
-            SC_ACC(h, 4) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 32), SC_ACC(h, 4));            \
-            SC_ACC(h, 5) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 40), SC_ACC(h, 5));            \
-            SC_ACC(h, 6) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 48), SC_ACC(h, 6));            \
-            SC_ACC(h, 7) = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + 56), SC_ACC(h, 7));            \
+            SC_ACC(h, 4) = _mm256_fmadd_ps(qv, k4, SC_ACC(h, 4));                                  \
+            SC_ACC(h, 5) = _mm256_fmadd_ps(qv, k5, SC_ACC(h, 5));                                  \
+            SC_ACC(h, 6) = _mm256_fmadd_ps(qv, k6, SC_ACC(h, 6));                                  \
+            SC_ACC(h, 7) = _mm256_fmadd_ps(qv, k7, SC_ACC(h, 7));                                  \
         }                                                                                          \
     } while (0)
 #define SC_STORE(h, dst)                                                                           \
@@ -216,48 +216,70 @@ AVX2_TARGET void ops_widen_avx2(float *dst, const void *src, DType t, int64_t n)
         }                                                                                          \
     } while (0)
 
+// 8 cache elements at e[i..i+8) as floats: float32, or fp16 widened (exact).
+AVX2_TARGET static inline __attribute__((always_inline)) __m256 kv_load8(const void *e, int64_t i,
+                                                                         const bool F16) {
+    if (F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)e + i)));
+    return _mm256_loadu_ps((const float *)e + i);
+}
+
 AVX2_TARGET static inline __attribute__((always_inline)) void
-scores_block(float *sc, int64_t ss, const float *q, const float *kb, int HD, __m256 vs,
-             const int NH, const int NV) {
+scores_block(float *sc, int64_t ss, const float *q, const void *kb, int HD, __m256 vs, const int NH,
+             const int NV, const bool F16) {
     SC_DECL(0);
     SC_DECL(1);
     SC_DECL(2);
     for (int i = 0; i < HD; i++) {
-        const float *kr = kb + (int64_t)i * KT;
-        SC_FMA(0, _mm256_broadcast_ss(q + i), kr);
-        if (NH > 1) SC_FMA(1, _mm256_broadcast_ss(q + HD + i), kr);
-        if (NH > 2) SC_FMA(2, _mm256_broadcast_ss(q + 2 * HD + i), kr);
+        const int64_t r = (int64_t)i * KT;
+        const __m256 k0 = kv_load8(kb, r, F16), k1 = kv_load8(kb, r + 8, F16);
+        const __m256 k2 = kv_load8(kb, r + 16, F16), k3 = kv_load8(kb, r + 24, F16);
+        const __m256 k4 = NV == 8 ? kv_load8(kb, r + 32, F16) : k0;
+        const __m256 k5 = NV == 8 ? kv_load8(kb, r + 40, F16) : k0;
+        const __m256 k6 = NV == 8 ? kv_load8(kb, r + 48, F16) : k0;
+        const __m256 k7 = NV == 8 ? kv_load8(kb, r + 56, F16) : k0;
+        SC_FMA(0, _mm256_broadcast_ss(q + i));
+        if (NH > 1) SC_FMA(1, _mm256_broadcast_ss(q + HD + i));
+        if (NH > 2) SC_FMA(2, _mm256_broadcast_ss(q + 2 * HD + i));
     }
     SC_STORE(0, sc);
     if (NH > 1) SC_STORE(1, sc + ss);
     if (NH > 2) SC_STORE(2, sc + 2 * ss);
 }
 
+// Element offset o of cache e as a pointer.
+static inline const void *kv_at(const void *e, int64_t o, const bool F16) {
+    return (const char *)e + o * (F16 ? 2 : 4);
+}
+
 // NH heads over positions [0, n) of the tiled keys from kt (blocks of NV * 8 positions;
 // positions past n in the last block are computed from the tile's padding and dropped).
 AVX2_TARGET static inline __attribute__((always_inline)) void
-scores_heads(float *sc, int64_t ss, const float *q, const float *kt, int n, int HD, float scale,
-             const int NH, const int NV) {
+scores_heads(float *sc, int64_t ss, const float *q, const void *kt, int n, int HD, float scale,
+             const int NH, const int NV, const bool F16) {
     const __m256 vs = _mm256_set1_ps(scale);
     const int B = 8 * NV;
     int p = 0;
     for (; p + B <= n; p += B)
-        scores_block(sc + p, ss, q, kt + ops_key_offset(HD, 0, p), HD, vs, NH, NV);
+        scores_block(sc + p, ss, q, kv_at(kt, ops_key_offset(HD, 0, p), F16), HD, vs, NH, NV, F16);
     if (p < n) {
         float tmp[3 * 64];
-        scores_block(tmp, 64, q, kt + ops_key_offset(HD, 0, p), HD, vs, NH, NV);
+        scores_block(tmp, 64, q, kv_at(kt, ops_key_offset(HD, 0, p), F16), HD, vs, NH, NV, F16);
         for (int h = 0; h < NH; h++)
             for (int j = 0; j < n - p; j++)
                 sc[h * ss + p + j] = tmp[h * 64 + j];
     }
 }
 
-AVX2_TARGET void ops_attn_scores_avx2(float *sc, int64_t ss, const float *q, int nh,
-                                      const float *kt, int n, int HD, float scale) {
-    switch (nh) {
-    case 1: scores_heads(sc, ss, q, kt, n, HD, scale, 1, 8); break;
-    case 2: scores_heads(sc, ss, q, kt, n, HD, scale, 2, 4); break;
-    default: scores_heads(sc, ss, q, kt, n, HD, scale, 3, 4); break;
+AVX2_TARGET void ops_attn_scores_avx2(float *sc, int64_t ss, const float *q, int nh, const void *kt,
+                                      DType kt_type, int n, int HD, float scale) {
+    const bool h = kt_type == DTYPE_F16;
+    switch (nh * 2 + h) {
+    case 2: scores_heads(sc, ss, q, kt, n, HD, scale, 1, 8, false); break;
+    case 3: scores_heads(sc, ss, q, kt, n, HD, scale, 1, 8, true); break;
+    case 4: scores_heads(sc, ss, q, kt, n, HD, scale, 2, 4, false); break;
+    case 5: scores_heads(sc, ss, q, kt, n, HD, scale, 2, 4, true); break;
+    case 6: scores_heads(sc, ss, q, kt, n, HD, scale, 3, 4, false); break;
+    default: scores_heads(sc, ss, q, kt, n, HD, scale, 3, 4, true); break;
     }
 }
 
@@ -300,8 +322,8 @@ AVX2_TARGET void ops_attn_scores_avx2(float *sc, int64_t ss, const float *q, int
     } while (0)
 
 AVX2_TARGET static inline __attribute__((always_inline)) void
-pv_block(float *o, int64_t os, const float *w, int64_t ws, const float *v, int p0, int p1, int HD,
-         int i0, const int NH, const int NV) {
+pv_block(float *o, int64_t os, const float *w, int64_t ws, const void *v, int p0, int p1, int HD,
+         int i0, const int NH, const int NV, const bool F16) {
     PV_DECL(0);
     PV_DECL(1);
     PV_DECL(2);
@@ -311,11 +333,11 @@ pv_block(float *o, int64_t os, const float *w, int64_t ws, const float *v, int p
         if (NH > 2) PV_LOAD(2);
     }
     for (int p = p0; p < p1; p++) {
-        const float *vr = v + (int64_t)p * HD + i0;
-        const __m256 v0 = _mm256_loadu_ps(vr);
-        const __m256 v1 = NV == 4 ? _mm256_loadu_ps(vr + 8) : v0;
-        const __m256 v2 = NV == 4 ? _mm256_loadu_ps(vr + 16) : v0;
-        const __m256 v3 = NV == 4 ? _mm256_loadu_ps(vr + 24) : v0;
+        const int64_t r = (int64_t)p * HD + i0;
+        const __m256 v0 = kv_load8(v, r, F16);
+        const __m256 v1 = NV == 4 ? kv_load8(v, r + 8, F16) : v0;
+        const __m256 v2 = NV == 4 ? kv_load8(v, r + 16, F16) : v0;
+        const __m256 v3 = NV == 4 ? kv_load8(v, r + 24, F16) : v0;
         PV_FMA(0);
         if (NH > 1) PV_FMA(1);
         if (NH > 2) PV_FMA(2);
@@ -327,33 +349,40 @@ pv_block(float *o, int64_t os, const float *w, int64_t ws, const float *v, int p
 
 // Blocks of 64 positions (16 KiB of values at HD = 64), each used for every 32-output slice
 // while it is in L1.
-AVX2_TARGET static inline __attribute__((always_inline)) void pv_heads(float *o, int64_t os,
-                                                                       const float *w, int64_t ws,
-                                                                       const float *v, int n,
-                                                                       int HD, const int NH) {
+AVX2_TARGET static inline __attribute__((always_inline)) void
+pv_heads(float *o, int64_t os, const float *w, int64_t ws, const void *v, int n, int HD,
+         const int NH, const bool F16) {
     const int i32 = HD / 32 * 32, i8 = HD / 8 * 8;
     for (int p0 = 0; p0 < n; p0 += 64) {
         const int p1 = p0 + 64 < n ? p0 + 64 : n;
         for (int i0 = 0; i0 < i32; i0 += 32)
-            pv_block(o, os, w, ws, v, p0, p1, HD, i0, NH, 4);
+            pv_block(o, os, w, ws, v, p0, p1, HD, i0, NH, 4, F16);
         for (int i0 = i32; i0 < i8; i0 += 8)
-            pv_block(o, os, w, ws, v, p0, p1, HD, i0, NH, 1);
+            pv_block(o, os, w, ws, v, p0, p1, HD, i0, NH, 1, F16);
     }
     for (int h = 0; h < NH; h++)
         for (int i = i8; i < HD; i++) {
             float s = 0.0f;
-            for (int p = 0; p < n; p++)
-                s = fmaf(w[h * ws + p], v[(int64_t)p * HD + i], s);
+            for (int p = 0; p < n; p++) {
+                const int64_t e = (int64_t)p * HD + i;
+                const float ve =
+                    F16 ? fp16_to_f32(((const uint16_t *)v)[e]) : ((const float *)v)[e];
+                s = fmaf(w[h * ws + p], ve, s);
+            }
             o[h * os + i] = s;
         }
 }
 
 AVX2_TARGET void ops_attn_pv_avx2(float *o, int64_t os, const float *w, int64_t ws, int nh,
-                                  const float *v, int n, int HD) {
-    switch (nh) {
-    case 1: pv_heads(o, os, w, ws, v, n, HD, 1); break;
-    case 2: pv_heads(o, os, w, ws, v, n, HD, 2); break;
-    default: pv_heads(o, os, w, ws, v, n, HD, 3); break;
+                                  const void *v, DType v_type, int n, int HD) {
+    const bool h = v_type == DTYPE_F16;
+    switch (nh * 2 + h) {
+    case 2: pv_heads(o, os, w, ws, v, n, HD, 1, false); break;
+    case 3: pv_heads(o, os, w, ws, v, n, HD, 1, true); break;
+    case 4: pv_heads(o, os, w, ws, v, n, HD, 2, false); break;
+    case 5: pv_heads(o, os, w, ws, v, n, HD, 2, true); break;
+    case 6: pv_heads(o, os, w, ws, v, n, HD, 3, false); break;
+    default: pv_heads(o, os, w, ws, v, n, HD, 3, true); break;
     }
 }
 

@@ -292,13 +292,21 @@ size_t ops_attention_scratch_floats(int max_pos, int n_threads, int H, int HD) {
     return MAX(prefill, decode);
 }
 
+// Element o of a cache of type t (F32 or F16) as float, and as a pointer.
+static inline float kv_get(const void *e, DType t, int64_t o) {
+    return t == DTYPE_F16 ? fp16_to_f32(((const uint16_t *)e)[o]) : ((const float *)e)[o];
+}
+static inline const void *kv_ptr(const void *e, DType t, int64_t o) {
+    return (const char *)e + o * (int64_t)dtype_size(t);
+}
+
 // sc[h * ss + p] = scale * q_h . key p for nh heads, p < np, keys tiled (ops_key_offset)
-// from kt, the tile of position 0.
-static void attn_scores(float *sc, int64_t ss, const float *q, int nh, const float *kt, int np,
-                        int HD, float scale, OpsIsa isa) {
+// from kt, the tile of position 0, of type kt_type.
+static void attn_scores(float *sc, int64_t ss, const float *q, int nh, const void *kt,
+                        DType kt_type, int np, int HD, float scale, OpsIsa isa) {
 #if defined(__x86_64__)
     if (isa != OPS_ISA_PORTABLE) {
-        ops_attn_scores_avx2(sc, ss, q, nh, kt, np, HD, scale);
+        ops_attn_scores_avx2(sc, ss, q, nh, kt, kt_type, np, HD, scale);
         return;
     }
 #endif
@@ -308,23 +316,23 @@ static void attn_scores(float *sc, int64_t ss, const float *q, int nh, const flo
         for (int p = 0; p < np; p++)
             s[p] = 0.0f;
         for (int p0 = 0; p0 < np; p0 += OPS_KEY_TILE) { // tile by tile, row by row
-            const float *tile = kt + ops_key_offset(HD, 0, p0);
+            const int64_t tile = ops_key_offset(HD, 0, p0);
             const int n = MIN(OPS_KEY_TILE, np - p0);
             for (int i = 0; i < HD; i++)
                 for (int p = 0; p < n; p++)
-                    s[p0 + p] += qh[i] * tile[(int64_t)i * OPS_KEY_TILE + p];
+                    s[p0 + p] += qh[i] * kv_get(kt, kt_type, tile + (int64_t)i * OPS_KEY_TILE + p);
         }
         for (int p = 0; p < np; p++)
             s[p] *= scale;
     }
 }
 
-// o[h * os + i] = sum_p w[h * ws + p] * value p, for nh heads.
-static void attn_pv(float *o, int64_t os, const float *w, int64_t ws, int nh, const float *v,
-                    int np, int HD, OpsIsa isa) {
+// o[h * os + i] = sum_p w[h * ws + p] * value p, for nh heads; values of type v_type.
+static void attn_pv(float *o, int64_t os, const float *w, int64_t ws, int nh, const void *v,
+                    DType v_type, int np, int HD, OpsIsa isa) {
 #if defined(__x86_64__)
     if (isa != OPS_ISA_PORTABLE) {
-        ops_attn_pv_avx2(o, os, w, ws, nh, v, np, HD);
+        ops_attn_pv_avx2(o, os, w, ws, nh, v, v_type, np, HD);
         return;
     }
 #endif
@@ -333,7 +341,7 @@ static void attn_pv(float *o, int64_t os, const float *w, int64_t ws, int nh, co
         memset(oh, 0, (size_t)HD * sizeof *oh);
         for (int p = 0; p < np; p++)
             for (int i = 0; i < HD; i++)
-                oh[i] += w[h * ws + p] * v[(int64_t)p * HD + i];
+                oh[i] += w[h * ws + p] * kv_get(v, v_type, (int64_t)p * HD + i);
     }
 }
 
@@ -343,12 +351,13 @@ static void attend_item(float *out, const float *q, const OpsAttnArgs *a, int i,
                         OpsIsa isa) {
     const int t = i / a->KVH, kvh = i % a->KVH, HD = a->HD, group = a->H / a->KVH;
     const int np = a->pos[t] + 1;
+    const DType et = a->kv_dtype;
     const int64_t kv_off = (int64_t)kvh * a->kv_head_stride;
-    const float *kb = a->k_seq[t] + kv_off, *vb = a->v_seq[t] + kv_off;
+    const void *kb = kv_ptr(a->k_seq[t], et, kv_off), *vb = kv_ptr(a->v_seq[t], et, kv_off);
     for (int h0 = kvh * group; h0 < (kvh + 1) * group; h0 += ATTN_HEADS) {
         const int nh = MIN(ATTN_HEADS, (kvh + 1) * group - h0);
         const int64_t qo = ((int64_t)t * a->H + h0) * HD;
-        attn_scores(sc, np, q + qo, nh, kb, np, HD, a->scale, isa);
+        attn_scores(sc, np, q + qo, nh, kb, et, np, HD, a->scale, isa);
         for (int h = 0; h < nh; h++) {
             float *s = sc + (int64_t)h * np, mx = -INFINITY, sum = 0.0f;
             if (isa != OPS_ISA_PORTABLE) {
@@ -366,7 +375,7 @@ static void attend_item(float *out, const float *q, const OpsAttnArgs *a, int i,
             for (int p = 0; p < np; p++)
                 s[p] *= inv;
         }
-        attn_pv(out + qo, HD, sc, np, nh, vb, np, HD, isa);
+        attn_pv(out + qo, HD, sc, np, nh, vb, et, np, HD, isa);
     }
 }
 
@@ -397,20 +406,21 @@ static void attention_decode(float *out, const float *q, const OpsAttnArgs *a, f
         if (p0 >= np) continue; // this token's cache is shorter
         const int n = MIN(ATTN_CHUNK, np - p0);
         const int64_t kv_off = (int64_t)kvh * a->kv_head_stride;
-        const float *kt = a->k_seq[t] + kv_off + ops_key_offset(HD, 0, p0);
-        const float *v = a->v_seq[t] + kv_off + (int64_t)p0 * HD;
+        const DType et = a->kv_dtype;
+        const void *kt = kv_ptr(a->k_seq[t], et, kv_off + ops_key_offset(HD, 0, p0));
+        const void *v = kv_ptr(a->v_seq[t], et, kv_off + (int64_t)p0 * HD);
         float *sc = scratch + (size_t)thread_id() * ATTN_HEADS * ATTN_CHUNK;
         for (int h0 = kvh * group; h0 < (kvh + 1) * group; h0 += ATTN_HEADS) {
             const int nh = MIN(ATTN_HEADS, (kvh + 1) * group - h0);
             float *r = part + ((size_t)t * H + h0) * (size_t)head_stride + (size_t)c * (HD + 2);
-            attn_scores(sc, ATTN_CHUNK, q + ((int64_t)t * H + h0) * HD, nh, kt, n, HD, a->scale,
+            attn_scores(sc, ATTN_CHUNK, q + ((int64_t)t * H + h0) * HD, nh, kt, et, n, HD, a->scale,
                         isa);
             for (int h = 0; h < nh; h++) {
                 float *s = sc + h * ATTN_CHUNK, *rh = r + h * head_stride;
                 rh[0] = vm_max_f32(s, n);
                 rh[1] = vm_expf_shift_sum(s, n, rh[0]);
             }
-            attn_pv(r + 2, head_stride, sc, ATTN_CHUNK, nh, v, n, HD, isa);
+            attn_pv(r + 2, head_stride, sc, ATTN_CHUNK, nh, v, et, n, HD, isa);
         }
     }
     for (int t = 0; t < a->T; t++) { // merge, chunk by chunk in order
