@@ -55,36 +55,42 @@ W4H="$W4-lmhead"  # lm_head quantized too (--lm-head), the embedding untied and 
 # ---- inference ----------------------------------------------------------------------------
 bw_once() { OMP_NUM_THREADS=$T "$OUT/bench_bw" 512 | awk '{print $2}'; }
 bw=$(bw_once)
-ef_run() {  # MODEL -> "pp tg" (best of R)
-  bp=0; bt=0; i=0
-  while [ $i -lt "$R" ]; do
-    line=$(OMP_NUM_THREADS=$T "$BIN" generate "$1" --bench-prompt 512 -n 128 --ignore-eos --ids \
-             --ctx 1024 -t "$T" --kv-cache "$KV" 2>&1 >/dev/null | grep 'tokens/s')
-    pp=$(echo "$line" | sed 's/.*prompt: [0-9]* tokens, \([0-9.]*\) tokens\/s.*/\1/')
-    tg=$(echo "$line" | sed 's/.*generated: [0-9]* tokens, \([0-9.]*\) tokens\/s.*/\1/')
-    bp=$(echo "$pp $bp" | awk '{print ($1 > $2) ? $1 : $2}')
-    bt=$(echo "$tg $bt" | awk '{print ($1 > $2) ? $1 : $2}')
+ef_once() {  # MODEL -> "pp tg"
+  line=$(OMP_NUM_THREADS=$T "$BIN" generate "$1" --bench-prompt 512 -n 128 --ignore-eos --ids \
+           --ctx 1024 -t "$T" --kv-cache "$KV" 2>&1 >/dev/null | grep 'tokens/s')
+  echo "$line" | sed 's/.*prompt: [0-9]* tokens, \([0-9.]*\) tokens\/s; generated: [0-9]* tokens, \([0-9.]*\) tokens\/s.*/\1 \2/'
+}
+# The engines take turns, one run each per round, R rounds: this host's speed drifts by
+# 10-20 % over minutes, and row after row (best of R each) let the drift decide ratios.
+NAMES="edgeforge-w4a16-g$G edgeforge-w4a16-g$G+4-bit-lm_head edgeforge-F32 edgeforge-F16 llama.cpp-Q4_0 llama.cpp-Q4_K_M"
+PATHS="$W4 $W4H $OUT/smollm2-f32.gguf $OUT/smollm2-f16.gguf $OUT/smollm2-q4_0.gguf $OUT/smollm2-q4_k_m.gguf"
+runs=$(mktemp)
+trap 'rm -f "$runs"' EXIT
+r=0
+while [ $r -lt "$R" ]; do
+  bw=$(echo "$bw $(bw_once)" | awk '{print ($1 > $2) ? $1 : $2}')
+  i=1
+  for p in $PATHS; do
+    name=$(echo "$NAMES" | cut -d' ' -f$i)
+    case $name in
+      llama.cpp-*) lc=$("$PY" bench/bench_llamacpp.py "$p" "$T" 512 128 1)
+                   lcv=$(echo "$lc" | awk '{print $5, $6}')
+                   res=$(echo "$lc" | awk '{print $2, $4}') ;;
+      *) res=$(ef_once "$p") ;;
+    esac
+    echo "$i $name $p $res" >> "$runs"
     i=$((i + 1))
   done
-  echo "$bp $bt"
-}
+  r=$((r + 1))
+done
 rows=""
-add_row() {  # NAME MODEL-PATH "pp tg"
-  bw2=$(bw_once)
-  bw=$(echo "$bw $bw2" | awk '{print ($1 > $2) ? $1 : $2}')
-  # weight bytes + the KV cache at the mean depth 576 (30 layers, 3 KV heads, dim 64, K+V)
-  b=$("$PY" bench/bench_quant.py bytes "$2")
-  rows="$rows$1 $3 $((b + 30 * 3 * 64 * KVB * 2 * 576)) $bw
+i=1
+for p in $PATHS; do  # best of R per row; weight bytes + the KV cache at the mean depth 576
+  b=$("$PY" bench/bench_quant.py bytes "$p")  # (30 layers, 3 KV heads, dim 64, K and V)
+  rows="$rows$(awk -v i=$i -v kv=$((b + 30 * 3 * 64 * KVB * 2 * 576)) '$1 == i {
+    name = $2; if ($4 > pp) pp = $4; if ($5 > tg) tg = $5 } END { print name, pp, tg, kv }' "$runs")
 "
-}
-add_row "edgeforge-w4a16-g$G" "$W4" "$(ef_run "$W4")"
-add_row "edgeforge-w4a16-g$G+4-bit-lm_head" "$W4H" "$(ef_run "$W4H")"
-add_row "edgeforge-F32" "$OUT/smollm2-f32.gguf" "$(ef_run "$OUT/smollm2-f32.gguf")"
-add_row "edgeforge-F16" "$OUT/smollm2-f16.gguf" "$(ef_run "$OUT/smollm2-f16.gguf")"
-for q in q4_0 q4_k_m; do
-  lc=$("$PY" bench/bench_llamacpp.py "$OUT/smollm2-$q.gguf" "$T" 512 128 "$R")
-  lcv=$(echo "$lc" | awk '{print $5, $6}')
-  add_row "llama.cpp-$(echo $q | tr a-z A-Z)" "$OUT/smollm2-$q.gguf" "$(echo "$lc" | awk '{print $2, $4}')"
+  i=$((i + 1))
 done
 
 bw=$(echo "$bw $(bw_once)" | awk '{print ($1 > $2) ? $1 : $2}')
@@ -93,19 +99,20 @@ echo "### w4a16 inference, $T thread(s)"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), CPU: $cpu, $(nproc) cores visible, threads: $T,"
 echo "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset (libgomp default)}, $(OMP_NUM_THREADS=$T "$OUT/bench_omp"), load average at end: $(cut -d' ' -f1-3 /proc/loadavg)."
-echo "Command: \`EDGEFORGE=$BIN bench/bench_quant.sh $T $R\` (best of $R; prefill = 512-token"
+echo "Command: \`EDGEFORGE=$BIN bench/bench_quant.sh $T $R\` (best of $R rounds, the engines taking turns"
+echo "within each; prefill = 512-token"
 echo "prompt in one batch, decode = 128 tokens after it; edgeforge's KV cache $KV, llama.cpp's f16;"
 echo "llama.cpp: $lcv, n_batch 512)."
 echo "Ratios are w4a16 / that row. Roofline = read bandwidth (bench/bench_bw.c, $T threads, best of"
-echo "the measurements taken before each row and after the last: $bw GB/s, the same for every row) /"
+echo "the measurements taken before each round and after the last: $bw GB/s, the same for every row) /"
 echo "bytes per decode token (weights as stored, g_idx and an untied embedding excluded, + the $KV KV cache at the mean"
-echo "depth 576 for every row). The read-BW column is the best up to that row."
+echo "depth 576 for every row)."
 echo
-echo "| engine, weights | pp512 t/s | w4a16 ÷ row | tg128 t/s | w4a16 ÷ row | bytes/token | read BW | decode % of roofline |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| engine, weights | pp512 t/s | w4a16 ÷ row | tg128 t/s | w4a16 ÷ row | bytes/token | decode % of roofline |"
+echo "|---|---|---|---|---|---|---|"
 printf "%s" "$rows" | awk -v bw="$bw" 'NR == 1 { pp0 = $2; tg0 = $3 } {
-  printf "| %s | %.1f | %.2fx | %.2f | %.2fx | %.0f MB | %.1f GB/s | %.0f %% |\n",
-    $1, $2, pp0 / $2, $3, tg0 / $3, $4 / 1e6, $5, 100 * $3 * $4 / (bw * 1e9) }'
+  printf "| %s | %.1f | %.2fx | %.2f | %.2fx | %.0f MB | %.0f %% |\n",
+    $1, $2, pp0 / $2, $3, tg0 / $3, $4 / 1e6, 100 * $3 * $4 / (bw * 1e9) }'
 echo
 [ -n "$qt" ] && echo "GPTQ of the whole model (group $G, $NS x $SL calibration tokens, $T threads): $qt s wall." && echo
 
