@@ -25,7 +25,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,10 +41,19 @@ static int cpu_has_f16c(void) {
     return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
 }
 
+// Asked once: CPUID traps to the hypervisor in a virtual machine (4.4 us per call on the
+// 2-core VM of bench/RESULTS.md), and the decode path asks ~6 times per layer, which cost
+// ~0.8 ms of a ~10 ms SmolLM2 token. Concurrent first calls store the same value.
 QmatIsa qmatmul_isa_detect(void) {
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
-        return QMAT_ISA_AVX2;
-    return QMAT_ISA_PORTABLE;
+    static _Atomic int cached = -1;
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()
+                ? QMAT_ISA_AVX2
+                : QMAT_ISA_PORTABLE;
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return (QmatIsa)v;
 }
 
 Status qmatmul_check(const GptqPacked *w) {
@@ -103,6 +114,32 @@ AVX2_TARGET static int32_t quant_rows_avx2(uint32_t *xq, const float *x, int64_t
     return l[0] + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7];
 }
 
+// max |x[i]| over [0, n), AVX2; *finite = false when x has a NaN or an infinity (the lanes'
+// max skips NaN, so NaN is detected on its own). fmaxf in the scalar loop was a libm call per
+// input, 17 % of a 192 x 576 GEMV.
+AVX2_TARGET static float absmax_avx2(const float *x, int64_t n, bool *finite) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i));
+        m = _mm256_max_ps(m, v);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    float l[8], amax = 0.0f;
+    _mm256_storeu_ps(l, m);
+    for (int j = 0; j < 8; j++)
+        amax = l[j] > amax ? l[j] : amax;
+    bool ok = _mm256_movemask_ps(bad) == 0;
+    for (; i < n; i++) {
+        const float v = fabsf(x[i]);
+        ok &= v == v;
+        amax = v > amax ? v : amax;
+    }
+    *finite = ok && amax <= FLT_MAX;
+    return amax;
+}
+
 // The activations of the AVX2 decode kernel (c set up, contiguous groups): per group, x
 // (gathered into packed order) scaled to int16 by its absolute maximum, xi = rint(x * 32767 /
 // max|x|), so that group g's part of the product is computed exactly in int32,
@@ -121,13 +158,20 @@ static bool gemv_setup_i16(GemvCtx *c, float *scr, const float *x) {
     if (rpg * 8 > 2048) return false; // int32 sums: 2048 * 32767 * 16 < 2^31
     for (int64_t g = 0; g < w->G; g++) {
         const int64_t k0 = g * rpg * 8, k1 = MIN(K, k0 + rpg * 8);
-        float amax = 0.0f, nf = 0.0f; // nf: 0, or NaN when x has a NaN or infinity
-        for (int64_t k = k0; k < k1; k++) {
-            const float v = x[w->k_perm ? w->k_perm[k] : k];
-            amax = fmaxf(amax, fabsf(v)); // (fmaxf skips NaN: nf catches it)
-            nf += v * 0.0f;
+        float amax = 0.0f;
+        bool finite = true;
+        if (!w->k_perm) {
+            amax = absmax_avx2(x + k0, k1 - k0, &finite);
+        } else {
+            float nf = 0.0f; // 0, or NaN when x has a NaN or infinity
+            for (int64_t k = k0; k < k1; k++) {
+                const float v = fabsf(x[w->k_perm[k]]);
+                amax = v > amax ? v : amax; // (skips NaN: nf catches it)
+                nf += v * 0.0f;
+            }
+            finite = nf == 0.0f && amax <= FLT_MAX;
         }
-        if (!isfinite(amax) || nf != 0.0f) return false;
+        if (!finite) return false;
         const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
         xsc[g] = amax / 32767.0f;
         int32_t sum = 0;
