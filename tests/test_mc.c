@@ -9,6 +9,7 @@
 #include "core/fileio.h"
 #include "eval/encode_pair.h"
 #include "eval/eval.h"
+#include "eval/eval_cache.h"
 #include "model/infer.h"
 #include "model/llama.h"
 #include "eval/mc.h"
@@ -469,6 +470,154 @@ static void test_cli_eval(void **s) {
     free(out);
 }
 
+// --cache: a run stopped after 2 documents per task and started again with --limit 4
+// computes only the rest and writes the per-document log-likelihoods of a run without the
+// cache, up to float32 rounding (a batch of other documents shares another context prefix
+// and feeds the GEMMs other row counts: the same holds between two --batch sizes); a
+// cut-off last line (a kill mid-write) is dropped with a warning; other settings are refused.
+static void test_cli_eval_cache(void **s) {
+    (void)s;
+    const char *cache = "/tmp/ef_test_mc.cache", *s1 = "/tmp/ef_test_mc_s1.jsonl",
+               *s2 = "/tmp/ef_test_mc_s2.jsonl";
+    unlink(cache);
+    char *out;
+    int rc = run_cli("eval " STORIES " --tasks arc_easy,winogrande --limit 2 -t 1 --cache "
+                     "/tmp/ef_test_mc.cache",
+                     &out);
+    if (rc != 0) fail_msg("eval failed (%d): %s", rc, out);
+    free(out);
+    char *text;
+    size_t n;
+    assert_int_equal(file_read_all(cache, &text, &n), STATUS_OK);
+    assert_true(strncmp(text, "edgeforge-eval-cache 1 bos=0 window=", 36) == 0);
+    int lines = 0;
+    for (size_t i = 0; i < n; i++)
+        lines += text[i] == '\n';
+    assert_int_equal(lines, 1 + 2 * 4 + 2 * 2); // header, arc_easy 2 x 4 choices, winogrande
+    // the kill: half of the last line
+    assert_int_equal(truncate(cache, (off_t)(n - 10)), 0);
+    free(text);
+    rc = run_cli("eval " STORIES " --tasks arc_easy,winogrande --limit 4 -t 1 --cache "
+                 "/tmp/ef_test_mc.cache --log-samples /tmp/ef_test_mc_s1.jsonl",
+                 &out);
+    if (rc != 0) fail_msg("eval failed (%d): %s", rc, out);
+    assert_non_null(strstr(out, "dropping a last line cut off"));
+    assert_non_null(strstr(out, "2 documents from the cache")); // arc_easy
+    assert_non_null(strstr(out, "1 documents from the cache")); // winogrande lost its last
+    free(out);
+    assert_int_equal(run_cli("eval " STORIES " --tasks arc_easy,winogrande --limit 4 -t 1 "
+                             "--log-samples /tmp/ef_test_mc_s2.jsonl",
+                             &out),
+                     0);
+    free(out);
+    char *a, *b;
+    size_t na, nb;
+    assert_int_equal(file_read_all(s1, &a, &na), STATUS_OK);
+    assert_int_equal(file_read_all(s2, &b, &nb), STATUS_OK);
+    char *sa = NULL, *sb = NULL;
+    int docs = 0;
+    double worst = 0;
+    for (char *la = strtok_r(a, "\n", &sa), *lb = strtok_r(b, "\n", &sb); la || lb;
+         la = strtok_r(NULL, "\n", &sa), lb = strtok_r(NULL, "\n", &sb), docs++) {
+        assert_true(la && lb);
+        json_t *ja = json_loads(la, 0, NULL), *jb = json_loads(lb, 0, NULL);
+        assert_true(ja && jb);
+        json_t *xa = json_object_get(ja, "lls"), *xb = json_object_get(jb, "lls");
+        assert_int_equal(json_array_size(xa), json_array_size(xb));
+        assert_true(json_array_size(xa) >= 2);
+        for (size_t k = 0; k < json_array_size(xa); k++) {
+            double va = json_number_value(json_array_get(xa, k));
+            double vb = json_number_value(json_array_get(xb, k));
+            worst = fmax(worst, fabs(va - vb) / fmax(1.0, fabs(vb)));
+        }
+        assert_true(json_equal(json_object_get(ja, "acc"), json_object_get(jb, "acc")));
+        json_decref(ja);
+        json_decref(jb);
+    }
+    assert_int_equal(docs, 8);
+    print_message("resumed vs uninterrupted run: worst relative |dLL| %.3g\n", worst);
+    assert_true(worst < 1e-5);
+    free(a);
+    free(b);
+    // the same file with BOS: refused, nothing run
+    assert_int_equal(run_cli("eval " STORIES " --tasks arc_easy --limit 4 -t 1 --add-bos "
+                             "--cache /tmp/ef_test_mc.cache",
+                             &out),
+                     1);
+    assert_non_null(strstr(out, "written with other settings"));
+    free(out);
+    unlink(cache);
+    unlink(s1);
+    unlink(s2);
+}
+
+// The cache file's parser and table: entries round-trip exactly (hex floats), a cut-off last
+// line is not an entry, malformed lines and other settings are errors naming the file/line.
+static void test_eval_cache_parse(void **s) {
+    (void)s;
+    const char *id = "m.gguf (10 bytes)";
+    const char *ok = "edgeforge-eval-cache 1 bos=0 window=64 model=m.gguf (10 bytes)\n"
+                     "00000000000000ab -0x1.8p+1 1\n"
+                     "00000000000000cd -inf 0\n"
+                     "00000000000000ab -0x1p-1074 0\n" // a repeated key: the last line wins
+                     "00000000000000ef -0x1.0";        // cut off by a kill
+    EvalCache c = {0};
+    size_t whole;
+    assert_int_equal(eval_cache_parse(&c, ok, strlen(ok), "f", id, false, 64, &whole), STATUS_OK);
+    assert_int_equal(whole, strlen(ok) - strlen("00000000000000ef -0x1.0"));
+    assert_int_equal(c.n, 2);
+    double ll;
+    bool g;
+    assert_true(eval_cache_get(&c, 0xcd, &ll, &g));
+    assert_true(isinf(ll) && ll < 0 && !g);
+    assert_true(eval_cache_get(&c, 0xab, &ll, &g));
+    assert_true(ll == -0x1p-1074 && !g);
+    assert_false(eval_cache_get(&c, 0xef, &ll, &g));
+    for (uint64_t k = 1; k <= 5000; k++) // growth and probing
+        assert_int_equal(eval_cache_put(&c, k * 0x9E3779B97F4A7C15ULL, -(double)k, k % 2),
+                         STATUS_OK);
+    for (uint64_t k = 1; k <= 5000; k++) {
+        assert_true(eval_cache_get(&c, k * 0x9E3779B97F4A7C15ULL, &ll, &g));
+        assert_true(ll == -(double)k && g == (k % 2 == 1));
+    }
+    eval_cache_close(&c);
+    const struct {
+        const char *text, *msg;
+    } bad[] = {
+        {"hello\n", "'f' is not an edgeforge eval cache"},
+        {"edgeforge-eval-cache 1 bos=1 window=64 model=m.gguf (10 bytes)\n", "other settings"},
+        {"edgeforge-eval-cache 1 bos=0 window=32 model=m.gguf (10 bytes)\n", "other settings"},
+        {"edgeforge-eval-cache 1 bos=0 window=64 model=n.gguf (10 bytes)\n", "other settings"},
+        {"edgeforge-eval-cache 1 bos=0 window=64 model=m.gguf (10 bytes)\n"
+         "00000000000000ab -0x1.8p+1 1\n00000000000000ab 0x1p+1 1\n",
+         "'f' line 3"}, // a positive log-likelihood
+        {"edgeforge-eval-cache 1 bos=0 window=64 model=m.gguf (10 bytes)\n"
+         "00000000000000AB -1 1\n",
+         "'f' line 2"}, // upper-case hex
+        {"edgeforge-eval-cache 1 bos=0 window=64 model=m.gguf (10 bytes)\n"
+         "00000000000000ab nan 1\n",
+         "'f' line 2"},
+        {"edgeforge-eval-cache 1 bos=0 window=64 model=m.gguf (10 bytes)\n"
+         "00000000000000ab -1 2\n",
+         "'f' line 2"},
+        {"edgeforge-eval-cache 1 bos=0 window=64 model=m.gguf (10 bytes)\n"
+         "0000000000000000 -1 1\n",
+         "'f' line 2"}, // key 0 is never written
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        memset(&c, 0, sizeof c);
+        Status st =
+            eval_cache_parse(&c, bad[i].text, strlen(bad[i].text), "f", id, false, 64, NULL);
+        if (st != STATUS_ERR_FORMAT || !strstr(status_msg(), bad[i].msg))
+            fail_msg("case %zu: %d %s", i, (int)st, status_msg());
+        eval_cache_close(&c);
+    }
+    // keys: the same tokens give the same key, a moved boundary another
+    int32_t a[4] = {5, 6, 7, 8};
+    assert_true(eval_cache_key(a, 2, a + 2, 2) == eval_cache_key(a, 2, a + 2, 2));
+    assert_true(eval_cache_key(a, 2, a + 2, 2) != eval_cache_key(a, 3, a + 3, 1));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_argmax_numpy),
@@ -480,6 +629,8 @@ int main(void) {
         cmocka_unit_test(test_results_writers),
         cmocka_unit_test(test_eval_vs_unshared_ref),
         cmocka_unit_test(test_cli_eval),
+        cmocka_unit_test(test_eval_cache_parse),
+        cmocka_unit_test(test_cli_eval_cache),
     };
     return cmocka_run_group_tests_name("mc", tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #ifdef _OPENMP
 #include <cblas.h>
@@ -95,7 +96,7 @@ static void log_samples(FILE *f, const Task *t, const McDocScore *sc, const doub
 }
 
 typedef struct {
-    const char *tasks, *out, *md, *data_dir, *tokenizer, *dtype, *samples;
+    const char *tasks, *out, *md, *data_dir, *tokenizer, *dtype, *samples, *cache;
     int64_t limit;
     int num_fewshot, batch, threads, max_length;
     bool add_bos;
@@ -115,6 +116,8 @@ int cmd_eval(int argc, char **argv) {
         {"log-samples", 0, ARG_STRING, &a.samples, "write per-document log-likelihoods (JSONL)", 0,
          0},
         {"add-bos", 0, ARG_FLAG, &a.add_bos, "prepend BOS to every request (default off)", 0, 0},
+        {"cache", 0, ARG_STRING, &a.cache,
+         "reuse and record request log-likelihoods in FILE (a stopped run resumes)", 0, 0},
         {"data-dir", 0, ARG_STRING, &a.data_dir, "benchmark data (default data/benchmarks)", 0, 0},
         {"max-length", 0, ARG_INT, &a.max_length, "request window (default: model context)", 2,
          1 << 24},
@@ -166,6 +169,25 @@ int cmd_eval(int argc, char **argv) {
     eo.add_bos = a.add_bos;
     eo.batch = a.batch;
     eo.max_length = a.max_length;
+    EvalCache cache = {0};
+    if (rc == 0 && a.cache) {
+        // what decides the numbers besides the requests: the model file, the weight dtype
+        // (BOS and the window are in the header too)
+        char id[1200];
+        struct stat sb;
+        char *real = realpath(ap.pos[0], NULL);
+        snprintf(id, sizeof id, "%s (%lld bytes%s%s)", real ? real : ap.pos[0],
+                 stat(ap.pos[0], &sb) == 0 && S_ISREG(sb.st_mode) ? (long long)sb.st_size : -1LL,
+                 a.dtype ? ", --dtype " : "", a.dtype ? a.dtype : "");
+        free(real);
+        int window = a.max_length > 0        ? a.max_length
+                     : m.cfg.max_seq_len > 0 ? m.cfg.max_seq_len
+                                             : 2048;
+        if (eval_cache_open(&cache, a.cache, id, a.add_bos, window) != STATUS_OK)
+            rc = cli_fail(NULL);
+        else
+            eo.cache = &cache;
+    }
     McResult *rows = NULL;
     int n_rows = 0;
     double t0 = time_now();
@@ -202,10 +224,14 @@ int cmd_eval(int argc, char **argv) {
             double secs = time_now() - t_task, nd = t->n_docs > 0 ? (double)t->n_docs : 1.0;
             if (task_has_acc_norm(t->kind))
                 snprintf(norm, sizeof(norm), ", acc_norm %.4f", acc_norm / nd);
+            char from_cache[48] = "";
+            if (es.cached)
+                snprintf(from_cache, sizeof(from_cache), "; %lld documents from the cache",
+                         (long long)es.cached);
             snprintf(extra, sizeof(extra),
-                     "acc %.4f%s; %lld tokens, %lld logit rows, %.0f tokens/s", acc / nd, norm,
+                     "acc %.4f%s; %lld tokens, %lld logit rows, %.0f tokens/s%s", acc / nd, norm,
                      (long long)es.tokens, (long long)es.logit_rows,
-                     secs > 0 ? (double)es.tokens / secs : 0.0);
+                     secs > 0 ? (double)es.tokens / secs : 0.0, from_cache);
             progress_finish(&p, extra);
             mc_task_results(&rows, &n_rows, t, sc, per_subj, n_orig);
             if (samples.f) log_samples(samples.f, t, sc, lls, greedy);
@@ -243,6 +269,7 @@ int cmd_eval(int argc, char **argv) {
             atomic_file_abort(&samples);
     }
     free(rows);
+    eval_cache_close(&cache);
     for (int i = 0; i < n_tasks; i++)
         task_release(&tasks[i]);
     model_release(&m);

@@ -23,7 +23,7 @@
 #define EVAL_MIN_PREFIX 4
 
 EvalOptions eval_options_default(void) {
-    EvalOptions o = {.add_bos = false, .batch = 32, .max_length = 0};
+    EvalOptions o = {.add_bos = false, .batch = 32, .max_length = 0, .cache = NULL};
     return o;
 }
 
@@ -364,20 +364,52 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
         for (int i = 0; i < n_seqs; i++)
             scratch[i] = xmalloc((size_t)(max_len + 1) * sizeof(int32_t));
     }
-    // 3. batches of consecutive documents of one kind
+    // 3. the cache: documents whose every request it holds are done
+    uint64_t *keys = NULL;
+    bool *done = xcalloc((size_t)(t->n_docs > 0 ? t->n_docs : 1), sizeof(bool));
+    if (s == STATUS_OK && o->cache) {
+        keys = xmalloc((size_t)(n_req > 0 ? n_req : 1) * sizeof(uint64_t));
+        for (int dd = 0; dd < t->n_docs; dd++) {
+            bool all = true;
+            for (int64_t q = off[dd]; q < off[dd + 1]; q++) {
+                const EvalPair *p = &pairs[q];
+                int dr = drop[dd] >= 0 ? drop[dd] : drop_req[q];
+                keys[q] = eval_cache_key(p->ctx + dr, p->n_ctx - dr, p->cont, p->n_cont);
+                double ll;
+                bool g;
+                all = all && eval_cache_get(o->cache, keys[q], &ll, &g);
+            }
+            // a document is taken whole or run whole (the runner adds to ll[q] from 0)
+            for (int64_t q = off[dd]; all && q < off[dd + 1]; q++)
+                (void)eval_cache_get(o->cache, keys[q], &r.ll[q], &r.greedy[q]);
+            done[dd] = all;
+            r.stats.cached += all;
+        }
+    }
+    // 4. batches of consecutive documents of one kind, not done
     int d = 0;
     while (s == STATUS_OK && d < t->n_docs) {
+        if (done[d]) {
+            d++;
+            continue;
+        }
         bool indep = drop[d] < 0;
         int per = docs;
         int d1 = d + 1;
-        while (d1 < t->n_docs && d1 - d < per && (drop[d1] < 0) == indep)
+        while (d1 < t->n_docs && d1 - d < per && (drop[d1] < 0) == indep && !done[d1])
             d1++;
         s = indep ? score_independent(&r, drop_req, off[d], off[d1], scratch)
                   : score_shared(&r, t, off, drop, d, d1);
+        for (int64_t q = off[d]; s == STATUS_OK && keys && q < off[d1]; q++)
+            if (r.ll[q] == r.ll[q]) // (a NaN is not worth keeping)
+                s = eval_cache_put(o->cache, keys[q], r.ll[q], r.greedy[q]);
+        if (s == STATUS_OK && keys) s = eval_cache_flush(o->cache);
         d = d1;
         if (prog) progress_update(prog, d, NULL);
     }
-    // 4. lm-eval's per-document metrics
+    free(keys);
+    free(done);
+    // 5. lm-eval's per-document metrics
     for (int i = 0; s == STATUS_OK && i < t->n_docs; i++) {
         const TaskDoc *doc = &t->docs[i];
         mc_score_doc(&scores[i], r.ll + off[i], r.greedy + off[i], doc->choices, doc->n_choices,

@@ -34,16 +34,19 @@
 
 #include "core/log.h"
 #include "core/status.h"
+#include "eval/eval_cache.h"
 #include "eval/mc.h"
 #include "eval/tasks.h"
 #include "model/llama.h"
 
 typedef struct {
-    bool add_bos;   // prepend BOS to every request (lm-eval add_bos_token; default off)
-    int batch;      // questions scored together, >= 1 (fewer when their KV caches would
-                    // pass 1 GiB)
-    int max_length; // request window in tokens; 0: the model's max_seq_len (lm-eval's
-                    // max_length comes from the model config the same way)
+    bool add_bos;     // prepend BOS to every request (lm-eval add_bos_token; default off)
+    int batch;        // questions scored together, >= 1 (fewer when their KV caches would
+                      // pass 1 GiB)
+    int max_length;   // request window in tokens; 0: the model's max_seq_len (lm-eval's
+                      // max_length comes from the model config the same way)
+    EvalCache *cache; // NULL, or computed requests to reuse and record (eval_cache.h): the
+                      // documents whose every request is there are not run again
 } EvalOptions;
 
 EvalOptions eval_options_default(void);
@@ -53,6 +56,7 @@ typedef struct {
     int64_t tokens;     // tokens run through the model (contexts once, shared prefixes once)
     int64_t logit_rows; // positions whose logits were computed
     int64_t forwards;   // infer_forward calls
+    int64_t cached;     // documents taken from EvalOptions.cache
 } EvalStats;
 
 // Scores every document of `t` with `m` (which must carry a tokenizer). Writes scores
