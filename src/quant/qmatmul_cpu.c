@@ -690,9 +690,55 @@ void qmatmul_gemv(float *y, const float *x, const GptqPacked *w, QmatIsa isa) {
 
 /* ---- GEMM: dequantize blocks of W, then sgemm ---------------------------------------- */
 
+// Row n of W (K inputs, file order, groups of gsz inputs in order, gsz % 8 == 0), AVX2: per
+// word row the 8 codes by one variable shift, then s_gn * (q - z_gn) as the scalar loop
+// computes it (exact in float), 8 at a time.
+AVX2_TARGET static void dequant_row_avx2(float *dst, const GptqPacked *w, int64_t n, int64_t gsz) {
+    const int64_t K = w->K, N = w->N, K8 = K / 8, zc = gptq_qzeros_cols(N, 4);
+    const __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), m15 = _mm256_set1_epi32(15);
+    for (int64_t g = 0; g < w->G; g++) {
+        const __m256 vs = _mm256_set1_ps(fp16_to_f32(w->scales[g * N + n]));
+        const int z = (int)((w->qzeros[g * zc + n / 8] >> (4 * (n % 8))) & 15) + 1;
+        const __m256i vz = _mm256_set1_epi32(z);
+        const int64_t r1 = MIN((g + 1) * gsz / 8, K8);
+        for (int64_t r = g * gsz / 8; r < r1; r++) {
+            const __m256i q = _mm256_and_si256(
+                _mm256_srlv_epi32(_mm256_set1_epi32((int)w->qweight[r * N + n]), sh), m15);
+            _mm256_storeu_ps(dst + 8 * r,
+                             _mm256_mul_ps(vs, _mm256_cvtepi32_ps(_mm256_sub_epi32(q, vz))));
+        }
+    }
+    for (int64_t k = K8 * 8; k < K; k++) { // a last partial word row
+        const int64_t g = k / gsz;
+        const int q = (int)((w->qweight[(k / 8) * N + n] >> (4 * (k % 8))) & 15);
+        const int z = (int)((w->qzeros[g * zc + n / 8] >> (4 * (n % 8))) & 15) + 1;
+        dst[k] = fp16_to_f32(w->scales[g * N + n]) * (float)(q - z);
+    }
+}
+
+// The group size when g_idx is the plain k / gsz with gsz % 8 == 0 in file order (no
+// act-order, or static groups), else 0.
+static int64_t plain_group_size(const GptqPacked *w) {
+    if (w->k_perm) return 0;
+    const int64_t gsz = w->G == 1 ? (w->K + 7) / 8 * 8 : w->group_size;
+    if (gsz <= 0 || gsz % 8 != 0 || w->G * gsz < w->K) return 0;
+    int bad = 0;
+    for (int64_t k = 0; k < w->K; k++)
+        bad |= w->g_idx[k] != (int32_t)(k / gsz);
+    return bad ? 0 : gsz;
+}
+
 // Wb (n1 - n0, K) = dequantized rows n0..n1 of W (exact in float).
-static void dequant_block(float *Wb, const GptqPacked *w, int64_t n0, int64_t n1) {
+static void dequant_block(float *Wb, const GptqPacked *w, int64_t n0, int64_t n1, QmatIsa isa) {
     const int64_t K = w->K, N = w->N, zc = gptq_qzeros_cols(N, 4);
+    const int64_t gsz =
+        isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() == QMAT_ISA_AVX2 ? plain_group_size(w) : 0;
+    if (gsz) {
+#pragma omp parallel for schedule(static)
+        for (int64_t n = n0; n < n1; n++)
+            dequant_row_avx2(Wb + (n - n0) * K, w, n, gsz);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t n = n0; n < n1; n++) {
         float *dst = Wb + (n - n0) * K;
@@ -716,7 +762,7 @@ void qmatmul_isa(float *y, const float *x, int64_t M, const GptqPacked *w, float
     const int64_t nb = gemm_block_cols(w);
     for (int64_t n0 = 0; n0 < N; n0 += nb) {
         const int64_t n1 = MIN(n0 + nb, N);
-        dequant_block(scratch, w, n0, n1);
+        dequant_block(scratch, w, n0, n1, isa);
         // y[:, n0:n1] (M, n1-n0) = x (M, K) . Wb^T
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)(n1 - n0), (int)K, 1.0f,
                     x, (int)K, scratch, (int)K, 0.0f, y + n0, (int)N);
