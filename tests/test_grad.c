@@ -336,11 +336,11 @@ static void test_attention_grad(void **state) {
     free(c.v);
 }
 
-static void test_attention_vs_ref(void **state) {
-    (void)state;
+// Optimized (sgemm, causal row blocks of 128) vs naive: odd sizes in one block, and a
+// sequence of 300 positions in three blocks (the last ragged).
+static void attention_vs_ref_case(int B, int T, int H, int KVH, int HD, uint64_t seed) {
     Rng r;
-    rng_seed(&r, 55);
-    int B = 2, T = 13, H = 6, KVH = 2, HD = 7; // odd sizes
+    rng_seed(&r, seed);
     int64_t nq = (int64_t)B * T * H * HD, nk = (int64_t)B * T * KVH * HD,
             np = (int64_t)B * H * T * T;
     float *q = rand_f(&r, nq, 1.0), *k = rand_f(&r, nk, 1.0), *v = rand_f(&r, nk, 1.0);
@@ -372,6 +372,12 @@ static void test_attention_vs_ref(void **state) {
     free(p1);
     free(p2);
     free(dp);
+}
+
+static void test_attention_vs_ref(void **state) {
+    (void)state;
+    attention_vs_ref_case(2, 13, 6, 2, 7, 55);
+    attention_vs_ref_case(1, 300, 3, 1, 16, 56);
 }
 
 /* ---- SwiGLU, residual, embedding ----------------------------------------------------- */

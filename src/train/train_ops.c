@@ -309,6 +309,10 @@ void attention_backward_ref(float *dq, float *dk, float *dv, float *dprobs, cons
 // is wasted work, but sgemm is far faster than the loops above), then a row softmax over
 // the causal prefix; the probabilities above the diagonal are exact zeros, so P V needs
 // no mask. Q_h is a strided view: row stride H*HD.
+// Rows of the causal attention GEMMs per block: with T = 512 the blocks do 5/8 of the full
+// T x T products (the rest lies above the diagonal, masked).
+#define ATTN_ROW_BLOCK 128
+
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int T, int H, int KVH, int HD) {
     int group = H / KVH, qs = H * HD, ks = KVH * HD;
@@ -320,8 +324,12 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
             const float *kb = k + (int64_t)b * T * ks + kh * HD;
             const float *vb = v + (int64_t)b * T * ks + kh * HD;
             float *p = probs + ((int64_t)b * H + h) * T * T;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, scale, qb, qs, kb, ks,
-                        0.0f, p, T);
+            // causal: row block [r0, r1) needs keys [0, r1) only (the rest is masked)
+            for (int r0 = 0; r0 < T; r0 += ATTN_ROW_BLOCK) {
+                int r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, HD, scale,
+                            qb + (int64_t)r0 * qs, qs, kb, ks, 0.0f, p + (int64_t)r0 * T, T);
+            }
 #pragma omp parallel for if ((int64_t)T * T > 65536)
             for (int t = 0; t < T; t++) {
                 float *row = p + (int64_t)t * T;
@@ -333,8 +341,12 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
                 for (int t2 = t + 1; t2 < T; t2++)
                     row[t2] = 0.0f;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, p, T, vb, ks,
-                        0.0f, out + (int64_t)b * T * qs + h * HD, qs);
+            float *ob = out + (int64_t)b * T * qs + h * HD;
+            for (int r0 = 0; r0 < T; r0 += ATTN_ROW_BLOCK) { // O = P V over keys [0, r1)
+                int r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, HD, r1, 1.0f,
+                            p + (int64_t)r0 * T, T, vb, ks, 0.0f, ob + (int64_t)r0 * qs, qs);
+            }
         }
 }
 
@@ -349,12 +361,19 @@ void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const fl
             int64_t qo = (int64_t)b * T * qs + h * HD, ko = (int64_t)b * T * ks + kh * HD;
             const float *p = probs + ((int64_t)b * H + h) * T * T;
             float *dp = dprobs + ((int64_t)b * H + h) * T * T;
-            // dV (T, HD) += P^T dO
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, p, T, dout + qo,
-                        qs, 1.0f, dv + ko, ks);
-            // dP (T, T) = dO V^T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dout + qo, qs,
-                        v + ko, ks, 0.0f, dp, T);
+            // Causal blocks: P and dS are zero above the diagonal, so a block of rows [r0, r1)
+            // needs columns [0, r1) and a block of columns [r0, r1) rows [r0, T).
+            for (int r0 = 0; r0 < T; r0 += ATTN_ROW_BLOCK) {
+                int r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
+                // dV[r0:r1] (HD) += P[r0:T, r0:r1]^T dO[r0:T]
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, HD, T - r0, 1.0f,
+                            p + (int64_t)r0 * T + r0, T, dout + qo + (int64_t)r0 * qs, qs, 1.0f,
+                            dv + ko + (int64_t)r0 * ks, ks);
+                // dP[r0:r1, 0:r1] = dO[r0:r1] V[0:r1]^T
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, HD, 1.0f,
+                            dout + qo + (int64_t)r0 * qs, qs, v + ko, ks, 0.0f,
+                            dp + (int64_t)r0 * T, T);
+            }
             // dS = P (dP - sum_j P dP) * scale, zero above the diagonal
 #pragma omp parallel for if ((int64_t)T * T > 65536)
             for (int t = 0; t < T; t++) {
@@ -368,11 +387,16 @@ void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const fl
                 for (int t2 = t + 1; t2 < T; t2++)
                     dr[t2] = 0.0f;
             }
-            // dQ (T, HD) += dS K ; dK (T, HD) += dS^T Q
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, dp, T, k + ko,
-                        ks, 1.0f, dq + qo, qs);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, dp, T, q + qo, qs,
-                        1.0f, dk + ko, ks);
+            for (int r0 = 0; r0 < T; r0 += ATTN_ROW_BLOCK) {
+                int r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
+                // dQ[r0:r1] += dS[r0:r1, 0:r1] K[0:r1] ; dK[r0:r1] += dS[r0:T, r0:r1]^T Q[r0:T]
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, HD, r1, 1.0f,
+                            dp + (int64_t)r0 * T, T, k + ko, ks, 1.0f, dq + qo + (int64_t)r0 * qs,
+                            qs);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, HD, T - r0, 1.0f,
+                            dp + (int64_t)r0 * T + r0, T, q + qo + (int64_t)r0 * qs, qs, 1.0f,
+                            dk + ko + (int64_t)r0 * ks, ks);
+            }
         }
 }
 
