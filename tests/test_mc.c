@@ -612,6 +612,17 @@ static void test_eval_cache_parse(void **s) {
             fail_msg("case %zu: %d %s", i, (int)st, status_msg());
         eval_cache_close(&c);
     }
+    // a file in use by another run (here: another open of it) is refused
+    const char *path = "/tmp/ef_test_mc_lock.cache";
+    unlink(path);
+    EvalCache c1, c2;
+    assert_int_equal(eval_cache_open(&c1, path, id, false, 64), STATUS_OK);
+    assert_int_equal(eval_cache_open(&c2, path, id, false, 64), STATUS_ERR_IO);
+    assert_non_null(strstr(status_msg(), "is in use by another run"));
+    eval_cache_close(&c1);
+    assert_int_equal(eval_cache_open(&c2, path, id, false, 64), STATUS_OK); // released
+    eval_cache_close(&c2);
+    unlink(path);
     // keys: the same tokens give the same key, a moved boundary another
     int32_t a[4] = {5, 6, 7, 8};
     assert_true(eval_cache_key(a, 2, a + 2, 2) == eval_cache_key(a, 2, a + 2, 2));

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "core/common.h"
@@ -147,13 +148,22 @@ Status eval_cache_open(EvalCache *c, const char *path, const char *model_id, boo
                        int window) {
     memset(c, 0, sizeof *c);
     c->path = xstrdup(path);
+    // open (creating) and lock first: two runs appending to one file would interleave
+    // their lines, so the second is refused while the first holds it
+    Status s = STATUS_OK;
+    c->f = fopen(path, "a");
+    if (!c->f)
+        s = fail(STATUS_ERR_IO, "cannot open eval cache '%s' for appending: %s", path,
+                 strerror(errno));
+    else if (flock(fileno(c->f), LOCK_EX | LOCK_NB) != 0)
+        s = fail(STATUS_ERR_IO, "eval cache '%s' is in use by another run (%s)", path,
+                 strerror(errno));
     char *buf = NULL;
     size_t n = 0, whole = 0;
-    if (path_is_file(path) && file_read_all(path, &buf, &n) != STATUS_OK) {
-        eval_cache_close(c);
-        return fail_context(STATUS_ERR_IO, "reading eval cache");
-    }
-    Status s = eval_cache_parse(c, buf ? buf : "", n, path, model_id, add_bos, window, &whole);
+    if (s == STATUS_OK && file_read_all(path, &buf, &n) != STATUS_OK)
+        s = fail_context(STATUS_ERR_IO, "reading eval cache");
+    if (s == STATUS_OK)
+        s = eval_cache_parse(c, buf ? buf : "", n, path, model_id, add_bos, window, &whole);
     free(buf);
     if (s != STATUS_OK) {
         eval_cache_close(c);
@@ -162,18 +172,11 @@ Status eval_cache_open(EvalCache *c, const char *path, const char *model_id, boo
     if (whole < n) {
         log_warn("eval cache '%s': dropping a last line cut off by an interrupted run (%zu bytes)",
                  path, n - whole);
-        if (truncate(path, (off_t)whole) != 0) {
+        if (ftruncate(fileno(c->f), (off_t)whole) != 0) { // (appends go to the new end)
             s = fail(STATUS_ERR_IO, "cannot truncate '%s': %s", path, strerror(errno));
             eval_cache_close(c);
             return s;
         }
-    }
-    c->f = fopen(path, "a");
-    if (!c->f) {
-        s = fail(STATUS_ERR_IO, "cannot open eval cache '%s' for appending: %s", path,
-                 strerror(errno));
-        eval_cache_close(c);
-        return s;
     }
     if (whole == 0) { // new file: the header first
         char *h = header_line(model_id, add_bos, window);

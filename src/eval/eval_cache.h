@@ -47,9 +47,10 @@ typedef struct {
 // Key of a request: its scored context tokens (after the left cut) and continuation tokens.
 uint64_t eval_cache_key(const int32_t *ctx, int n_ctx, const int32_t *cont, int n_cont);
 
-// Opens (creating it with its header when missing or empty) and reads the file. Errors:
-// STATUS_ERR_IO (cannot read / write), STATUS_ERR_FORMAT (not a cache file, a malformed line,
-// or a header for another model / BOS / window: the message names both).
+// Opens (creating it with its header when missing or empty), locks (flock, exclusive, until
+// eval_cache_close) and reads the file. Errors: STATUS_ERR_IO (cannot read / write, or
+// another run holds the lock), STATUS_ERR_FORMAT (not a cache file, a malformed line, or a
+// header for another model / BOS / window: the message names both).
 Status eval_cache_open(EvalCache *c, const char *path, const char *model_id, bool add_bos,
                        int window);
 // Parses a cache file's bytes (the fuzz target's entry point; name is for messages).
