@@ -180,10 +180,7 @@ int cmd_eval(int argc, char **argv) {
                  stat(ap.pos[0], &sb) == 0 && S_ISREG(sb.st_mode) ? (long long)sb.st_size : -1LL,
                  a.dtype ? ", --dtype " : "", a.dtype ? a.dtype : "");
         free(real);
-        int window = a.max_length > 0        ? a.max_length
-                     : m.cfg.max_seq_len > 0 ? m.cfg.max_seq_len
-                                             : 2048;
-        if (eval_cache_open(&cache, a.cache, id, a.add_bos, window) != STATUS_OK)
+        if (eval_cache_open(&cache, a.cache, id, a.add_bos, eval_window(&m, &eo)) != STATUS_OK)
             rc = cli_fail(NULL);
         else
             eo.cache = &cache;

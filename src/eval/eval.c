@@ -27,6 +27,10 @@ EvalOptions eval_options_default(void) {
     return o;
 }
 
+int eval_window(const Model *m, const EvalOptions *o) {
+    return o->max_length > 0 ? o->max_length : m->cfg.max_seq_len > 0 ? m->cfg.max_seq_len : 2048;
+}
+
 // Tokens appended to one sequence in one forward; rows want_from..n-1 get logits, and row
 // want_from + j predicts continuation token cont_start + j of every request in
 // [req_lo, req_hi) (several requests only for a shared context's last token).
@@ -265,9 +269,7 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
                  double *lls_out, bool *greedy_out, Progress *prog, EvalStats *stats) {
     if (!m->tok) return fail(STATUS_ERR_ARG, "model '%s' has no tokenizer", m->source);
     if (o->batch < 1) return fail(STATUS_ERR_ARG, "--batch must be >= 1");
-    int window = o->max_length > 0        ? o->max_length
-                 : m->cfg.max_seq_len > 0 ? m->cfg.max_seq_len
-                                          : 2048;
+    int window = eval_window(m, o);
     // 1. tokenize every request (lm-eval's _encode_pair)
     int64_t *off = xmalloc((size_t)(t->n_docs + 1) * sizeof(int64_t));
     off[0] = 0;
@@ -375,13 +377,13 @@ Status eval_task(const Model *m, const Task *t, const EvalOptions *o, McDocScore
                 const EvalPair *p = &pairs[q];
                 int dr = drop[dd] >= 0 ? drop[dd] : drop_req[q];
                 keys[q] = eval_cache_key(p->ctx + dr, p->n_ctx - dr, p->cont, p->n_cont);
-                double ll;
-                bool g;
-                all = all && eval_cache_get(o->cache, keys[q], &ll, &g);
+                all = all && eval_cache_get(o->cache, keys[q], &r.ll[q], &r.greedy[q]);
             }
-            // a document is taken whole or run whole (the runner adds to ll[q] from 0)
-            for (int64_t q = off[dd]; all && q < off[dd + 1]; q++)
-                (void)eval_cache_get(o->cache, keys[q], &r.ll[q], &r.greedy[q]);
+            // a document is taken whole or run whole: the runner adds to ll[q] from 0
+            for (int64_t q = off[dd]; !all && q < off[dd + 1]; q++) {
+                r.ll[q] = 0.0;
+                r.greedy[q] = true;
+            }
             done[dd] = all;
             r.stats.cached += all;
         }

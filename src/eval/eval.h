@@ -50,6 +50,8 @@ typedef struct {
 } EvalOptions;
 
 EvalOptions eval_options_default(void);
+// The request window eval_task uses: o->max_length, else the model's max_seq_len, else 2048.
+int eval_window(const Model *m, const EvalOptions *o);
 
 // What one eval_task call computed: for reports (tokens/s, FLOP estimates).
 typedef struct {

@@ -63,7 +63,6 @@ bool eval_cache_get(EvalCache *c, uint64_t key, double *ll, bool *greedy) {
         if (c->slots[j].key == key) {
             *ll = c->slots[j].ll;
             *greedy = c->slots[j].greedy;
-            c->hits++;
             return true;
         }
         j = (j + 1) & (c->cap - 1);
@@ -192,7 +191,6 @@ Status eval_cache_open(EvalCache *c, const char *path, const char *model_id, boo
 
 Status eval_cache_put(EvalCache *c, uint64_t key, double ll, bool greedy) {
     table_insert(c, key, ll, greedy);
-    c->added++;
     if (c->f && fprintf(c->f, "%016" PRIx64 " %a %d\n", key, ll, greedy ? 1 : 0) < 0)
         return fail(STATUS_ERR_IO, "cannot write eval cache '%s': %s", c->path, strerror(errno));
     return STATUS_OK;

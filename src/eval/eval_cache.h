@@ -41,7 +41,6 @@ typedef struct {
     FILE *f;               // open for appending; NULL for a cache parsed from memory
     EvalCacheEntry *slots; // open addressing, key 0 = empty (keys are never 0)
     size_t cap, n;         // cap: a power of two > 2 n
-    int64_t hits, added;   // lookups found / entries appended by this process
 } EvalCache;
 
 // Key of a request: its scored context tokens (after the left cut) and continuation tokens.

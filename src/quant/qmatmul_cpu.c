@@ -207,6 +207,21 @@ static bool gemv_setup_i16(GemvCtx *c, float *scr, const float *x) {
 // (gemv_setup_i16), else xp pre-scaled by 2^-4(k%8) and xg; for the portable ones xp and xg.
 // No division per input: the contiguity test walks the groups, and the common case (file
 // order, contiguous groups) fills xp and the group sums in one pass that vectorizes.
+// The group size when the groups are contiguous runs of whole word rows in packed order
+// (g_idx[k] = k / gsz with gsz % 8 == 0: no act-order, or act-order with static groups or
+// sorted), else 0. Walks the groups: no division per input.
+static int64_t contiguous_group_size(const GptqPacked *w) {
+    const int64_t K = w->K, gsz = w->G == 1 ? (K + 7) / 8 * 8 : w->group_size;
+    if (gsz <= 0 || gsz % 8 != 0 || w->G * gsz < K) return 0;
+    for (int64_t g = 0; g < w->G; g++) {
+        int bad = 0;
+        for (int64_t k = g * gsz; k < MIN(K, (g + 1) * gsz); k++)
+            bad |= w->g_idx[k] != (int32_t)g;
+        if (bad) return 0;
+    }
+    return gsz;
+}
+
 static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked *w, int avx2) {
     const int64_t K = w->K;
     c->w = w;
@@ -215,15 +230,9 @@ static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked 
     float *xp = scr, *xg = scr + c->R * 8;
     static const float pow2[8] = {1.0f,     0x1p-4f,  0x1p-8f,  0x1p-12f,
                                   0x1p-16f, 0x1p-20f, 0x1p-24f, 1.0f};
-    const int64_t gsz = w->G == 1 ? c->R * 8 : w->group_size;
-    bool contiguous = gsz > 0 && gsz % 8 == 0 && w->G * gsz >= K;
-    for (int64_t g = 0; contiguous && g < w->G; g++) {
-        int bad = 0;
-        for (int64_t k = g * gsz; k < MIN(K, (g + 1) * gsz); k++)
-            bad |= w->g_idx[k] != (int32_t)g;
-        contiguous = !bad;
-    }
-    c->rows_per_g = contiguous ? gsz / 8 : 0;
+    const int64_t gsz = contiguous_group_size(w);
+    const bool contiguous = gsz > 0;
+    c->rows_per_g = gsz / 8;
     c->xp = xp;
     c->xg = xg;
     c->i16 = false;
@@ -716,23 +725,13 @@ AVX2_TARGET static void dequant_row_avx2(float *dst, const GptqPacked *w, int64_
     }
 }
 
-// The group size when g_idx is the plain k / gsz with gsz % 8 == 0 in file order (no
-// act-order, or static groups), else 0.
-static int64_t plain_group_size(const GptqPacked *w) {
-    if (w->k_perm) return 0;
-    const int64_t gsz = w->G == 1 ? (w->K + 7) / 8 * 8 : w->group_size;
-    if (gsz <= 0 || gsz % 8 != 0 || w->G * gsz < w->K) return 0;
-    int bad = 0;
-    for (int64_t k = 0; k < w->K; k++)
-        bad |= w->g_idx[k] != (int32_t)(k / gsz);
-    return bad ? 0 : gsz;
-}
-
 // Wb (n1 - n0, K) = dequantized rows n0..n1 of W (exact in float).
 static void dequant_block(float *Wb, const GptqPacked *w, int64_t n0, int64_t n1, QmatIsa isa) {
     const int64_t K = w->K, N = w->N, zc = gptq_qzeros_cols(N, 4);
-    const int64_t gsz =
-        isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() == QMAT_ISA_AVX2 ? plain_group_size(w) : 0;
+    // the AVX2 rows write inputs in file order: contiguous groups, not sorted (k_perm)
+    const int64_t gsz = isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() == QMAT_ISA_AVX2 && !w->k_perm
+                            ? contiguous_group_size(w)
+                            : 0;
     if (gsz) {
 #pragma omp parallel for schedule(static)
         for (int64_t n = n0; n < n1; n++)

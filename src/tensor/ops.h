@@ -96,6 +96,10 @@ static inline int64_t ops_key_offset(int HD, int i, int p) {
     return (int64_t)(p / OPS_KEY_TILE) * HD * OPS_KEY_TILE + (int64_t)i * OPS_KEY_TILE +
            p % OPS_KEY_TILE;
 }
+// Element o of a KV cache of type t (DTYPE_F32 or DTYPE_F16) as float.
+static inline float ops_kv_get(const void *e, DType t, int64_t o) {
+    return t == DTYPE_F16 ? fp16_to_f32(((const uint16_t *)e)[o]) : ((const float *)e)[o];
+}
 // ctx rounded up to a whole number of key tiles.
 static inline int ops_key_ctx(int ctx) {
     return (ctx + OPS_KEY_TILE - 1) / OPS_KEY_TILE * OPS_KEY_TILE;

@@ -292,10 +292,7 @@ size_t ops_attention_scratch_floats(int max_pos, int n_threads, int H, int HD) {
     return MAX(prefill, decode);
 }
 
-// Element o of a cache of type t (F32 or F16) as float, and as a pointer.
-static inline float kv_get(const void *e, DType t, int64_t o) {
-    return t == DTYPE_F16 ? fp16_to_f32(((const uint16_t *)e)[o]) : ((const float *)e)[o];
-}
+// Element o of a cache of type t (F32 or F16) as a pointer.
 static inline const void *kv_ptr(const void *e, DType t, int64_t o) {
     return (const char *)e + o * (int64_t)dtype_size(t);
 }
@@ -320,7 +317,8 @@ static void attn_scores(float *sc, int64_t ss, const float *q, int nh, const voi
             const int n = MIN(OPS_KEY_TILE, np - p0);
             for (int i = 0; i < HD; i++)
                 for (int p = 0; p < n; p++)
-                    s[p0 + p] += qh[i] * kv_get(kt, kt_type, tile + (int64_t)i * OPS_KEY_TILE + p);
+                    s[p0 + p] +=
+                        qh[i] * ops_kv_get(kt, kt_type, tile + (int64_t)i * OPS_KEY_TILE + p);
         }
         for (int p = 0; p < np; p++)
             s[p] *= scale;
@@ -341,7 +339,7 @@ static void attn_pv(float *o, int64_t os, const float *w, int64_t ws, int nh, co
         memset(oh, 0, (size_t)HD * sizeof *oh);
         for (int p = 0; p < np; p++)
             for (int i = 0; i < HD; i++)
-                oh[i] += w[h * ws + p] * kv_get(v, v_type, (int64_t)p * HD + i);
+                oh[i] += w[h * ws + p] * ops_kv_get(v, v_type, (int64_t)p * HD + i);
     }
 }
 

@@ -60,11 +60,6 @@ void ops_rope_ref(float *x, int T, int nh, int HD, const int32_t *pos, const flo
     }
 }
 
-// Element o of a KV cache of type t (F32 or F16).
-static float kv_ref(const void *e, DType t, int64_t o) {
-    return t == DTYPE_F16 ? fp16_to_f32(((const uint16_t *)e)[o]) : ((const float *)e)[o];
-}
-
 void ops_attention_ref(float *out, const float *q, const OpsAttnArgs *a, float *scratch) {
     int H = a->H, HD = a->HD, group = a->H / a->KVH;
     for (int t = 0; t < a->T; t++)
@@ -76,8 +71,8 @@ void ops_attention_ref(float *out, const float *q, const OpsAttnArgs *a, float *
             for (int p = 0; p < np; p++) {
                 float s = 0.0f;
                 for (int i = 0; i < HD; i++)
-                    s +=
-                        qh[i] * kv_ref(a->k_seq[t], a->kv_dtype, kv_off + ops_key_offset(HD, i, p));
+                    s += qh[i] *
+                         ops_kv_get(a->k_seq[t], a->kv_dtype, kv_off + ops_key_offset(HD, i, p));
                 scratch[p] = s * a->scale;
                 if (scratch[p] > mx) mx = scratch[p];
             }
@@ -92,7 +87,8 @@ void ops_attention_ref(float *out, const float *q, const OpsAttnArgs *a, float *
             for (int p = 0; p < np; p++) {
                 float wgt = scratch[p] / sum;
                 for (int i = 0; i < HD; i++)
-                    o[i] += wgt * kv_ref(a->v_seq[t], a->kv_dtype, kv_off + (int64_t)p * HD + i);
+                    o[i] +=
+                        wgt * ops_kv_get(a->v_seq[t], a->kv_dtype, kv_off + (int64_t)p * HD + i);
             }
         }
 }
