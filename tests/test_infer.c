@@ -7,7 +7,8 @@
  *   - tiny random LlamaForCausalLM / Qwen2ForCausalLM vs PyTorch (tests/fixtures/parity/,
  *     tools/gen_llama_parity.py): GQA, tied/untied classifier, q/k/v bias, llama3 RoPE;
  *   - SmolLM2-135M-Instruct vs transformers (skipped when the GGUF is absent);
- *   - bad input: token ids, sequence ids, positions and context overflow are errors.
+ *   - bad input: token ids, sequence ids, positions and context overflow are errors;
+ *   - sampler_argmax (two-pass, vectorized) = the plain first-maximum loop, ties and NaNs.
  */
 #include "core/common.h"
 #include "core/fileio.h"
@@ -580,8 +581,41 @@ static void test_cli_generate(void **state) {
     }
 }
 
+// The plain loop greedy decoding is defined by: the first index of the maximum.
+static int32_t argmax_ref(const float *x, int n) {
+    int32_t b = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static void test_argmax(void **state) {
+    (void)state;
+    enum { VMAX = 49152 + 7 };
+    float *x = xmalloc(VMAX * sizeof(float));
+    const int sizes[] = {1, 2, 7, 8, 9, 15, 16, 17, 33, 1000, VMAX};
+    uint64_t r = 12345;
+    for (size_t si = 0; si < ARRAY_LEN(sizes); si++)
+        for (int trial = 0; trial < 40; trial++) {
+            const int n = sizes[si];
+            for (int i = 0; i < n; i++) {
+                r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+                // few distinct values, so the maximum is often tied
+                x[i] = (float)((int)(r >> 33) % (trial % 4 == 0 ? 3 : 1000)) - 500.0f;
+            }
+            if (trial % 5 == 1) x[(int)(r % (uint64_t)n)] = NAN;
+            if (trial % 5 == 2) x[(int)((r >> 20) % (uint64_t)n)] = INFINITY;
+            if (trial % 5 == 3) x[(int)((r >> 24) % (uint64_t)n)] = -INFINITY;
+            if (trial % 10 == 4) x[0] = NAN;       // the plain loop then stays at 0
+            if (trial % 10 == 9) x[n - 1] = 1e30f; // the maximum in the tail
+            assert_int_equal(sampler_argmax(x, n), argmax_ref(x, n));
+        }
+    free(x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_argmax),
         cmocka_unit_test(test_stories_golden),
         cmocka_unit_test(test_batched_prefill_matches_decode),
         cmocka_unit_test(test_threads_same_tokens),

@@ -162,6 +162,23 @@ static void run_shape(const Shape *s, Rng *rng) {
     qmatmul_isa(yp, x, M, &p, scratch, QMAT_ISA_PORTABLE);
     assert_memory_equal(yp, y, (size_t)(M * N) * 4);
     free(yp);
+    if (!s->act_order) { // the group layout recorded at load (contig_group) gives the same bits
+        assert_int_equal(p.contig_group, 0);
+        assert_int_equal(gptq_packed_sort_groups(&p), STATUS_OK);
+        assert_null(p.k_perm);
+        assert_int_equal(p.contig_group > 0 ? p.contig_group : 0, gptq_packed_contiguous_group(&p));
+        assert_true(p.contig_group != 0);
+        float *yc = xmalloc((size_t)(M * N) * 4);
+        for (int64_t m = 0; m < M; m++)
+            qmatmul_gemv(yc + m * N, x + m * K, &p, qmatmul_isa_detect());
+        float *yw = xmalloc((size_t)(M * N) * 4);
+        p.contig_group = 0; // walked per call again
+        for (int64_t m = 0; m < M; m++)
+            qmatmul_gemv(yw + m * N, x + m * K, &p, qmatmul_isa_detect());
+        assert_memory_equal(yc, yw, (size_t)(M * N) * 4);
+        free(yc);
+        free(yw);
+    }
     if (s->act_order) { // the sorted in-memory layout gives the same products
         assert_int_equal(gptq_packed_sort_groups(&p), STATUS_OK);
         assert_non_null(p.k_perm);
@@ -232,15 +249,18 @@ static void test_shapes(void **state) {
 }
 
 // qmatmul_gemv_multi (q/k/v in one parallel region) == qmatmul_gemv on each weight, bit for
-// bit: panel kernel, 8-wide tail, bias, and an act-order set that takes the fallback.
+// bit: panel kernel, 8-wide tail, bias, an act-order set that takes the fallback, and a set
+// whose group sizes differ (x set up per weight); each again with the layouts recorded as
+// at load (gptq_packed_sort_groups).
 static void test_gemv_multi(void **state) {
     (void)state;
     Rng rng;
     rng_seed(&rng, 5);
-    const Shape sets[2][3] = {
+    const Shape sets[3][3] = {
         {{576, 200, 128, 0, 1, 0}, {576, 141, 128, 0, 0, 1}, {576, 1100, 128, 0, 1, 0}},
-        {{256, 72, 32, 1, 1, 0}, {256, 40, 32, 0, 1, 0}, {256, 9, 32, 1, 0, 1}}};
-    for (int k = 0; k < 2; k++) {
+        {{256, 72, 32, 1, 1, 0}, {256, 40, 32, 0, 1, 0}, {256, 9, 32, 1, 0, 1}},
+        {{576, 64, 128, 0, 1, 0}, {576, 72, 64, 0, 1, 0}, {576, 80, 64, 0, 0, 0}}};
+    for (int k = 0; k < 3; k++) {
         GptqPacked p[3];
         const GptqPacked *pw[3];
         float *y[3], *want[3];
@@ -253,6 +273,13 @@ static void test_gemv_multi(void **state) {
             pw[i] = &p[i];
             y[i] = xmalloc((size_t)p[i].N * 4);
             want[i] = xmalloc((size_t)p[i].N * 4);
+            qmatmul_gemv(want[i], x, &p[i], qmatmul_isa_detect());
+        }
+        qmatmul_gemv_multi(y, x, pw, 3);
+        for (int i = 0; i < 3; i++)
+            assert_memory_equal(y[i], want[i], (size_t)p[i].N * 4);
+        for (int i = 0; i < 3; i++) { // (sorted act-order layers take other kernels: new want)
+            assert_int_equal(gptq_packed_sort_groups(&p[i]), STATUS_OK);
             qmatmul_gemv(want[i], x, &p[i], qmatmul_isa_detect());
         }
         qmatmul_gemv_multi(y, x, pw, 3);

@@ -44,10 +44,27 @@ void sampler_release(Sampler *s) {
     memset(s, 0, sizeof *s);
 }
 
+// The first index of the largest value; NaNs are skipped unless logits[0] is one (then 0),
+// as the plain loop `if (logits[i] > logits[b]) b = i` gives. Two passes: the maximum in 8
+// independent lanes (vectorizes: the loop above is one compare-and-select chain of ~4
+// cycles per element, ~80 us for a 49k vocabulary), then the first index that holds it.
 int32_t sampler_argmax(const float *logits, int V) {
+    if (V <= 0 || logits[0] != logits[0]) return 0;
+    float lane[8];
+    for (int j = 0; j < 8; j++)
+        lane[j] = logits[0];
+    int i = 0;
+    for (; i + 8 <= V; i += 8)
+        for (int j = 0; j < 8; j++)
+            lane[j] = logits[i + j] > lane[j] ? logits[i + j] : lane[j];
+    float mx = lane[0];
+    for (int j = 1; j < 8; j++)
+        mx = lane[j] > mx ? lane[j] : mx;
+    for (; i < V; i++)
+        mx = logits[i] > mx ? logits[i] : mx;
     int32_t b = 0;
-    for (int32_t i = 1; i < V; i++)
-        if (logits[i] > logits[b]) b = i;
+    while (logits[b] != mx)
+        b++;
     return b;
 }
 

@@ -173,12 +173,32 @@ void gptq_dequantize(float *W, const GptqPacked *p) {
         }
 }
 
+int64_t gptq_packed_contiguous_group(const GptqPacked *p) {
+    const int64_t K = p->K, gsz = p->G == 1 ? (K + 7) / 8 * 8 : p->group_size;
+    if (gsz <= 0 || gsz % 8 != 0 || p->G * gsz < K) return 0;
+    for (int64_t g = 0; g < p->G; g++) {
+        int bad = 0;
+        for (int64_t k = g * gsz; k < MIN(K, (g + 1) * gsz); k++)
+            bad |= p->g_idx[k] != (int32_t)g;
+        if (bad) return 0;
+    }
+    return gsz;
+}
+
+static void record_layout(GptqPacked *p) {
+    const int64_t gsz = gptq_packed_contiguous_group(p);
+    p->contig_group = gsz > 0 ? gsz : -1;
+}
+
 Status gptq_packed_sort_groups(GptqPacked *p) {
     const int64_t K = p->K, N = p->N, G = p->G;
     bool sorted = true;
     for (int64_t i = 1; i < K && sorted; i++)
         sorted = p->g_idx[i] >= p->g_idx[i - 1];
-    if (sorted) return STATUS_OK;
+    if (sorted) {
+        record_layout(p);
+        return STATUS_OK;
+    }
     CHECK(!p->k_perm);
     // stable counting sort of the inputs by group
     int64_t *start = calloc((size_t)G + 1, sizeof(int64_t));
@@ -211,6 +231,7 @@ Status gptq_packed_sort_groups(GptqPacked *p) {
     p->qweight = qw;
     p->g_idx = gi;
     p->k_perm = perm;
+    record_layout(p);
     free(q);
     free(start);
     return STATUS_OK;

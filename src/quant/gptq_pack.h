@@ -28,17 +28,20 @@
 #include "quant/gptq.h"
 
 typedef struct GptqPacked {
-    int64_t K, N;      // in_features, out_features
-    int bits;          // 2, 4 or 8
-    int group_size;    // the config's group size; -1 = one group
-    int64_t G;         // number of groups (rows of scales/qzeros)
-    uint32_t *qweight; // (gptq_qweight_rows(K, bits), N)
-    uint32_t *qzeros;  // (G, gptq_qzeros_cols(N, bits)), zero - 1
-    uint16_t *scales;  // (G, N) fp16 bit patterns
-    int32_t *g_idx;    // (K)
-    uint16_t *bias;    // (N) fp16 bit patterns, or NULL
-    int32_t *k_perm;   // (K) or NULL: after gptq_packed_sort_groups, packed row k holds input
-                       // k_perm[k] (g_idx is then in packed order); NULL = file order
+    int64_t K, N;         // in_features, out_features
+    int bits;             // 2, 4 or 8
+    int group_size;       // the config's group size; -1 = one group
+    int64_t G;            // number of groups (rows of scales/qzeros)
+    uint32_t *qweight;    // (gptq_qweight_rows(K, bits), N)
+    uint32_t *qzeros;     // (G, gptq_qzeros_cols(N, bits)), zero - 1
+    uint16_t *scales;     // (G, N) fp16 bit patterns
+    int32_t *g_idx;       // (K)
+    uint16_t *bias;       // (N) fp16 bit patterns, or NULL
+    int32_t *k_perm;      // (K) or NULL: after gptq_packed_sort_groups, packed row k holds input
+                          // k_perm[k] (g_idx is then in packed order); NULL = file order
+    int64_t contig_group; // gptq_packed_contiguous_group() recorded by gptq_packed_sort_groups:
+                          // > 0 that group size, < 0 not contiguous, 0 not recorded (the
+                          // kernels then walk g_idx per call)
 } GptqPacked;
 
 // Rows of qweight and columns of qzeros: ceil(K*bits/32), ceil(N*bits/32).
@@ -73,8 +76,14 @@ void gptq_dequantize(float *W, const GptqPacked *p);
 // so that g_idx is non-decreasing, i.e. every group is a run of rows and qmatmul takes its
 // fast path; x is gathered through k_perm at run time. A no-op when g_idx is already sorted.
 // Unpack/dequantize/qmatmul keep working (results in the original input order); checkpoint
-// writers refuse a sorted layer. Errors: STATUS_ERR_NOMEM.
+// writers refuse a sorted layer. Also records gptq_packed_contiguous_group in
+// p->contig_group, so the decode kernels do not walk g_idx per call. Errors: STATUS_ERR_NOMEM.
 Status gptq_packed_sort_groups(GptqPacked *p);
+
+// The group size when the groups are contiguous runs of whole 8-input word rows in packed
+// order (g_idx[k] = k / gsz with gsz % 8 == 0: no act-order, or act-order with static
+// groups or sorted), else 0. Walks the groups (no division per input).
+int64_t gptq_packed_contiguous_group(const GptqPacked *p);
 
 // Checks a packed layer read from someone else's file: bits, G against K and group_size,
 // g_idx in [0, G), finite scales. Errors: STATUS_ERR_FORMAT naming `what`.

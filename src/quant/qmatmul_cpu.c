@@ -207,19 +207,11 @@ static bool gemv_setup_i16(GemvCtx *c, float *scr, const float *x) {
 // (gemv_setup_i16), else xp pre-scaled by 2^-4(k%8) and xg; for the portable ones xp and xg.
 // No division per input: the contiguity test walks the groups, and the common case (file
 // order, contiguous groups) fills xp and the group sums in one pass that vectorizes.
-// The group size when the groups are contiguous runs of whole word rows in packed order
-// (g_idx[k] = k / gsz with gsz % 8 == 0: no act-order, or act-order with static groups or
-// sorted), else 0. Walks the groups: no division per input.
+// The contiguous group size (gptq_packed_contiguous_group), or 0: recorded at load by
+// gptq_packed_sort_groups, else walked here.
 static int64_t contiguous_group_size(const GptqPacked *w) {
-    const int64_t K = w->K, gsz = w->G == 1 ? (K + 7) / 8 * 8 : w->group_size;
-    if (gsz <= 0 || gsz % 8 != 0 || w->G * gsz < K) return 0;
-    for (int64_t g = 0; g < w->G; g++) {
-        int bad = 0;
-        for (int64_t k = g * gsz; k < MIN(K, (g + 1) * gsz); k++)
-            bad |= w->g_idx[k] != (int32_t)g;
-        if (bad) return 0;
-    }
-    return gsz;
+    if (w->contig_group) return MAX(w->contig_group, (int64_t)0);
+    return gptq_packed_contiguous_group(w);
 }
 
 static void gemv_setup(GemvCtx *c, float *scr, const float *x, const GptqPacked *w, int avx2) {
@@ -540,56 +532,40 @@ static float *part_scratch(size_t n) {
 
 enum { GEMV_MAX_W = 3 };
 
-// Work of a (weight, group, panel) item of gemv_grouped: word rows times outputs.
-static int64_t item_cost(const GemvCtx *c, int64_t g, int64_t p0, int64_t n8) {
-    return (MIN((g + 1) * c->rows_per_g, c->R) - g * c->rows_per_g) *
-           MIN((int64_t)GEMV_PANEL, n8 - p0);
-}
-
 // The AVX2 decode path for n weights (contiguous groups, set up in c) of the same x: one
-// parallel region whose work items are (weight, group, panel of GEMV_PANEL outputs), then,
-// after its barrier, blocks of 64 outputs reduced over the groups. The items differ in size
-// (q against k and v, a ragged last group), so each thread takes the run of items whose
-// cost midpoints fall in its share of the total: q/k/v on 2 threads split 2304 : 2016 where
-// equal counts gave 3456 : 1344. Each item writes its own partial sums, so each output's
-// arithmetic is fixed by the grouping, not by the thread that ran it.
+// parallel region whose work items are (weight, group, panel of GEMV_PANEL outputs), handed
+// out one at a time (dynamic: a thread that finds its memory share slower, or that was
+// descheduled, takes fewer), then, after its barrier, blocks of 64 outputs reduced over the
+// groups. Each item writes its own partial sums, so each output's arithmetic is fixed by
+// the grouping, not by the thread that ran it.
 static void gemv_grouped(float *const *y, const GemvCtx *c, int n) {
-    int64_t bfirst[GEMV_MAX_W + 1], n8[GEMV_MAX_W], total = 0;
+    int64_t bfirst[GEMV_MAX_W + 1], ifirst[GEMV_MAX_W + 1], n8[GEMV_MAX_W], npan[GEMV_MAX_W];
     size_t off[GEMV_MAX_W + 1];
-    bfirst[0] = 0;
+    bfirst[0] = ifirst[0] = 0;
     off[0] = 0;
     for (int i = 0; i < n; i++) {
         n8[i] = c[i].w->N / 8 * 8;
+        npan[i] = (n8[i] + GEMV_PANEL - 1) / GEMV_PANEL;
         bfirst[i + 1] = bfirst[i] + (n8[i] + TILE - 1) / TILE;
+        ifirst[i + 1] = ifirst[i] + c[i].w->G * npan[i];
         off[i + 1] = off[i] + (size_t)(c[i].w->G * n8[i]);
-        for (int64_t g = 0; g < c[i].w->G; g++)
-            for (int64_t p0 = 0; p0 < n8[i]; p0 += GEMV_PANEL)
-                total += item_cost(&c[i], g, p0, n8[i]);
     }
     float *part = part_scratch(MAX(off[n], (size_t)1));
 #pragma omp parallel
     {
-        int64_t nt = 1, tid = 0;
-#ifdef _OPENMP
-        nt = omp_get_num_threads();
-        tid = omp_get_thread_num();
-#endif
-        int64_t cum = 0;
-        for (int i = 0; i < n; i++)
-            for (int64_t g = 0; g < c[i].w->G; g++)
-                for (int64_t p0 = 0; p0 < n8[i]; p0 += GEMV_PANEL) {
-                    const int64_t cost = item_cost(&c[i], g, p0, n8[i]);
-                    // the item belongs to the thread whose share holds its midpoint
-                    const int64_t owner = (2 * cum + cost) * nt / (2 * MAX(total, (int64_t)1));
-                    cum += cost;
-                    if (MIN(owner, nt - 1) != tid) continue;
-                    float *t = part + off[i] + (size_t)(g * n8[i]);
-                    if (c[i].i16)
-                        gemv_group_i16_avx2(t, &c[i], g, p0, n8[i]);
-                    else
-                        gemv_group_avx2(t, &c[i], g, p0, n8[i]);
-                }
-#pragma omp barrier
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < ifirst[n]; it++) {
+            int i = 0;
+            while (it >= ifirst[i + 1])
+                i++;
+            const int64_t g = (it - ifirst[i]) / npan[i];
+            const int64_t p0 = (it - ifirst[i]) % npan[i] * GEMV_PANEL;
+            float *t = part + off[i] + (size_t)(g * n8[i]);
+            if (c[i].i16)
+                gemv_group_i16_avx2(t, &c[i], g, p0, n8[i]);
+            else
+                gemv_group_avx2(t, &c[i], g, p0, n8[i]);
+        }
 #pragma omp for schedule(static) nowait
         for (int64_t b = 0; b < bfirst[n]; b++) {
             int i = 0;
@@ -672,9 +648,9 @@ void qmatmul_gemv_multi(float *const *y, const float *x, const GptqPacked *const
         if (!one_region) break;
         // q/k/v and gate/up usually share K and the group layout: then x is set up once
         const GptqPacked *a = w[i], *b = i ? w[i - 1] : NULL;
-        if (b && !a->k_perm && !b->k_perm && a->K == b->K && a->G == b->G &&
-            a->group_size == b->group_size && c[i - 1].rows_per_g &&
-            !memcmp(a->g_idx, b->g_idx, (size_t)a->K * sizeof(int32_t))) {
+        // (the same K and contiguous group size: the same g_idx)
+        if (b && !a->k_perm && !b->k_perm && a->K == b->K && a->G == b->G && c[i - 1].rows_per_g &&
+            contiguous_group_size(a) == c[i - 1].rows_per_g * 8) {
             c[i] = c[i - 1];
             c[i].w = a;
             c[i].zc = gptq_qzeros_cols(a->N, 4);

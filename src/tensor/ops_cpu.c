@@ -384,8 +384,9 @@ static void attend_item(float *out, const float *q, const OpsAttnArgs *a, int i,
 // score m, sum of exp(s - m) and unnormalized output o = sum_p exp(s_p - m) v_p. The chunks
 // of a head are then merged in chunk order (flash-decoding):
 // out = sum_c e^(m_c - M) o_c / sum_c e^(m_c - M) l_c, M = max_c m_c. Items are spread over
-// the threads (a 9-head, 3-KV-head model gives 3 items per 256 positions), and every number
-// depends only on the chunking, not on the thread count.
+// the threads dynamically (the last chunk of a head is shorter; a 9-head, 3-KV-head model
+// gives 3 items per 64 positions), and every number depends only on the chunking, not on
+// the thread count.
 static void attention_decode(float *out, const float *q, const OpsAttnArgs *a, float *scratch,
                              OpsIsa isa) {
     const int HD = a->HD, H = a->H, KVH = a->KVH, group = H / KVH, nt = MAX(a->n_threads, 1);
@@ -397,7 +398,7 @@ static void attention_decode(float *out, const float *q, const OpsAttnArgs *a, f
     const int64_t head_stride = (int64_t)nc_max * (HD + 2);       // between heads in part
     const int n_items = a->T * KVH * nc_max;
     int64_t work = (int64_t)a->T * H * HD * (max_pos + 1);
-#pragma omp parallel for num_threads(nt) schedule(static) if (work >= OPS_PAR_MIN_WORK / 2)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (work >= OPS_PAR_MIN_WORK / 2)
     for (int it = 0; it < n_items; it++) {
         const int t = it / (KVH * nc_max), kvh = it / nc_max % KVH, c = it % nc_max;
         const int np = a->pos[t] + 1, p0 = c * ATTN_CHUNK;
