@@ -139,10 +139,13 @@ static int cand_top_k(float *val, int32_t *id, int n, int k) {
     return k;
 }
 
-int32_t sampler_sample(Sampler *s, const float *logits) {
+// The filters of sampler.h on logits: leaves the candidates in s->prob / s->idx, most likely
+// first where top-k or top-p sorted them, with probabilities (softmax over the top-k
+// candidates) of which the first n are kept; *mass = their sum (1 without top-p). Not for
+// greedy parameters.
+static int sampler_filter(Sampler *s, const float *logits, double *mass) {
     const SamplerParams *p = &s->p;
     int V = s->V;
-    if (p->temperature == 0.0f || p->top_k == 1) return sampler_argmax(logits, V);
     float *val = s->prob;
     int32_t *id = s->idx;
     float inv_t = 1.0f / p->temperature;
@@ -161,18 +164,22 @@ int32_t sampler_sample(Sampler *s, const float *logits) {
         val[i] = expf(val[i] - mx);
         sum += val[i];
     }
-    for (int i = 0; i < n; i++)
+    float top = 0.0f; // the largest probability
+    for (int i = 0; i < n; i++) {
         val[i] = (float)(val[i] / sum);
-    double mass = 1.0;
+        top = val[i] > top ? val[i] : top;
+    }
+    *mass = 1.0;
     if (p->top_p < 1.0f) {
         if (p->top_k == 0 && n > 1) {
-            // a token with probability below (1 - top_p) / (n - 1) cannot be in the nucleus:
-            // even with every smaller one it would not reach the missing mass; drop them
-            // before sorting
+            // a token other than the most likely one with probability below
+            // (1 - top_p) / (n - 1) cannot be in the nucleus: even with every smaller one it
+            // would not reach the missing mass; drop them before sorting (the most likely
+            // token always stays: with top_p < 1/n it can be below the cut itself)
             float cut = (1.0f - p->top_p) / (float)(n - 1);
             int m = 0;
             for (int i = 0; i < n; i++)
-                if (val[i] >= cut) {
+                if (val[i] >= cut || val[i] == top) {
                     val[m] = val[i];
                     id[m++] = id[i];
                 }
@@ -189,14 +196,40 @@ int32_t sampler_sample(Sampler *s, const float *logits) {
             }
         }
         n = keep;
-        mass = cum; // draw within the kept mass (renormalisation)
+        *mass = cum; // draw within the kept mass (renormalisation)
     }
+    return n;
+}
+
+int32_t sampler_sample(Sampler *s, const float *logits) {
+    const SamplerParams *p = &s->p;
+    if (p->temperature == 0.0f || p->top_k == 1) return sampler_argmax(logits, s->V);
+    double mass;
+    const int n = sampler_filter(s, logits, &mass);
+    const float *val = s->prob;
+    const int32_t *id = s->idx;
     double r = rng_uniform(&s->rng) * mass, acc = 0.0;
     for (int i = 0; i < n; i++) {
         acc += val[i];
         if (r < acc) return id[i];
     }
     return id[n - 1]; // rounding: the last candidate
+}
+
+int sampler_distribution(Sampler *s, const float *logits, float *prob, int32_t *id) {
+    const SamplerParams *p = &s->p;
+    if (p->temperature == 0.0f || p->top_k == 1) {
+        id[0] = sampler_argmax(logits, s->V);
+        prob[0] = 1.0f;
+        return 1;
+    }
+    double mass;
+    const int n = sampler_filter(s, logits, &mass);
+    for (int i = 0; i < n; i++) {
+        prob[i] = (float)(s->prob[i] / mass);
+        id[i] = s->idx[i];
+    }
+    return n;
 }
 
 /* ---- stop rules --------------------------------------------------------------------- */

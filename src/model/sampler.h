@@ -5,6 +5,9 @@
  *
  * Order of the filters is Hugging Face's: logits / temperature -> top-k -> softmax ->
  * top-p -> draw. temperature 0 (or top_k 1) is greedy: the first index of the maximum.
+ * On a tie at the k-th largest logit top-k keeps exactly k tokens, lower ids first
+ * (transformers' TopKLogitsWarper keeps every tied token). tests/test_sampler.c checks the
+ * distribution against transformers' warpers (tools/gen_sampler_fixtures.py).
  * All buffers are allocated in sampler_init; sampler_sample allocates nothing.
  *
  *   SamplerParams p = sampler_params_default();       // greedy
@@ -48,6 +51,10 @@ Status sampler_init(Sampler *s, int V, const SamplerParams *p);
 void sampler_release(Sampler *s);
 // Picks the next token from logits (V). Does not modify logits.
 int32_t sampler_sample(Sampler *s, const float *logits);
+// The distribution sampler_sample draws from: n candidate ids (id) with their renormalised
+// probabilities (prob), V entries each; returns n. Greedy: the argmax with probability 1.
+// Does not draw (the Rng is untouched).
+int sampler_distribution(Sampler *s, const float *logits, float *prob, int32_t *id);
 // The index of the largest logit (first one on ties).
 int32_t sampler_argmax(const float *logits, int V);
 
