@@ -127,7 +127,8 @@ static void check_case(const Case *c) {
     }
     if (bins > 1) {
         const double pv = chi2_tail(chi, bins - 1);
-        if (pv < 1e-4) fail_msg("%s: chi-square %.1f over %d bins, p = %.2g", c->name, chi, bins, pv);
+        if (pv < 1e-4)
+            fail_msg("%s: chi-square %.1f over %d bins, p = %.2g", c->name, chi, bins, pv);
     }
     // the same seed gives the same tokens
     Sampler s2;

@@ -180,7 +180,11 @@ void fidelity_report_print(FILE *f, const FidelityReport *r) {
                 "%.1f s\n",
                 rep->n_linear, (long long)rep->n_weights, bits_per_weight(r), rep->seconds);
         if (r->calib_seqs > 0)
-            fprintf(f, "  calibration: %d sequences x %d tokens\n", r->calib_seqs, r->calib_len);
+            fprintf(
+                f,
+                "  calibration: %d sequences x %d tokens; time: forward %.1f s, Hessian %.1f s, "
+                "GPTQ %.1f s\n",
+                r->calib_seqs, r->calib_len, rep->sec_forward, rep->sec_hessian, rep->sec_gptq);
         double tot = 0;
         for (int i = 0; i < rep->n_linear; i++)
             tot += rep->lin[i].loss;
@@ -218,6 +222,9 @@ Status fidelity_report_write_json(const char *path, const FidelityReport *r) {
     if (r->rep) {
         json_object_set_new(j, "quantized_weights", json_integer(r->rep->n_weights));
         json_object_set_new(j, "seconds", json_real(r->rep->seconds));
+        json_object_set_new(j, "seconds_forward", json_real(r->rep->sec_forward));
+        json_object_set_new(j, "seconds_hessian", json_real(r->rep->sec_hessian));
+        json_object_set_new(j, "seconds_gptq", json_real(r->rep->sec_gptq));
         json_t *arr = json_array();
         for (int i = 0; i < r->rep->n_linear; i++) {
             const GptqLinearInfo *li = &r->rep->lin[i];

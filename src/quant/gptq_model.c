@@ -333,8 +333,8 @@ static Status calib_state_init(Calib *c, const Model *m, const CalibSet *cs, int
 }
 
 // Runs every sequence through layer l up to `stop`, accumulating the Hessians of the
-// capture points in `want` (bit mask).
-static Status calib_accumulate(Calib *c, int l, int stop, unsigned want) {
+// capture points in `want` (bit mask). Adds its time to rep's forward and Hessian totals.
+static Status calib_accumulate(Calib *c, int l, int stop, unsigned want, GptqModelReport *rep) {
     size_t D = (size_t)c->f.m->cfg.dim, T = (size_t)c->T;
     for (int i = 0; i < CAP_COUNT; i++) {
         gptq_hessian_release(&c->h[i]);
@@ -345,6 +345,7 @@ static Status calib_accumulate(Calib *c, int l, int stop, unsigned want) {
     }
     for (int s0 = 0; s0 < c->S; s0 += c->B) {
         int nb = MIN(c->B, c->S - s0);
+        double t0 = time_now();
         for (int b = 0; b < nb; b++) {
             float *cap[CAP_COUNT];
             for (int i = 0; i < CAP_COUNT; i++)
@@ -352,11 +353,14 @@ static Status calib_accumulate(Calib *c, int l, int stop, unsigned want) {
                     (want & (1u << i)) ? c->cap[i] + (size_t)b * T * (size_t)c->cap_K[i] : NULL;
             fwd_layer(&c->f, l, c->X + (size_t)(s0 + b) * T * D, NULL, stop, cap);
         }
+        double t1 = time_now();
+        rep->sec_forward += t1 - t0;
         for (int i = 0; i < CAP_COUNT; i++) {
             if (!(want & (1u << i))) continue;
             Status s = gptq_hessian_add_batch(&c->h[i], c->cap[i], (int64_t)nb * (int64_t)T, nb);
             if (s != STATUS_OK) return fail_context(s, "layer %d calibration activations", l);
         }
+        rep->sec_hessian += time_now() - t1;
     }
     return STATUS_OK;
 }
@@ -410,14 +414,17 @@ static Status quantize_head_gptq(Model *m, GptqModelReport *rep, Calib *c,
                 cf->norm_eps);
     GptqHessian h;
     Status s = gptq_hessian_init(&h, cf->dim);
+    double t0 = time_now();
     for (int s0 = 0; s0 < c->S && s == STATUS_OK; s0 += c->B) {
         const int nb = MIN(c->B, c->S - s0);
         s = gptq_hessian_add_batch(&h, c->X + (size_t)s0 * T * D, (int64_t)nb * c->T, nb);
     }
+    rep->sec_hessian += time_now() - t0;
     if (s != STATUS_OK) s = fail_context(s, "lm_head calibration activations");
     GptqLinearInfo *info = &rep->lin[rep->n_linear - 1];
     head_info_init(info, m);
     if (s == STATUS_OK) s = quantize_head(m, &h, o, info);
+    rep->sec_gptq += info->seconds;
     gptq_hessian_release(&h);
     return s;
 }
@@ -447,19 +454,22 @@ static Status quantize_gptq(Model *m, GptqModelReport *rep, const CalibSet *cs,
                 want |= 1u << linear_cap[grp[j]];
                 stop = MAX(stop, linear_cap[grp[j]]);
             }
-            s = calib_accumulate(&c, l, stop, want);
+            s = calib_accumulate(&c, l, stop, want, rep);
             for (int j = 0; grp[j] >= 0 && s == STATUS_OK; j++) {
                 int i = grp[j];
                 GptqLinearInfo *info = &rep->lin[l * GPTQ_MODEL_LINEARS + i];
                 info_init(info, l, i);
                 s = quantize_linear(m, lin[i], &c.h[linear_cap[i]], o, info);
+                rep->sec_gptq += info->seconds;
             }
         }
         // the next layer's inputs come from this layer with its quantized weights
         float *none[CAP_COUNT] = {NULL, NULL, NULL, NULL};
         size_t stride = (size_t)c.T * (size_t)cf->dim;
+        double t0 = time_now();
         for (int q = 0; q < c.S && s == STATUS_OK; q++)
             fwd_layer(&c.f, l, c.X + (size_t)q * stride, c.Y + (size_t)q * stride, CAP_OUT, none);
+        rep->sec_forward += time_now() - t0;
         float *tmp = c.X;
         c.X = c.Y;
         c.Y = tmp;
@@ -507,12 +517,14 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
                 GptqLinearInfo *info = &rep->lin[l * GPTQ_MODEL_LINEARS + i];
                 info_init(info, l, i);
                 s = quantize_linear(m, lin[i], NULL, o, info);
+                rep->sec_gptq += info->seconds;
             }
         }
         if (s == STATUS_OK && o->lm_head) {
             GptqLinearInfo *info = &rep->lin[rep->n_linear - 1];
             head_info_init(info, m);
             s = quantize_head(m, NULL, o, info);
+            rep->sec_gptq += info->seconds;
         }
     } else {
         s = quantize_gptq(m, rep, calib, o);

@@ -76,6 +76,9 @@ typedef struct {
     GptqLinearInfo *lin; // (n_linear) layer by layer, q k v o gate up down [, lm_head]
     int n_linear;
     double seconds;       // whole run
+    double sec_forward;   // of which: layer forward passes of the calibration sequences,
+    double sec_hessian;   //   Hessian accumulation,
+    double sec_gptq;      //   GPTQ (or RTN) of the linears
     int64_t n_weights;    // weights in quantized linears
     int64_t packed_bytes; // their qweight + qzeros + scales + g_idx bytes
 } GptqModelReport;
