@@ -182,15 +182,16 @@ def main():
     ap.add_argument("--edgeforge", default="build/edgeforge")
     a = ap.parse_args()
 
-    out = tempfile.mkdtemp(prefix="ef_gptq_model_")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
-    c = time.perf_counter()
-    subprocess.run([a.edgeforge, "quantize", a.model, "--calib", a.calib, "--out", out + "/q",
-                    "--bits", "4", "--group", "128", "--nsamples", str(a.nsamples), "--seq-len",
-                    str(a.seq_len), "--batch", str(a.batch), "--seed", "0", "-t", str(a.threads)],
-                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ef_wall = time.perf_counter() - c
-    rep = json.load(open(out + "/q.report.json"))
+    with tempfile.TemporaryDirectory(prefix="ef_gptq_model_") as out:  # the 113 MB checkpoint
+        c = time.perf_counter()
+        subprocess.run([a.edgeforge, "quantize", a.model, "--calib", a.calib, "--out",
+                        out + "/q", "--bits", "4", "--group", "128", "--nsamples",
+                        str(a.nsamples), "--seq-len", str(a.seq_len), "--batch", str(a.batch),
+                        "--seed", "0", "-t", str(a.threads)],
+                       check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ef_wall = time.perf_counter() - c
+        rep = json.load(open(out + "/q.report.json"))
     ef = rep["seconds"]
     ef_split = [rep.get(k, float("nan")) for k in ("seconds_forward", "seconds_hessian",
                                                     "seconds_gptq")]
