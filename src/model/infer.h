@@ -53,8 +53,9 @@ typedef struct {
     int n_threads;
     int ctx_stride; // cache positions per KV head (max_ctx in whole key tiles)
     // keys (S, L, KVH, ctx/64, HD, 64) tiles; values (S, L, KVH, ctx, HD); of opt.kv_dtype
-    void *k_cache, *v_cache;
-    int *seq_len; // (S) positions filled
+    void *k_cache, *v_cache; // mmap'd, zero until written
+    size_t cache_bytes;      // of each
+    int *seq_len;            // (S) positions filled
     // activations of one chunk (Tb = max_batch)
     float *x, *xn;              // (Tb, D)
     float *q, *att;             // (Tb, H*HD)
