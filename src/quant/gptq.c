@@ -279,15 +279,18 @@ static Status inverse_factor(double *U, const double *Hp, int64_t K, const GptqO
         if (info == 0) dtrtri_("L", "N", &n, U, &n, &info, 1, 1);
         openblas_set_num_threads(threads);
         if (info == 0) break;
+        // potrf's info i: the reversed matrix's pivot i (from 1) failed, i.e. H's column K - i
+        // (from 0; the factorisation runs from the last column to the first)
+        const long long col = (long long)(K - info);
         double next = pd * o->damp_growth;
         if (next > o->damp_max * (1 + 1e-9))
             return fail(STATUS_ERR_NUMERIC,
                         "gptq: hessian is not positive definite even with dampening %g "
-                        "(%g x mean diag %g; cholesky failed at column %d); use more or longer "
+                        "(%g x mean diag %g; cholesky failed at column %lld); use more or longer "
                         "calibration sequences",
-                        damp, pd, mean, info);
-        log_warn("gptq: cholesky failed at column %d with dampening %g; retrying with %g", info, pd,
-                 next);
+                        damp, pd, mean, col);
+        log_warn("gptq: cholesky failed at column %lld with dampening %g; retrying with %g", col,
+                 pd, next);
         pd = next;
     }
     // U[i][j] = (J L^-1 J)[i][j] = L^-1[K-1-i][K-1-j], stored at row-major (K-1-j, K-1-i):
