@@ -264,26 +264,15 @@ void infer_seq_copy(InferState *st, int dst, int src, int n) {
 static void cache_store(InferState *st, int layer, const int32_t *seq, const int32_t *pos, int T) {
     const LlamaConfig *c = &st->m->cfg;
     const int KVH = c->n_kv_heads, HD = c->head_dim;
-    const bool f16 = st->opt.kv_dtype == DTYPE_F16;
-    const size_t es = dtype_size(st->opt.kv_dtype);
-    const size_t head = (size_t)st->ctx_stride * (size_t)HD; // elements per KV head
+    const DType et = st->opt.kv_dtype;
+    const size_t head = (size_t)st->ctx_stride * (size_t)HD * dtype_size(et); // bytes per head
     for (int t = 0; t < T; t++) {
         unsigned char *kb = cache_at(st, st->k_cache, seq[t], layer);
         unsigned char *vb = cache_at(st, st->v_cache, seq[t], layer);
         for (int h = 0; h < KVH; h++) {
-            const float *ks = st->k + ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
-            const float *vs = st->v + ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
-            const size_t base = (size_t)h * head;
-            // keys transposed in tiles of positions (ops_key_offset)
-            for (int i = 0; i < HD; i++) {
-                const size_t e = base + (size_t)ops_key_offset(HD, i, pos[t]);
-                if (f16)
-                    ((uint16_t *)kb)[e] = f32_to_fp16(ks[i]);
-                else
-                    ((float *)kb)[e] = ks[i];
-            }
-            dtype_from_f32(vb + (base + (size_t)pos[t] * (size_t)HD) * es, vs, st->opt.kv_dtype,
-                           HD);
+            const size_t src = ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
+            ops_kv_store(kb + (size_t)h * head, vb + (size_t)h * head, st->k + src, st->v + src, HD,
+                         pos[t], et);
         }
         st->kseq[t] = kb;
         st->vseq[t] = vb;

@@ -188,13 +188,9 @@ static void fwd_layer(LayerFwd *f, int l, const float *x, float *out, int stop,
     const int ctx = ops_key_ctx(T);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < KVH; h++) {
-            const float *ks = f->k + ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
-            const float *vs = f->v + ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
-            float *kb = f->kc + (size_t)h * (size_t)HD * (size_t)ctx;
-            for (int i = 0; i < HD; i++)
-                kb[ops_key_offset(HD, i, t)] = ks[i];
-            memcpy(f->vc + ((size_t)h * (size_t)ctx + (size_t)t) * (size_t)HD, vs,
-                   (size_t)HD * sizeof(float));
+            const size_t src = ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
+            const size_t head = (size_t)h * (size_t)HD * (size_t)ctx;
+            ops_kv_store(f->kc + head, f->vc + head, f->k + src, f->v + src, HD, t, DTYPE_F32);
         }
     OpsAttnArgs a = {.T = T,
                      .H = H,
@@ -424,7 +420,6 @@ static Status quantize_head_gptq(Model *m, GptqModelReport *rep, Calib *c,
     GptqLinearInfo *info = &rep->lin[rep->n_linear - 1];
     head_info_init(info, m);
     if (s == STATUS_OK) s = quantize_head(m, &h, o, info);
-    rep->sec_gptq += info->seconds;
     gptq_hessian_release(&h);
     return s;
 }
@@ -460,7 +455,6 @@ static Status quantize_gptq(Model *m, GptqModelReport *rep, const CalibSet *cs,
                 GptqLinearInfo *info = &rep->lin[l * GPTQ_MODEL_LINEARS + i];
                 info_init(info, l, i);
                 s = quantize_linear(m, lin[i], &c.h[linear_cap[i]], o, info);
-                rep->sec_gptq += info->seconds;
             }
         }
         // the next layer's inputs come from this layer with its quantized weights
@@ -517,14 +511,12 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
                 GptqLinearInfo *info = &rep->lin[l * GPTQ_MODEL_LINEARS + i];
                 info_init(info, l, i);
                 s = quantize_linear(m, lin[i], NULL, o, info);
-                rep->sec_gptq += info->seconds;
             }
         }
         if (s == STATUS_OK && o->lm_head) {
             GptqLinearInfo *info = &rep->lin[rep->n_linear - 1];
             head_info_init(info, m);
             s = quantize_head(m, NULL, o, info);
-            rep->sec_gptq += info->seconds;
         }
     } else {
         s = quantize_gptq(m, rep, calib, o);
@@ -545,6 +537,8 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
         rep->n_weights += m->lm_head.gptq->N * m->lm_head.gptq->K;
         rep->packed_bytes += gptq_packed_bytes(m->lm_head.gptq);
     }
+    for (int i = 0; i < rep->n_linear; i++)
+        rep->sec_gptq += rep->lin[i].seconds;
     rep->seconds = time_now() - t0;
     return STATUS_OK;
 }

@@ -104,6 +104,9 @@ static inline float ops_kv_get(const void *e, DType t, int64_t o) {
 static inline int ops_key_ctx(int ctx) {
     return (ctx + OPS_KEY_TILE - 1) / OPS_KEY_TILE * OPS_KEY_TILE;
 }
+// Stores position p of one KV head: k, v (HD) floats into kh (the head's tiled keys) and vh
+// (its (ctx, HD) values), as elements of type t (DTYPE_F32 or DTYPE_F16, rounded).
+void ops_kv_store(void *kh, void *vh, const float *k, const float *v, int HD, int p, DType t);
 typedef struct {
     int T, H, KVH, HD;
     int ctx;                  // cache positions per KV head (> every pos; whole key tiles)

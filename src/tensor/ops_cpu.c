@@ -272,6 +272,17 @@ void ops_add(float *y, const float *x, int64_t n) {
 
 /* ---- attention -------------------------------------------------------------------- */
 
+void ops_kv_store(void *kh, void *vh, const float *k, const float *v, int HD, int p, DType t) {
+    for (int i = 0; i < HD; i++) { // keys transposed in tiles of positions (ops_key_offset)
+        const int64_t e = ops_key_offset(HD, i, p);
+        if (t == DTYPE_F16)
+            ((uint16_t *)kh)[e] = f32_to_fp16(k[i]);
+        else
+            ((float *)kh)[e] = k[i];
+    }
+    dtype_from_f32((char *)vh + (size_t)p * (size_t)HD * dtype_size(t), v, t, HD);
+}
+
 // Decode attention works on chunks of this many cache positions (fixed, so that the
 // results do not depend on the thread count).
 #define ATTN_CHUNK 256
@@ -385,7 +396,7 @@ static void attend_item(float *out, const float *q, const OpsAttnArgs *a, int i,
 // of a head are then merged in chunk order (flash-decoding):
 // out = sum_c e^(m_c - M) o_c / sum_c e^(m_c - M) l_c, M = max_c m_c. Items are spread over
 // the threads dynamically (the last chunk of a head is shorter; a 9-head, 3-KV-head model
-// gives 3 items per 64 positions), and every number depends only on the chunking, not on
+// gives 3 items per 256 positions), and every number depends only on the chunking, not on
 // the thread count.
 static void attention_decode(float *out, const float *q, const OpsAttnArgs *a, float *scratch,
                              OpsIsa isa) {
@@ -456,17 +467,13 @@ void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scra
     const int nt = MAX(a->n_threads, 1);
     const int64_t work = (int64_t)a->T * a->H * HD * (max_pos + 1); // multiply-adds of q.k
     // Work items are (token, KV head) pairs; each output is computed by one thread alone.
-    // Decode (a token or two): chunks of positions, see attention_decode. Prefill: dynamic,
-    // since later tokens attend over more positions.
+    // Decode (a token or two) with SIMD: chunks of positions, see attention_decode. Otherwise
+    // items are handed out dynamically, since later tokens attend over more positions.
     if (a->T <= 2 && isa != OPS_ISA_PORTABLE) {
         attention_decode(out, q, a, scratch, isa);
-    } else if (a->T <= 2) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (work >= OPS_PAR_MIN_WORK / 2)
-        for (int i = 0; i < n; i++)
-            attend_item(out, q, a, i, scratch + (size_t)thread_id() * per_thread, isa);
-    } else {
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (work >= OPS_PAR_MIN_WORK / 2)
-        for (int i = 0; i < n; i++)
-            attend_item(out, q, a, i, scratch + (size_t)thread_id() * per_thread, isa);
+        return;
     }
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (work >= OPS_PAR_MIN_WORK / 2)
+    for (int i = 0; i < n; i++)
+        attend_item(out, q, a, i, scratch + (size_t)thread_id() * per_thread, isa);
 }
