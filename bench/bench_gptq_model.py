@@ -28,7 +28,6 @@ loop, after model load and tokenization). edgeforge's wall time is shown too.
 """
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -38,21 +37,8 @@ import time
 import numpy as np
 import torch
 
-
-def find_params(x, maxq):
-    # symmetric grid per row (reference quant.py, sym=True)
-    tmp = torch.zeros(x.shape[0], dtype=x.dtype)
-    xmin = torch.minimum(x.min(1)[0], tmp)
-    xmax = torch.maximum(x.max(1)[0], tmp)
-    xmax = torch.maximum(torch.abs(xmin), xmax)
-    neg = xmin < 0
-    xmin[neg] = -xmax[neg]
-    both0 = (xmin == 0) & (xmax == 0)
-    xmin[both0] = -1
-    xmax[both0] = 1
-    scale = (xmax - xmin) / maxq
-    zero = torch.full_like(scale, (maxq + 1) / 2)
-    return scale, zero
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from gptq_ref import Hessian, find_params  # noqa: E402  (our reference GPTQ's pieces)
 
 
 def quantize(x, scale, zero, maxq):
@@ -61,6 +47,8 @@ def quantize(x, scale, zero, maxq):
 
 
 def fasterquant(W, H, dt, group=128, bits=4, blocksize=128, percdamp=0.01):
+    # the reference's fasterquant loop (sym, no act-order); tools/gptq_ref.gptq also records
+    # ties and per-column losses for the parity fixtures, work the timed peer should not do
     W = W.to(dt).clone()
     H = H.clone()
     N, K = W.shape
@@ -86,7 +74,7 @@ def fasterquant(W, H, dt, group=128, bits=4, blocksize=128, percdamp=0.01):
             w = W1[:, i]
             d = Hinv1[i, i]
             if (i1 + i) % group == 0:
-                scale, zero = find_params(W[:, i1 + i:i1 + i + group], maxq)
+                scale, zero = find_params(W[:, i1 + i:i1 + i + group], bits, True)
             q = quantize(w.unsqueeze(1), scale.unsqueeze(1), zero.unsqueeze(1), maxq).flatten()
             Q1[:, i] = q
             err1 = (w - q) / d
@@ -95,21 +83,6 @@ def fasterquant(W, H, dt, group=128, bits=4, blocksize=128, percdamp=0.01):
         Q[:, i1:i2] = Q1
         W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
     return Q.to(torch.float32)
-
-
-class Hessian:
-    def __init__(self, K, dt):
-        self.H = torch.zeros(K, K, dtype=dt)
-        self.n = 0
-        self.dt = dt
-
-    def add(self, x):  # x (B, T, K): B sequences (the reference counts sequences)
-        m = x.shape[0]
-        x = x.reshape(-1, x.shape[-1]).to(self.dt)
-        self.H *= self.n / (self.n + m)
-        self.n += m
-        x = math.sqrt(2 / self.n) * x
-        self.H += x.t().matmul(x)
 
 
 def calib_ids(model_dir, path, n, L, seed):
@@ -142,7 +115,8 @@ def torch_gptq(model, ids, batch, dt):
         def hook(name):
             def f(_mod, inp, _out):
                 c = time.perf_counter()
-                hs[name].add(inp[0])
+                x = inp[0]  # (B, T, K): B sequences (the reference counts sequences)
+                hs[name].add_batch(x.reshape(-1, x.shape[-1]), x.shape[0])
                 t["hessian"] += time.perf_counter() - c
             return f
 
