@@ -74,18 +74,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fd < 0) return 0;
     SafeTensors st;
     if (safetensors_open(&st, path) == STATUS_OK) {
+        StDir sd;
+        st_dir_wrap(&sd, &st);
         const int cfgs[][2] = {{4, 32}, {4, 128}, {4, -1}, {2, 32}, {8, 64}};
         for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
             gptq_config_defaults(&c);
             c.bits = cfgs[i][0];
             c.group_size = cfgs[i][1];
             GptqPacked p;
-            if (gptq_ckpt_read_linear(&p, &st, "l", &c, 0, 0) == STATUS_OK) {
+            if (gptq_ckpt_read_linear(&p, &sd, "l", &c, 0, 0) == STATUS_OK) {
                 exercise(&p);
                 if (gptq_packed_sort_groups(&p) == STATUS_OK) exercise(&p); // act-order layout
                 gptq_packed_release(&p);
             }
         }
+        st_dir_release(&sd);
         safetensors_close(&st);
     }
     close(fd);

@@ -661,16 +661,19 @@ static void test_ckpt_round_trip(void **state) {
     free(text);
     SafeTensors st;
     assert_int_equal(safetensors_open(&st, path), STATUS_OK);
-    assert_int_equal(gptq_ckpt_read_linear(&b, &st, "model.layers.0.mlp.up_proj", &c2, 256, 72),
+    StDir sd;
+    st_dir_wrap(&sd, &st);
+    assert_int_equal(gptq_ckpt_read_linear(&b, &sd, "model.layers.0.mlp.up_proj", &c2, 256, 72),
                      STATUS_OK);
     packed_equal(&a, &b);
     gptq_packed_release(&b);
-    assert_int_equal(gptq_ckpt_read_linear(&b, &st, "model.layers.0.mlp.up_proj", &c2, 0, 0),
+    assert_int_equal(gptq_ckpt_read_linear(&b, &sd, "model.layers.0.mlp.up_proj", &c2, 0, 0),
                      STATUS_OK); // shapes inferred
     packed_equal(&a, &b);
     gptq_packed_release(&b);
-    assert_int_equal(gptq_ckpt_read_linear(&b, &st, "model.layers.0.mlp.up_proj", &c2, 256, 64),
+    assert_int_equal(gptq_ckpt_read_linear(&b, &sd, "model.layers.0.mlp.up_proj", &c2, 256, 64),
                      STATUS_ERR_FORMAT); // not the expected out_features
+    st_dir_release(&sd);
     safetensors_close(&st);
     gptq_packed_release(&a);
     free(cfg);
@@ -691,7 +694,10 @@ static void test_ckpt_python_file(void **state) {
                                        "inline"),
                      STATUS_OK);
     GptqPacked p;
-    assert_int_equal(gptq_ckpt_read_linear(&p, &st, "layer", &c, 0, 0), STATUS_OK);
+    StDir sd;
+    st_dir_wrap(&sd, &st);
+    assert_int_equal(gptq_ckpt_read_linear(&p, &sd, "layer", &c, 0, 0), STATUS_OK);
+    st_dir_release(&sd);
     const float *deq = tensor(&st, "dequant", ST_F32, NULL);
     float *W = xmalloc((size_t)(p.N * p.K) * 4);
     gptq_dequantize(W, &p);
@@ -746,7 +752,10 @@ static void expect_bad(const char *dir, BadKind kind, const GptqConfig *c, Statu
     safewriter_release(&w);
     SafeTensors st;
     assert_int_equal(safetensors_open(&st, path), STATUS_OK);
-    Status s = gptq_ckpt_read_linear(&b, &st, "l", c, 0, 0);
+    StDir sd;
+    st_dir_wrap(&sd, &st);
+    Status s = gptq_ckpt_read_linear(&b, &sd, "l", c, 0, 0);
+    st_dir_release(&sd);
     if (s != want || (needle && !strstr(status_msg(), needle)))
         fail_msg("case %d: status %d (%s), want %d with '%s'", kind, s, status_msg(), want, needle);
     if (s == STATUS_OK) gptq_packed_release(&b);

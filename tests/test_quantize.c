@@ -13,6 +13,7 @@
 #include "core/common.h"
 #include "core/fileio.h"
 #include "core/log.h"
+#include "core/strbuf.h"
 #include "model/infer.h"
 #include "model/llama.h"
 #include "model/model_io.h"
@@ -511,6 +512,113 @@ static void test_e2e_bad_checkpoints(void **state) {
     print_message("shape mismatch: %s\n", status_msg());
 }
 
+// Splits DIR/model.safetensors of the checkpoint at FROM into N shards in TO, as
+// transformers' save_pretrained(max_shard_size=...) lays them out (model-0000i-of-0000N,
+// model.safetensors.index.json with metadata.total_size and weight_map), dealing tensors
+// round-robin so that the parts of one packed linear land in different shards.
+static void shard_ckpt(const char *from, const char *to, int n) {
+    copy_ckpt(from, to);
+    char path[400];
+    snprintf(path, sizeof path, "%s/model.safetensors", to);
+    SafeTensors st;
+    assert_int_equal(safetensors_open(&st, path), STATUS_OK);
+    StrBuf ix = {0};
+    char line[600];
+    uint64_t total = 0;
+    for (int i = 0; i < st.n_tensors; i++)
+        total += st.tensors[i].nbytes;
+    snprintf(line, sizeof line, "{\"metadata\": {\"total_size\": %llu}, \"weight_map\": {",
+             (unsigned long long)total);
+    strbuf_puts(&ix, line);
+    const size_t head = ix.n;
+    for (int k = 0; k < n; k++) {
+        SafeWriter w;
+        safewriter_init(&w);
+        char name[64];
+        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k + 1, n);
+        for (int i = k; i < st.n_tensors; i += n) {
+            const SafeTensor *t = &st.tensors[i];
+            safewriter_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data);
+            snprintf(line, sizeof line, "%s\"%s\": \"%s\"", ix.n > head ? ", " : "", t->name, name);
+            strbuf_puts(&ix, line);
+        }
+        char sp[500];
+        snprintf(sp, sizeof sp, "%s/%s", to, name);
+        assert_int_equal(safewriter_write(&w, sp), STATUS_OK);
+        safewriter_release(&w);
+    }
+    strbuf_puts(&ix, "}}\n");
+    safetensors_close(&st);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", to);
+    write_text(path, ix.p);
+    strbuf_release(&ix);
+}
+
+// Logits of the first positions of a fixed prompt.
+static void prompt_logits(const Model *m, float *logits) {
+    InferState st;
+    assert_int_equal(infer_init(&st, m, NULL), STATUS_OK);
+    int32_t prompt[] = {1, 403, 407, 261, 378};
+    assert_int_equal(infer_prefill(&st, 0, prompt, 5, logits), STATUS_OK);
+    assert_int_equal(infer_decode(&st, 0, 300, logits + m->cfg.vocab_size), STATUS_OK);
+    infer_release(&st);
+}
+
+// A checkpoint sharded as transformers shards it loads and runs exactly as the single file;
+// a missing shard and an index that points a tensor at the wrong shard are clear errors.
+static void test_e2e_sharded(void **state) {
+    E2E *e = *state;
+    char sh[300], path[600];
+    snprintf(sh, sizeof sh, "%s_sharded", e->dir);
+    shard_ckpt(e->dir, sh, 3);
+    Model a, b;
+    assert_int_equal(model_load(&a, e->dir, NULL), STATUS_OK);
+    Status s = model_load(&b, sh, NULL);
+    if (s != STATUS_OK) fail_msg("sharded load: %s", status_msg());
+    assert_int_equal(b.n_files, 3);
+    assert_non_null(b.layers[0].wq.gptq);
+    const int V = a.cfg.vocab_size;
+    float *la = malloc(2 * (size_t)V * sizeof *la), *lb = malloc(2 * (size_t)V * sizeof *lb);
+    prompt_logits(&a, la);
+    prompt_logits(&b, lb);
+    assert_memory_equal(la, lb, 2 * (size_t)V * sizeof *la);
+    free(la);
+    free(lb);
+    model_release(&a);
+    model_release(&b);
+    // the CLI runs it too
+    char cmd[400], *out = NULL;
+    snprintf(cmd, sizeof cmd, "generate %s -p 'Once upon a time' -n 4 -t 1", sh);
+    int rc = run_cli(cmd, &out);
+    if (rc != 0) fail_msg("generate: %s", out);
+    free(out);
+    // a shard gone
+    snprintf(path, sizeof path, "%s/model-00002-of-00003.safetensors", sh);
+    char moved[620];
+    snprintf(moved, sizeof moved, "%s.away", path);
+    assert_int_equal(rename(path, moved), 0);
+    assert_int_equal(model_load(&b, sh, NULL), STATUS_ERR_IO);
+    print_message("missing shard: %s\n", status_msg());
+    assert_non_null(strstr(status_msg(), "model-00002-of-00003.safetensors"));
+    assert_int_equal(rename(moved, path), 0);
+    // the index sends a packed tensor to a shard that does not hold it
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", sh);
+    char *text;
+    size_t len;
+    assert_int_equal(file_read_all(path, &text, &len), STATUS_OK);
+    char *q = strstr(text, "\"model.layers.0.self_attn.q_proj.qweight\": \"model-0000");
+    assert_non_null(q);
+    q += strlen("\"model.layers.0.self_attn.q_proj.qweight\": \"model-0000");
+    *q = *q == '1' ? '2' : '1';
+    write_text(path, text);
+    free(text);
+    assert_int_equal(model_load(&b, sh, NULL), STATUS_ERR_FORMAT);
+    print_message("wrong shard: %s\n", status_msg());
+    assert_non_null(strstr(status_msg(), "q_proj.qweight"));
+    assert_non_null(strstr(status_msg(), "does not contain it"));
+}
+
 // The CLI: too little calibration data is a clear error and leaves no output behind.
 static void test_cli_quantize_errors(void **state) {
     E2E *e = *state;
@@ -549,6 +657,7 @@ int main(void) {
         cmocka_unit_test(test_calib_file_too_short),
         cmocka_unit_test(test_e2e_gptq_beats_rtn),
         cmocka_unit_test(test_e2e_bad_checkpoints),
+        cmocka_unit_test(test_e2e_sharded),
         cmocka_unit_test(test_e2e_true_sequential_actorder),
         cmocka_unit_test(test_e2e_lm_head),
         cmocka_unit_test(test_cli_quantize_errors),

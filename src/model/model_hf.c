@@ -37,6 +37,7 @@
 
 #include "core/common.h"
 #include "model/safetensors.h"
+#include "model/st_dir.h"
 #include "model/tokenizer.h"
 
 /* ---- config.json -------------------------------------------------------------- */
@@ -334,191 +335,7 @@ static Status hf_read_generation_config(LlamaConfig *c, const char *dir) {
 
 /* ---- weights ------------------------------------------------------------------ */
 
-typedef struct {
-    SafeTensors *st;      // (n_st) open shards; their mappings moved into m->files
-    char **shard_names;   // (n_st) file names inside the directory
-    unsigned char **used; // (n_st) per tensor: bound to the model
-    int n_st;
-    json_t *index; // "weight_map" of the sharded index, or NULL
-    char *desc;    // the file named in errors: model.safetensors or the index
-} HfWeights;
-
-static void hf_weights_release(HfWeights *w) {
-    for (int i = 0; i < w->n_st; i++) {
-        safetensors_close(&w->st[i]);
-        free(w->shard_names[i]);
-        free(w->used[i]);
-    }
-    free(w->st);
-    free(w->shard_names);
-    free(w->used);
-    json_decref(w->index);
-    free(w->desc);
-    memset(w, 0, sizeof *w);
-}
-
-// Opens one shard and hands its mapping to the model (tensors stay views into it).
-static Status hf_open_shard(HfWeights *w, Model *m, const char *dir, const char *name) {
-    if (m->n_files >= MODEL_MAX_FILES)
-        return fail(STATUS_ERR_UNSUPPORTED, "'%s' has more than %d shards", w->desc,
-                    MODEL_MAX_FILES);
-    if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-        return fail(STATUS_ERR_FORMAT, "'%s' names a bad shard file '%s'", w->desc, name);
-    char *path = path_join(dir, name);
-    if (!path_is_file(path)) {
-        Status s = fail(STATUS_ERR_IO, "'%s' points to shard '%s' but '%s' does not exist", w->desc,
-                        name, path);
-        free(path);
-        return s;
-    }
-    int i = w->n_st;
-    w->st = xrealloc(w->st, (size_t)(i + 1) * sizeof *w->st);
-    w->shard_names = xrealloc(w->shard_names, (size_t)(i + 1) * sizeof *w->shard_names);
-    w->used = xrealloc(w->used, (size_t)(i + 1) * sizeof *w->used);
-    Status s = safetensors_open(&w->st[i], path);
-    free(path);
-    if (s != STATUS_OK) return s;
-    w->shard_names[i] = xstrdup(name);
-    w->used[i] = xcalloc((size_t)w->st[i].n_tensors + 1, 1);
-    w->n_st++;
-    // the model owns the mapping from now on; safetensors_close leaves it alone
-    m->files[m->n_files++] = w->st[i].file;
-    w->st[i].file.data = NULL;
-    w->st[i].file.size = 0;
-    w->st[i].file.path = xstrdup(m->files[m->n_files - 1].path);
-    return STATUS_OK;
-}
-
-static Status hf_open_weights(HfWeights *w, Model *m, const char *dir) {
-    memset(w, 0, sizeof *w);
-    char *single = path_join(dir, "model.safetensors");
-    char *index = path_join(dir, "model.safetensors.index.json");
-    Status s = STATUS_OK;
-    if (path_is_file(index)) {
-        w->desc = index;
-        index = NULL;
-        json_t *root;
-        if ((s = hf_read_json(&root, w->desc)) != STATUS_OK) goto out;
-        json_t *wm = json_is_object(root) ? json_object_get(root, "weight_map") : NULL;
-        if (!json_is_object(wm)) {
-            json_decref(root);
-            s = fail(STATUS_ERR_FORMAT, "'%s' has no 'weight_map' object", w->desc);
-            goto out;
-        }
-        w->index = json_incref(wm);
-        json_decref(root);
-        const char *name;
-        json_t *v;
-        json_object_foreach(w->index, name, v) {
-            if (!json_is_string(v)) {
-                s = fail(STATUS_ERR_FORMAT, "'%s': weight_map entry '%s' is not a file name",
-                         w->desc, name);
-                goto out;
-            }
-            const char *shard = json_string_value(v);
-            int have = 0;
-            for (int i = 0; i < w->n_st && !have; i++)
-                have = strcmp(w->shard_names[i], shard) == 0;
-            if (!have && (s = hf_open_shard(w, m, dir, shard)) != STATUS_OK) goto out;
-        }
-        if (w->n_st == 0) s = fail(STATUS_ERR_FORMAT, "'%s' has an empty weight_map", w->desc);
-    } else if (path_is_file(single)) {
-        w->desc = xstrdup(single);
-        s = hf_open_shard(w, m, dir, "model.safetensors");
-    } else {
-        char *bin = path_join(dir, "pytorch_model.bin");
-        s = fail(
-            STATUS_ERR_IO, "no model.safetensors or model.safetensors.index.json in '%s'%s", dir,
-            path_is_file(bin) ? " (pytorch_model.bin is not supported: re-save with safetensors)"
-                              : "");
-        free(bin);
-    }
-out:
-    free(single);
-    free(index);
-    return s;
-}
-
-// Finds a tensor; *shard/*idx locate it for the "used" bookkeeping. NULL when absent.
-static const SafeTensor *hf_find(const HfWeights *w, const char *name, int *shard, int *idx) {
-    int lo = 0, hi = w->n_st;
-    if (w->index) {
-        const json_t *v = json_object_get(w->index, name);
-        if (!v) return NULL;
-        for (lo = 0; lo < w->n_st; lo++)
-            if (strcmp(w->shard_names[lo], json_string_value(v)) == 0) break;
-        hi = lo + 1;
-    }
-    for (int i = lo; i < hi && i < w->n_st; i++) {
-        const SafeTensor *t = safetensors_find(&w->st[i], name);
-        if (t) {
-            *shard = i;
-            *idx = (int)(t - w->st[i].tensors);
-            return t;
-        }
-    }
-    return NULL;
-}
-
-static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
-    size_t o = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && o < n; i++)
-        o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (o < n) snprintf(buf + o, n - o, "]");
-}
-
-// Binds tensor `name` of shape (d0) or (d0, d1) (d1 = 0 for 1-D) to *t.
-static Status hf_bind(HfWeights *w, Model *m, Tensor *t, const char *name, int64_t d0, int64_t d1) {
-    int sh = 0, ix = 0;
-    const SafeTensor *st = hf_find(w, name, &sh, &ix);
-    if (!st) {
-        if (w->index && json_object_get(w->index, name))
-            return fail(STATUS_ERR_FORMAT,
-                        "'%s' maps tensor '%s' to '%s', which does not contain it", w->desc, name,
-                        json_string_value(json_object_get(w->index, name)));
-        return fail(STATUS_ERR_FORMAT, "tensor '%s' is missing from '%s'", name, w->desc);
-    }
-    const char *file = w->st[sh].file.path;
-    DType dt;
-    switch (st->dtype) {
-    case ST_F32: dt = DTYPE_F32; break;
-    case ST_F16: dt = DTYPE_F16; break;
-    case ST_BF16: dt = DTYPE_BF16; break;
-    default:
-        return fail(STATUS_ERR_UNSUPPORTED,
-                    "tensor '%s' in '%s' has dtype %s (only F32, F16, BF16)", name, file,
-                    safe_dtype_name(st->dtype));
-    }
-    int ndim = d1 > 0 ? 2 : 1;
-    int64_t want[2] = {d0, d1};
-    if (st->ndim != ndim || st->shape[0] != d0 || (ndim == 2 && st->shape[1] != d1)) {
-        char got[128], exp[64];
-        shape_str(got, sizeof got, st->ndim, st->shape);
-        shape_str(exp, sizeof exp, ndim, want);
-        return fail(STATUS_ERR_FORMAT,
-                    "tensor '%s' in '%s' has shape %s, but config.json implies %s", name, file, got,
-                    exp);
-    }
-    *t = (Tensor){
-        .dtype = dt, .ndim = ndim, .shape = {d0, ndim == 2 ? d1 : 0}, .data = (void *)st->data};
-    // safetensors does not promise alignment; kernels read elements in place
-    if ((uintptr_t)st->data % dtype_size(dt) != 0) {
-        void *buf = model_alloc(m, (size_t)st->nbytes);
-        if (!buf) return STATUS_ERR_NOMEM;
-        memcpy(buf, st->data, (size_t)st->nbytes);
-        t->data = buf;
-    }
-    w->used[sh][ix] = 1;
-    return STATUS_OK;
-}
-
-// Marks an optional tensor as used (present or not); e.g. lm_head of a tied model.
-static void hf_consume(HfWeights *w, const char *name) {
-    int sh, ix;
-    if (hf_find(w, name, &sh, &ix)) w->used[sh][ix] = 1;
-}
-
-static Status hf_bind_layer(HfWeights *w, Model *m, int l) {
+static Status hf_bind_layer(StDir *w, Model *m, int l) {
     const LlamaConfig *c = &m->cfg;
     LlamaLayer *ly = &m->layers[l];
     int64_t D = c->dim, F = c->hidden_dim, QD = (int64_t)c->n_heads * c->head_dim;
@@ -545,47 +362,35 @@ static Status hf_bind_layer(HfWeights *w, Model *m, int l) {
     char name[128];
     for (size_t i = 0; i < n; i++) {
         snprintf(name, sizeof name, "model.layers.%d.%s", l, tab[i].suffix);
-        Status s = hf_bind(w, m, tab[i].t, name, tab[i].d0, tab[i].d1);
+        Status s = st_dir_bind(w, m, tab[i].t, name, tab[i].d0, tab[i].d1);
         if (s != STATUS_OK) return s;
     }
     // older checkpoints store RoPE's inverse frequencies; they are recomputed
     snprintf(name, sizeof name, "model.layers.%d.self_attn.rotary_emb.inv_freq", l);
-    hf_consume(w, name);
+    st_dir_use(w, name);
     return STATUS_OK;
 }
 
-// Every tensor in the files must have been bound: anything else means the config
-// and the weights disagree.
-static Status hf_check_unused(const HfWeights *w) {
-    for (int i = 0; i < w->n_st; i++)
-        for (int j = 0; j < w->st[i].n_tensors; j++)
-            if (!w->used[i][j])
-                return fail(
-                    STATUS_ERR_FORMAT,
-                    "unexpected tensor '%s' in '%s' (not part of the model config.json describes)",
-                    w->st[i].tensors[j].name, w->st[i].file.path);
-    return STATUS_OK;
-}
-
-static Status hf_bind_all(HfWeights *w, Model *m) {
+static Status hf_bind_all(StDir *w, Model *m) {
     const LlamaConfig *c = &m->cfg;
-    Status s = hf_bind(w, m, &m->tok_emb, "model.embed_tokens.weight", c->vocab_size, c->dim);
+    Status s = st_dir_bind(w, m, &m->tok_emb, "model.embed_tokens.weight", c->vocab_size, c->dim);
     if (s != STATUS_OK) return s;
     for (int l = 0; l < c->n_layers; l++)
         if ((s = hf_bind_layer(w, m, l)) != STATUS_OK) return s;
-    if ((s = hf_bind(w, m, &m->final_norm, "model.norm.weight", c->dim, 0)) != STATUS_OK) return s;
-    int sh, ix;
-    bool has_head = hf_find(w, "lm_head.weight", &sh, &ix) != NULL;
+    if ((s = st_dir_bind(w, m, &m->final_norm, "model.norm.weight", c->dim, 0)) != STATUS_OK)
+        return s;
+    bool has_head = st_dir_find(w, "lm_head.weight", NULL) != NULL;
     if (!m->cfg.tied_embeddings && has_head) {
-        if ((s = hf_bind(w, m, &m->lm_head, "lm_head.weight", c->vocab_size, c->dim)) != STATUS_OK)
+        if ((s = st_dir_bind(w, m, &m->lm_head, "lm_head.weight", c->vocab_size, c->dim)) !=
+            STATUS_OK)
             return s;
     } else {
         // tie_word_embeddings (transformers then ignores a stored lm_head), or no lm_head
         m->cfg.tied_embeddings = true;
         m->lm_head = m->tok_emb;
-        hf_consume(w, "lm_head.weight");
+        st_dir_use(w, "lm_head.weight");
     }
-    return hf_check_unused(w);
+    return st_dir_check_unused(w);
 }
 
 Status model_load_hf(Model *m, const char *path) {
@@ -607,7 +412,7 @@ Status model_load_hf(Model *m, const char *path) {
     }
     cfg_path = path_join(dir, "config.json");
     m->source = xstrdup(dir);
-    HfWeights w = {0};
+    StDir w = {0};
     json_t *root = NULL;
     Status s;
     if (!path_is_file(cfg_path)) {
@@ -623,10 +428,10 @@ Status model_load_hf(Model *m, const char *path) {
         s = fail(STATUS_ERR_NOMEM, "cannot allocate the layer table");
         goto out;
     }
-    if ((s = hf_open_weights(&w, m, dir)) != STATUS_OK) goto out;
+    if ((s = st_dir_open(&w, dir, m)) != STATUS_OK) goto out;
     s = hf_bind_all(&w, m);
 out:
-    hf_weights_release(&w);
+    st_dir_release(&w);
     json_decref(root);
     free(cfg_path);
     free(dir);

@@ -217,40 +217,47 @@ void gptq_ckpt_add_linear(SafeWriter *w, const char *prefix, const GptqPacked *p
 }
 
 // Finds <prefix>.<suffix>; checks dtype and rank. *t NULL when optional and absent.
-static Status find_tensor(const SafeTensor **t, const SafeTensors *st, const char *prefix,
+static Status find_tensor(const SafeTensor **t, const StDir *d, const char *prefix,
                           const char *suffix, SafeDType dt, int ndim, bool required) {
     char name[512];
+    const char *file;
     snprintf(name, sizeof name, "%s.%s", prefix, suffix);
-    *t = safetensors_find(st, name);
+    *t = st_dir_find(d, name, &file);
     if (!*t) {
         if (!required) return STATUS_OK;
-        return fail(STATUS_ERR_FORMAT, "'%s': GPTQ tensor '%s' is missing", st->file.path, name);
+        return st_dir_missing(d, "GPTQ tensor", name);
     }
     if ((*t)->dtype != dt && !(dt == ST_I32 && (*t)->dtype == ST_U32))
-        return fail(STATUS_ERR_FORMAT, "'%s': '%s' has dtype %s, expected %s", st->file.path, name,
+        return fail(STATUS_ERR_FORMAT, "'%s': '%s' has dtype %s, expected %s", file, name,
                     safe_dtype_name((*t)->dtype), safe_dtype_name(dt));
     if ((*t)->ndim != ndim)
-        return fail(STATUS_ERR_FORMAT, "'%s': '%s' has %d dimensions, expected %d", st->file.path,
-                    name, (*t)->ndim, ndim);
+        return fail(STATUS_ERR_FORMAT, "'%s': '%s' has %d dimensions, expected %d", file, name,
+                    (*t)->ndim, ndim);
     return STATUS_OK;
 }
 
-static Status shape_error(const SafeTensors *st, const char *prefix, const char *suffix,
+static Status shape_error(const StDir *d, const char *prefix, const char *suffix,
                           const SafeTensor *t, int64_t e0, int64_t e1) {
-    char want[64];
+    char want[64], name[512];
+    const char *file;
+    snprintf(name, sizeof name, "%s.%s", prefix, suffix);
+    st_dir_find(d, name, &file);
     if (e1 >= 0)
         snprintf(want, sizeof want, "[%lld, %lld]", (long long)e0, (long long)e1);
     else
         snprintf(want, sizeof want, "[%lld]", (long long)e0);
-    return fail(STATUS_ERR_FORMAT, "'%s': '%s.%s' has shape [%lld%s%lld], expected %s",
-                st->file.path, prefix, suffix, (long long)t->shape[0], t->ndim > 1 ? ", " : "",
+    return fail(STATUS_ERR_FORMAT, "'%s': '%s' has shape [%lld%s%lld], expected %s", file, name,
+                (long long)t->shape[0], t->ndim > 1 ? ", " : "",
                 t->ndim > 1 ? (long long)t->shape[1] : 0LL, want);
 }
 
-Status gptq_ckpt_read_linear(GptqPacked *p, const SafeTensors *st, const char *prefix,
+Status gptq_ckpt_read_linear(GptqPacked *p, const StDir *st, const char *prefix,
                              const GptqConfig *c, int64_t K, int64_t N) {
     memset(p, 0, sizeof *p);
-    const char *file = st->file.path;
+    char qw_name[512];
+    const char *file; // the messages below name qweight's shard
+    snprintf(qw_name, sizeof qw_name, "%s.qweight", prefix);
+    st_dir_find(st, qw_name, &file);
     if (c->bits != 2 && c->bits != 4 && c->bits != 8)
         return fail(STATUS_ERR_UNSUPPORTED, "'%s': %d-bit GPTQ is not supported", file, c->bits);
     const SafeTensor *qw, *qz, *sc, *gi, *bias;

@@ -12,7 +12,7 @@
  *   gptq_config_write("out", &c);
  *
  *   GptqConfig c;  gptq_config_read(&c, "dir");           // quantize_config.json or config.json
- *   GptqPacked p;  gptq_ckpt_read_linear(&p, &st, prefix, &c, K, N);   // validated copy
+ *   GptqPacked p;  gptq_ckpt_read_linear(&p, &dir, prefix, &c, K, N);  // StDir; validated copy
  *
  * Readers validate everything (dtypes, shapes against each other and the config, g_idx
  * range, zero points, v1 vs v2 format) and answer STATUS_ERR_FORMAT / _UNSUPPORTED with the
@@ -27,6 +27,7 @@
 
 #include "core/status.h"
 #include "model/safetensors.h"
+#include "model/st_dir.h"
 #include "quant/gptq.h"
 #include "quant/gptq_pack.h"
 
@@ -63,10 +64,11 @@ Status gptq_config_write(const char *dir, const GptqConfig *c);
 // Adds <prefix>.qweight, .qzeros, .scales, .g_idx (and .bias when p->bias) to w; p's arrays
 // are borrowed until safewriter_write.
 void gptq_ckpt_add_linear(SafeWriter *w, const char *prefix, const GptqPacked *p);
-// Reads and validates <prefix>.* from st into p (copies). K, N: expected in/out features, or
-// 0 to take them from the tensors (K then comes from g_idx, or qweight when g_idx is
-// absent). Errors name st's file and the tensor.
-Status gptq_ckpt_read_linear(GptqPacked *p, const SafeTensors *st, const char *prefix,
+// Reads and validates <prefix>.* from st (one file or a sharded directory; the tensors may
+// sit in different shards) into p (copies). K, N: expected in/out features, or 0 to take
+// them from the tensors (K then comes from g_idx, or qweight when g_idx is absent). Errors
+// name the shard and the tensor. Marks nothing used (the caller does).
+Status gptq_ckpt_read_linear(GptqPacked *p, const StDir *st, const char *prefix,
                              const GptqConfig *c, int64_t K, int64_t N);
 
 #endif

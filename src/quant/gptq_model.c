@@ -717,71 +717,28 @@ bool gptq_model_is_checkpoint(const char *path) {
     return yes;
 }
 
-typedef struct {
-    SafeTensors st;
-    unsigned char *used; // (n_tensors)
-    const char *file;
-} Ckpt;
-
-// Binds an unquantized tensor of shape (d0) or (d0, d1).
-static Status bind_float(Ckpt *k, Model *m, Tensor *t, const char *name, int64_t d0, int64_t d1) {
-    const SafeTensor *st = safetensors_find(&k->st, name);
-    if (!st) return fail(STATUS_ERR_FORMAT, "tensor '%s' is missing from '%s'", name, k->file);
-    DType dt;
-    switch (st->dtype) {
-    case ST_F32: dt = DTYPE_F32; break;
-    case ST_F16: dt = DTYPE_F16; break;
-    case ST_BF16: dt = DTYPE_BF16; break;
-    default:
-        return fail(STATUS_ERR_UNSUPPORTED,
-                    "tensor '%s' in '%s' has dtype %s (only F32, F16, BF16)", name, k->file,
-                    safe_dtype_name(st->dtype));
-    }
-    int ndim = d1 > 0 ? 2 : 1;
-    if (st->ndim != ndim || st->shape[0] != d0 || (ndim == 2 && st->shape[1] != d1))
-        return fail(STATUS_ERR_FORMAT,
-                    "tensor '%s' in '%s' has the wrong shape (config.json "
-                    "implies %lld x %lld)",
-                    name, k->file, (long long)d0, (long long)d1);
-    *t = (Tensor){
-        .dtype = dt, .ndim = ndim, .shape = {d0, ndim == 2 ? d1 : 0}, .data = (void *)st->data};
-    if ((uintptr_t)st->data % dtype_size(dt) != 0) { // safetensors promises no alignment
-        void *buf = model_alloc(m, (size_t)st->nbytes);
-        if (!buf) return STATUS_ERR_NOMEM;
-        memcpy(buf, st->data, (size_t)st->nbytes);
-        t->data = buf;
-    }
-    k->used[st - k->st.tensors] = 1;
-    return STATUS_OK;
-}
-
-static void mark_used(Ckpt *k, const char *name) {
-    const SafeTensor *st = safetensors_find(&k->st, name);
-    if (st) k->used[st - k->st.tensors] = 1;
-}
-
 // One decoder linear: packed when <prefix>.qweight exists, else a float <prefix>.weight.
-static Status bind_linear(Ckpt *k, Model *m, const GptqConfig *gc, Tensor *t, Tensor *bias,
+static Status bind_linear(StDir *k, Model *m, const GptqConfig *gc, Tensor *t, Tensor *bias,
                           const char *prefix, int64_t N, int64_t K) {
     char name[160];
     snprintf(name, sizeof name, "%s.qweight", prefix);
-    if (!safetensors_find(&k->st, name)) {
+    if (!st_dir_listed(k, name)) {
         snprintf(name, sizeof name, "%s.weight", prefix);
-        Status s = bind_float(k, m, t, name, N, K);
+        Status s = st_dir_bind(k, m, t, name, N, K);
         if (s == STATUS_OK && bias) {
             snprintf(name, sizeof name, "%s.bias", prefix);
-            s = bind_float(k, m, bias, name, N, 0);
+            s = st_dir_bind(k, m, bias, name, N, 0);
         }
         return s;
     }
     GptqPacked *p = xcalloc(1, sizeof *p);
-    Status s = gptq_ckpt_read_linear(p, &k->st, prefix, gc, K, N);
+    Status s = gptq_ckpt_read_linear(p, k, prefix, gc, K, N);
     if (s == STATUS_OK) s = qmatmul_check(p);
     if (s == STATUS_OK && p->bias && !bias)
         s = fail(STATUS_ERR_UNSUPPORTED,
-                 "'%s': %s has a bias, which this architecture does not have", k->file, prefix);
+                 "'%s': %s has a bias, which this architecture does not have", k->desc, prefix);
     if (s == STATUS_OK && bias && !p->bias)
-        s = fail(STATUS_ERR_FORMAT, "'%s': %s.bias is missing", k->file, prefix);
+        s = fail(STATUS_ERR_FORMAT, "'%s': %s.bias is missing", k->desc, prefix);
     if (s == STATUS_OK) s = gptq_packed_sort_groups(p); // act-order: the fast GEMV path
     if (s != STATUS_OK) { // the reader's messages already name the file
         gptq_packed_release(p);
@@ -791,7 +748,7 @@ static Status bind_linear(Ckpt *k, Model *m, const GptqConfig *gc, Tensor *t, Te
     const char *parts[] = {"qweight", "qzeros", "scales", "g_idx", "bias"};
     for (size_t i = 0; i < ARRAY_LEN(parts); i++) {
         snprintf(name, sizeof name, "%s.%s", prefix, parts[i]);
-        mark_used(k, name);
+        st_dir_use(k, name);
     }
     if (p->bias) { // the engine adds biases from the layer's own tensor
         *bias = (Tensor){.dtype = DTYPE_F16, .ndim = 1, .shape = {N}, .data = p->bias};
@@ -803,18 +760,18 @@ static Status bind_linear(Ckpt *k, Model *m, const GptqConfig *gc, Tensor *t, Te
     return STATUS_OK;
 }
 
-static Status load_weights(Ckpt *k, Model *m, const GptqConfig *gc) {
+static Status load_weights(StDir *k, Model *m, const GptqConfig *gc) {
     const LlamaConfig *c = &m->cfg;
     int64_t D = c->dim, F = c->hidden_dim, QD = (int64_t)c->n_heads * c->head_dim;
     int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
-    Status s = bind_float(k, m, &m->tok_emb, "model.embed_tokens.weight", c->vocab_size, D);
+    Status s = st_dir_bind(k, m, &m->tok_emb, "model.embed_tokens.weight", c->vocab_size, D);
     char name[160];
     for (int l = 0; l < c->n_layers && s == STATUS_OK; l++) {
         LlamaLayer *ly = &m->layers[l];
         snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        s = bind_float(k, m, &ly->attn_norm, name, D, 0);
+        s = st_dir_bind(k, m, &ly->attn_norm, name, D, 0);
         snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        if (s == STATUS_OK) s = bind_float(k, m, &ly->ffn_norm, name, D, 0);
+        if (s == STATUS_OK) s = st_dir_bind(k, m, &ly->ffn_norm, name, D, 0);
         Tensor *lin[GPTQ_MODEL_LINEARS];
         gptq_model_layer_linears(ly, lin);
         Tensor *bias[GPTQ_MODEL_LINEARS] = {NULL};
@@ -830,36 +787,29 @@ static Status load_weights(Ckpt *k, Model *m, const GptqConfig *gc) {
             s = bind_linear(k, m, gc, lin[i], bias[i], name, shp[i][0], shp[i][1]);
         }
         snprintf(name, sizeof name, "model.layers.%d.self_attn.rotary_emb.inv_freq", l);
-        mark_used(k, name);
+        st_dir_use(k, name);
     }
-    if (s == STATUS_OK) s = bind_float(k, m, &m->final_norm, "model.norm.weight", D, 0);
+    if (s == STATUS_OK) s = st_dir_bind(k, m, &m->final_norm, "model.norm.weight", D, 0);
     if (s != STATUS_OK) return s;
-    if (safetensors_find(&k->st, "lm_head.qweight")) { // GPTQModel's lm_head=True
+    if (st_dir_listed(k, "lm_head.qweight")) { // GPTQModel's lm_head=True
         s = bind_linear(k, m, gc, &m->lm_head, NULL, "lm_head", c->vocab_size, D);
         if (s == STATUS_OK) m->cfg.tied_embeddings = false;
-    } else if (!c->tied_embeddings && safetensors_find(&k->st, "lm_head.weight")) {
-        s = bind_float(k, m, &m->lm_head, "lm_head.weight", c->vocab_size, D);
+    } else if (!c->tied_embeddings && st_dir_find(k, "lm_head.weight", NULL)) {
+        s = st_dir_bind(k, m, &m->lm_head, "lm_head.weight", c->vocab_size, D);
     } else {
         m->cfg.tied_embeddings = true;
         m->lm_head = m->tok_emb;
-        mark_used(k, "lm_head.weight");
+        st_dir_use(k, "lm_head.weight");
     }
-    for (int i = 0; i < k->st.n_tensors && s == STATUS_OK; i++)
-        if (!k->used[i])
-            s = fail(STATUS_ERR_FORMAT, "unexpected tensor '%s' in '%s'", k->st.tensors[i].name,
-                     k->file);
-    return s;
+    return s == STATUS_OK ? st_dir_check_unused(k) : s;
 }
 
 Status gptq_model_load(Model *m, const char *path) {
     model_init(m);
     char *dir = dir_of(path);
     char *cfg_path = path_join(dir, "config.json");
-    char *st_path = path_join(dir, "model.safetensors");
-    char *index = path_join(dir, "model.safetensors.index.json");
     json_t *root = NULL;
-    Ckpt k = {0};
-    k.file = st_path;
+    StDir k = {0};
     m->source = xstrdup(dir);
     Status s = read_config(&root, cfg_path);
     GptqConfig gc;
@@ -875,26 +825,17 @@ Status gptq_model_load(Model *m, const char *path) {
     if (s == STATUS_OK && gc.bits != 4)
         s = fail(STATUS_ERR_UNSUPPORTED,
                  "'%s': %d-bit GPTQ checkpoints do not run here (4-bit only)", dir, gc.bits);
-    if (s == STATUS_OK && path_is_file(index))
-        s = fail(STATUS_ERR_UNSUPPORTED, "'%s': sharded GPTQ checkpoints are not supported", dir);
-    if (s == STATUS_OK) s = safetensors_open(&k.st, st_path);
+    // model.safetensors or the shards of model.safetensors.index.json; the model keeps the
+    // mappings: unquantized tensors stay views into them
+    if (s == STATUS_OK) s = st_dir_open(&k, dir, m);
     if (s == STATUS_OK) {
-        k.used = xcalloc((size_t)k.st.n_tensors + 1, 1);
-        // the model keeps the mapping: unquantized tensors stay views into it
-        m->files[m->n_files++] = k.st.file;
-        k.st.file.data = NULL;
-        k.st.file.size = 0;
-        k.st.file.path = xstrdup(st_path);
         m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
         if (!m->layers) s = fail(STATUS_ERR_NOMEM, "cannot allocate the layer table");
     }
     if (s == STATUS_OK) s = load_weights(&k, m, &gc);
-    safetensors_close(&k.st);
-    free(k.used);
+    st_dir_release(&k);
     json_decref(root);
     free(cfg_path);
-    free(st_path);
-    free(index);
     free(dir);
     if (s != STATUS_OK) model_release(m);
     return s;
