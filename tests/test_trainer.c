@@ -119,15 +119,44 @@ static void test_same_seed_identical_and_loss_drops(void **state) {
     run_ok(c, &o, &b, &rb);
     assert_int_equal(ra.steps, 8);
     assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
-    // recomputing attention in the backward gives the same bytes with less memory
+    // recomputing attention, or whole layers, in the backward gives the same bytes with
+    // less memory
     lora_release(&b);
-    o.recompute_attention = true;
+    o.recompute = LLAMA_RECOMPUTE_ATTENTION;
     run_ok(c, &o, &b, &rb);
     assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
-    int64_t full = llama_train_act_bytes(&c->student.cfg, 3, 16, 4, false);
-    int64_t rec = llama_train_act_bytes(&c->student.cfg, 3, 16, 4, true);
-    int64_t probs = (int64_t)3 * c->student.cfg.n_heads * 16 * 16 * (int64_t)sizeof(float);
-    assert_true(full - rec == (c->student.cfg.n_layers - 1) * probs);
+    lora_release(&b);
+    o.recompute = LLAMA_RECOMPUTE_LAYERS;
+    run_ok(c, &o, &b, &rb);
+    assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
+    assert_true(rb.final_val_ce == ra.final_val_ce);
+    const LlamaConfig *sc = &c->student.cfg;
+    int64_t full = llama_train_act_bytes(sc, 3, 16, 4, LLAMA_RECOMPUTE_NONE);
+    int64_t rec = llama_train_act_bytes(sc, 3, 16, 4, LLAMA_RECOMPUTE_ATTENTION);
+    int64_t lay = llama_train_act_bytes(sc, 3, 16, 4, LLAMA_RECOMPUTE_LAYERS);
+    int64_t probs = (int64_t)3 * sc->n_heads * 16 * 16 * (int64_t)sizeof(float);
+    assert_true(full - rec == (sc->n_layers - 1) * probs);
+    // a layer's activations: ln1 rstd1 q k v probs atty res1 ln2 rstd2 gate up h, u x 7
+    // (each buffer rounded up to 16 floats)
+    const int64_t N = 3 * 16, qd = (int64_t)sc->n_heads * sc->head_dim,
+                  kvd = (int64_t)sc->n_kv_heads * sc->head_dim;
+    int64_t per[] = {N * sc->dim,
+                     N,
+                     N * qd,
+                     N * kvd,
+                     N * kvd,
+                     probs / 4,
+                     N * qd,
+                     N * sc->dim,
+                     N * sc->dim,
+                     N,
+                     N * sc->hidden_dim,
+                     N * sc->hidden_dim,
+                     N * sc->hidden_dim};
+    int64_t layer = 7 * ((N * 4 + 15) / 16 * 16);
+    for (size_t i = 0; i < ARRAY_LEN(per); i++)
+        layer += (per[i] + 15) / 16 * 16;
+    assert_true(full - lay == (sc->n_layers - 1) * layer * (int64_t)sizeof(float));
     // validation CE improves on the initial (B = 0, i.e. base model) CE
     double ce0, ce1;
     assert_int_equal(
@@ -456,6 +485,11 @@ static void test_lora_dropout_run(void **state) {
     run_ok(c, &o, &b, &rb);
     assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
     assert_true(memcmp(a.params, d.params, sizeof(float) * a.n_params) != 0);
+    // layer recomputation reuses the forward's masks: the same bytes
+    lora_release(&b);
+    o.recompute = LLAMA_RECOMPUTE_LAYERS;
+    run_ok(c, &o, &b, &rb);
+    assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
     double ce;
     assert_int_equal(trainer_eval_ce(&c->student, &a, &c->ts, c->sp.val, c->sp.n_val, o.batch,
                                      o.seq_len, &ce, NULL),

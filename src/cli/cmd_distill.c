@@ -59,12 +59,12 @@ int cmd_distill(int argc, char **argv) {
     const char *student_path = NULL, *teacher_path = NULL, *data_path = NULL, *out = NULL;
     const char *cache_path = NULL;
     const char *optimizer = "adamw", *muon_scale = "original", *muon_lora = "both";
-    const char *schedule = "cosine", *targets = "all", *format = "alpaca";
+    const char *schedule = "cosine", *targets = "all", *format = "alpaca", *recompute = "none";
     double scale = 1.0, lr = 1e-4, temperature = 1.0, alpha = 1.0, wd = 0.01, val_frac = 0.1;
     double max_grad_norm = 1.0, warmup_ratio = 0.0, dropout = 0.0;
     int rank = 8, epochs = 1, batch = 4, seq_len = 512, grad_accum = 1, shared_vocab = 0;
     int64_t seed = 0, max_steps = 0, eval_every = 0, save_every = 0;
-    bool resume = false, skip_bad = false, rslora = false, merge = false, recompute = false;
+    bool resume = false, skip_bad = false, rslora = false, merge = false;
     ArgSpec spec[] = {
         {"student", 0, ARG_STRING, &student_path, "student model (HF dir, GGUF, llama2.c)", 0, 0},
         {"teacher", 0, ARG_STRING, &teacher_path,
@@ -101,8 +101,8 @@ int cmd_distill(int argc, char **argv) {
         {"eval-every", 0, ARG_INT64, &eval_every, "validation CE every N steps (0: at the end)", 0,
          1e12},
         {"save-every", 0, ARG_INT64, &save_every, "checkpoint every N steps (0: never)", 0, 1e12},
-        {"recompute", 0, ARG_FLAG, &recompute, "recompute attention in the backward (less memory)",
-         0, 0},
+        {"recompute", 0, ARG_STRING, &recompute,
+         "recompute in the backward for less memory: none | attention | layers", 0, 0},
         {"resume", 0, ARG_FLAG, &resume, "continue from OUT/checkpoint", 0, 0},
         {"skip-bad-lines", 0, ARG_FLAG, &skip_bad, "skip malformed JSONL lines (default: fatal)", 0,
          0},
@@ -127,11 +127,13 @@ int cmd_distill(int argc, char **argv) {
     static const char *const scale_names[] = {"original", "match_rms_adamw"};
     static const char *const lora_names[] = {"both", "b-only"};
     static const char *const fmt_names[] = {"alpaca", "chat"};
-    int kind, msc, mlo, fmt;
+    static const char *const rec_names[] = {"none", "attention", "layers"};
+    int kind, msc, mlo, fmt, rec;
     if (parse_enum("optimizer", optimizer, opt_names, 2, &kind) ||
         parse_enum("muon-scale", muon_scale, scale_names, 2, &msc) ||
         parse_enum("muon-lora", muon_lora, lora_names, 2, &mlo) ||
-        parse_enum("format", format, fmt_names, 2, &fmt))
+        parse_enum("format", format, fmt_names, 2, &fmt) ||
+        parse_enum("recompute", recompute, rec_names, 3, &rec))
         return 2;
     if (schedule_parse(schedule, &o.schedule) != STATUS_OK) return cli_fail("--schedule");
     if (lora_parse_targets(targets, &o.lora.targets) != STATUS_OK) return cli_fail("--targets");
@@ -159,7 +161,7 @@ int cmd_distill(int argc, char **argv) {
     o.out_dir = out;
     o.base_model = student_path;
     o.shared_vocab = shared_vocab;
-    o.recompute_attention = recompute;
+    o.recompute = (LlamaRecompute)rec;
 
     Model student, teacher;
     model_init(&student);

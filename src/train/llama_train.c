@@ -40,16 +40,18 @@ static void plan_acts(LlamaTrain *lt, Bump *b) {
         float *p = bump(b, N * D);
         if (b->base) lt->resid[l] = p;
     }
-    // recomputation: one probability buffer shared by all layers, refilled in the backward
-    float *shared_probs = lt->recompute_attention ? bump(b, att) : NULL;
-    for (int l = 0; l < c->n_layers; l++) {
+    // recomputation: one probability buffer shared by all layers, or one set of activations,
+    // refilled in the backward
+    float *shared_probs = lt->recompute == LLAMA_RECOMPUTE_ATTENTION ? bump(b, att) : NULL;
+    const int n_sets = lt->recompute == LLAMA_RECOMPUTE_LAYERS ? 1 : c->n_layers;
+    for (int l = 0; l < n_sets; l++) {
         LlamaTrainActs a = {0};
         a.ln1 = bump(b, N * D);
         a.rstd1 = bump(b, N);
         a.q = bump(b, N * qd);
         a.k = bump(b, N * kvd);
         a.v = bump(b, N * kvd);
-        a.probs = lt->recompute_attention ? shared_probs : bump(b, att);
+        a.probs = lt->recompute == LLAMA_RECOMPUTE_ATTENTION ? shared_probs : bump(b, att);
         a.atty = bump(b, N * qd);
         a.res1 = bump(b, N * D);
         a.ln2 = bump(b, N * D);
@@ -60,7 +62,9 @@ static void plan_acts(LlamaTrain *lt, Bump *b) {
         if (lt->lora_rank > 0)
             for (int m = 0; m < LORA_MODULE_COUNT; m++)
                 a.u[m] = bump(b, N * lt->lora_rank);
-        if (b->base) lt->acts[l] = a;
+        if (b->base)
+            for (int j = l; j < (n_sets == 1 ? c->n_layers : l + 1); j++)
+                lt->acts[j] = a;
     }
     float *lnf = bump(b, N * D), *rstdf = bump(b, N), *logits = bump(b, N * c->vocab_size);
     float *rc = bump(b, (int64_t)lt->T * c->head_dim / 2),
@@ -109,12 +113,8 @@ static void plan_grads(LlamaTrain *lt, Bump *b) {
 }
 
 int64_t llama_train_act_bytes(const LlamaConfig *c, int B, int T, int lora_rank,
-                              bool recompute_attention) {
-    LlamaTrain lt = {.cfg = *c,
-                     .B = B,
-                     .T = T,
-                     .lora_rank = lora_rank,
-                     .recompute_attention = recompute_attention};
+                              LlamaRecompute recompute) {
+    LlamaTrain lt = {.cfg = *c, .B = B, .T = T, .lora_rank = lora_rank, .recompute = recompute};
     Bump a = {0}, g = {0};
     plan_acts(&lt, &a);
     plan_grads(&lt, &g);
@@ -171,13 +171,13 @@ static Status slab_alloc(float **p, int64_t n, const char *what) {
 }
 
 Status llama_train_init(LlamaTrain *lt, const Model *m, int B, int T, int lora_rank) {
-    return llama_train_init_ex(lt, m, B, T, lora_rank, false);
+    return llama_train_init_ex(lt, m, B, T, lora_rank, LLAMA_RECOMPUTE_NONE);
 }
 
 Status llama_train_init_ex(LlamaTrain *lt, const Model *m, int B, int T, int lora_rank,
-                           bool recompute_attention) {
+                           LlamaRecompute recompute) {
     memset(lt, 0, sizeof *lt);
-    lt->recompute_attention = recompute_attention;
+    lt->recompute = recompute;
     const LlamaConfig *c = &m->cfg;
     if (B <= 0 || T <= 0 || lora_rank < 0 || (int64_t)B * T > (1 << 24))
         return fail(STATUS_ERR_ARG, "bad training shape B=%d T=%d rank=%d", B, T, lora_rank);
@@ -272,7 +272,7 @@ static void lin_fwd(LlamaTrain *lt, Rng *rng, float *out, float *u, const float 
     if (!ad) return;
     if (lt->dropout_applied) {
         float *ms = lt->drop_ms[layer * LORA_MODULE_COUNT + m];
-        lora_dropout_mask(ms, N * Din, lt->dropout, rng);
+        if (!lt->recomputing) lora_dropout_mask(ms, N * Din, lt->dropout, rng); // else: kept
         lora_forward_dropout(out, u, lt->drop_xd, x, ms, ad, lora->scaling, N);
     } else {
         lora_forward(out, u, x, ad, lora->scaling, N);
@@ -367,7 +367,13 @@ static void layer_backward(LlamaTrain *lt, LoraModel *lora, int l) {
     int D = c->dim, F = c->hidden_dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim;
     int qd = H * HD, kvd = KVH * HD;
     float *gres = lt->g_res, *gres1 = lt->g_res1;
-    // (with recomputation atty is rewritten below with the same values, after its last use)
+    if (lt->recompute == LLAMA_RECOMPUTE_LAYERS) { // refill the shared activations from resid[l]
+        lt->recomputing = true;                    // (and resid[l + 1], with the same values)
+        layer_forward(lt, NULL, lora, l);
+        lt->recomputing = false;
+    }
+    // (with recomputed attention atty is rewritten below with the same values, after its
+    // last use)
 
     // x' = res1 + down(h): the residual passes gres to res1 unchanged
     memcpy(gres1, gres, (size_t)N * D * sizeof(float));
@@ -389,7 +395,7 @@ static void layer_backward(LlamaTrain *lt, LoraModel *lora, int l) {
     memset(lt->g_atty, 0, (size_t)N * qd * sizeof(float));
     lin_bwd(lt, lt->g_atty, gres1, a->atty, w->wo, a->u[LORA_O], qd, D, lora, l, LORA_O, lt->g_u,
             N);
-    if (lt->recompute_attention) // the shared buffer holds the last layer's: refill it
+    if (lt->recompute == LLAMA_RECOMPUTE_ATTENTION) // the shared buffer holds another layer's
         attention_forward(a->atty, a->probs, a->q, a->k, a->v, lt->B, lt->T, H, KVH, HD);
     memset(lt->g_q, 0, (size_t)N * qd * sizeof(float));
     memset(lt->g_k, 0, (size_t)N * kvd * sizeof(float));

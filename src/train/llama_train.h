@@ -31,6 +31,18 @@
 #include "train/lora.h"
 #include "train/train_ops.h"
 
+// Memory for speed in the backward. ATTENTION: one (B, H, T, T) probability buffer for all
+// layers, refilled by one attention forward per layer in the backward. LAYERS: only each
+// layer's input is kept (L + 1 residual streams) and one layer's activations, refilled by
+// re-running that layer's forward in the backward (activation checkpointing: one more
+// student forward per step). Both give bit-identical results; a forward-only plan (teacher,
+// evaluation) loses nothing with LAYERS.
+typedef enum {
+    LLAMA_RECOMPUTE_NONE,
+    LLAMA_RECOMPUTE_ATTENTION,
+    LLAMA_RECOMPUTE_LAYERS
+} LlamaRecompute;
+
 typedef struct {
     float *attn_norm;     // (D)
     float *wq, *wk, *wv;  // (H*HD, D), (KVH*HD, D), (KVH*HD, D)
@@ -79,8 +91,9 @@ typedef struct {
     float *g_gate, *g_up, *g_h;           // (N, F)
     float *g_u;                           // (N, R) for the largest rank the slab was planned for
     int lora_rank;                        // rank the u buffers were planned for (0 = no LoRA)
-    bool recompute_attention; // one probability buffer for all layers, recomputed backward
-    const int32_t *ids;       // input ids of the last forward (borrowed)
+    LlamaRecompute recompute;             // what the backward recomputes instead of keeping
+    bool recomputing;                     // inside a backward's layer re-run (reuse dropout masks)
+    const int32_t *ids;                   // input ids of the last forward (borrowed)
     // LoRA dropout (llama_train_enable_dropout)
     float dropout;         // p (0: none)
     bool dropout_on;       // the next forward applies dropout (off for evaluation)
@@ -95,12 +108,9 @@ typedef struct {
 // teacher) and converts the model's weights to F32. Errors: STATUS_ERR_ARG (bad sizes),
 // STATUS_ERR_NOMEM naming the bytes wanted.
 Status llama_train_init(LlamaTrain *lt, const Model *m, int B, int T, int lora_rank);
-// Same, optionally keeping the attention probabilities (B, H, T, T) of only one layer and
-// recomputing each layer's in its backward (saves (L-1) B H T^2 floats for one extra
-// attention forward per layer; results are bit-identical). A forward-only plan (teacher)
-// loses nothing with it.
+// Same, with recomputation (see LlamaRecompute).
 Status llama_train_init_ex(LlamaTrain *lt, const Model *m, int B, int T, int lora_rank,
-                           bool recompute_attention);
+                           LlamaRecompute recompute);
 void llama_train_release(LlamaTrain *lt);
 // Allocates the masks of LoRA dropout with probability p (inverted dropout, PEFT's
 // nn.Dropout on the adapter input; one mask per adapter). Dropout then applies to every
@@ -110,7 +120,7 @@ Status llama_train_enable_dropout(LlamaTrain *lt, float p);
 
 // Bytes of the activation and scratch slabs for a (B, T, R) plan (for memory reports).
 int64_t llama_train_act_bytes(const LlamaConfig *c, int B, int T, int lora_rank,
-                              bool recompute_attention);
+                              LlamaRecompute recompute);
 
 // Forward of ids (B, T) (each in [0, V)); lora may be NULL. Logits land in lt->logits.
 // ids is borrowed until the backward. Errors: STATUS_ERR_ARG for an out-of-range id or a

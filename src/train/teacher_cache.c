@@ -71,7 +71,7 @@ Status teacher_cache_build(TeacherCache *tc, const Model *teacher, const TrainSe
                     tc->rows, K);
     }
     LlamaTrain lt;
-    Status s = llama_train_init_ex(&lt, teacher, B, seq_len, 0, true); // forward only
+    Status s = llama_train_init_ex(&lt, teacher, B, seq_len, 0, LLAMA_RECOMPUTE_LAYERS); // fwd only
     if (s != STATUS_OK) {
         teacher_cache_release(tc);
         return s;

@@ -85,7 +85,8 @@ static Status eval_with(LlamaTrain *lt, const LoraModel *lora, const TrainSet *t
 Status trainer_eval_ce(const Model *student, const LoraModel *lora, const TrainSet *ts,
                        const int *idx, int n, int B, int T, double *ce, int64_t *tokens) {
     LlamaTrain lt;
-    Status s = llama_train_init_ex(&lt, student, B, T, lora ? lora->cfg.rank : 0, true);
+    Status s = llama_train_init_ex(&lt, student, B, T, lora ? lora->cfg.rank : 0,
+                                   LLAMA_RECOMPUTE_LAYERS); // forward only: one layer's activations
     if (s != STATUS_OK) return s;
     int32_t *ids = xmalloc(sizeof(int32_t) * B * T), *tg = xmalloc(sizeof(int32_t) * B * T);
     s = eval_with(&lt, lora, ts, idx, n, ids, tg, ce, tokens);
@@ -393,16 +394,17 @@ Status trainer_run(const Model *student, const Model *teacher, const TrainSet *t
     Rng rng;
     rng_seed(&rng, o->seed);
     if ((s = lora_init(lora, &student->cfg, &o->lora, &rng)) != STATUS_OK) return s;
-    if ((s = llama_train_init_ex(&r.st, student, B, T, o->lora.rank, o->recompute_attention)) !=
-        STATUS_OK)
+    if ((s = llama_train_init_ex(&r.st, student, B, T, o->lora.rank, o->recompute)) != STATUS_OK)
         goto out;
     if (o->lora.dropout > 0 &&
         (s = llama_train_enable_dropout(&r.st, o->lora.dropout)) != STATUS_OK)
         goto out;
     if (teacher && (s = trainer_resolve_vocab(student, teacher, o, &r.kd_vocab)) != STATUS_OK)
         goto out;
-    // the teacher only runs forward: one shared attention buffer is enough
-    if (teacher && (s = llama_train_init_ex(&r.te, teacher, B, T, 0, true)) != STATUS_OK) goto out;
+    // the teacher only runs forward: one layer's activations are enough
+    if (teacher &&
+        (s = llama_train_init_ex(&r.te, teacher, B, T, 0, LLAMA_RECOMPUTE_LAYERS)) != STATUS_OK)
+        goto out;
     if ((s = lora_optim_init(&r.opt, lora, &o->optim)) != STATUS_OK) goto out;
     r.ids = xmalloc(sizeof(int32_t) * B * T);
     r.targets = xmalloc(sizeof(int32_t) * B * T);

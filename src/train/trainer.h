@@ -40,6 +40,7 @@
 #include "core/status.h"
 #include "model/llama.h"
 #include "train/data.h"
+#include "train/llama_train.h"
 #include "train/lora.h"
 #include "train/optim.h"
 #include "train/schedule.h"
@@ -69,7 +70,7 @@ typedef struct {
     const char *base_model; // recorded in adapter_config.json
     const TeacherCache *teacher_cache; // sparse top-k KD from a cache (then teacher = NULL)
     int shared_vocab;         // > 0: KL over the first shared_vocab logits (padded vocabularies)
-    bool recompute_attention; // keep one layer's attention probabilities, recompute the rest
+    LlamaRecompute recompute; // what the student's backward recomputes (llama_train.h)
 } TrainerOptions;
 
 TrainerOptions trainer_options_defaults(void);
