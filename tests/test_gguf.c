@@ -835,6 +835,76 @@ static void test_spm_tokenizer_gguf(void **state) {
     }
 }
 
+// Byte-level BPE tokenizers from tokenizer.json are written with the llama.cpp
+// pre-tokenizer name that splits text the same way (they used to be written as "hf", which
+// neither llama.cpp nor our reader accept) and read back to the same ids: the fixture's
+// ByteLevel-only SmolLM2 file ("gpt2"), and the same vocabulary with the released file's
+// Digits(individual_digits) step in front ("smollm").
+static void test_bpe_tokenizer_gguf(void **state) {
+    (void)state;
+    static const char *const texts[] = {"Hello world", "Once upon a time, 12345 apples.",
+                                        "two  spaces\tand\nnewline", "caf\xc3\xa9 \xf0\x9f\x98\x80",
+                                        "x=3.14; y = 42"};
+    for (int src = 0; src < 2; src++) {
+        Model a, b;
+        load_ok(&a, fixture_path("gguf/tiny_llama.gguf"));
+        tokenizer_free(a.tok);
+        a.tok = NULL;
+        Tokenizer *hf;
+        if (tokenizer_load_hf(&hf, "tests/fixtures/tokenizers/smollm2") != STATUS_OK)
+            fail_msg("%s", status_msg());
+        if (src == 0) {
+            a.tok = hf;
+        } else {
+            TokenizerSpec sp;
+            tokenizer_get_spec(hf, &sp);
+            const char *steps[] = {"\\p{N}", sp.pre_regex[0]};
+            sp.n_pre_regex = 2;
+            sp.pre_regex = steps;
+            assert_int_equal(tokenizer_build(&a.tok, &sp, "spec"), STATUS_OK);
+            tokenizer_free(hf);
+        }
+        char *path = tmp_path("bpe");
+        assert_int_equal(model_save_gguf(&a, path, DTYPE_F32), STATUS_OK);
+        Gguf g;
+        assert_int_equal(gguf_open(&g, path), STATUS_OK);
+        GgufStr pre;
+        const char *want = src == 0 ? "gpt2" : "smollm";
+        assert_int_equal(gguf_get_str(&g, "tokenizer.ggml.pre", &pre), STATUS_OK);
+        assert_true(pre.len == strlen(want) && memcmp(pre.ptr, want, pre.len) == 0);
+        gguf_close(&g);
+        load_ok(&b, path);
+        for (size_t i = 0; i < ARRAY_LEN(texts); i++) {
+            int32_t *ia, *ib;
+            int na, nb;
+            size_t len = strlen(texts[i]);
+            assert_int_equal(tokenizer_encode(a.tok, texts[i], len, 0, &ia, &na), STATUS_OK);
+            assert_int_equal(tokenizer_encode(b.tok, texts[i], len, 0, &ib, &nb), STATUS_OK);
+            if (na != nb || memcmp(ia, ib, (size_t)na * sizeof *ia) != 0)
+                fail_msg("source %d, text %zu: ids differ after the GGUF round trip", src, i);
+            free(ia);
+            free(ib);
+        }
+        model_release(&b);
+        // a regex no GGUF name stands for is refused, and nothing is written
+        TokenizerSpec sp;
+        tokenizer_get_spec(a.tok, &sp);
+        const char *odd[] = {"\\p{N}{1,2}", sp.pre_regex[sp.n_pre_regex - 1]};
+        sp.n_pre_regex = 2;
+        sp.pre_regex = odd;
+        Tokenizer *t2;
+        assert_int_equal(tokenizer_build(&t2, &sp, "spec"), STATUS_OK);
+        tokenizer_free(a.tok);
+        a.tok = t2;
+        unlink(path);
+        assert_int_equal(model_save_gguf(&a, path, DTYPE_F32), STATUS_ERR_UNSUPPORTED);
+        assert_non_null(strstr(status_msg(), "pre-tokenizer"));
+        assert_false(path_is_file(path));
+        model_release(&a);
+        free(path);
+    }
+}
+
 static void test_model_bad(void **state) {
     (void)state;
     Model m;
@@ -962,13 +1032,13 @@ static void test_smollm2_model(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_meta_values),          cmocka_unit_test(test_meta_tensors),
-        cmocka_unit_test(test_dequant_vs_gguf_py),   cmocka_unit_test(test_dequant_fast_vs_ref),
-        cmocka_unit_test(test_writer_roundtrip),     cmocka_unit_test(test_bad_inputs),
-        cmocka_unit_test(test_smollm2_container),    cmocka_unit_test(test_tiny_llama_load),
-        cmocka_unit_test(test_model_save_roundtrip), cmocka_unit_test(test_qwen2_load_save),
-        cmocka_unit_test(test_spm_tokenizer_gguf),   cmocka_unit_test(test_model_bad),
-        cmocka_unit_test(test_smollm2_model),
+        cmocka_unit_test(test_meta_values),        cmocka_unit_test(test_meta_tensors),
+        cmocka_unit_test(test_dequant_vs_gguf_py), cmocka_unit_test(test_dequant_fast_vs_ref),
+        cmocka_unit_test(test_writer_roundtrip),   cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_bpe_tokenizer_gguf), cmocka_unit_test(test_smollm2_container),
+        cmocka_unit_test(test_tiny_llama_load),    cmocka_unit_test(test_model_save_roundtrip),
+        cmocka_unit_test(test_qwen2_load_save),    cmocka_unit_test(test_spm_tokenizer_gguf),
+        cmocka_unit_test(test_model_bad),          cmocka_unit_test(test_smollm2_model),
     };
     return cmocka_run_group_tests_name("gguf", tests, NULL, NULL);
 }

@@ -619,6 +619,88 @@ static void test_e2e_sharded(void **state) {
     assert_non_null(strstr(status_msg(), "does not contain it"));
 }
 
+// 8- and 2-bit checkpoints (no fused kernel) load dequantized to float32 and run as the
+// in-memory quantized model does; `convert` writes a GPTQ checkpoint as a plain model (its
+// exact dequantization) that runs like the checkpoint.
+static void test_e2e_other_bits_and_convert(void **state) {
+    E2E *e = *state;
+    const int bits[] = {8, 2};
+    for (size_t bi = 0; bi < ARRAY_LEN(bits); bi++) {
+        Model m, l;
+        assert_int_equal(model_load(&m, STORIES, NULL), STATUS_OK);
+        CalibOptions co = {.n_seqs = 8, .seq_len = 128, .seed = 2};
+        CalibSet cs;
+        assert_int_equal(calib_sample(&cs, "tests/fixtures/quant/stories_calib.txt", m.tok, &co),
+                         STATUS_OK);
+        GptqModelOptions o;
+        gptq_model_options_defaults(&o);
+        o.gptq.bits = bits[bi];
+        GptqModelReport rep;
+        Status s = gptq_model_quantize(&m, &rep, &cs, &o);
+        if (s != STATUS_OK) fail_msg("quantize: %s", status_msg());
+        GptqConfig c;
+        gptq_model_config(&c, &o);
+        char dir[300];
+        snprintf(dir, sizeof dir, "%s_b%d", e->dir, bits[bi]);
+        s = gptq_model_save(&m, dir, &c);
+        if (s != STATUS_OK) fail_msg("save: %s", status_msg());
+        s = model_load(&l, dir, NULL);
+        if (s != STATUS_OK) fail_msg("load %d-bit: %s", bits[bi], status_msg());
+        assert_null(l.layers[0].wq.gptq); // dequantized at load
+        assert_non_null(l.layers[0].wq.data);
+        assert_int_equal(l.layers[0].wq.dtype, DTYPE_F32);
+        use_float_path(&m);
+        FidelityStats f;
+        fidelity_of(&f, &m, &l);
+        print_message("%d-bit reload vs in-memory: KL %.3g, top-1 %.4f\n", bits[bi], f.kl_mean,
+                      f.top1);
+        assert_true(f.kl_mean < 1e-3);
+        assert_true(f.top1 > 0.98);
+        gptq_model_report_release(&rep);
+        calib_release(&cs);
+        model_release(&m);
+        model_release(&l);
+    }
+    // convert: the 4-bit checkpoint as an F32 HF directory and as a GGUF
+    char out[300], cmd[800], *txt = NULL;
+    const char *fmts[] = {"hf", "gguf"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(out, sizeof out, "%s_conv%s", e->dir, k ? ".gguf" : "");
+        snprintf(cmd, sizeof cmd, "convert -f %s --dtype f32 %s %s", fmts[k], e->dir, out);
+        int rc = run_cli(cmd, &txt);
+        if (rc != 0) fail_msg("convert: %s", txt);
+        assert_non_null(strstr(txt, "dequantizing the GPTQ linears"));
+        free(txt);
+        Model q, p;
+        assert_int_equal(model_load(&q, e->dir, NULL), STATUS_OK);
+        assert_true(gptq_model_has_packed(&q));
+        assert_int_equal(gptq_model_dequantize(&q), STATUS_OK);
+        assert_false(gptq_model_has_packed(&q));
+        assert_int_equal(model_load(&p, out, NULL), STATUS_OK);
+        assert_false(gptq_model_has_packed(&p));
+        // the same float32 weights: the linears bit for bit
+        for (int l = 0; l < q.cfg.n_layers; l++) {
+            Tensor *a[GPTQ_MODEL_LINEARS], *b[GPTQ_MODEL_LINEARS];
+            gptq_model_layer_linears(&q.layers[l], a);
+            gptq_model_layer_linears(&p.layers[l], b);
+            for (int i = 0; i < GPTQ_MODEL_LINEARS; i++) {
+                assert_int_equal(b[i]->dtype, DTYPE_F32);
+                if (k == 1 && (i == 0 || i == 1)) // GGUF stores q/k rows in llama.cpp's order;
+                    continue;                     // the reader undoes it (checked by logits)
+                const int64_t n = a[i]->shape[0] * a[i]->shape[1];
+                assert_memory_equal(a[i]->data, b[i]->data, (size_t)n * sizeof(float));
+            }
+        }
+        FidelityStats f;
+        fidelity_of(&f, &q, &p);
+        print_message("convert -f %s: KL %.3g top-1 %.4f\n", fmts[k], f.kl_mean, f.top1);
+        assert_true(f.kl_mean < 1e-9);
+        assert_true(f.top1 == 1.0);
+        model_release(&q);
+        model_release(&p);
+    }
+}
+
 // The CLI: too little calibration data is a clear error and leaves no output behind.
 static void test_cli_quantize_errors(void **state) {
     E2E *e = *state;
@@ -658,6 +740,7 @@ int main(void) {
         cmocka_unit_test(test_e2e_gptq_beats_rtn),
         cmocka_unit_test(test_e2e_bad_checkpoints),
         cmocka_unit_test(test_e2e_sharded),
+        cmocka_unit_test(test_e2e_other_bits_and_convert),
         cmocka_unit_test(test_e2e_true_sequential_actorder),
         cmocka_unit_test(test_e2e_lm_head),
         cmocka_unit_test(test_cli_quantize_errors),

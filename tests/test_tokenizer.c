@@ -438,7 +438,24 @@ static void test_spec_pre_names(void **state) {
     assert_int_equal(bad, 0);
     cases_free(&c);
     tokenizer_free(u);
+    // the GGUF name of a tokenizer.json's regex steps (what the GGUF writer stores)
+    // (the fixture's tokenizer.json has ByteLevel alone; the released SmolLM2 file puts
+    // Digits(individual_digits) before it)
+    TokenizerSpec hs;
+    tokenizer_get_spec(t, &hs);
+    assert_true(hs.n_pre_regex == 1);
+    assert_string_equal(tokenizer_pre_name(&hs), "gpt2");
+    const char *two[] = {"\\p{N}", hs.pre_regex[0]};
+    hs.n_pre_regex = 2;
+    hs.pre_regex = two;
+    assert_string_equal(tokenizer_pre_name(&hs), "smollm");
+    const char *custom[] = {"\\p{N}{1,2}", two[1]}; // digits in pairs: no GGUF name
+    hs.n_pre_regex = 2;
+    hs.pre_regex = custom;
+    assert_null(tokenizer_pre_name(&hs));
+    assert_string_equal(tokenizer_pre_name(&sp), "smollm");
     sp.pre = "deepseek-coder"; // a GGUF name we do not map
+    assert_null(tokenizer_pre_name(&sp));
     assert_int_equal(tokenizer_build(&u, &sp, "spec"), STATUS_ERR_UNSUPPORTED);
     assert_non_null(strstr(status_msg(), "deepseek-coder"));
     sp.pre = "no-such-(regex";

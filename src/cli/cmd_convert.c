@@ -7,9 +7,11 @@
  *   edgeforge convert out/stories-hf out/stories.gguf --format gguf --dtype f16
  *
  * --dtype picks the weight type of the output (default: the input's embedding dtype;
- * quantized GGUF input is dequantized to f32). The tokenizer comes from next to the
- * input (or --tokenizer); a model without one is refused unless --no-tokenizer.
- * Writers are atomic: on any error OUT does not exist afterwards.
+ * quantized GGUF input is dequantized to f32; a GPTQ checkpoint's packed linears are
+ * dequantized exactly to float32 first, then written as --dtype: the quantized model in a
+ * format every tool runs, e.g. for llama.cpp or as a merge base). The tokenizer comes from next to
+ * the input (or --tokenizer); a model without one is refused unless --no-tokenizer. Writers are
+ * atomic: on any error OUT does not exist afterwards.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
 #include "core/common.h"
 #include "model/llama.h"
 #include "model/model_io.h"
+#include "quant/gptq_model.h"
 
 int cmd_convert(int argc, char **argv) {
     const char *format = NULL, *dtype_s = NULL, *tok_path = NULL;
@@ -67,7 +70,12 @@ int cmd_convert(int argc, char **argv) {
     ModelLoadOptions opts = {.tokenizer_path = tok_path, .no_tokenizer = no_tok};
     if (model_load(&m, in, &opts) != STATUS_OK) return cli_fail("convert");
     DType dtype = dt >= 0 ? (DType)dt : m.tok_emb.dtype;
-    Status s = model_save(&m, out, fmt, dtype);
+    Status s = STATUS_OK;
+    if (gptq_model_has_packed(&m)) {
+        fprintf(stderr, "convert: dequantizing the GPTQ linears of '%s' (exact, float32)\n", in);
+        s = gptq_model_dequantize(&m);
+    }
+    if (s == STATUS_OK) s = model_save(&m, out, fmt, dtype);
     if (s != STATUS_OK) {
         model_release(&m);
         return cli_fail("convert");

@@ -214,7 +214,8 @@ int cmd_quantize(int argc, char **argv) {
     ArgSpec spec[] = {
         {"calib", 0, ARG_STRING, &a.calib, "calibration data: Alpaca JSONL or plain text", 0, 0},
         {"out", 'o', ARG_STRING, &a.out, "output GPTQ checkpoint directory", 0, 0},
-        {"bits", 0, ARG_INT, &a.bits, "weight bits (4 runs in edgeforge)", 2, 8},
+        {"bits", 0, ARG_INT, &a.bits, "weight bits: 4 (runs packed), 2 or 8 (load dequantized)", 2,
+         8},
         {"group", 0, ARG_INT, &a.group, "group size, -1 for one group per row", -1, 1 << 20},
         {"act-order", 0, ARG_FLAG, &a.act_order, "desc_act: quantize columns by decreasing diag(H)",
          0, 0},
@@ -253,6 +254,13 @@ int cmd_quantize(int argc, char **argv) {
     if (rc != 0) return rc > 0 ? 0 : 2;
     if (!a.out) {
         fprintf(stderr, "error: quantize needs --out DIR\n");
+        return 2;
+    }
+    if (a.bits != 2 && a.bits != 4 && a.bits != 8) {
+        fprintf(stderr,
+                "error: quantize: --bits must be 2, 4 or 8 (GPTQ v1 packs %d bits across "
+                "words; not written here)\n",
+                a.bits);
         return 2;
     }
     if (!a.calib && !a.rtn) {

@@ -92,6 +92,16 @@ static void cache_free(void *p, size_t bytes) {
 }
 
 // Scratch floats qmatmul needs for the model's GPTQ-packed linears (0 when none).
+// The packed form the engine runs for t: its GPTQ weight when qmatmul has a kernel for it
+// (4-bit), else NULL (a float dequantization in t->data runs instead: an in-memory 2- or
+// 8-bit quantization keeps both).
+static const GptqPacked *runs_packed(const Tensor *t) {
+    return t->gptq && t->gptq->bits == 4 ? t->gptq : NULL;
+}
+
+// A linear the engine can run: float data, or a packed form qmatmul runs.
+static bool runnable(const Tensor *t) { return t->data || runs_packed(t); }
+
 static size_t infer_gptq_scratch_floats(const Model *m) {
     size_t n = 0;
     for (int l = 0; l < m->cfg.n_layers; l++) {
@@ -99,26 +109,23 @@ static size_t infer_gptq_scratch_floats(const Model *m) {
         const Tensor *ts[] = {&ly->wq,     &ly->wk,   &ly->wv,    &ly->wo,
                               &ly->w_gate, &ly->w_up, &ly->w_down};
         for (size_t i = 0; i < ARRAY_LEN(ts); i++)
-            if (ts[i]->gptq) n = MAX(n, qmatmul_scratch_floats(ts[i]->gptq));
+            if (runs_packed(ts[i])) n = MAX(n, qmatmul_scratch_floats(ts[i]->gptq));
     }
-    if (m->lm_head.gptq) n = MAX(n, qmatmul_scratch_floats(m->lm_head.gptq));
+    if (runs_packed(&m->lm_head)) n = MAX(n, qmatmul_scratch_floats(m->lm_head.gptq));
     return n;
 }
 
 static Status infer_check_model(const Model *m) {
     const LlamaConfig *c = &m->cfg;
-    if (!m->tok_emb.data || !(m->lm_head.data || m->lm_head.gptq) || !m->final_norm.data ||
-        !m->layers)
+    if (!m->tok_emb.data || !runnable(&m->lm_head) || !m->final_norm.data || !m->layers)
         return fail(STATUS_ERR_FORMAT,
                     "model '%s' is missing the embedding, classifier or final norm",
                     m->source ? m->source : "?");
     for (int l = 0; l < c->n_layers; l++) {
         const LlamaLayer *ly = &m->layers[l];
-        // a GPTQ-packed linear (Tensor.gptq) has no float data
-        if (!(ly->wq.data || ly->wq.gptq) || !(ly->wk.data || ly->wk.gptq) ||
-            !(ly->wv.data || ly->wv.gptq) || !(ly->wo.data || ly->wo.gptq) ||
-            !(ly->w_gate.data || ly->w_gate.gptq) || !(ly->w_up.data || ly->w_up.gptq) ||
-            !(ly->w_down.data || ly->w_down.gptq) || !ly->attn_norm.data || !ly->ffn_norm.data)
+        if (!runnable(&ly->wq) || !runnable(&ly->wk) || !runnable(&ly->wv) || !runnable(&ly->wo) ||
+            !runnable(&ly->w_gate) || !runnable(&ly->w_up) || !runnable(&ly->w_down) ||
+            !ly->attn_norm.data || !ly->ffn_norm.data)
             return fail(STATUS_ERR_FORMAT, "model '%s': layer %d is missing a weight",
                         m->source ? m->source : "?", l);
     }
@@ -283,7 +290,7 @@ static void linear(InferState *st, float *y, const float *x, const Tensor *w, co
                    int T) {
     int N = (int)w->shape[0], K = (int)w->shape[1];
     // GPTQ w4a16: fused dequantizing GEMV for decode, dequantize + sgemm for prefill
-    if (w->gptq)
+    if (runs_packed(w))
         qmatmul(y, x, T, w->gptq, st->mm_scratch);
     else
         ops_matmul(y, x, w->data, w->dtype, T, K, N, st->mm_scratch);
@@ -296,7 +303,7 @@ static void linear_multi(InferState *st, float *const *y, const float *x, const 
     OpsMatmulOut out[3];
     bool all_gptq = n <= 3 && T < QMATMUL_GEMM_MIN_M;
     for (int i = 0; i < n && all_gptq; i++)
-        all_gptq = w[i]->gptq && !(b[i] && b[i]->data);
+        all_gptq = runs_packed(w[i]) && !(b[i] && b[i]->data);
     if (all_gptq) { // w4a16 decode: one parallel region per token row for all n weights
         const GptqPacked *gw[3];
         for (int i = 0; i < n; i++)
@@ -311,7 +318,7 @@ static void linear_multi(InferState *st, float *const *y, const float *x, const 
     }
     bool plain = n <= 3;
     for (int i = 0; i < n && plain; i++) {
-        plain = !w[i]->gptq && w[i]->shape[1] == w[0]->shape[1];
+        plain = !runs_packed(w[i]) && w[i]->shape[1] == w[0]->shape[1];
         out[i] = (OpsMatmulOut){y[i], w[i]->data, w[i]->dtype, (int)w[i]->shape[0]};
     }
     if (!plain) {

@@ -661,13 +661,20 @@ static float *spm_scores_from_merges(const TokenizerSpec *sp, char **tok, const 
     return sc;
 }
 
-static void gs_tokenizer(GgufWriter *w, const Tokenizer *tok) {
+static Status gs_tokenizer(GgufWriter *w, const Tokenizer *tok, const char *path) {
     TokenizerSpec sp;
     tokenizer_get_spec(tok, &sp);
     bool spm = sp.kind == TOKENIZER_SPM;
     gguf_writer_set_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
-    // only names are meaningful to llama.cpp; a raw regex falls back to "default"
-    const char *pre = sp.pre && !strpbrk(sp.pre, "\\()[]?|") ? sp.pre : "default";
+    // only names are meaningful to llama.cpp (and to our GGUF reader): a tokenizer.json's
+    // regex steps are written as the name that splits the same way
+    const char *pre = tokenizer_pre_name(&sp);
+    if (!pre)
+        return fail(STATUS_ERR_UNSUPPORTED,
+                    "cannot write '%s': the tokenizer's pre-tokenizer (%d regex step%s, first "
+                    "'%.60s') matches no GGUF pre-tokenizer name (smollm, llama3, qwen2, gpt2)",
+                    path, sp.n_pre_regex, sp.n_pre_regex == 1 ? "" : "s",
+                    sp.n_pre_regex > 0 ? sp.pre_regex[0] : (sp.pre ? sp.pre : "?"));
     gguf_writer_set_str(w, "tokenizer.ggml.pre", pre);
     char **mtok = NULL;
     size_t *mlen = NULL;
@@ -704,6 +711,7 @@ static void gs_tokenizer(GgufWriter *w, const Tokenizer *tok) {
     gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", sp.add_bos);
     if (spm) gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", sp.add_space_prefix);
     if (sp.chat_template) gguf_writer_set_str(w, "tokenizer.chat_template", sp.chat_template);
+    return STATUS_OK;
 }
 
 Status model_save_gguf(const Model *m, const char *path, DType dtype) {
@@ -719,9 +727,9 @@ Status model_save_gguf(const Model *m, const char *path, DType dtype) {
     GgufSave S = {0};
     gguf_writer_init(&S.w);
     gs_config(&S.w, c, arch, dtype);
-    if (m->tok) gs_tokenizer(&S.w, m->tok);
+    Status s = m->tok ? gs_tokenizer(&S.w, m->tok, path) : STATUS_OK;
     GgufTensorType wt = dtype_to_ggml(dtype), f32 = GGUF_TENSOR_F32; // norms/biases stay F32
-    Status s = gs_add(&S, "token_embd.weight", &m->tok_emb, wt, 0, hd);
+    if (s == STATUS_OK) s = gs_add(&S, "token_embd.weight", &m->tok_emb, wt, 0, hd);
     char n[96];
     for (int l = 0; l < c->n_layers && s == STATUS_OK; l++) {
         const LlamaLayer *ly = &m->layers[l];

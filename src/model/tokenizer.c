@@ -278,6 +278,24 @@ static int pre_steps_for_name(const char *name, const char *steps[2]) {
     return 0;
 }
 
+const char *tokenizer_pre_name(const TokenizerSpec *spec) {
+    if (spec->kind != TOKENIZER_BPE) return "default";
+    const char *steps[2];
+    if (spec->n_pre_regex == 0) {
+        if (!spec->pre) return "gpt2";
+        return pre_steps_for_name(spec->pre, steps) ? spec->pre : NULL;
+    }
+    static const char *const names[] = {"smollm", "llama3", "qwen2", "gpt2"};
+    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+        int n = pre_steps_for_name(names[i], steps);
+        bool same = n == spec->n_pre_regex;
+        for (int j = 0; same && j < n; j++)
+            same = strcmp(steps[j], spec->pre_regex[j]) == 0;
+        if (same) return names[i];
+    }
+    return NULL;
+}
+
 static Status compile_regex(pcre2_code **out, const char *pattern, const char *what) {
     int err;
     PCRE2_SIZE off;

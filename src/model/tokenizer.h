@@ -163,6 +163,12 @@ int32_t tokenizer_eos_id(const Tokenizer *t);
 const char *tokenizer_chat_template(const Tokenizer *t);
 // The spec as built (for writers): arrays point into the tokenizer.
 void tokenizer_get_spec(const Tokenizer *t, TokenizerSpec *spec);
+// The GGUF tokenizer.ggml.pre name (llama.cpp's) that splits text as spec's BPE
+// pre-tokenizer does: spec->pre when it is a name we know, else the name whose regex steps
+// equal spec->pre_regex ("smollm" for SmolLM2's Digits + ByteLevel, "llama3", "qwen2",
+// "gpt2"); "default" for SPM (unused there). NULL when no name gives the same split (a
+// custom regex), which GGUF cannot carry.
+const char *tokenizer_pre_name(const TokenizerSpec *spec);
 // True for control tokens (BOS/EOS/special) that text generation stops on or hides.
 bool tokenizer_is_control(const Tokenizer *t, int32_t id);
 

@@ -480,8 +480,10 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
     memset(rep, 0, sizeof *rep);
     Status s = gptq_options_check(&o->gptq);
     if (s != STATUS_OK) return s;
-    if (o->gptq.bits != 4)
-        return fail(STATUS_ERR_UNSUPPORTED, "only 4-bit models run in edgeforge (asked %d bits)",
+    if (o->gptq.bits != 2 && o->gptq.bits != 4 && o->gptq.bits != 8)
+        return fail(STATUS_ERR_UNSUPPORTED,
+                    "%d-bit GPTQ: checkpoints are written for 2, 4 or 8 bits (4 runs packed; 2 "
+                    "and 8 load dequantized)",
                     o->gptq.bits);
     if (!m->layers || m->cfg.n_layers < 1) return fail(STATUS_ERR_ARG, "the model has no layers");
     if (!o->rtn && (s = check_calib(m, calib)) != STATUS_OK) return s;
@@ -717,7 +719,49 @@ bool gptq_model_is_checkpoint(const char *path) {
     return yes;
 }
 
+// A packed t becomes its float32 dequantization (exact; model-owned): t->data set, t->gptq
+// dropped (the packed arrays stay owned by m).
+static Status dequantize_tensor(Model *m, Tensor *t) {
+    GptqPacked *p = t->gptq;
+    if (!p) return STATUS_OK;
+    if (!t->data) {
+        float *W = model_alloc(m, (size_t)(p->N * p->K) * sizeof(float));
+        if (!W)
+            return fail(STATUS_ERR_NOMEM,
+                        "cannot allocate %.1f MiB to dequantize a %lld x %lld "
+                        "linear",
+                        (double)(p->N * p->K) * 4 / (1 << 20), (long long)p->N, (long long)p->K);
+        gptq_dequantize(W, p);
+        t->data = W;
+    }
+    t->gptq = NULL;
+    return STATUS_OK;
+}
+
+Status gptq_model_dequantize(Model *m) {
+    Status s = dequantize_tensor(m, &m->lm_head);
+    for (int l = 0; l < m->cfg.n_layers && s == STATUS_OK; l++) {
+        Tensor *lin[GPTQ_MODEL_LINEARS];
+        gptq_model_layer_linears(&m->layers[l], lin);
+        for (int i = 0; i < GPTQ_MODEL_LINEARS && s == STATUS_OK; i++)
+            s = dequantize_tensor(m, lin[i]);
+    }
+    return s;
+}
+
+bool gptq_model_has_packed(const Model *m) {
+    if (m->lm_head.gptq) return true;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        Tensor *lin[GPTQ_MODEL_LINEARS];
+        gptq_model_layer_linears(&m->layers[l], lin);
+        for (int i = 0; i < GPTQ_MODEL_LINEARS; i++)
+            if (lin[i]->gptq) return true;
+    }
+    return false;
+}
+
 // One decoder linear: packed when <prefix>.qweight exists, else a float <prefix>.weight.
+// Bit widths other than 4 (no fused kernel) are dequantized to float32 here.
 static Status bind_linear(StDir *k, Model *m, const GptqConfig *gc, Tensor *t, Tensor *bias,
                           const char *prefix, int64_t N, int64_t K) {
     char name[160];
@@ -733,13 +777,13 @@ static Status bind_linear(StDir *k, Model *m, const GptqConfig *gc, Tensor *t, T
     }
     GptqPacked *p = xcalloc(1, sizeof *p);
     Status s = gptq_ckpt_read_linear(p, k, prefix, gc, K, N);
-    if (s == STATUS_OK) s = qmatmul_check(p);
+    if (s == STATUS_OK && gc->bits == 4) s = qmatmul_check(p);
     if (s == STATUS_OK && p->bias && !bias)
         s = fail(STATUS_ERR_UNSUPPORTED,
                  "'%s': %s has a bias, which this architecture does not have", k->desc, prefix);
     if (s == STATUS_OK && bias && !p->bias)
         s = fail(STATUS_ERR_FORMAT, "'%s': %s.bias is missing", k->desc, prefix);
-    if (s == STATUS_OK) s = gptq_packed_sort_groups(p); // act-order: the fast GEMV path
+    if (s == STATUS_OK && gc->bits == 4) s = gptq_packed_sort_groups(p); // act-order: fast GEMV
     if (s != STATUS_OK) { // the reader's messages already name the file
         gptq_packed_release(p);
         free(p);
@@ -757,7 +801,7 @@ static Status bind_linear(StDir *k, Model *m, const GptqConfig *gc, Tensor *t, T
     }
     own_packed(m, p);
     *t = (Tensor){.dtype = DTYPE_F32, .ndim = 2, .shape = {N, K}, .data = NULL, .gptq = p};
-    return STATUS_OK;
+    return gc->bits == 4 ? STATUS_OK : dequantize_tensor(m, t);
 }
 
 static Status load_weights(StDir *k, Model *m, const GptqConfig *gc) {
@@ -823,8 +867,9 @@ Status gptq_model_load(Model *m, const char *path) {
     }
     if (s == STATUS_OK) s = gptq_config_read(&gc, dir);
     if (s == STATUS_OK && gc.bits != 4)
-        s = fail(STATUS_ERR_UNSUPPORTED,
-                 "'%s': %d-bit GPTQ checkpoints do not run here (4-bit only)", dir, gc.bits);
+        log_warn("'%s': %d-bit GPTQ: no fused kernel for it (4-bit only); the linears are "
+                 "dequantized to float32 at load",
+                 dir, gc.bits);
     // model.safetensors or the shards of model.safetensors.index.json; the model keeps the
     // mappings: unquantized tensors stay views into them
     if (s == STATUS_OK) s = st_dir_open(&k, dir, m);

@@ -102,6 +102,13 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
 // (a linear without a packed weight), I/O.
 Status gptq_model_save(const Model *m, const char *dir, const GptqConfig *c);
 
+// Replaces every packed linear of m (and a packed lm_head) by its float32 dequantization
+// (exact: an fp16 scale times a small integer), so that the model can be written to formats
+// without GPTQ (convert) or run where no fused kernel exists. Errors: STATUS_ERR_NOMEM.
+Status gptq_model_dequantize(Model *m);
+// Whether m has any packed GPTQ linear.
+bool gptq_model_has_packed(const Model *m);
+
 // True when `path` is a directory (or its config.json) whose config.json carries a
 // quantization_config with quant_method "gptq".
 bool gptq_model_is_checkpoint(const char *path);
@@ -109,8 +116,10 @@ bool gptq_model_is_checkpoint(const char *path);
 // Loads a GPTQ checkpoint directory (weights and config; model_load adds the tokenizer).
 // Errors name the file and the tensor: STATUS_ERR_FORMAT (corrupt or missing tensors,
 // shapes that disagree with config.json, unexpected tensors), STATUS_ERR_UNSUPPORTED
-// (not 4-bit, gptq_v2/marlin formats, sharded files). A quantized lm_head
-// (lm_head.qweight, ...) loads packed like the decoder linears.
+// (3-bit, gptq_v2/marlin formats). Weights: model.safetensors or the shards of its index.
+// 4-bit linears stay packed (qmatmul runs them); 2- and 8-bit ones are dequantized to
+// float32 (with a warning). A quantized lm_head (lm_head.qweight, ...) loads like the
+// decoder linears.
 Status gptq_model_load(Model *m, const char *path);
 
 #endif
