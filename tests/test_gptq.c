@@ -72,6 +72,7 @@ static void run_parity_case(const char *file) {
     o.sym = meta_int(&st, "sym");
     o.act_order = meta_int(&st, "act_order");
     o.static_groups = meta_int(&st, "static_groups");
+    o.mse = safetensors_meta(&st, "mse") && meta_int(&st, "mse"); // absent before mse cases
     const SafeTensor *wt = safetensors_find(&st, "w");
     assert_non_null(wt);
     const int64_t N = wt->shape[0], K = wt->shape[1];
@@ -184,6 +185,14 @@ static void test_parity_perchannel(void **s) {
     (void)s;
     run_parity_case("gptq/perchannel_actorder_k96.safetensors");
 }
+// MSE grid search (the reference's mse=True) on every grid: group, static groups with
+// act-order and a dead column, per-channel asymmetric with the zero and all-positive rows
+static void test_parity_mse(void **s) {
+    (void)s;
+    run_parity_case("gptq/mse_g128_k172.safetensors");
+    run_parity_case("gptq/mse_asym_static_actorder_g64_k256.safetensors");
+    run_parity_case("gptq/mse_asym_perchannel_k96.safetensors");
+}
 
 // A layer big enough for OpenBLAS's threaded LAPACK (K = 640): the same codes, scales and
 // loss bits with 1 and 2 OpenBLAS threads and 1 and 3 OpenMP threads (before the
@@ -270,19 +279,20 @@ static void test_grid(void **state) {
     (void)state;
     double s, z;
     const double a[] = {-0.3, 0.1, 0.2};
-    gptq_grid(&s, &z, a, 3, 4, true); // amax 0.3: scale 0.6/15, zero 8
+    gptq_grid(&s, &z, a, 3, 4, true, false); // amax 0.3: scale 0.6/15, zero 8
     assert_true(s == 0.6 / 15 && z == 8);
     assert_int_equal(gptq_code(-0.3, s, z, 15), 0); // -7.5 rounds to even (-8): 0
     assert_int_equal(gptq_code(0.3, s, z, 15), 15); // 7.5 -> 8, +8 = 16, clamped
     const double pos[] = {0.1, 0.3};                // no negative value: xmin stays 0
-    gptq_grid(&s, &z, pos, 2, 4, true);
+    gptq_grid(&s, &z, pos, 2, 4, true, false);
     assert_true(s == 0.3 / 15 && z == 8);
     const double zero[] = {0, 0};
-    gptq_grid(&s, &z, zero, 2, 4, true);
+    gptq_grid(&s, &z, zero, 2, 4, true, false);
     assert_true(s == 2.0 / 15 && z == 8);
-    gptq_grid(&s, &z, a, 3, 4, false); // asym: (0.2 + 0.3)/15, zero rint(0.3/s) = rint(9) = 9
+    gptq_grid(&s, &z, a, 3, 4, false,
+              false); // asym: (0.2 + 0.3)/15, zero rint(0.3/s) = rint(9) = 9
     assert_true(s == 0.5 / 15 && z == 9);
-    gptq_grid(&s, &z, pos, 2, 4, false);
+    gptq_grid(&s, &z, pos, 2, 4, false, false);
     assert_true(z == 0);
 }
 
@@ -824,6 +834,7 @@ int main(void) {
         cmocka_unit_test(test_parity_asym),
         cmocka_unit_test(test_parity_asym_actorder),
         cmocka_unit_test(test_parity_perchannel),
+        cmocka_unit_test(test_parity_mse),
         cmocka_unit_test(test_hessian_ref_and_threads),
         cmocka_unit_test(test_quantize_blas_threads),
         cmocka_unit_test(test_small_shapes),

@@ -723,6 +723,15 @@ static void test_cli_quantize_errors(void **state) {
     assert_non_null(strstr(out, "rtn, 4-bit, group 128"));
     assert_true(path_is_dir(dir));
     free(out);
+    // --mse is recorded as the method; --bits 3 is refused before any work
+    snprintf(cmd, sizeof cmd, "quantize -t 1 " STORIES " --rtn --mse --out %s_mse", dir);
+    assert_int_equal(run_cli(cmd, &out), 0);
+    assert_non_null(strstr(out, "rtn+mse, 4-bit, group 128"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "quantize -t 1 " STORIES " --rtn --bits 3 --out %s_b3", dir);
+    assert_int_equal(run_cli(cmd, &out), 2);
+    assert_non_null(strstr(out, "--bits must be 2, 4 or 8"));
+    free(out);
 }
 
 int main(void) {

@@ -50,8 +50,10 @@ OUT_DIR = "tests/fixtures/gptq"
 
 
 # ---- quantizer (reference §1.3) --------------------------------------------------------
-def find_params(x, bits, sym):
-    """x: (rows, cols) -> scale (rows,), zero (rows,) as float tensors of x.dtype."""
+def find_params(x, bits, sym, mse=False):
+    """x: (rows, cols) -> scale (rows,), zero (rows,) as float tensors of x.dtype.
+    mse: the reference quantizer's grid search (quant.py Quantizer with mse=True and its
+    defaults grid=100, maxshrink=0.8, norm=2.4), transcribed below."""
     maxq = 2 ** bits - 1
     tmp = torch.zeros(x.shape[0], dtype=x.dtype)
     xmin = torch.minimum(x.min(1)[0], tmp)
@@ -68,6 +70,26 @@ def find_params(x, bits, sym):
         zero = torch.full_like(scale, (maxq + 1) / 2)
     else:
         zero = torch.round(-xmin / scale)
+    if mse:
+        grid, maxshrink, norm = 100, 0.8, 2.4
+        best = torch.full([x.shape[0]], float("inf"), dtype=x.dtype)
+        for i in range(int(maxshrink * grid)):
+            p = 1 - i / grid
+            xmin1 = p * xmin
+            xmax1 = p * xmax
+            scale1 = (xmax1 - xmin1) / maxq
+            zero1 = torch.round(-xmin1 / scale1) if not sym else zero
+            q = torch.clamp(torch.round(x / scale1.unsqueeze(1)) + zero1.unsqueeze(1), 0, maxq)
+            q = scale1.unsqueeze(1) * (q - zero1.unsqueeze(1))
+            q -= x
+            q.abs_()
+            q.pow_(norm)
+            err = torch.sum(q, 1)
+            tmp = err < best
+            if torch.any(tmp):
+                best[tmp] = err[tmp]
+                scale[tmp] = scale1[tmp]
+                zero[tmp] = zero1[tmp]
     return scale, zero
 
 
@@ -96,7 +118,7 @@ class Hessian:
 
 # ---- GPTQ (reference §1.2) ---------------------------------------------------------------
 def gptq(W, H, bits=4, group=128, sym=True, act_order=False, static_groups=False,
-         percdamp=0.01, blocksize=128):
+         percdamp=0.01, blocksize=128, mse=False):
     """W: (N, K), H: (K, K) (not modified). Returns a dict of codes (N, K) in original
     column order, per-group scale/zero (G, N), g_idx (K), perm, loss, tie (N, K)."""
     W = W.clone()
@@ -104,14 +126,14 @@ def gptq(W, H, bits=4, group=128, sym=True, act_order=False, static_groups=False
     N, K = W.shape
     maxq = 2 ** bits - 1
     G = 1 if group == -1 else (K + group - 1) // group
-    scale, zero = find_params(W, bits, sym)  # per-channel grid from W before dead zeroing
+    scale, zero = find_params(W, bits, sym, mse)  # per-channel grid from W before dead zeroing
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
     groups = []
     if static_groups and group != -1:
         for i in range(0, K, group):
-            groups.append(find_params(W[:, i:i + group], bits, sym))
+            groups.append(find_params(W[:, i:i + group], bits, sym, mse))
     perm = torch.arange(K)
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True, stable=True)
@@ -145,7 +167,7 @@ def gptq(W, H, bits=4, group=128, sym=True, act_order=False, static_groups=False
             if group != -1:
                 if not static_groups:
                     if c % group == 0:
-                        scale, zero = find_params(W[:, c:c + group], bits, sym)
+                        scale, zero = find_params(W[:, c:c + group], bits, sym, mse)
                         scales[c // group], zeros[c // group] = scale, zero
                 else:
                     gi = int(perm[c]) // group
@@ -171,14 +193,14 @@ def gptq(W, H, bits=4, group=128, sym=True, act_order=False, static_groups=False
             "g_idx": g_idx, "perm": perm, "loss": float(Losses.sum())}
 
 
-def rtn(W, bits=4, group=128, sym=True):
+def rtn(W, bits=4, group=128, sym=True, mse=False):
     """Round-to-nearest on the same grids (static groups from W, no error feedback)."""
     N, K = W.shape
     maxq = 2 ** bits - 1
     g = K if group == -1 else group
     Q = torch.zeros_like(W)
     for i in range(0, K, g):
-        s, z = find_params(W[:, i:i + g], bits, sym)
+        s, z = find_params(W[:, i:i + g], bits, sym, mse)
         Q[:, i:i + g], _ = quantize_codes(W[:, i:i + g], s.unsqueeze(1), z.unsqueeze(1), maxq)
     return Q
 
@@ -237,6 +259,10 @@ CASES = [
     ("asym_g128_k172", 48, 172, 384, 4, 128, False, False, False, 0, True),
     ("asym_actorder_g64_k256", 64, 256, 384, 4, 64, False, True, False, 1, False),
     ("perchannel_actorder_k96", 32, 96, 256, 4, -1, True, True, False, 3, False),
+    # MSE grid search (mse=True)
+    ("mse_g128_k172", 64, 172, 384, 4, 128, True, False, False, 0, True),
+    ("mse_asym_static_actorder_g64_k256", 48, 256, 384, 4, 64, False, True, True, 1, False),
+    ("mse_asym_perchannel_k96", 32, 96, 256, 4, -1, False, False, False, 0, True),
 ]
 
 
@@ -260,8 +286,9 @@ def write_fixtures():
         for m, r in zip(seqs, rows):
             hs.add_batch(torch.from_numpy(X[t:t + r]), m)
             t += r
-        res = gptq(torch.from_numpy(W).to(dtype), hs.H, bits, group, sym, act, static)
-        rq = rtn(torch.from_numpy(W).to(dtype), bits, group, sym)
+        mse = name.startswith("mse_")
+        res = gptq(torch.from_numpy(W).to(dtype), hs.H, bits, group, sym, act, static, mse=mse)
+        rq = rtn(torch.from_numpy(W).to(dtype), bits, group, sym, mse)
         t = {"x": X, "w": W, "batch_rows": np.array(rows, np.int64),
              "batch_seqs": np.array(seqs, np.int64), "h": hs.H.numpy(),
              "q": res["q"].numpy().astype(np.int32), "tie": res["tie"].numpy().astype(np.float32),
@@ -274,7 +301,8 @@ def write_fixtures():
         meta = {"tool": "tools/gptq_ref.py", "torch": torch.__version__, "numpy": np.__version__,
                 "seed": str(seed), "dtype": "float64", "bits": str(bits), "group": str(group),
                 "sym": str(int(sym)), "act_order": str(int(act)), "static_groups": str(int(static)),
-                "percdamp": "0.01", "blocksize": "128", "n_dead": str(n_dead)}
+                "percdamp": "0.01", "blocksize": "128", "n_dead": str(n_dead),
+                "mse": str(int(mse))}
         save_file(t, f"{OUT_DIR}/{name}.safetensors", metadata=meta)
         ties = int((res["tie"] < 1e-9).sum())
         print(f"{name}: loss {res['loss']:.6g} ties {ties}")

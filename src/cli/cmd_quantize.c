@@ -5,7 +5,7 @@
  *   edgeforge quantize models/stories260K/stories260K.bin --calib calib.txt --nsamples 64 \
  *       --seq-len 128 --fidelity-data heldout.txt --out out/stories-gptq
  *   edgeforge quantize MODEL --calib train.jsonl --bits 4 --group 128 [--act-order]
- *       [--static-groups] [--sym|--asym] [--damp X] [--nsamples N] [--seq-len L] [--rtn]
+ *       [--static-groups] [--sym|--asym] [--mse] [--damp X] [--nsamples N] [--seq-len L] [--rtn]
  *       [--true-sequential] [--lm-head] [--fidelity-data F] --out DIR
  *   edgeforge generate out/stories-gptq -p "Once upon a time"     # runs the 4-bit weights
  *
@@ -42,7 +42,7 @@ typedef struct {
     int bits, group, nsamples, seq_len, fid_chunks, fid_ctx, threads, batch;
     double damp;
     int64_t seed;
-    bool act_order, static_groups, sym, asym, rtn, true_seq, lm_head;
+    bool act_order, static_groups, sym, asym, rtn, true_seq, lm_head, mse;
 } QuantArgs;
 
 static int64_t file_size(const char *path) {
@@ -118,6 +118,7 @@ static int quantize_run(const QuantArgs *a, const char *model_path) {
     mo.gptq.group_size = a->group;
     mo.gptq.act_order = a->act_order;
     mo.gptq.static_groups = a->static_groups;
+    mo.gptq.mse = a->mse;
     mo.gptq.sym = !a->asym;
     mo.gptq.percdamp = a->damp;
     mo.rtn = a->rtn;
@@ -168,7 +169,8 @@ static int quantize_run(const QuantArgs *a, const char *model_path) {
     char *st_path = path_join(a->out, "model.safetensors");
     FidelityReport fr = {.model = model_path,
                          .out_dir = a->out,
-                         .method = a->rtn ? "rtn" : "gptq",
+                         .method =
+                             a->rtn ? (a->mse ? "rtn+mse" : "rtn") : (a->mse ? "gptq+mse" : "gptq"),
                          .bits = a->bits,
                          .group_size = a->group,
                          .params_total = params,
@@ -220,6 +222,8 @@ int cmd_quantize(int argc, char **argv) {
         {"act-order", 0, ARG_FLAG, &a.act_order, "desc_act: quantize columns by decreasing diag(H)",
          0, 0},
         {"static-groups", 0, ARG_FLAG, &a.static_groups, "grids from the original weights", 0, 0},
+        {"mse", 0, ARG_FLAG, &a.mse,
+         "MSE grid search: shrink each grid's range (80 steps) to the least |error|^2.4", 0, 0},
         {"sym", 0, ARG_FLAG, &a.sym, "symmetric grid, zero 8 (default)", 0, 0},
         {"asym", 0, ARG_FLAG, &a.asym, "asymmetric grid", 0, 0},
         {"damp", 0, ARG_FLOAT, &a.damp, "dampening, fraction of mean diag(H) (0.01)", 0, 1},

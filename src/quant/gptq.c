@@ -157,7 +157,13 @@ Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_toke
 
 /* ---- quantizer (reference §1.3) ------------------------------------------------------ */
 
-void gptq_grid(double *scale, double *zero, const double *x, int64_t n, int bits, bool sym) {
+// The reference quantizer's MSE search constants (quant.py Quantizer.configure defaults).
+#define GPTQ_MSE_GRID  100
+#define GPTQ_MSE_STEPS 80 // int(maxshrink 0.8 * grid)
+#define GPTQ_MSE_NORM  2.4
+
+void gptq_grid(double *scale, double *zero, const double *x, int64_t n, int bits, bool sym,
+               bool mse) {
     const int maxq = (1 << bits) - 1;
     double xmin = 0, xmax = 0; // min(min x, 0), max(max x, 0)
     for (int64_t i = 0; i < n; i++) {
@@ -176,6 +182,22 @@ void gptq_grid(double *scale, double *zero, const double *x, int64_t n, int bits
     }
     *scale = (xmax - xmin) / maxq;
     *zero = sym ? (maxq + 1) / 2.0 : rint(-xmin / *scale);
+    if (!mse) return;
+    double best = INFINITY;
+    for (int i = 0; i < GPTQ_MSE_STEPS; i++) {
+        const double p = 1.0 - (double)i / GPTQ_MSE_GRID;
+        const double xmin1 = p * xmin, xmax1 = p * xmax;
+        const double s1 = (xmax1 - xmin1) / maxq, z1 = sym ? *zero : rint(-xmin1 / s1);
+        double err = 0;
+        for (int64_t k = 0; k < n; k++)
+            err +=
+                pow(fabs(s1 * ((double)gptq_code(x[k], s1, z1, maxq) - z1) - x[k]), GPTQ_MSE_NORM);
+        if (err < best) {
+            best = err;
+            *scale = s1;
+            *zero = z1;
+        }
+    }
 }
 
 /* ---- layer quantization ------------------------------------------------------------- */
@@ -331,7 +353,7 @@ static double quantize_block_row(const BlockCtx *b, GptqResult *r, int64_t row, 
     for (int64_t i = 0; i < i2 - i1; i++) {
         const int64_t c = i1 + i;
         if (g > 0 && !b->o->static_groups && c % g == 0) {
-            gptq_grid(scale, zero, wrow + c, MIN(g, K - c), b->o->bits, b->o->sym);
+            gptq_grid(scale, zero, wrow + c, MIN(g, K - c), b->o->bits, b->o->sym, b->o->mse);
             r->scales[(c / g) * N + row] = *scale;
             r->zeros[(c / g) * N + row] = (int32_t)*zero;
         } else if (g > 0 && b->o->static_groups) {
@@ -388,9 +410,11 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
         Wd[i] = W[i];
     memcpy(Hp, h->H, (size_t)(K * K) * sizeof(double));
 
-    // The per-row grid for group -1 comes from W before dead columns are zeroed.
+    // The per-row grid for group -1 comes from W before dead columns are zeroed (with groups
+    // every row's grid is replaced before its first use).
+#pragma omp parallel for schedule(static) if (o->mse)
     for (int64_t row = 0; row < N; row++)
-        gptq_grid(&gs[row], &gz[row], Wd + row * K, K, o->bits, o->sym);
+        gptq_grid(&gs[row], &gz[row], Wd + row * K, K, o->bits, o->sym, o->mse && g == -1);
     if (g == -1)
         for (int64_t row = 0; row < N; row++) {
             r->scales[row] = gs[row];
@@ -408,10 +432,12 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
 
     // Static groups: every grid up front from the (dead-zeroed) W in column order.
     if (g > 0 && o->static_groups)
-        for (int64_t gi = 0; gi < r->G; gi++)
-            for (int64_t row = 0; row < N; row++) {
+#pragma omp parallel for schedule(static) if (o->mse)
+        for (int64_t row = 0; row < N; row++)
+            for (int64_t gi = 0; gi < r->G; gi++) {
                 double sc, z;
-                gptq_grid(&sc, &z, Wd + row * K + gi * g, MIN(g, K - gi * g), o->bits, o->sym);
+                gptq_grid(&sc, &z, Wd + row * K + gi * g, MIN(g, K - gi * g), o->bits, o->sym,
+                          o->mse);
                 r->scales[gi * N + row] = sc;
                 r->zeros[gi * N + row] = (int32_t)z;
             }
@@ -492,7 +518,7 @@ Status gptq_rtn_layer(GptqResult *r, const float *W, int64_t N, int64_t K, const
         for (int64_t gi = 0; gi < r->G; gi++) {
             const int64_t a = gi * g, n = MIN(g, K - a);
             double sc, z;
-            gptq_grid(&sc, &z, x + a, n, o->bits, o->sym);
+            gptq_grid(&sc, &z, x + a, n, o->bits, o->sym, o->mse);
             r->scales[gi * N + row] = sc;
             r->zeros[gi * N + row] = (int32_t)z;
             for (int64_t j = a; j < a + n; j++)

@@ -40,6 +40,7 @@ typedef struct {
     double damp_growth; // factor applied to percdamp when the Cholesky factorisation fails: 10
     double damp_max;    // give up (STATUS_ERR_NUMERIC) once percdamp would exceed this: 1.0
     int blocksize;      // lazy-update block width: 128
+    bool mse;           // MSE grid search for every grid (the reference's mse=True; off)
 } GptqOptions;
 
 void gptq_options_defaults(GptqOptions *o);
@@ -71,7 +72,11 @@ Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_toke
 // xmin = min(min x, 0), xmax = max(max x, 0); sym: xmax = max(|xmin|, xmax) and xmin = -xmax
 // when xmin < 0; both 0 -> -1, +1; scale = (xmax - xmin)/maxq; zero = (maxq+1)/2 (sym) or
 // rint(-xmin/scale).
-void gptq_grid(double *scale, double *zero, const double *x, int64_t n, int bits, bool sym);
+// mse: the reference's grid search (mse=True: grid 100, maxshrink 0.8, norm 2.4): for
+// i = 0..79 the range [p xmin, p xmax], p = 1 - i/100 (sym keeps its zero), and the grid
+// with the least sum_k |scale (q_k - zero) - x_k|^2.4 (the first on equality) wins.
+void gptq_grid(double *scale, double *zero, const double *x, int64_t n, int bits, bool sym,
+               bool mse);
 // q = clamp(rint(x/scale) + zero, 0, maxq) (round half to even, like torch.round).
 static inline int gptq_code(double x, double scale, double zero, int maxq) {
     double q = __builtin_rint(x / scale) + zero;
