@@ -289,11 +289,47 @@ static void test_grid(void **state) {
     const double zero[] = {0, 0};
     gptq_grid(&s, &z, zero, 2, 4, true, false);
     assert_true(s == 2.0 / 15 && z == 8);
-    gptq_grid(&s, &z, a, 3, 4, false,
-              false); // asym: (0.2 + 0.3)/15, zero rint(0.3/s) = rint(9) = 9
+    // asym: (0.2 + 0.3)/15, zero rint(0.3/s) = rint(9) = 9
+    gptq_grid(&s, &z, a, 3, 4, false, false);
     assert_true(s == 0.5 / 15 && z == 9);
     gptq_grid(&s, &z, pos, 2, 4, false, false);
     assert_true(z == 0);
+}
+
+// The MSE search prunes with a fast error estimate; it must choose exactly the grid of the
+// exhaustive search with libm's pow, on Gaussian, heavy-tailed, sparse, constant and
+// degenerate segments, sym and asym, 2/4/8 bits, lengths 1..300.
+static void test_grid_mse_pruned(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 5);
+    double x[300];
+    int moved = 0;
+    for (int t = 0; t < 1500; t++) {
+        const int n = 1 + (int)(rng_uniform(&rng) * 300), kind = t % 6;
+        const int bits = t % 7 == 0 ? 2 : t % 7 == 1 ? 8 : 4;
+        const bool sym = (t / 6) % 2 == 0;
+        for (int k = 0; k < n; k++) {
+            double v = 0.02 * rng_normal(&rng);
+            if (kind == 1) v = v / (0.05 + fabs(rng_normal(&rng))); // heavy tails
+            if (kind == 2 && rng_uniform(&rng) < 0.8) v = 0;        // sparse
+            if (kind == 3) v = 0.125;                               // constant
+            if (kind == 4) v = fabs(v);                             // all positive
+            if (kind == 5 && k > 0) v = 1e-3 * v;                   // one outlier
+            x[k] = v;
+        }
+        double s0, z0, s1, z1, s2, z2;
+        gptq_grid(&s0, &z0, x, n, bits, sym, false);
+        gptq_grid(&s1, &z1, x, n, bits, sym, true);
+        gptq_grid_mse_ref(&s2, &z2, x, n, bits, sym);
+        if (s1 != s2 || z1 != z2)
+            fail_msg("case %d (n %d, kind %d, bits %d, sym %d): pruned %.17g/%g, exhaustive "
+                     "%.17g/%g",
+                     t, n, kind, bits, sym, s1, z1, s2, z2);
+        moved += s1 != s0;
+    }
+    print_message("MSE grids: 1500 segments, pruned == exhaustive, %d shrunk\n", moved);
+    assert_true(moved > 500); // the search does something
 }
 
 // stories260K-like shapes: a group wider than K is one group (min(g, K)), the same as
@@ -828,6 +864,7 @@ static void test_ckpt_corrupt(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grid),
+        cmocka_unit_test(test_grid_mse_pruned),
         cmocka_unit_test(test_parity_plain),
         cmocka_unit_test(test_parity_actorder),
         cmocka_unit_test(test_parity_static),

@@ -90,6 +90,34 @@ static void test_exp_ulps(void **s) {
 }
 
 // The array helpers against plain loops on the C library, lengths around the lane counts.
+// The MSE search's fast error sum against pow summed in order: within 1e-12 relative (the
+// pruning in gptq_grid assumes 1e-9 with room to spare); zero and sub-1e-300 errors count 0.
+static void test_quant_err_pow(void **s) {
+    (void)s;
+    Rng r;
+    rng_seed(&r, 9);
+    double x[257], worst = 0;
+    for (int t = 0; t < 3000; t++) {
+        const int n = 1 + t % 257, maxq = t % 3 == 0 ? 3 : t % 3 == 1 ? 15 : 255;
+        const double scale = pow(10.0, -1 - 4 * rng_uniform(&r));
+        for (int k = 0; k < n; k++) {
+            x[k] = scale * rng_normal(&r);
+            if (t % 5 == 0 && k % 3 == 0) x[k] = 0;      // exact zeros: d = 0
+            if (t % 7 == 0 && k == 0) x[k] = 1e-305;     // below the cut-off
+            if (t % 11 == 0 && k % 4 == 0) x[k] *= 1000; // clamped codes
+        }
+        const double sc = scale * (0.5 + rng_uniform(&r)) / (maxq / 4.0),
+                     z = rint((maxq + 1) / 2.0 * (0.5 + 0.5 * rng_uniform(&r)));
+        const double p = t % 2 ? 2.4 : 1.0 + 2 * rng_uniform(&r);
+        const double a = vm_quant_err_pow(x, n, sc, z, maxq, p);
+        const double b = vm_quant_err_pow_ref(x, n, sc, z, maxq, p);
+        const double rel = b > 0 ? fabs(a - b) / b : fabs(a);
+        worst = rel > worst ? rel : worst;
+    }
+    print_message("quant_err_pow: worst relative difference %.3g over 3000 sums\n", worst);
+    assert_true(worst < 1e-12);
+}
+
 static void test_array_helpers(void **s) {
     (void)s;
     Rng r;
@@ -143,6 +171,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expf_ulps),
         cmocka_unit_test(test_exp_ulps),
+        cmocka_unit_test(test_quant_err_pow),
         cmocka_unit_test(test_array_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,6 +23,7 @@
 
 #include "core/common.h"
 #include "core/log.h"
+#include "tensor/vmath.h"
 
 // LAPACK from OpenBLAS (Fortran ABI; Debian's libopenblas-dev ships no LAPACKE header).
 // The trailing size_t is gfortran's hidden length of the `uplo` string.
@@ -162,42 +163,74 @@ Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_toke
 #define GPTQ_MSE_STEPS 80 // int(maxshrink 0.8 * grid)
 #define GPTQ_MSE_NORM  2.4
 
-void gptq_grid(double *scale, double *zero, const double *x, int64_t n, int bits, bool sym,
-               bool mse) {
-    const int maxq = (1 << bits) - 1;
-    double xmin = 0, xmax = 0; // min(min x, 0), max(max x, 0)
+// The reference's range of a segment: xmin = min(min x, 0), xmax = max(max x, 0), made
+// symmetric for sym, -1..1 when both are 0.
+static void grid_range(const double *x, int64_t n, bool sym, double *xmin, double *xmax) {
+    double lo = 0, hi = 0;
     for (int64_t i = 0; i < n; i++) {
-        if (x[i] < xmin) xmin = x[i];
-        if (x[i] > xmax) xmax = x[i];
+        if (x[i] < lo) lo = x[i];
+        if (x[i] > hi) hi = x[i];
     }
     if (sym) {
         // Note the reference's quirk, kept on purpose: a segment with no negative value keeps
         // xmin = 0, so its scale is xmax/maxq while the zero stays at (maxq+1)/2.
-        xmax = fabs(xmin) > xmax ? fabs(xmin) : xmax;
-        if (xmin < 0) xmin = -xmax;
+        hi = fabs(lo) > hi ? fabs(lo) : hi;
+        if (lo < 0) lo = -hi;
     }
-    if (xmin == 0 && xmax == 0) {
-        xmin = -1;
-        xmax = 1;
+    if (lo == 0 && hi == 0) {
+        lo = -1;
+        hi = 1;
     }
-    *scale = (xmax - xmin) / maxq;
-    *zero = sym ? (maxq + 1) / 2.0 : rint(-xmin / *scale);
-    if (!mse) return;
-    double best = INFINITY;
+    *xmin = lo;
+    *xmax = hi;
+}
+
+// The MSE search over the shrunk ranges; pruned: every candidate's error fast (within 1e-12
+// relative of the exact sum, vm_quant_err_pow), then the exact sum (libm pow, in order) only
+// for candidates within 1e-9 of the fast minimum. A candidate outside cannot reach the exact
+// minimum, so the first exact minimum, the reference's choice (strict <), is among these and
+// is found in the same order: the result equals the exhaustive search's.
+static void grid_mse(double *scale, double *zero, const double *x, int64_t n, int maxq, bool sym,
+                     double xmin, double xmax, bool pruned) {
+    double s1[GPTQ_MSE_STEPS], z1[GPTQ_MSE_STEPS], fast[GPTQ_MSE_STEPS], fmin = INFINITY;
     for (int i = 0; i < GPTQ_MSE_STEPS; i++) {
         const double p = 1.0 - (double)i / GPTQ_MSE_GRID;
         const double xmin1 = p * xmin, xmax1 = p * xmax;
-        const double s1 = (xmax1 - xmin1) / maxq, z1 = sym ? *zero : rint(-xmin1 / s1);
-        double err = 0;
-        for (int64_t k = 0; k < n; k++)
-            err +=
-                pow(fabs(s1 * ((double)gptq_code(x[k], s1, z1, maxq) - z1) - x[k]), GPTQ_MSE_NORM);
+        s1[i] = (xmax1 - xmin1) / maxq;
+        z1[i] = sym ? *zero : rint(-xmin1 / s1[i]);
+        fast[i] = pruned ? vm_quant_err_pow(x, n, s1[i], z1[i], maxq, GPTQ_MSE_NORM) : 0;
+        fmin = fast[i] < fmin ? fast[i] : fmin;
+    }
+    double best = INFINITY;
+    for (int i = 0; i < GPTQ_MSE_STEPS; i++) {
+        if (fast[i] > fmin * (1 + 1e-9)) continue;
+        const double err = vm_quant_err_pow_ref(x, n, s1[i], z1[i], maxq, GPTQ_MSE_NORM);
         if (err < best) {
             best = err;
-            *scale = s1;
-            *zero = z1;
+            *scale = s1[i];
+            *zero = z1[i];
         }
     }
+}
+
+void gptq_grid(double *scale, double *zero, const double *x, int64_t n, int bits, bool sym,
+               bool mse) {
+    const int maxq = (1 << bits) - 1;
+    double xmin, xmax;
+    grid_range(x, n, sym, &xmin, &xmax);
+    *scale = (xmax - xmin) / maxq;
+    *zero = sym ? (maxq + 1) / 2.0 : rint(-xmin / *scale);
+    if (mse) grid_mse(scale, zero, x, n, maxq, sym, xmin, xmax, true);
+}
+
+void gptq_grid_mse_ref(double *scale, double *zero, const double *x, int64_t n, int bits,
+                       bool sym) {
+    const int maxq = (1 << bits) - 1;
+    double xmin, xmax;
+    grid_range(x, n, sym, &xmin, &xmax);
+    *scale = (xmax - xmin) / maxq;
+    *zero = sym ? (maxq + 1) / 2.0 : rint(-xmin / *scale);
+    grid_mse(scale, zero, x, n, maxq, sym, xmin, xmax, false);
 }
 
 /* ---- layer quantization ------------------------------------------------------------- */

@@ -77,6 +77,9 @@ Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_toke
 // with the least sum_k |scale (q_k - zero) - x_k|^2.4 (the first on equality) wins.
 void gptq_grid(double *scale, double *zero, const double *x, int64_t n, int bits, bool sym,
                bool mse);
+// The MSE search of gptq_grid evaluated exhaustively with libm's pow (80 exact sums; gptq_grid
+// prunes with a fast approximation first); for tests: both must pick the same grid.
+void gptq_grid_mse_ref(double *scale, double *zero, const double *x, int64_t n, int bits, bool sym);
 // q = clamp(rint(x/scale) + zero, 0, maxq) (round half to even, like torch.round).
 static inline int gptq_code(double x, double scale, double zero, int maxq) {
     double q = __builtin_rint(x / scale) + zero;
