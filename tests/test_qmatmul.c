@@ -124,7 +124,7 @@ static void run_shape(const Shape *s, Rng *rng) {
     const int64_t K = s->K, N = s->N, M = 6;
     float *x = xmalloc((size_t)(M * K) * 4), *W = xmalloc((size_t)(N * K) * 4);
     float *yr = xmalloc((size_t)(M * N) * 4), *yd = xmalloc((size_t)(M * N) * 4);
-    float *y = xmalloc((size_t)(M * N) * 4);
+    float *y = xmalloc((size_t)(M * N) * 4), *y2 = xmalloc((size_t)(M * N) * 4);
     float *scratch = xmalloc(qmatmul_scratch_floats(&p) * 4);
     for (int64_t i = 0; i < M * K; i++)
         x[i] = (float)rng_normal(rng);
@@ -144,14 +144,17 @@ static void run_shape(const Shape *s, Rng *rng) {
     snprintf(what, sizeof what, "ref vs dequant K=%lld N=%lld", (long long)K, (long long)N);
     worst = fmax(worst, check_close(what, yr, yd, x, W, &p, M));
     for (int isa = 0; isa < QMAT_ISA_COUNT; isa++) {
-        if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) continue;
+        if (isa > (int)qmatmul_isa_detect()) continue; // the CPU lacks it
         for (int64_t m = 0; m < M; m++)
             qmatmul_gemv(y + m * N, x + m * K, &p, (QmatIsa)isa);
         snprintf(what, sizeof what, "gemv isa %d K=%lld N=%lld g=%d act=%d", isa, (long long)K,
                  (long long)N, s->group, s->act_order);
-        const int a16 = isa == QMAT_ISA_AVX2;
+        const int a16 = isa != QMAT_ISA_PORTABLE;
         worst = fmax(worst, check_close_a(what, y, yr, x, W, &p, M, a16));
         worst = fmax(worst, check_close_a(what, y, yd, x, W, &p, M, a16));
+        if (isa == QMAT_ISA_AVX2) memcpy(y2, y, (size_t)(M * N) * 4);
+        if (isa == QMAT_ISA_AVX512) // the same exact int32 sums and float steps as AVX2
+            assert_memory_equal(y, y2, (size_t)(M * N) * 4);
     }
     qmatmul(y, x, M, &p, scratch); // GEMM path (M >= QMATMUL_GEMM_MIN_M)
     snprintf(what, sizeof what, "gemm K=%lld N=%lld", (long long)K, (long long)N);
@@ -190,11 +193,11 @@ static void run_shape(const Shape *s, Rng *rng) {
         qmatmul_ref(y, x, M, &p);
         worst = fmax(worst, check_close("sorted ref", y, yr, x, W, &p, M));
         for (int isa = 0; isa < QMAT_ISA_COUNT; isa++) {
-            if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) continue;
+            if (isa > (int)qmatmul_isa_detect()) continue; // the CPU lacks it
             for (int64_t m = 0; m < M; m++)
                 qmatmul_gemv(y + m * N, x + m * K, &p, (QmatIsa)isa);
-            worst =
-                fmax(worst, check_close_a("sorted gemv", y, yr, x, W, &p, M, isa == QMAT_ISA_AVX2));
+            worst = fmax(
+                worst, check_close_a("sorted gemv", y, yr, x, W, &p, M, isa != QMAT_ISA_PORTABLE));
         }
         qmatmul(y, x, M, &p, scratch);
         worst = fmax(worst, check_close("sorted gemm", y, yr, x, W, &p, M));
@@ -225,6 +228,7 @@ static void run_shape(const Shape *s, Rng *rng) {
     free(yr);
     free(yd);
     free(y);
+    free(y2);
     free(scratch);
     gptq_packed_release(&p);
 }
@@ -309,7 +313,7 @@ static void test_gemv_nonfinite(void **state) {
             x[k] = (float)rng_normal(&rng);
         x[300] = bad[b];
         for (int isa = 0; isa < QMAT_ISA_COUNT; isa++) {
-            if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) continue;
+            if (isa > (int)qmatmul_isa_detect()) continue; // the CPU lacks it
             qmatmul_gemv(y, x, &p, (QmatIsa)isa);
             for (int n = 0; n < 64; n++)
                 if (isfinite(y[n])) fail_msg("isa %d bad %d: y[%d] = %g", isa, b, n, (double)y[n]);

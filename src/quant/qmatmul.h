@@ -37,9 +37,12 @@
 // Rows of x from which the dequantize + sgemm path is used.
 #define QMATMUL_GEMM_MIN_M 4
 
-typedef enum { QMAT_ISA_PORTABLE, QMAT_ISA_AVX2, QMAT_ISA_COUNT } QmatIsa;
+// Ordered: each path includes the one before it. AVX512 runs the int16 decode kernel 16
+// outputs per vector (avx512f + avx512bw) and everything else as AVX2; its results equal
+// AVX2's bit for bit (the same exact int32 sums, the same float steps).
+typedef enum { QMAT_ISA_PORTABLE, QMAT_ISA_AVX2, QMAT_ISA_AVX512, QMAT_ISA_COUNT } QmatIsa;
 
-// Best path this CPU supports (AVX2 needs avx2, fma and f16c).
+// Best path this CPU supports (AVX2 needs avx2, fma and f16c; AVX512 also avx512f/bw).
 QmatIsa qmatmul_isa_detect(void);
 
 // Checks that w can be used here: 4 bits, consistent shapes and g_idx (gptq_packed_validate).
@@ -51,7 +54,8 @@ size_t qmatmul_scratch_floats(const GptqPacked *w);
 
 // y (M, N) = x (M, K) W^T + bias. w must have passed qmatmul_check. y must not alias x.
 void qmatmul(float *y, const float *x, int64_t M, const GptqPacked *w, float *scratch);
-// The same with a forced SIMD path (tests check every path the CPU can run).
+// The same with a forced SIMD path (tests check every path the CPU can run; a path above
+// qmatmul_isa_detect() runs as the best one below it).
 void qmatmul_isa(float *y, const float *x, int64_t M, const GptqPacked *w, float *scratch,
                  QmatIsa isa);
 // One row: y (N) = x (K) W^T + bias, the fused GEMV.

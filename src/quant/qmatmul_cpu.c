@@ -51,6 +51,9 @@ QmatIsa qmatmul_isa_detect(void) {
         v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()
                 ? QMAT_ISA_AVX2
                 : QMAT_ISA_PORTABLE;
+        if (v == QMAT_ISA_AVX2 && __builtin_cpu_supports("avx512f") &&
+            __builtin_cpu_supports("avx512bw"))
+            v = QMAT_ISA_AVX512;
         atomic_store_explicit(&cached, v, memory_order_relaxed);
     }
     return (QmatIsa)v;
@@ -88,9 +91,11 @@ typedef struct {
     const uint32_t *xq; // (R*4) word (r, j): xi_{8r+j} | xi_{8r+j+4} << 16, j < 4
     const float *xsc;   // (G) x_k ~= xsc_g * xi_k for k in group g
     const int32_t *xqs; // (G) sum of xi over each group
+    QmatIsa isa;        // the SIMD kernels' width (AVX2 or AVX512)
 } GemvCtx;
 
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define AVX2_TARGET   __attribute__((target("avx2,fma,f16c")))
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
 
 // Scratch floats of gemv_setup.
 static int64_t gemv_scratch(const GptqPacked *w) { return (w->K + 7) / 8 * 12 + 3 * w->G; }
@@ -465,6 +470,74 @@ AVX2_TARGET static void gemv_group_i16_avx2(float *t, const GemvCtx *c, int64_t 
     }
 }
 
+// gemv_group_i16_avx2 with 512-bit vectors: 16 outputs per vector, two vectors (one 128-byte
+// run of the row) per step; an odd last 8 outputs take the 256-bit step. The int32 sums are
+// the AVX2 kernel's exactly (integer arithmetic), so are the float steps after them.
+AVX512_TARGET static void gemv_group_i16_avx512(float *t, const GemvCtx *c, int64_t g, int64_t p0,
+                                                int64_t n8) {
+    const GptqPacked *w = c->w;
+    const int64_t N = w->N;
+    int32_t acc[GEMV_PANEL] __attribute__((aligned(64)));
+    const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);
+    const int64_t nv = MIN((int64_t)GEMV_PANEL, n8 - p0) / 8, nv16 = nv / 2;
+    const __m512i m = _mm512_set1_epi32(0x000F000F);
+    const __m256i m8 = _mm256_set1_epi32(0x000F000F);
+    memset(acc, 0, (size_t)nv * 8 * sizeof(int32_t));
+    for (int64_t r = r0; r < r1; r++) {
+        const uint32_t *row = w->qweight + r * N + p0;
+        const char *next = (const char *)(w->qweight + (r + 1) * N + p0);
+        const uint32_t *xr = c->xq + r * 4;
+        const __m512i x0 = _mm512_set1_epi32((int)xr[0]), x1 = _mm512_set1_epi32((int)xr[1]);
+        const __m512i x2 = _mm512_set1_epi32((int)xr[2]), x3 = _mm512_set1_epi32((int)xr[3]);
+#define I16_STEP512(a, wv)                                                                         \
+    do {                                                                                           \
+        a = _mm512_add_epi32(a, _mm512_madd_epi16(_mm512_and_si512(wv, m), x0));                   \
+        a = _mm512_add_epi32(                                                                      \
+            a, _mm512_madd_epi16(_mm512_and_si512(_mm512_srli_epi32(wv, 4), m), x1));              \
+        a = _mm512_add_epi32(                                                                      \
+            a, _mm512_madd_epi16(_mm512_and_si512(_mm512_srli_epi32(wv, 8), m), x2));              \
+        a = _mm512_add_epi32(                                                                      \
+            a, _mm512_madd_epi16(_mm512_and_si512(_mm512_srli_epi32(wv, 12), m), x3));             \
+    } while (0)
+        int64_t v = 0;
+        for (; v + 2 <= nv16; v += 2) {
+            __m512i a0 = _mm512_load_si512(acc + 16 * v), a1 = _mm512_load_si512(acc + 16 * v + 16);
+            const __m512i w0 = _mm512_loadu_si512(row + 16 * v);
+            const __m512i w1 = _mm512_loadu_si512(row + 16 * v + 16);
+            gemv_prefetch((const char *)row, next, nv * 32, v * 64);
+            I16_STEP512(a0, w0);
+            I16_STEP512(a1, w1);
+            _mm512_store_si512(acc + 16 * v, a0);
+            _mm512_store_si512(acc + 16 * v + 16, a1);
+        }
+        for (; v < nv16; v++) {
+            __m512i a0 = _mm512_load_si512(acc + 16 * v);
+            const __m512i w0 = _mm512_loadu_si512(row + 16 * v);
+            I16_STEP512(a0, w0);
+            _mm512_store_si512(acc + 16 * v, a0);
+        }
+#undef I16_STEP512
+        if (nv % 2) { // the last 8 outputs
+            const int64_t o = 8 * (nv - 1);
+            __m256i a = _mm256_load_si256((const __m256i *)(acc + o));
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(row + o));
+            for (int j = 0; j < 4; j++)
+                a = _mm256_add_epi32(
+                    a, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi32(wv, 4 * j), m8),
+                                         _mm256_set1_epi32((int)xr[j])));
+            _mm256_store_si256((__m256i *)(acc + o), a);
+        }
+    }
+    const __m256 xs = _mm256_set1_ps(c->xsc[g]);
+    const __m256i xq = _mm256_set1_epi32(c->xqs[g]);
+    for (int64_t v = 0; v < nv; v++) {
+        const int64_t n0 = p0 + 8 * v;
+        const __m256i d = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(acc + 8 * v)),
+                                           _mm256_mullo_epi32(zeros8_epi32(c, g, n0), xq));
+        _mm256_storeu_ps(t + n0, _mm256_mul_ps(xs, _mm256_cvtepi32_ps(d)));
+    }
+}
+
 // y[n] for outputs [n0, n1) (multiples of 8) from the groups' t (G, n8): sum over g in order
 // of s_gn t_gn, one FMA per group, as every other kernel here orders it.
 AVX2_TARGET static void gemv_reduce_avx2(float *y, const GemvCtx *c, const float *t, int64_t n8,
@@ -561,7 +634,9 @@ static void gemv_grouped(float *const *y, const GemvCtx *c, int n) {
             const int64_t g = (it - ifirst[i]) / npan[i];
             const int64_t p0 = (it - ifirst[i]) % npan[i] * GEMV_PANEL;
             float *t = part + off[i] + (size_t)(g * n8[i]);
-            if (c[i].i16)
+            if (c[i].i16 && c[i].isa == QMAT_ISA_AVX512)
+                gemv_group_i16_avx512(t, &c[i], g, p0, n8[i]);
+            else if (c[i].i16)
                 gemv_group_i16_avx2(t, &c[i], g, p0, n8[i]);
             else
                 gemv_group_avx2(t, &c[i], g, p0, n8[i]);
@@ -599,29 +674,30 @@ static void gemv_finish(float *y, const float *x, const GptqPacked *w, GemvCtx *
 static void gemv_run(float *y, const float *x, const GptqPacked *w, QmatIsa isa) {
     CHECK(w->bits == 4);
     const int64_t N = w->N;
-    if (isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() != QMAT_ISA_AVX2) isa = QMAT_ISA_PORTABLE;
+    if (isa > qmatmul_isa_detect()) isa = qmatmul_isa_detect();
+    const bool simd = isa != QMAT_ISA_PORTABLE;
     // scratch for x and the group sums: on the stack when small (decode allocates nothing)
     float stack_buf[4096];
     const int64_t need = gemv_scratch(w);
     float *scr =
         need <= (int64_t)ARRAY_LEN(stack_buf) ? stack_buf : xmalloc((size_t)need * sizeof(float));
     GemvCtx c;
-    gemv_setup(&c, scr, x, w, isa == QMAT_ISA_AVX2);
+    gemv_setup(&c, scr, x, w, simd);
+    c.isa = isa;
     // Tiles: full 64-output tiles, then 8-output tiles (AVX2), then single outputs (portable).
-    const int64_t n_full = N / TILE, n8 = isa == QMAT_ISA_AVX2 ? N / 8 * 8 : N;
+    const int64_t n_full = N / TILE, n8 = simd ? N / 8 * 8 : N;
     const int64_t n_tiles = n_full + (n8 - n_full * TILE + TILE - 1) / TILE;
-    if (isa == QMAT_ISA_AVX2 && c.rows_per_g) {
+    if (simd && c.rows_per_g) {
         gemv_grouped(&y, &c, 1);
     } else
 #pragma omp parallel
     {
         float *sz = NULL;
-        if (isa == QMAT_ISA_AVX2 && !c.rows_per_g)
-            sz = xmalloc((size_t)(w->G * 128) * sizeof(float));
+        if (simd && !c.rows_per_g) sz = xmalloc((size_t)(w->G * 128) * sizeof(float));
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < n_tiles; t++) {
             const int64_t n0 = t * TILE, nt = MIN((int64_t)TILE, n8 - n0);
-            if (isa == QMAT_ISA_AVX2) { // (contiguous groups took gemv_panel_avx2 above)
+            if (simd) { // (contiguous groups took gemv_grouped above)
                 gemv_tile_generic_avx2(y, &c, n0, (int)(nt / 8), sz);
             } else if (c.rows_per_g) {
                 gemv_tile_portable(y, &c, n0, nt);
@@ -641,7 +717,8 @@ void qmatmul_gemv_multi(float *const *y, const float *x, const GptqPacked *const
     enum { MAX_W = GEMV_MAX_W, BUF = 4096 };
     float buf[MAX_W][BUF];
     GemvCtx c[MAX_W] = {0};
-    bool one_region = n <= MAX_W && qmatmul_isa_detect() == QMAT_ISA_AVX2;
+    const QmatIsa isa = qmatmul_isa_detect();
+    bool one_region = n <= MAX_W && isa != QMAT_ISA_PORTABLE;
     for (int i = 0; i < n && one_region; i++) {
         CHECK(w[i]->bits == 4);
         one_region = gemv_scratch(w[i]) <= BUF;
@@ -657,11 +734,12 @@ void qmatmul_gemv_multi(float *const *y, const float *x, const GptqPacked *const
         } else {
             gemv_setup(&c[i], buf[i], x, w[i], 1);
         }
+        c[i].isa = isa;
         one_region = c[i].rows_per_g;
     }
     if (!one_region) {
         for (int i = 0; i < n; i++)
-            gemv_run(y[i], x, w[i], qmatmul_isa_detect());
+            gemv_run(y[i], x, w[i], isa);
         return;
     }
     gemv_grouped(y, c, n);
@@ -705,9 +783,10 @@ AVX2_TARGET static void dequant_row_avx2(float *dst, const GptqPacked *w, int64_
 static void dequant_block(float *Wb, const GptqPacked *w, int64_t n0, int64_t n1, QmatIsa isa) {
     const int64_t K = w->K, N = w->N, zc = gptq_qzeros_cols(N, 4);
     // the AVX2 rows write inputs in file order: contiguous groups, not sorted (k_perm)
-    const int64_t gsz = isa == QMAT_ISA_AVX2 && qmatmul_isa_detect() == QMAT_ISA_AVX2 && !w->k_perm
-                            ? contiguous_group_size(w)
-                            : 0;
+    const int64_t gsz =
+        isa != QMAT_ISA_PORTABLE && qmatmul_isa_detect() != QMAT_ISA_PORTABLE && !w->k_perm
+            ? contiguous_group_size(w)
+            : 0;
     if (gsz) {
 #pragma omp parallel for schedule(static)
         for (int64_t n = n0; n < n1; n++)
