@@ -61,9 +61,11 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--edgeforge", default="build/edgeforge")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--hf", default=None,
+                    help="an F32 Hugging Face directory to use as is (instead of converting --model)")
     a = ap.parse_args()
     work = a.work or tempfile.mkdtemp(prefix="ef_bench_train_")
-    hf = os.path.join(work, "model_hf")
+    hf = a.hf or os.path.join(work, "model_hf")
     if not os.path.isdir(hf):
         subprocess.run([a.edgeforge, "convert", "-f", "hf", "--dtype", "f32", a.model, hf],
                        check=True, stdout=subprocess.DEVNULL)
