@@ -1,6 +1,7 @@
 /*
  * vmath.h - vectorized exponentials for the softmax-shaped loops: silu, attention softmax,
- * log-sum-exp over a vocabulary row (evaluation, distillation loss).
+ * log-sum-exp over a vocabulary row (evaluation, distillation loss); and the |error|^p sums
+ * of GPTQ's MSE grid search (exp of p times a vectorized log).
  *
  * With AVX2+FMA (chosen at run time) exp is computed 8 floats or 4 doubles at a time:
  * Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, a Taylor polynomial in r (degree
