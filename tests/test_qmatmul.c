@@ -212,7 +212,13 @@ static void run_shape(const Shape *s, Rng *rng) {
     omp_set_num_threads(3);
     qmatmul_gemv(y3, x, &p, qmatmul_isa_detect());
     qmatmul(y3 + N, x + K, M - 1, &p, scratch);
+    // 24 threads: fewer than two panel items per thread, so the panels are narrowed
+    float *y24 = xmalloc((size_t)N * 4);
+    omp_set_num_threads(24);
+    qmatmul_gemv(y24, x, &p, qmatmul_isa_detect());
     omp_set_num_threads(nt);
+    assert_memory_equal(y1, y24, (size_t)N * 4);
+    free(y24);
     // our GEMV: the same bits; the GEMM rows go through OpenBLAS sgemm, whose bits depend on
     // its thread count (docs/design.md, "Threads"): close, not identical
     assert_memory_equal(y1, y3, (size_t)N * 4);

@@ -326,8 +326,8 @@ AVX2_TARGET static inline __m256 scales8_avx2(const uint16_t *s) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
 }
 
-// Group g of a weight with contiguous groups, the panel of outputs [p0, min(p0 + GEMV_PANEL,
-// n8)) (n8 a multiple of 8), x pre-scaled: t[n] = sum_{k in g} x_k q_kn - z_gn xsum_g. The
+// Group g of a weight with contiguous groups, the panel of outputs [p0, p1) (p1 - p0 a multiple
+// of 8, at most GEMV_PANEL), x pre-scaled: t[n] = sum_{k in g} x_k q_kn - z_gn xsum_g. The
 // decode kernel. The panel's part of each of the group's word rows is read whole, one row
 // after the other: for N <= GEMV_PANEL the group is one sequential stream (36 KiB for 576
 // outputs); splitting those outputs between threads instead (each thread a part of every
@@ -347,12 +347,12 @@ static inline void gemv_prefetch(const char *row, const char *next, int64_t row_
     _mm_prefetch(p + 64, _MM_HINT_T0);
 }
 AVX2_TARGET static void gemv_group_avx2(float *t, const GemvCtx *c, int64_t g, int64_t p0,
-                                        int64_t n8) {
+                                        int64_t p1) {
     const GptqPacked *w = c->w;
     const int64_t N = w->N;
     float acc[GEMV_PANEL] __attribute__((aligned(32)));
     const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);
-    const int64_t nv = MIN((int64_t)GEMV_PANEL, n8 - p0) / 8;
+    const int64_t nv = (p1 - p0) / 8; // p1 - p0 <= GEMV_PANEL, a multiple of 8
     memset(acc, 0, (size_t)nv * 8 * sizeof(float));
     for (int64_t r = r0; r < r1; r++) {
         const __m256i *row = (const __m256i *)(w->qweight + r * N + p0);
@@ -409,12 +409,12 @@ AVX2_TARGET static void gemv_group_avx2(float *t, const GemvCtx *c, int64_t g, i
 // operations per 64 weights where the float kernel needs 24 (and 8 int-to-float
 // conversions among them). Exact in int32 (|acc| < 2048 * 32767 * 15).
 AVX2_TARGET static void gemv_group_i16_avx2(float *t, const GemvCtx *c, int64_t g, int64_t p0,
-                                            int64_t n8) {
+                                            int64_t p1) {
     const GptqPacked *w = c->w;
     const int64_t N = w->N;
     int32_t acc[GEMV_PANEL] __attribute__((aligned(32)));
     const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);
-    const int64_t nv = MIN((int64_t)GEMV_PANEL, n8 - p0) / 8;
+    const int64_t nv = (p1 - p0) / 8; // p1 - p0 <= GEMV_PANEL, a multiple of 8
     const __m256i m = _mm256_set1_epi32(0x000F000F);
     memset(acc, 0, (size_t)nv * 8 * sizeof(int32_t));
     for (int64_t r = r0; r < r1; r++) {
@@ -474,12 +474,12 @@ AVX2_TARGET static void gemv_group_i16_avx2(float *t, const GemvCtx *c, int64_t 
 // run of the row) per step; an odd last 8 outputs take the 256-bit step. The int32 sums are
 // the AVX2 kernel's exactly (integer arithmetic), so are the float steps after them.
 AVX512_TARGET static void gemv_group_i16_avx512(float *t, const GemvCtx *c, int64_t g, int64_t p0,
-                                                int64_t n8) {
+                                                int64_t p1) {
     const GptqPacked *w = c->w;
     const int64_t N = w->N;
     int32_t acc[GEMV_PANEL] __attribute__((aligned(64)));
     const int64_t r0 = g * c->rows_per_g, r1 = MIN(r0 + c->rows_per_g, c->R);
-    const int64_t nv = MIN((int64_t)GEMV_PANEL, n8 - p0) / 8, nv16 = nv / 2;
+    const int64_t nv = (p1 - p0) / 8, nv16 = nv / 2;
     const __m512i m = _mm512_set1_epi32(0x000F000F);
     const __m256i m8 = _mm256_set1_epi32(0x000F000F);
     memset(acc, 0, (size_t)nv * 8 * sizeof(int32_t));
@@ -606,22 +606,35 @@ static float *part_scratch(size_t n) {
 enum { GEMV_MAX_W = 3 };
 
 // The AVX2 decode path for n weights (contiguous groups, set up in c) of the same x: one
-// parallel region whose work items are (weight, group, panel of GEMV_PANEL outputs), handed
-// out one at a time (dynamic: a thread that finds its memory share slower, or that was
-// descheduled, takes fewer), then, after its barrier, blocks of 64 outputs reduced over the
-// groups. Each item writes its own partial sums, so each output's arithmetic is fixed by
-// the grouping, not by the thread that ran it.
+// parallel region whose work items are (weight, group, panel of outputs), handed out one at
+// a time (dynamic: a thread that finds its memory share slower, or that was descheduled,
+// takes fewer), then, after its barrier, blocks of 64 outputs reduced over the groups. Each
+// item writes its own partial sums, so each output's arithmetic is fixed by the grouping,
+// not by the thread that ran it, nor by the panel width. Panels are GEMV_PANEL outputs wide
+// unless that leaves fewer than two items per thread (many cores, small weights: SmolLM2's
+// o_proj is 5 groups of one panel); they are then halved down to 256 outputs. (Capping the
+// region's team at the item count instead made GOMP re-form teams: 10x slower at 16 threads.)
 static void gemv_grouped(float *const *y, const GemvCtx *c, int n) {
     int64_t bfirst[GEMV_MAX_W + 1], ifirst[GEMV_MAX_W + 1], n8[GEMV_MAX_W], npan[GEMV_MAX_W];
     size_t off[GEMV_MAX_W + 1];
-    bfirst[0] = ifirst[0] = 0;
-    off[0] = 0;
-    for (int i = 0; i < n; i++) {
-        n8[i] = c[i].w->N / 8 * 8;
-        npan[i] = (n8[i] + GEMV_PANEL - 1) / GEMV_PANEL;
-        bfirst[i + 1] = bfirst[i] + (n8[i] + TILE - 1) / TILE;
-        ifirst[i + 1] = ifirst[i] + c[i].w->G * npan[i];
-        off[i + 1] = off[i] + (size_t)(c[i].w->G * n8[i]);
+#ifdef _OPENMP
+    const int nt = omp_get_max_threads();
+#else
+    const int nt = 1;
+#endif
+    int64_t pw = GEMV_PANEL;
+    for (;;) {
+        bfirst[0] = ifirst[0] = 0;
+        off[0] = 0;
+        for (int i = 0; i < n; i++) {
+            n8[i] = c[i].w->N / 8 * 8;
+            npan[i] = (n8[i] + pw - 1) / pw;
+            bfirst[i + 1] = bfirst[i] + (n8[i] + TILE - 1) / TILE;
+            ifirst[i + 1] = ifirst[i] + c[i].w->G * npan[i];
+            off[i + 1] = off[i] + (size_t)(c[i].w->G * n8[i]);
+        }
+        if (ifirst[n] >= 2 * (int64_t)nt || pw <= 256) break;
+        pw /= 2;
     }
     float *part = part_scratch(MAX(off[n], (size_t)1));
 #pragma omp parallel
@@ -632,14 +645,14 @@ static void gemv_grouped(float *const *y, const GemvCtx *c, int n) {
             while (it >= ifirst[i + 1])
                 i++;
             const int64_t g = (it - ifirst[i]) / npan[i];
-            const int64_t p0 = (it - ifirst[i]) % npan[i] * GEMV_PANEL;
+            const int64_t p0 = (it - ifirst[i]) % npan[i] * pw, p1 = MIN(p0 + pw, n8[i]);
             float *t = part + off[i] + (size_t)(g * n8[i]);
             if (c[i].i16 && c[i].isa == QMAT_ISA_AVX512)
-                gemv_group_i16_avx512(t, &c[i], g, p0, n8[i]);
+                gemv_group_i16_avx512(t, &c[i], g, p0, p1);
             else if (c[i].i16)
-                gemv_group_i16_avx2(t, &c[i], g, p0, n8[i]);
+                gemv_group_i16_avx2(t, &c[i], g, p0, p1);
             else
-                gemv_group_avx2(t, &c[i], g, p0, n8[i]);
+                gemv_group_avx2(t, &c[i], g, p0, p1);
         }
 #pragma omp for schedule(static) nowait
         for (int64_t b = 0; b < bfirst[n]; b++) {
