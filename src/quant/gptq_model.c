@@ -799,9 +799,16 @@ static Status bind_linear(StDir *k, Model *m, const GptqConfig *gc, Tensor *t, T
         model_take(m, p->bias);
         p->bias = NULL;
     }
-    own_packed(m, p);
     *t = (Tensor){.dtype = DTYPE_F32, .ndim = 2, .shape = {N, K}, .data = NULL, .gptq = p};
-    return gc->bits == 4 ? STATUS_OK : dequantize_tensor(m, t);
+    if (gc->bits == 4) {
+        own_packed(m, p);
+        return STATUS_OK;
+    }
+    Status sd = dequantize_tensor(m, t); // the packed form is not kept
+    t->gptq = NULL;
+    gptq_packed_release(p);
+    free(p);
+    return sd;
 }
 
 static Status load_weights(StDir *k, Model *m, const GptqConfig *gc) {
