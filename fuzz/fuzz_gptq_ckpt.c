@@ -9,6 +9,8 @@
  *
  *   make fuzz && build-fuzz/fuzz_gptq_ckpt -max_total_time=120 -max_len=8192
  */
+#include "fuzz_util.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,17 +26,6 @@
 #include "quant/qmatmul.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static int fuzz_memfd(const uint8_t *data, size_t size, char *path, size_t n) {
-    int fd = memfd_create("fuzz", 0);
-    if (fd < 0) return -1;
-    if (size && write(fd, data, size) != (ssize_t)size) {
-        close(fd);
-        return -1;
-    }
-    snprintf(path, n, "/proc/self/fd/%d", fd);
-    return fd;
-}
 
 static void exercise(const GptqPacked *p) {
     if ((uint64_t)p->K * (uint64_t)p->N > (1u << 20)) return; // keep each run fast

@@ -5,6 +5,8 @@
  *
  *   make fuzz && build-fuzz/fuzz_safetensors -max_total_time=120 -max_len=4096
  */
+#include "fuzz_util.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,17 +18,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 // The input goes into an in-memory file that the reader maps like any other path.
-static int fuzz_memfd(const uint8_t *data, size_t size, char *path, size_t n) {
-    int fd = memfd_create("fuzz", 0);
-    if (fd < 0) return -1;
-    if (size && write(fd, data, size) != (ssize_t)size) {
-        close(fd);
-        return -1;
-    }
-    snprintf(path, n, "/proc/self/fd/%d", fd);
-    return fd;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
     int fd = fuzz_memfd(data, size, path, sizeof path);

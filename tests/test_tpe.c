@@ -271,6 +271,29 @@ static void test_truncnorm_numerics(void **state) {
     assert_true(hpo_truncnorm_ppf(0.5, 8, 9) > 8);
 }
 
+// Bad --param flags are errors, not crashes (found by fuzz/fuzz_hpo_space.c): a choice that
+// is not UTF-8 (jansson refuses it: a NULL string reached strdup), an int step out of range
+// (undefined conversion); and
+// formatting a value no distribution holds (a corrupt journal) prints it plainly.
+static void test_space_flags_bad(void **state) {
+    (void)state;
+    HpoSpace sp = {0};
+    assert_int_equal(hpo_space_add_flag(&sp, "opt=cat:adamw,\xff\xfe"), STATUS_ERR_ARG);
+    assert_non_null(strstr(status_msg(), "UTF-8"));
+    assert_int_equal(hpo_space_add_flag(&sp, "n=int:1:8:step=1e300"), STATUS_ERR_ARG);
+    assert_int_equal(sp.n, 0);
+    assert_int_equal(hpo_space_add_flag(&sp, "opt=cat:adamw,1.5,2"), STATUS_OK);
+    assert_int_equal(hpo_space_add_flag(&sp, "n=int:1:8"), STATUS_OK);
+    char buf[64];
+    hpo_dist_format(&sp.params[0].dist, 1, buf, sizeof buf);
+    assert_string_equal(buf, "1.5");
+    hpo_dist_format(&sp.params[0].dist, NAN, buf, sizeof buf);
+    assert_string_equal(buf, "nan");
+    hpo_dist_format(&sp.params[1].dist, 1e300, buf, sizeof buf);
+    assert_string_equal(buf, "1e+300");
+    hpo_space_release(&sp);
+}
+
 static void test_sampler_in_bounds_and_deterministic(void **state) {
     (void)state;
     HpoSpace sp;
@@ -369,6 +392,7 @@ int main(void) {
         cmocka_unit_test(test_parzen_parity_with_optuna),
         cmocka_unit_test(test_gamma_and_weights),
         cmocka_unit_test(test_truncnorm_numerics),
+        cmocka_unit_test(test_space_flags_bad),
         cmocka_unit_test(test_sampler_in_bounds_and_deterministic),
         cmocka_unit_test(test_space_parsing),
     };

@@ -239,6 +239,10 @@ Status hpo_dist_from_json(HpoDist *d, const char *json_text, const char *what) {
 }
 
 void hpo_dist_format(const HpoDist *d, double v, char *buf, int cap) {
+    if (!isfinite(v) || fabs(v) > 9e18) { // not a value of any distribution (corrupt input)
+        snprintf(buf, (size_t)cap, "%g", v);
+        return;
+    }
     if (d->kind == HPO_DIST_INT) {
         snprintf(buf, (size_t)cap, "%lld", (long long)v);
     } else if (d->kind == HPO_DIST_FLOAT) {
@@ -346,12 +350,18 @@ Status hpo_space_add_flag(HpoSpace *sp, const char *flag) {
                 json_decref(j);
                 j = json_integer(iv);
             }
+            if (!j) { // jansson refuses NaN/inf reals and strings that are not UTF-8
+                s = fail(STATUS_ERR_ARG,
+                         "parameter '%s': choice '%s' is not a finite number or UTF-8 text", name,
+                         tok);
+                break;
+            }
             buf[n] = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
             txt[n] = buf[n];
             json_decref(j);
             n++;
         }
-        s = hpo_dist_categorical(&d, txt, n, name);
+        if (s == STATUS_OK) s = hpo_dist_categorical(&d, txt, n, name);
         for (int i = 0; i < n; i++)
             free(buf[i]);
     } else {
@@ -387,7 +397,7 @@ Status hpo_space_add_flag(HpoSpace *sp, const char *flag) {
         } else {
             long long lo, hi;
             if (!parse_ll(fields[1], &lo) || !parse_ll(fields[2], &hi) ||
-                (step != 0 && step != floor(step))) {
+                (step != 0 && step != floor(step)) || !(fabs(step) < 9e18)) {
                 s = fail(STATUS_ERR_ARG, "parameter '%s': int bounds/step are not integers", flag);
                 goto done;
             }
