@@ -8,6 +8,8 @@
  *
  *   make fuzz && build-fuzz/fuzz_st_index -max_total_time=120 -max_len=2048 fuzz/corpus/st_index
  */
+#include "fuzz_util.h"
+
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,7 +26,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char g_dir[64];
+static bool ready;
 
 static void make_shard(const char *name, const char *const *tensors, int n) {
     static const float vals[6] = {1, 2, 3, 4, 5, 6};
@@ -35,42 +37,27 @@ static void make_shard(const char *name, const char *const *tensors, int n) {
         safewriter_add(&w, tensors[i], ST_F32, 2, shp, vals);
     }
     char path[128];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    snprintf(path, sizeof path, "%s/%s", fuzz_dir(), name);
     if (safewriter_write(&w, path) != STATUS_OK) abort();
     safewriter_release(&w);
 }
 
-static void cleanup(void) {
-    const char *names[] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                           "model.safetensors.index.json"};
-    char path[160];
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", g_dir, names[i]);
-        unlink(path);
-    }
-    rmdir(g_dir);
-}
-
 static void setup(void) {
-    if (g_dir[0]) return;
-    snprintf(g_dir, sizeof g_dir, "/tmp/fuzz_st_index_%ld", (long)getpid());
-    mkdir(g_dir, 0700);
+    if (ready) return;
     const char *one[] = {"a", "b"}, *two[] = {"c"};
     make_shard("model-00001-of-00002.safetensors", one, 2);
     make_shard("model-00002-of-00002.safetensors", two, 1);
-    atexit(cleanup);
+    ready = true;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     log_set_level(LOG_ERROR);
     setup();
-    char path[128];
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", g_dir);
-    if (file_write_all(path, data, size) != STATUS_OK) return 0;
+    if (fuzz_write(NULL, "model.safetensors.index.json", data, size) != 0) return 0;
     StDir d;
     Model m;
     model_init(&m);
-    if (st_dir_open(&d, g_dir, &m) == STATUS_OK) {
+    if (st_dir_open(&d, fuzz_dir(), &m) == STATUS_OK) {
         const char *probe[] = {"a", "b", "c", "d", ""};
         for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
             const char *file;

@@ -179,29 +179,38 @@ static int e2e_teardown(void **state) {
     return 0;
 }
 
-static void quantize_stories(Model *m, bool rtn, const char *dir) {
+// stories260K loaded into m, quantized with o (calibration: n_seqs x 128 tokens of
+// stories_calib.txt drawn with seed; none for RTN) and written to dir; *rep: the report
+// (caller releases).
+static void quantize_save(Model *m, const GptqModelOptions *o, int n_seqs, uint64_t seed,
+                          const char *dir, GptqModelReport *rep) {
     assert_int_equal(model_load(m, STORIES, NULL), STATUS_OK);
-    CalibOptions co = {.n_seqs = 32, .seq_len = 128, .seed = 1};
-    CalibSet cs;
-    assert_int_equal(calib_sample(&cs, "tests/fixtures/quant/stories_calib.txt", m->tok, &co),
-                     STATUS_OK);
+    CalibOptions co = {.n_seqs = n_seqs, .seq_len = 128, .seed = seed};
+    CalibSet cs = {0};
+    if (!o->rtn)
+        assert_int_equal(calib_sample(&cs, "tests/fixtures/quant/stories_calib.txt", m->tok, &co),
+                         STATUS_OK);
+    Status s = gptq_model_quantize(m, rep, o->rtn ? NULL : &cs, o);
+    if (s != STATUS_OK) fail_msg("quantize: %s", status_msg());
+    GptqConfig c;
+    gptq_model_config(&c, o);
+    s = gptq_model_save(m, dir, &c);
+    if (s != STATUS_OK) fail_msg("save: %s", status_msg());
+    calib_release(&cs);
+}
+
+static void quantize_stories(Model *m, bool rtn, const char *dir) {
     GptqModelOptions o;
     gptq_model_options_defaults(&o); // 4-bit, group 128 (= min(128, K): one group per row)
     o.rtn = rtn;
     GptqModelReport rep;
-    Status s = gptq_model_quantize(m, &rep, rtn ? NULL : &cs, &o);
-    if (s != STATUS_OK) fail_msg("quantize: %s", status_msg());
+    quantize_save(m, &o, 32, 1, dir, &rep);
     assert_int_equal(rep.n_linear, 5 * 7);
     assert_int_equal(rep.n_weights, 5 * (64 * 64 * 2 + 32 * 64 * 2 + 172 * 64 * 3));
     if (!rtn)
         for (int i = 0; i < rep.n_linear; i++)
             assert_true(rep.lin[i].loss > 0);
-    GptqConfig c;
-    gptq_model_config(&c, &o);
-    s = gptq_model_save(m, dir, &c);
-    if (s != STATUS_OK) fail_msg("save: %s", status_msg());
     gptq_model_report_release(&rep);
-    calib_release(&cs);
 }
 
 // Makes the engine run m's quantized linears (and lm_head) from their float dequantization
@@ -303,27 +312,19 @@ static void test_e2e_gptq_beats_rtn(void **state) {
 static void test_e2e_true_sequential_actorder(void **state) {
     E2E *e = *state;
     Model m, l;
-    assert_int_equal(model_load(&m, STORIES, NULL), STATUS_OK);
-    CalibOptions co = {.n_seqs = 16, .seq_len = 128, .seed = 3};
-    CalibSet cs;
-    assert_int_equal(calib_sample(&cs, "tests/fixtures/quant/stories_calib.txt", m.tok, &co),
-                     STATUS_OK);
     GptqModelOptions o;
     gptq_model_options_defaults(&o);
     o.true_sequential = true;
     o.gptq.act_order = true;
     o.gptq.group_size = 32;
     o.gptq.sym = false;
-    GptqModelReport rep;
-    Status s = gptq_model_quantize(&m, &rep, &cs, &o);
-    if (s != STATUS_OK) fail_msg("quantize: %s", status_msg());
     GptqConfig c;
     gptq_model_config(&c, &o);
     assert_true(c.true_sequential && c.desc_act && !c.sym);
     char dir[300];
     snprintf(dir, sizeof dir, "%s_ts", e->dir);
-    s = gptq_model_save(&m, dir, &c);
-    if (s != STATUS_OK) fail_msg("save: %s", status_msg());
+    GptqModelReport rep;
+    quantize_save(&m, &o, 16, 3, dir, &rep);
     assert_int_equal(model_load(&l, dir, NULL), STATUS_OK);
     assert_non_null(l.layers[0].w_down.gptq);
     assert_non_null(l.layers[0].w_down.gptq->k_perm); // act-order: sorted for the fast GEMV
@@ -332,7 +333,6 @@ static void test_e2e_true_sequential_actorder(void **state) {
     fidelity_of(&f, &m, &l);
     assert_true(f.kl_mean < 1e-3);
     gptq_model_report_release(&rep);
-    calib_release(&cs);
     model_release(&m);
     model_release(&l);
 }
@@ -627,23 +627,14 @@ static void test_e2e_other_bits_and_convert(void **state) {
     const int bits[] = {8, 2};
     for (size_t bi = 0; bi < ARRAY_LEN(bits); bi++) {
         Model m, l;
-        assert_int_equal(model_load(&m, STORIES, NULL), STATUS_OK);
-        CalibOptions co = {.n_seqs = 8, .seq_len = 128, .seed = 2};
-        CalibSet cs;
-        assert_int_equal(calib_sample(&cs, "tests/fixtures/quant/stories_calib.txt", m.tok, &co),
-                         STATUS_OK);
         GptqModelOptions o;
         gptq_model_options_defaults(&o);
         o.gptq.bits = bits[bi];
-        GptqModelReport rep;
-        Status s = gptq_model_quantize(&m, &rep, &cs, &o);
-        if (s != STATUS_OK) fail_msg("quantize: %s", status_msg());
-        GptqConfig c;
-        gptq_model_config(&c, &o);
         char dir[300];
         snprintf(dir, sizeof dir, "%s_b%d", e->dir, bits[bi]);
-        s = gptq_model_save(&m, dir, &c);
-        if (s != STATUS_OK) fail_msg("save: %s", status_msg());
+        GptqModelReport rep;
+        quantize_save(&m, &o, 8, 2, dir, &rep);
+        Status s;
         s = model_load(&l, dir, NULL);
         if (s != STATUS_OK) fail_msg("load %d-bit: %s", bits[bi], status_msg());
         assert_null(l.layers[0].wq.gptq); // dequantized at load
@@ -657,7 +648,6 @@ static void test_e2e_other_bits_and_convert(void **state) {
         assert_true(f.kl_mean < 1e-3);
         assert_true(f.top1 > 0.98);
         gptq_model_report_release(&rep);
-        calib_release(&cs);
         model_release(&m);
         model_release(&l);
     }

@@ -403,6 +403,20 @@ AVX2_TARGET static void gemv_group_avx2(float *t, const GemvCtx *c, int64_t g, i
                                                            _mm256_load_ps(acc + 8 * v2)));
 }
 
+// The end of an int16 group item: t[n] = xsc_g (acc_n - z_gn sum_k xi_k) for the panel's nv
+// vectors of 8 outputs from p0 (exact int32 until the one conversion), AVX2.
+AVX2_TARGET static inline void i16_group_finish(float *t, const GemvCtx *c, int64_t g, int64_t p0,
+                                                int64_t nv, const int32_t *acc) {
+    const __m256 xs = _mm256_set1_ps(c->xsc[g]);
+    const __m256i xq = _mm256_set1_epi32(c->xqs[g]);
+    for (int64_t v = 0; v < nv; v++) {
+        const int64_t n0 = p0 + 8 * v;
+        const __m256i d = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(acc + 8 * v)),
+                                           _mm256_mullo_epi32(zeros8_epi32(c, g, n0), xq));
+        _mm256_storeu_ps(t + n0, _mm256_mul_ps(xs, _mm256_cvtepi32_ps(d)));
+    }
+}
+
 // gemv_group_avx2 on the int16 activations of gemv_setup_i16: lane n of a word row holds
 // the pairs (q_{8r+j}, q_{8r+j+4}) after a shift by 4j and the mask 0x000F000F, and
 // vpmaddwd multiplies them with (xi_{8r+j}, xi_{8r+j+4}) and adds the pair: 15 integer
@@ -460,14 +474,7 @@ AVX2_TARGET static void gemv_group_i16_avx2(float *t, const GemvCtx *c, int64_t 
         }
 #undef I16_STEP
     }
-    const __m256 xs = _mm256_set1_ps(c->xsc[g]);
-    const __m256i xq = _mm256_set1_epi32(c->xqs[g]);
-    for (int64_t v = 0; v < nv; v++) {
-        const int64_t n0 = p0 + 8 * v;
-        const __m256i d = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(acc + 8 * v)),
-                                           _mm256_mullo_epi32(zeros8_epi32(c, g, n0), xq));
-        _mm256_storeu_ps(t + n0, _mm256_mul_ps(xs, _mm256_cvtepi32_ps(d)));
-    }
+    i16_group_finish(t, c, g, p0, nv, acc);
 }
 
 // gemv_group_i16_avx2 with 512-bit vectors: 16 outputs per vector, two vectors (one 128-byte
@@ -528,14 +535,7 @@ AVX512_TARGET static void gemv_group_i16_avx512(float *t, const GemvCtx *c, int6
             _mm256_store_si256((__m256i *)(acc + o), a);
         }
     }
-    const __m256 xs = _mm256_set1_ps(c->xsc[g]);
-    const __m256i xq = _mm256_set1_epi32(c->xqs[g]);
-    for (int64_t v = 0; v < nv; v++) {
-        const int64_t n0 = p0 + 8 * v;
-        const __m256i d = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(acc + 8 * v)),
-                                           _mm256_mullo_epi32(zeros8_epi32(c, g, n0), xq));
-        _mm256_storeu_ps(t + n0, _mm256_mul_ps(xs, _mm256_cvtepi32_ps(d)));
-    }
+    i16_group_finish(t, c, g, p0, nv, acc);
 }
 
 // y[n] for outputs [n0, n1) (multiples of 8) from the groups' t (G, n8): sum over g in order

@@ -229,13 +229,7 @@ AVX2_TARGET static double quant_err_pow_avx2(const double *x, int64_t n, double 
     int64_t k = 0;
     for (; k + 4 <= n; k += 4)
         acc = _mm256_add_pd(acc, quant_err_pow4(x + k, vs, vz, vmax, vp));
-    double sum = hsum_pd(acc);
-    for (; k < n; k++) {
-        double q = rint(x[k] / s) + z;
-        q = q < 0 ? 0 : q > maxq ? maxq : q;
-        sum += pow(fabs(s * (q - z) - x[k]), p);
-    }
-    return sum;
+    return hsum_pd(acc) + vm_quant_err_pow_ref(x + k, n - k, s, z, maxq, p); // the < 4 left
 }
 
 AVX2_TARGET static void silu_mul_avx2(float *h, const float *g, const float *u, int64_t n) {
