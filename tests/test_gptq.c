@@ -464,7 +464,7 @@ static void run_pack_case(const char *file) {
     SafeTensors st;
     fixture_open(&st, file);
     const int64_t K = meta_int(&st, "in_features"), N = meta_int(&st, "out_features");
-    const int group = meta_int(&st, "group");
+    const int group = meta_int(&st, "group"), bits = meta_int(&st, "bits");
     int64_t nz;
     const int32_t *q32 = tensor(&st, "q", ST_I32, NULL);
     const int32_t *zeros = tensor(&st, "zero", ST_I32, &nz);
@@ -478,10 +478,10 @@ static void run_pack_case(const char *file) {
     for (int64_t i = 0; i < N * K; i++)
         q[i] = (uint8_t)q32[i];
     GptqPacked p;
-    assert_int_equal(gptq_pack(&p, q, zeros, sc, gi, K, N, 4, group, G), STATUS_OK);
+    assert_int_equal(gptq_pack(&p, q, zeros, sc, gi, K, N, bits, group, G), STATUS_OK);
     assert_int_equal(gptq_packed_validate(&p, file), STATUS_OK);
-    assert_memory_equal(p.qweight, qw, (size_t)(K / 8 * N) * 4);
-    assert_memory_equal(p.qzeros, qz, (size_t)(G * N / 8) * 4);
+    assert_memory_equal(p.qweight, qw, (size_t)(gptq_qweight_rows(K, bits) * N) * 4);
+    assert_memory_equal(p.qzeros, qz, (size_t)(G * gptq_qzeros_cols(N, bits)) * 4);
     uint8_t *q2 = xmalloc((size_t)(N * K));
     int32_t *z2 = xmalloc((size_t)(G * N) * sizeof(int32_t));
     gptq_unpack_codes(q2, &p);
@@ -494,6 +494,21 @@ static void run_pack_case(const char *file) {
         if (f32_bits(W[i]) != f32_bits(deq[i]))
             fail_msg("%s: dequant[%lld] %.9g vs dequant_ref.py %.9g", file, (long long)i,
                      (double)W[i], (double)deq[i]);
+    // the same tensors read as a checkpoint linear (2/8-bit ones load this way, dequantized)
+    GptqConfig c;
+    gptq_config_defaults(&c);
+    c.bits = bits;
+    c.group_size = group;
+    c.sym = meta_int(&st, "sym");
+    c.desc_act = meta_int(&st, "desc_act");
+    StDir sd;
+    st_dir_wrap(&sd, &st);
+    GptqPacked r;
+    assert_int_equal(gptq_ckpt_read_linear(&r, &sd, "layer", &c, K, N), STATUS_OK);
+    st_dir_release(&sd);
+    gptq_dequantize(W, &r);
+    assert_memory_equal(W, deq, (size_t)(N * K) * sizeof(float));
+    gptq_packed_release(&r);
     free(W);
     free(q);
     free(q2);
@@ -506,6 +521,8 @@ static void test_pack_vs_python(void **state) {
     (void)state;
     run_pack_case("gptq/pack_sym_actorder_g32.safetensors");
     run_pack_case("gptq/pack_asym_g128_k384.safetensors");
+    run_pack_case("gptq/pack_8bit_asym_g64.safetensors");
+    run_pack_case("gptq/pack_2bit_sym_actorder_g32.safetensors");
     run_pack_case("gptq/pack_perchannel.safetensors");
 }
 

@@ -312,30 +312,34 @@ def write_fixtures():
 def write_pack_fixtures():
     """Checkpoint tensors packed here from codes made here, plus dequant_ref's dequantization:
     the C packer/unpacker/dequantizer are checked against them."""
-    for name, N, K, group, sym, act, seed in (("pack_sym_actorder_g32", 64, 256, 32, True, True, 7),
-                                              ("pack_asym_g128_k384", 40, 384, 128, False, False, 8),
-                                              ("pack_perchannel", 24, 128, -1, True, False, 9)):
+    for name, N, K, group, sym, act, seed, bits in (
+            ("pack_sym_actorder_g32", 64, 256, 32, True, True, 7, 4),
+            ("pack_asym_g128_k384", 40, 384, 128, False, False, 8, 4),
+            ("pack_perchannel", 24, 128, -1, True, False, 9, 4),
+            ("pack_8bit_asym_g64", 24, 192, 64, False, False, 10, 8),
+            ("pack_2bit_sym_actorder_g32", 32, 128, 32, True, True, 11, 2)):
         rng = np.random.default_rng(seed)
         G = 1 if group == -1 else (K + group - 1) // group
-        q = rng.integers(0, 16, (N, K))
+        top = 2 ** bits
+        q = rng.integers(0, top, (N, K))
         if sym:
-            zeros = np.full((G, N), 8)
+            zeros = np.full((G, N), top // 2)
         else:
-            zeros = rng.integers(1, 16, (G, N))
+            zeros = rng.integers(1, top, (G, N))
         scales = (np.abs(rng.standard_normal((G, N))) * 0.01 + 1e-3).astype(np.float16)
         if act:
             perm = rng.permutation(K)
             g_idx = np.argsort(perm) // group
         else:
             g_idx = np.arange(K) // (K if group == -1 else group)
-        t = {f"layer.{k}": v for k, v in pack_v1(q, zeros, scales, g_idx).items()}
+        t = {f"layer.{k}": v for k, v in pack_v1(q, zeros, scales, g_idx, bits).items()}
         deq = dequant_ref.dequantize(t["layer.qweight"], t["layer.qzeros"], t["layer.scales"],
-                                     t["layer.g_idx"], bits=4)
+                                     t["layer.g_idx"], bits=bits)
         t["q"] = q.astype(np.int32)
         t["zero"] = zeros.astype(np.int32)
         t["dequant"] = deq
         meta = {"tool": "tools/gptq_ref.py + tools/dequant_ref.py", "numpy": np.__version__,
-                "seed": str(seed), "bits": "4", "group": str(group), "sym": str(int(sym)),
+                "seed": str(seed), "bits": str(bits), "group": str(group), "sym": str(int(sym)),
                 "desc_act": str(int(act)), "in_features": str(K), "out_features": str(N)}
         save_file(t, f"{OUT_DIR}/{name}.safetensors", metadata=meta)
         print(f"{name}: packed {N}x{K}")
