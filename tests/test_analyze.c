@@ -231,6 +231,11 @@ static void test_cli(void **s) {
     snprintf(cmd, sizeof cmd, "quantize %s --group 32 --out /tmp/ef_analyze_q", base);
     assert_int_equal(run_cli(cmd, &out), 0);
     free(out);
+    // the same output again: refused before any work (exit 2, a usage error)
+    assert_int_equal(run_cli(cmd, &out), 2);
+    assert_non_null(strstr(out, "'/tmp/ef_analyze_q' already exists"));
+    assert_null(strstr(out, "calibration:"));
+    free(out);
     // a missing report: clear error, no output files
     snprintf(cmd, sizeof cmd,
              "analyze %s --gptq-report /nonexistent.json --out /tmp/ef_analyze_cli", base);

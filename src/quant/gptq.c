@@ -10,13 +10,19 @@
  * same codes) instead of summation order, at a cost that is small next to the Hessian.
  *
  * Parallelism: GPTQ treats the rows of W independently (each row has its own grids and
- * error feedback; only U is shared), so the in-block work runs one row per OpenMP
- * iteration and the lazy trailing update is one OpenBLAS dgemm per block. No reduction
- * crosses rows, so the codes do not depend on the thread count.
+ * error feedback; only U is shared), so the in-block work runs eight rows per OpenMP
+ * iteration, across the rows in vector lanes (quantize_block_tile; quantize_block_row is
+ * its one-row scalar twin), and the lazy trailing update is one OpenBLAS dgemm per block.
+ * U comes from a blocked Cholesky factorisation and triangular inverse of our own whose
+ * tiles are single-threaded BLAS calls shared out to the threads. No reduction crosses rows
+ * or tiles, so the codes do not depend on the thread count.
  */
 #include "quant/gptq.h"
 
 #include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +34,6 @@
 // LAPACK from OpenBLAS (Fortran ABI; Debian's libopenblas-dev ships no LAPACKE header).
 // The trailing size_t is gfortran's hidden length of the `uplo` string.
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t len);
-void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda, int *info,
-             size_t len_uplo, size_t len_diag);
 
 void gptq_options_defaults(GptqOptions *o) {
     memset(o, 0, sizeof *o);
@@ -297,18 +301,97 @@ static void act_order_perm(int32_t *perm, const double *Hp, int64_t K) {
     free(v);
 }
 
+/* ---- Cholesky factor and triangular inverse, deterministic on any thread count --------- */
+
+static int gptq_omp_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// Block size of the factorisation and the inverse.
+#define GPTQ_CHOL_NB 128
+
+// Tile (i, j), j <= i, of the lower triangle's tile number t (row by row).
+static void lower_tile(int t, int *i, int *j) {
+    int r = 0;
+    while ((r + 1) * (r + 2) / 2 <= t)
+        r++;
+    *i = r;
+    *j = t - r * (r + 1) / 2;
+}
+
+// The lower Cholesky factor L of the column-major n x n matrix A (lower triangle read), in
+// place: right-looking, in blocks of GPTQ_CHOL_NB, the panel's row strips and the trailing
+// update's tiles handed to the OpenMP threads. Each tile is one BLAS call on one thread
+// (the caller sets OpenBLAS to one thread; inside our parallel regions its OpenMP build
+// runs on the calling thread anyway), and no tile depends on which thread ran another, so
+// the bits do not depend on the thread count (LAPACK's threaded dpotrf blocks by thread
+// count, so its bits do). Returns 0, or LAPACK's info: the failing pivot, from 1.
+static int chol_lower(double *A, int n, int nt) {
+    const int NB = GPTQ_CHOL_NB;
+    for (int k0 = 0; k0 < n; k0 += NB) {
+        const int kb = MIN(NB, n - k0), r0 = k0 + kb, m = n - r0;
+        int info = 0;
+        dpotrf_("L", &kb, A + k0 + (size_t)k0 * n, &n, &info, 1);
+        if (info != 0) return k0 + info;
+        if (m == 0) break;
+        const double *Lkk = A + k0 + (size_t)k0 * n;
+        double *P = A + r0 + (size_t)k0 * n; // (m, kb): the panel below the diagonal block
+        const int ns = (m + NB - 1) / NB;
+#pragma omp parallel for schedule(dynamic) num_threads(nt)
+        for (int st = 0; st < ns; st++) // P := P L_kk^-T
+            cblas_dtrsm(CblasColMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit,
+                        MIN(NB, m - st * NB), kb, 1.0, Lkk, n, P + st * NB, n);
+#pragma omp parallel for schedule(dynamic) num_threads(nt)
+        for (int t = 0; t < ns * (ns + 1) / 2; t++) { // A[r0:, r0:] -= P P^T, lower tiles
+            int i, j;
+            lower_tile(t, &i, &j);
+            const int ri = MIN(NB, m - i * NB), rj = MIN(NB, m - j * NB);
+            double *C = A + (r0 + i * NB) + (size_t)(r0 + j * NB) * n;
+            if (i == j)
+                cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, ri, kb, -1.0, P + i * NB, n,
+                            1.0, C, n);
+            else
+                cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, ri, rj, kb, -1.0, P + i * NB,
+                            n, P + j * NB, n, 1.0, C, n);
+        }
+    }
+    return 0;
+}
+
+// X = L^-1 for the column-major lower n x n factor L (X lower, zero above): column strips
+// of GPTQ_CHOL_NB, each an independent triangular solve L[c0:, c0:] X[c0:, strip] = I, on
+// the OpenMP threads (the first strips are the largest; dynamic order takes them first).
+static void tri_inv_lower(double *X, const double *L, int n, int nt) {
+    const int NB = GPTQ_CHOL_NB, ns = (n + NB - 1) / NB;
+    memset(X, 0, (size_t)n * (size_t)n * sizeof(double));
+#pragma omp parallel for schedule(dynamic) num_threads(nt)
+    for (int st = 0; st < ns; st++) {
+        const int c0 = st * NB, cb = MIN(NB, n - c0);
+        double *Xs = X + c0 + (size_t)c0 * n;
+        for (int j = 0; j < cb; j++)
+            Xs[j + (size_t)j * n] = 1.0;
+        cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, n - c0, cb,
+                    1.0, L + c0 + (size_t)c0 * n, n, Xs, n);
+    }
+}
+
 // Steps 4-5: U = upper Cholesky factor of (H + damp I)^-1, damp = pd * mean(diag H),
-// raising pd by o->damp_growth while a factorisation fails. U (K, K) row-major.
+// raising pd by o->damp_growth while a factorisation fails. U (K, K) row-major. Hp (K, K)
+// is used as scratch once a factorisation succeeds (its contents are lost).
 //
 // The reference computes it as cholesky(cholesky_inverse(cholesky(H)), upper): three
 // factorisation-sized steps (potrf, potri = trtri + lauum, potrf), 4K^3/3 flops. We take
 // the reversed factorisation instead, 2K^3/3 flops: with J the exchange matrix (reversal)
-// and J H J = L L^T (potrf of the reversed H),
+// and J H J = L L^T (the factorisation of the reversed H),
 //   H^-1 = J (L L^T)^-1 J = (J L^-1 J)^T (J L^-1 J),
 // and J L^-1 J is upper triangular with a positive diagonal, so it *is* the upper Cholesky
 // factor of H^-1 (unique). Same matrix up to rounding; tests/test_gptq.c checks the codes,
 // scales and losses against the reference's three-step float64 computation.
-static Status inverse_factor(double *U, const double *Hp, int64_t K, const GptqOptions *o,
+static Status inverse_factor(double *U, double *Hp, int64_t K, const GptqOptions *o,
                              double *pd_used) {
     double mean = 0;
     for (int64_t i = 0; i < K; i++)
@@ -323,19 +406,17 @@ static Status inverse_factor(double *U, const double *Hp, int64_t K, const GptqO
         for (int64_t i = 0; i < K; i++) // U = J (H + damp I) J
             for (int64_t j = 0; j < K; j++)
                 U[i * K + j] = Hp[(K - 1 - i) * K + (K - 1 - j)] + (i == j ? damp : 0.0);
-        // Row-major U read as column-major is U^T = U (symmetric); uplo "L" of the
-        // column-major view is the row-major upper triangle: potrf leaves L there (L[a][b],
-        // a >= b, at row-major (b, a)) and trtri replaces it by L^-1.
-        // One OpenBLAS thread: its threaded LAPACK blocks differently per thread count
-        // (measured: other bits at 2 threads than at 1), and U decides the codes.
-        int info = 0, threads = openblas_get_num_threads();
+        // Row-major U read as column-major is U^T = U (symmetric): its lower triangle is
+        // the row-major upper one, where L lands.
+        // (OpenBLAS's OpenMP build sets our thread count too: ours are counted first)
+        const int threads = openblas_get_num_threads(), nt = gptq_omp_threads();
         openblas_set_num_threads(1);
-        dpotrf_("L", &n, U, &n, &info, 1);
-        if (info == 0) dtrtri_("L", "N", &n, U, &n, &info, 1, 1);
+        const int info = chol_lower(U, n, nt);
+        if (info == 0) tri_inv_lower(Hp, U, n, nt); // Hp := L^-1 (column-major lower)
         openblas_set_num_threads(threads);
         if (info == 0) break;
-        // potrf's info i: the reversed matrix's pivot i (from 1) failed, i.e. H's column K - i
-        // (from 0; the factorisation runs from the last column to the first)
+        // the reversed matrix's pivot info (from 1) failed, i.e. H's column K - info (from 0;
+        // the factorisation runs from the last column to the first)
         const long long col = (long long)(K - info);
         double next = pd * o->damp_growth;
         if (next > o->damp_max * (1 + 1e-9))
@@ -348,52 +429,113 @@ static Status inverse_factor(double *U, const double *Hp, int64_t K, const GptqO
                  pd, next);
         pd = next;
     }
-    // U[i][j] = (J L^-1 J)[i][j] = L^-1[K-1-i][K-1-j], stored at row-major (K-1-j, K-1-i):
-    // an involution of the upper triangle, done by swapping pairs in place; then the strictly
-    // lower triangle (LAPACK left the reversed H there) is cleared.
+    // U[i][j] = (J L^-1 J)[i][j] = L^-1[K-1-i][K-1-j], which column-major Hp holds at
+    // (K-1-i) + (K-1-j) K; zero below the diagonal.
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < K; i++)
-        for (int64_t j = i; j < K; j++) {
-            const int64_t a = (K - 1 - j) * K + (K - 1 - i);
-            if (a > i * K + j) {
-                const double t = U[i * K + j];
-                U[i * K + j] = U[a];
-                U[a] = t;
-            }
-        }
-    for (int64_t i = 0; i < K; i++)
-        for (int64_t j = 0; j < i; j++)
-            U[i * K + j] = 0;
+        for (int64_t j = 0; j < K; j++)
+            U[i * K + j] = j < i ? 0.0 : Hp[(K - 1 - i) + (K - 1 - j) * K];
     *pd_used = pd;
     return STATUS_OK;
 }
 
-// Step 6 for one row and one block [i1, i2): quantizes w1 = W[row, i1:i2] (updated in place
-// by the in-block feedback), writes codes, the block's errors and the row's grid state.
-// wrow is the outer row, stale inside the block: group grids are found from it, as in the
-// reference (identical to the updated values when group == blocksize).
+/* ---- the factor shared by the linears of one Hessian (steps 2-5) ------------------------ */
+
+Status gptq_factor_init(GptqFactor *f, const GptqHessian *h, const GptqOptions *o) {
+    memset(f, 0, sizeof *f);
+    Status s = gptq_options_check(o);
+    if (s != STATUS_OK) return s;
+    if (!h || !h->H || h->n_samples < 1)
+        return fail(STATUS_ERR_ARG, "gptq: the hessian has no calibration data");
+    const int64_t K = h->K;
+    for (int64_t i = 0; i < K * K; i++)
+        if (!isfinite(h->H[i]))
+            return fail(STATUS_ERR_NUMERIC, "gptq: non-finite hessian entry (%lld, %lld)",
+                        (long long)(i / K), (long long)(i % K));
+    f->K = K;
+    f->act_order = o->act_order;
+    f->U = malloc((size_t)(K * K) * sizeof(double));
+    f->perm = malloc((size_t)K * sizeof(int32_t));
+    f->dead = calloc((size_t)K, 1);
+    double *Hp = malloc((size_t)(K * K) * sizeof(double)); // (K, K), dead-fixed, permuted
+    if (!f->U || !f->perm || !f->dead || !Hp) {
+        free(Hp);
+        gptq_factor_release(f);
+        return fail(STATUS_ERR_NOMEM, "gptq: cannot allocate the factor of a %lldx%lld hessian",
+                    (long long)K, (long long)K);
+    }
+    memcpy(Hp, h->H, (size_t)(K * K) * sizeof(double));
+    // Step 2: dead columns (an input that was always zero).
+    for (int64_t i = 0; i < K; i++)
+        if (Hp[i * K + i] == 0) {
+            Hp[i * K + i] = 1;
+            f->dead[i] = 1;
+            f->n_dead++;
+        }
+    // Step 3: act-order permutes H's rows and columns (W's columns in the quantizer).
+    for (int64_t i = 0; i < K; i++)
+        f->perm[i] = (int32_t)i;
+    if (o->act_order) {
+        act_order_perm(f->perm, Hp, K);
+        for (int64_t i = 0; i < K; i++)
+            for (int64_t j = 0; j < K; j++)
+                f->U[i * K + j] = Hp[(int64_t)f->perm[i] * K + f->perm[j]];
+        memcpy(Hp, f->U, (size_t)(K * K) * sizeof(double));
+    }
+    // Steps 4-5.
+    s = inverse_factor(f->U, Hp, K, o, &f->percdamp);
+    free(Hp);
+    if (s != STATUS_OK) gptq_factor_release(f);
+    return s;
+}
+
+void gptq_factor_release(GptqFactor *f) {
+    free(f->U);
+    free(f->perm);
+    free(f->dead);
+    memset(f, 0, sizeof *f);
+}
+
+/* ---- step 6: lazy blocks ----------------------------------------------------------------- */
+
+// What the quantization of one block [i1, i2) of columns reads. Within a block each row
+// has its own grid state and error feedback; only U is shared.
 typedef struct {
     const GptqOptions *o;
     const double *U;
-    int64_t K, N, bs;
+    const double *Wd; // (N, K) the outer rows, stale inside the block: group grids come
+                      // from them, as in the reference (identical to the updated values
+                      // when group == blocksize)
+    int64_t K, N, bs, i1, i2;
     int maxq;
 } BlockCtx;
 
-static double quantize_block_row(const BlockCtx *b, GptqResult *r, int64_t row, int64_t i1,
-                                 int64_t i2, const double *wrow, double *w1, double *err1,
-                                 double *scale, double *zero) {
-    const int64_t K = b->K, N = b->N, g = b->o->group_size;
+// The grid of `row` at column c (in quantization order), when one starts there.
+static void block_grid(const BlockCtx *b, GptqResult *r, int64_t row, int64_t c, double *scale,
+                       double *zero) {
+    const int64_t g = b->o->group_size, N = b->N, K = b->K;
+    if (g > 0 && !b->o->static_groups && c % g == 0) {
+        gptq_grid(scale, zero, b->Wd + row * K + c, MIN(g, K - c), b->o->bits, b->o->sym,
+                  b->o->mse);
+        r->scales[(c / g) * N + row] = *scale;
+        r->zeros[(c / g) * N + row] = (int32_t)*zero;
+    } else if (g > 0 && b->o->static_groups) {
+        const int64_t gi = r->perm[c] / g;
+        *scale = r->scales[gi * N + row];
+        *zero = r->zeros[gi * N + row];
+    }
+}
+
+// The reference twin: one row, scalar. w1 = W[row, i1:i2] (updated in place by the in-block
+// feedback); writes codes, the block's scaled errors err1 and the row's grid state.
+static double quantize_block_row(const BlockCtx *b, GptqResult *r, int64_t row, double *w1,
+                                 double *err1, double *scale, double *zero) {
+    const int64_t K = b->K, i1 = b->i1, n = b->i2 - b->i1;
+    memcpy(w1, b->Wd + row * K + i1, (size_t)n * sizeof(double));
     double loss = 0;
-    for (int64_t i = 0; i < i2 - i1; i++) {
+    for (int64_t i = 0; i < n; i++) {
         const int64_t c = i1 + i;
-        if (g > 0 && !b->o->static_groups && c % g == 0) {
-            gptq_grid(scale, zero, wrow + c, MIN(g, K - c), b->o->bits, b->o->sym, b->o->mse);
-            r->scales[(c / g) * N + row] = *scale;
-            r->zeros[(c / g) * N + row] = (int32_t)*zero;
-        } else if (g > 0 && b->o->static_groups) {
-            int64_t gi = r->perm[c] / g;
-            *scale = r->scales[gi * N + row];
-            *zero = r->zeros[gi * N + row];
-        }
+        block_grid(b, r, row, c, scale, zero);
         const double x = w1[i];
         const int q = gptq_code(x, *scale, *zero, b->maxq);
         const double diff = x - *scale * ((double)q - *zero);
@@ -401,7 +543,7 @@ static double quantize_block_row(const BlockCtx *b, GptqResult *r, int64_t row, 
         loss += diff * diff / (d * d);
         const double e = diff / d;
         const double *u = b->U + c * K + i1;
-        for (int64_t j = i; j < i2 - i1; j++)
+        for (int64_t j = i; j < n; j++)
             w1[j] -= e * u[j]; // w1[:, i:] -= e U[c, i:]
         err1[i] = e;
         r->q[row * K + r->perm[c]] = (uint8_t)q;
@@ -409,42 +551,115 @@ static double quantize_block_row(const BlockCtx *b, GptqResult *r, int64_t row, 
     return loss / 2;
 }
 
-Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqHessian *h,
-                           const GptqOptions *o) {
+// The same for GPTQ_LANES rows at once (nr <= GPTQ_LANES of them real), the block held
+// transposed in wt (n, GPTQ_LANES) so that every step runs across the rows: the same
+// operations per row in the same order as quantize_block_row, so the same bits.
+// Err (N, bs) and row_loss, gs, gz (N) are indexed by row.
+// Compiled twice: for the baseline ISA and, called when the CPU has it, for AVX2 (no FMA:
+// a contracted e * u - w would round differently from the twin).
+#define GPTQ_LANES 8
+static inline __attribute__((always_inline)) void block_tile_body(const BlockCtx *b, GptqResult *r,
+                                                                  int64_t r0, int nr, double *wt,
+                                                                  double *Err, double *row_loss,
+                                                                  double *gs, double *gz) {
+    enum { L = GPTQ_LANES };
+    const int64_t K = b->K, i1 = b->i1, n = b->i2 - b->i1;
+    const double mq = b->maxq;
+    double sc[L], zr[L], loss[L], e[L], qd[L];
+    for (int l = 0; l < L; l++) {
+        const bool real = l < nr;
+        sc[l] = real ? gs[r0 + l] : 1;
+        zr[l] = real ? gz[r0 + l] : 0;
+        loss[l] = 0;
+        for (int64_t j = 0; j < n; j++)
+            wt[j * L + l] = real ? b->Wd[(r0 + l) * K + i1 + j] : 0;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t c = i1 + i;
+        for (int l = 0; l < nr; l++)
+            block_grid(b, r, r0 + l, c, &sc[l], &zr[l]);
+        const double d = b->U[c * K + c], dd = d * d;
+        double *w = wt + i * L;
+#pragma omp simd
+        for (int l = 0; l < L; l++) { // gptq_code across the rows
+            double q = __builtin_rint(w[l] / sc[l]) + zr[l];
+            q = q < 0 ? 0 : q;
+            q = q > mq ? mq : q;
+            const double diff = w[l] - sc[l] * (q - zr[l]);
+            loss[l] += diff * diff / dd;
+            e[l] = diff / d;
+            qd[l] = q;
+        }
+        const double *u = b->U + c * K + i1;
+        for (int64_t j = i + 1; j < n; j++) {
+            double *wj = wt + j * L;
+            const double uj = u[j];
+#pragma omp simd
+            for (int l = 0; l < L; l++)
+                wj[l] -= e[l] * uj;
+        }
+        for (int l = 0; l < nr; l++) {
+            Err[(r0 + l) * b->bs + i] = e[l];
+            r->q[(r0 + l) * K + r->perm[c]] = (uint8_t)qd[l];
+        }
+    }
+    for (int l = 0; l < nr; l++) {
+        row_loss[r0 + l] += loss[l] / 2;
+        gs[r0 + l] = sc[l];
+        gz[r0 + l] = zr[l];
+    }
+}
+
+static void quantize_block_tile(const BlockCtx *b, GptqResult *r, int64_t r0, int nr, double *wt,
+                                double *Err, double *row_loss, double *gs, double *gz) {
+    block_tile_body(b, r, r0, nr, wt, Err, row_loss, gs, gz);
+}
+
+#if defined(__x86_64__) && !defined(__AVX2__)
+__attribute__((target("avx2"))) static void
+quantize_block_tile_avx2(const BlockCtx *b, GptqResult *r, int64_t r0, int nr, double *wt,
+                         double *Err, double *row_loss, double *gs, double *gz) {
+    block_tile_body(b, r, r0, nr, wt, Err, row_loss, gs, gz);
+}
+#define HAVE_TILE_AVX2 1
+#endif
+
+static Status quantize_factored(GptqResult *r, const float *W, int64_t N, const GptqFactor *f,
+                                const GptqOptions *o, bool ref) {
     memset(r, 0, sizeof *r);
     Status s = gptq_options_check(o);
     if (s != STATUS_OK) return s;
-    if (!h || !h->H || h->n_samples < 1)
-        return fail(STATUS_ERR_ARG, "gptq: the hessian has no calibration data");
+    if (!f || !f->U) return fail(STATUS_ERR_ARG, "gptq: no factor (gptq_factor_init first)");
+    if (f->act_order != o->act_order)
+        return fail(STATUS_ERR_ARG, "gptq: the factor was made %s act-order, the options ask %s",
+                    f->act_order ? "with" : "without", o->act_order ? "for it" : "for none");
     if (N < 1)
         return fail(STATUS_ERR_ARG, "gptq: out_features must be positive, got %lld", (long long)N);
-    const int64_t K = h->K, g = o->group_size, bs = MIN((int64_t)o->blocksize, K);
+    const int64_t K = f->K, g = o->group_size, bs = MIN((int64_t)o->blocksize, K);
     if ((s = check_finite_f32(W, N * K, "weights")) != STATUS_OK) return s;
-    for (int64_t i = 0; i < K * K; i++)
-        if (!isfinite(h->H[i]))
-            return fail(STATUS_ERR_NUMERIC, "gptq: non-finite hessian entry (%lld, %lld)",
-                        (long long)(i / K), (long long)(i % K));
     if ((s = result_alloc(r, N, K, o)) != STATUS_OK) return s;
+    memcpy(r->perm, f->perm, (size_t)K * sizeof(int32_t));
+    r->percdamp = f->percdamp;
+    r->n_dead = f->n_dead;
 
+    const int64_t n_tiles = (N + GPTQ_LANES - 1) / GPTQ_LANES;
     double *Wd = malloc((size_t)(N * K) * sizeof(double)); // (N, K), permuted columns
-    double *Hp = malloc((size_t)(K * K) * sizeof(double)); // (K, K), dead-fixed, permuted
-    double *U = malloc((size_t)(K * K) * sizeof(double));  // (K, K) upper factor of H^-1
-    double *tmp = malloc((size_t)MAX(N, K) * sizeof(double));
-    double *W1 = malloc((size_t)(N * bs) * sizeof(double));  // (N, bs) block copy
+    double *tmp = malloc((size_t)K * sizeof(double));
+    // (N, bs) block copies for the row path, (tiles, bs, lanes) for the tile path
+    double *W1 = malloc((size_t)(n_tiles * GPTQ_LANES * bs) * sizeof(double));
     double *Err = malloc((size_t)(N * bs) * sizeof(double)); // (N, bs) scaled errors
     double *gs = malloc((size_t)N * sizeof(double)), *gz = malloc((size_t)N * sizeof(double));
     double *row_loss = calloc((size_t)N, sizeof(double));
-    if (!Wd || !Hp || !U || !tmp || !W1 || !Err || !gs || !gz || !row_loss) {
+    if (!Wd || !tmp || !W1 || !Err || !gs || !gz || !row_loss) {
         s = fail(STATUS_ERR_NOMEM, "gptq: cannot allocate work memory for a %lldx%lld layer",
                  (long long)N, (long long)K);
         goto out;
     }
     for (int64_t i = 0; i < N * K; i++)
         Wd[i] = W[i];
-    memcpy(Hp, h->H, (size_t)(K * K) * sizeof(double));
 
-    // The per-row grid for group -1 comes from W before dead columns are zeroed (with groups
-    // every row's grid is replaced before its first use).
+        // The per-row grid for group -1 comes from W before dead columns are zeroed (with groups
+        // every row's grid is replaced before its first use).
 #pragma omp parallel for schedule(static) if (o->mse)
     for (int64_t row = 0; row < N; row++)
         gptq_grid(&gs[row], &gz[row], Wd + row * K, K, o->bits, o->sym, o->mse && g == -1);
@@ -454,14 +669,11 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
             r->zeros[row] = (int32_t)gz[row];
         }
 
-    // Step 2: dead columns (an input that was always zero).
+    // Step 2: dead columns are zeroed in W.
     for (int64_t i = 0; i < K; i++)
-        if (Hp[i * K + i] == 0) {
-            Hp[i * K + i] = 1;
+        if (f->dead[i])
             for (int64_t row = 0; row < N; row++)
                 Wd[row * K + i] = 0;
-            r->n_dead++;
-        }
 
     // Static groups: every grid up front from the (dead-zeroed) W in column order.
     if (g > 0 && o->static_groups)
@@ -475,40 +687,55 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
                 r->zeros[gi * N + row] = (int32_t)z;
             }
 
-    // Step 3: act-order permutes W's columns and H's rows and columns.
-    if (o->act_order) {
-        act_order_perm(r->perm, Hp, K);
-        for (int64_t i = 0; i < K; i++)
-            for (int64_t j = 0; j < K; j++)
-                U[i * K + j] = Hp[(int64_t)r->perm[i] * K + r->perm[j]];
-        memcpy(Hp, U, (size_t)(K * K) * sizeof(double));
+    // Step 3: act-order permutes W's columns.
+    if (o->act_order)
         for (int64_t row = 0; row < N; row++) {
             double *w = Wd + row * K;
             for (int64_t j = 0; j < K; j++)
-                tmp[j] = w[r->perm[j]];
+                tmp[j] = w[f->perm[j]];
             memcpy(w, tmp, (size_t)K * sizeof(double));
         }
-    }
-
-    // Steps 4-5.
-    if ((s = inverse_factor(U, Hp, K, o, &r->percdamp)) != STATUS_OK) goto out;
 
     // Step 6: lazy blocks.
-    BlockCtx b = {.o = o, .U = U, .K = K, .N = N, .bs = bs, .maxq = (1 << o->bits) - 1};
     for (int64_t i1 = 0; i1 < K; i1 += bs) {
         const int64_t i2 = MIN(i1 + bs, K);
+        const BlockCtx b = {.o = o,
+                            .U = f->U,
+                            .Wd = Wd,
+                            .K = K,
+                            .N = N,
+                            .bs = bs,
+                            .i1 = i1,
+                            .i2 = i2,
+                            .maxq = (1 << o->bits) - 1};
+        if (ref) {
 #pragma omp parallel for schedule(static)
-        for (int64_t row = 0; row < N; row++) {
-            double *w1 = W1 + row * bs;
-            memcpy(w1, Wd + row * K + i1, (size_t)(i2 - i1) * sizeof(double));
-            row_loss[row] += quantize_block_row(&b, r, row, i1, i2, Wd + row * K, w1,
-                                                Err + row * bs, &gs[row], &gz[row]);
+            for (int64_t row = 0; row < N; row++)
+                row_loss[row] += quantize_block_row(&b, r, row, W1 + row * bs, Err + row * bs,
+                                                    &gs[row], &gz[row]);
+        } else {
+#ifdef HAVE_TILE_AVX2
+            const bool avx2 = vm_have_avx2();
+#endif
+#pragma omp parallel for schedule(static)
+            for (int64_t t = 0; t < n_tiles; t++) {
+                const int64_t r0 = t * GPTQ_LANES;
+                const int nr = (int)MIN((int64_t)GPTQ_LANES, N - r0);
+                double *wt = W1 + t * GPTQ_LANES * bs;
+#ifdef HAVE_TILE_AVX2
+                if (avx2) {
+                    quantize_block_tile_avx2(&b, r, r0, nr, wt, Err, row_loss, gs, gz);
+                    continue;
+                }
+#endif
+                quantize_block_tile(&b, r, r0, nr, wt, Err, row_loss, gs, gz);
+            }
         }
         // W[:, i2:] -= Err1 (N, i2-i1) . U[i1:i2, i2:]
         if (i2 < K)
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)(K - i2),
-                        (int)(i2 - i1), -1.0, Err, (int)bs, U + i1 * K + i2, (int)K, 1.0, Wd + i2,
-                        (int)K);
+                        (int)(i2 - i1), -1.0, Err, (int)bs, f->U + i1 * K + i2, (int)K, 1.0,
+                        Wd + i2, (int)K);
     }
     r->loss = 0;
     for (int64_t row = 0; row < N; row++)
@@ -522,8 +749,6 @@ Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqH
     if (!isfinite(r->loss)) s = fail(STATUS_ERR_NUMERIC, "gptq: the layer loss is not finite");
 out:
     free(Wd);
-    free(Hp);
-    free(U);
     free(tmp);
     free(W1);
     free(Err);
@@ -531,6 +756,29 @@ out:
     free(gz);
     free(row_loss);
     if (s != STATUS_OK) gptq_result_release(r);
+    return s;
+}
+
+Status gptq_quantize_factored(GptqResult *r, const float *W, int64_t N, const GptqFactor *f,
+                              const GptqOptions *o) {
+    return quantize_factored(r, W, N, f, o, false);
+}
+
+Status gptq_quantize_factored_ref(GptqResult *r, const float *W, int64_t N, const GptqFactor *f,
+                                  const GptqOptions *o) {
+    return quantize_factored(r, W, N, f, o, true);
+}
+
+Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqHessian *h,
+                           const GptqOptions *o) {
+    memset(r, 0, sizeof *r);
+    if (N < 1) // before the factorisation, which would be wasted
+        return fail(STATUS_ERR_ARG, "gptq: out_features must be positive, got %lld", (long long)N);
+    GptqFactor f;
+    Status s = gptq_factor_init(&f, h, o);
+    if (s != STATUS_OK) return s;
+    s = gptq_quantize_factored(r, W, N, &f, o);
+    gptq_factor_release(&f);
     return s;
 }
 

@@ -107,6 +107,31 @@ typedef struct {
 // increase is logged), STATUS_ERR_NOMEM.
 Status gptq_quantize_layer(GptqResult *r, const float *W, int64_t N, const GptqHessian *h,
                            const GptqOptions *o);
+
+// Steps 2-5 of a Hessian, shared by every linear that reads the same inputs (q/k/v, gate/up):
+// dead columns, the act-order permutation and U, the upper Cholesky factor of
+// (H_p + damp I)^-1. Depends on H and on o's act_order and dampening options only.
+typedef struct {
+    int64_t K;
+    double *U;     // (K, K) in quantization order
+    int32_t *perm; // (K) quantization order (identity without act-order)
+    uint8_t *dead; // (K) 1 where diag(H) == 0, original column order
+    int64_t n_dead;
+    double percdamp; // dampening used (after automatic increases)
+    bool act_order;
+} GptqFactor;
+
+// Errors: as gptq_quantize_layer's for H (STATUS_ERR_ARG, STATUS_ERR_NUMERIC, NOMEM).
+Status gptq_factor_init(GptqFactor *f, const GptqHessian *h, const GptqOptions *o);
+void gptq_factor_release(GptqFactor *f);
+// gptq_quantize_layer with a factor made by gptq_factor_init from the same act_order and
+// dampening options (act_order is checked). The block loop runs 8 rows at a time.
+Status gptq_quantize_factored(GptqResult *r, const float *W, int64_t N, const GptqFactor *f,
+                              const GptqOptions *o);
+// The reference twin: one row at a time, scalar (same bits; for tests).
+Status gptq_quantize_factored_ref(GptqResult *r, const float *W, int64_t N, const GptqFactor *f,
+                                  const GptqOptions *o);
+
 // Round-to-nearest baseline on the same grids (per group of W in column order, no error
 // feedback, act_order/static_groups ignored); r->loss is 0 (no Hessian).
 Status gptq_rtn_layer(GptqResult *r, const float *W, int64_t N, int64_t K, const GptqOptions *o);

@@ -81,11 +81,13 @@ static const int linear_cap[GPTQ_MODEL_LINEARS] = {
 
 /* ---- calibration forward pass --------------------------------------------------------- */
 
+// Runs up to R sequences of T tokens at once: the linears see R T rows (OpenBLAS is ~15 %
+// faster at 1024 rows than at 128), attention runs per sequence.
 typedef struct {
     const Model *m;
-    int T, n_threads;
-    float *xn, *q, *k, *v, *att, *x2, *g, *u, *y; // one sequence's activations
-    float *kc, *vc;                               // (KVH, HD, T) keys, (KVH, T, HD) values
+    int T, R, n_threads;
+    float *xn, *q, *k, *v, *att, *x2, *g, *u, *y; // (R T, .) activations
+    float *kc, *vc; // one sequence's (KVH, HD, T) keys, (KVH, T, HD) values
     float *att_scratch, *mm_scratch, *rope_cos, *rope_sin;
     int32_t *pos;
     const void **kseq, **vseq;
@@ -109,18 +111,19 @@ static float *fwd_alloc(size_t n, Status *s) {
     return p;
 }
 
-static Status fwd_init(LayerFwd *f, const Model *m, int T) {
+static Status fwd_init(LayerFwd *f, const Model *m, int T, int R) {
     memset(f, 0, sizeof *f);
     const LlamaConfig *c = &m->cfg;
     f->m = m;
     f->T = T;
+    f->R = R;
 #ifdef _OPENMP
     f->n_threads = omp_get_max_threads();
 #else
     f->n_threads = 1;
 #endif
     size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, HD = (size_t)c->head_dim;
-    size_t QD = (size_t)c->n_heads * HD, KD = (size_t)c->n_kv_heads * HD, t = (size_t)T;
+    size_t QD = (size_t)c->n_heads * HD, KD = (size_t)c->n_kv_heads * HD, t = (size_t)T * R;
     Status s = STATUS_OK;
     f->xn = fwd_alloc(t * D, &s);
     f->q = fwd_alloc(t * QD, &s);
@@ -136,8 +139,8 @@ static Status fwd_init(LayerFwd *f, const Model *m, int T) {
     f->att_scratch =
         fwd_alloc(ops_attention_scratch_floats(T, f->n_threads, c->n_heads, c->head_dim), &s);
     f->mm_scratch = fwd_alloc(ops_matmul_scratch_floats((int)MAX(MAX(D, F), QD)), &s);
-    f->rope_cos = fwd_alloc(t * HD / 2, &s);
-    f->rope_sin = fwd_alloc(t * HD / 2, &s);
+    f->rope_cos = fwd_alloc((size_t)T * HD / 2, &s);
+    f->rope_sin = fwd_alloc((size_t)T * HD / 2, &s);
     if (s != STATUS_OK) {
         fwd_release(f);
         return s;
@@ -147,8 +150,9 @@ static Status fwd_init(LayerFwd *f, const Model *m, int T) {
     f->vseq = xmalloc(t * sizeof *f->vseq);
     float *inv = xmalloc(HD / 2 * sizeof *inv);
     infer_rope_inv_freq(c, inv);
+    for (size_t i = 0; i < t; i++) // the positions of R sequences
+        f->pos[i] = (int32_t)(i % (size_t)T);
     for (int p = 0; p < T; p++) {
-        f->pos[p] = p;
         f->kseq[p] = f->kc;
         f->vseq[p] = f->vc;
         for (size_t i = 0; i < HD / 2; i++) {
@@ -161,65 +165,75 @@ static Status fwd_init(LayerFwd *f, const Model *m, int T) {
     return STATUS_OK;
 }
 
-static void fwd_linear(LayerFwd *f, float *y, const float *x, const Tensor *w, const Tensor *b) {
+static void fwd_linear(float *y, const float *x, int rows, const Tensor *w, const Tensor *b,
+                       float *scratch) {
     int N = (int)w->shape[0], K = (int)w->shape[1];
-    ops_matmul(y, x, w->data, w->dtype, f->T, K, N, f->mm_scratch);
-    if (b && b->data) ops_add_bias(y, b->data, b->dtype, f->T, N);
+    ops_matmul(y, x, w->data, w->dtype, rows, K, N, scratch);
+    if (b && b->data) ops_add_bias(y, b->data, b->dtype, rows, N);
 }
 
-// One sequence x (T, D) through layer l up to capture point `stop` (CAP_OUT: the whole
-// layer, result in out (T, D)). cap[c] (T, K_c), when not NULL, receives capture point c.
-static void fwd_layer(LayerFwd *f, int l, const float *x, float *out, int stop,
+// nr <= R sequences x (nr T, D) through layer l up to capture point `stop` (CAP_OUT: the
+// whole layer, result in out (nr T, D)). cap[c] (nr T, K_c), when not NULL, receives capture
+// point c. (OpenBLAS rounds by row count and thread count, so the bits of a row depend on
+// how many sequences share the call: fixed for given options, docs/design.md "Threads".)
+static void fwd_layer(LayerFwd *f, int l, const float *x, float *out, int nr, int stop,
                       float *const cap[CAP_COUNT]) {
     const LlamaConfig *c = &f->m->cfg;
     const LlamaLayer *ly = &f->m->layers[l];
-    int T = f->T, D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim;
-    size_t QD = (size_t)H * (size_t)HD, F = (size_t)c->hidden_dim;
-    ops_rmsnorm(f->xn, x, ly->attn_norm.data, ly->attn_norm.dtype, T, D, c->norm_eps);
-    if (cap[CAP_ATTN_IN]) memcpy(cap[CAP_ATTN_IN], f->xn, (size_t)T * (size_t)D * sizeof(float));
+    const int T = f->T, rows = nr * f->T, D = c->dim, H = c->n_heads, KVH = c->n_kv_heads,
+              HD = c->head_dim;
+    size_t QD = (size_t)H * (size_t)HD, KD = (size_t)KVH * (size_t)HD, F = (size_t)c->hidden_dim;
+    float *mm = f->mm_scratch;
+    ops_rmsnorm(f->xn, x, ly->attn_norm.data, ly->attn_norm.dtype, rows, D, c->norm_eps);
+    if (cap[CAP_ATTN_IN]) memcpy(cap[CAP_ATTN_IN], f->xn, (size_t)rows * (size_t)D * sizeof(float));
     if (stop == CAP_ATTN_IN) return;
-    fwd_linear(f, f->q, f->xn, &ly->wq, &ly->bq);
-    fwd_linear(f, f->k, f->xn, &ly->wk, &ly->bk);
-    fwd_linear(f, f->v, f->xn, &ly->wv, &ly->bv);
-    ops_rope(f->q, T, H, HD, f->pos, f->rope_cos, f->rope_sin);
-    ops_rope(f->k, T, KVH, HD, f->pos, f->rope_cos, f->rope_sin);
-    // the sequence's own KV "cache" of ctx = T rounded up to whole key tiles: keys in
-    // transposed tiles (ops_key_offset), values (ctx, HD) per head
+    fwd_linear(f->q, f->xn, rows, &ly->wq, &ly->bq, mm);
+    fwd_linear(f->k, f->xn, rows, &ly->wk, &ly->bk, mm);
+    fwd_linear(f->v, f->xn, rows, &ly->wv, &ly->bv, mm);
+    ops_rope(f->q, rows, H, HD, f->pos, f->rope_cos, f->rope_sin);
+    ops_rope(f->k, rows, KVH, HD, f->pos, f->rope_cos, f->rope_sin);
     const int ctx = ops_key_ctx(T);
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < KVH; h++) {
-            const size_t src = ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
-            const size_t head = (size_t)h * (size_t)HD * (size_t)ctx;
-            ops_kv_store(f->kc + head, f->vc + head, f->k + src, f->v + src, HD, t, DTYPE_F32);
-        }
-    OpsAttnArgs a = {.T = T,
-                     .H = H,
-                     .KVH = KVH,
-                     .HD = HD,
-                     .ctx = ctx,
-                     .pos = f->pos,
-                     .k_seq = f->kseq,
-                     .v_seq = f->vseq,
-                     .kv_head_stride = (int64_t)ctx * HD,
-                     .scale = 1.0f / sqrtf((float)HD),
-                     .n_threads = f->n_threads};
-    ops_attention(f->att, f->q, &a, f->att_scratch);
-    if (cap[CAP_ATTN_OUT]) memcpy(cap[CAP_ATTN_OUT], f->att, (size_t)T * QD * sizeof(float));
+    for (int b = 0; b < nr; b++) {
+        // the sequence's own KV "cache" of ctx = T rounded up to whole key tiles: keys in
+        // transposed tiles (ops_key_offset), values (ctx, HD) per head
+        const float *kb = f->k + (size_t)b * (size_t)T * KD,
+                    *vb = f->v + (size_t)b * (size_t)T * KD;
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < KVH; h++) {
+                const size_t src = ((size_t)t * (size_t)KVH + (size_t)h) * (size_t)HD;
+                const size_t head = (size_t)h * (size_t)HD * (size_t)ctx;
+                ops_kv_store(f->kc + head, f->vc + head, kb + src, vb + src, HD, t, DTYPE_F32);
+            }
+        OpsAttnArgs a = {.T = T,
+                         .H = H,
+                         .KVH = KVH,
+                         .HD = HD,
+                         .ctx = ctx,
+                         .pos = f->pos,
+                         .k_seq = f->kseq,
+                         .v_seq = f->vseq,
+                         .kv_head_stride = (int64_t)ctx * HD,
+                         .scale = 1.0f / sqrtf((float)HD),
+                         .n_threads = f->n_threads};
+        const size_t qo = (size_t)b * (size_t)T * QD;
+        ops_attention(f->att + qo, f->q + qo, &a, f->att_scratch);
+    }
+    if (cap[CAP_ATTN_OUT]) memcpy(cap[CAP_ATTN_OUT], f->att, (size_t)rows * QD * sizeof(float));
     if (stop == CAP_ATTN_OUT) return;
-    fwd_linear(f, f->y, f->att, &ly->wo, NULL);
-    memcpy(f->x2, x, (size_t)T * (size_t)D * sizeof(float));
-    ops_add(f->x2, f->y, (int64_t)T * D);
-    ops_rmsnorm(f->xn, f->x2, ly->ffn_norm.data, ly->ffn_norm.dtype, T, D, c->norm_eps);
-    if (cap[CAP_MLP_IN]) memcpy(cap[CAP_MLP_IN], f->xn, (size_t)T * (size_t)D * sizeof(float));
+    fwd_linear(f->y, f->att, rows, &ly->wo, NULL, mm);
+    memcpy(f->x2, x, (size_t)rows * (size_t)D * sizeof(float));
+    ops_add(f->x2, f->y, (int64_t)rows * D);
+    ops_rmsnorm(f->xn, f->x2, ly->ffn_norm.data, ly->ffn_norm.dtype, rows, D, c->norm_eps);
+    if (cap[CAP_MLP_IN]) memcpy(cap[CAP_MLP_IN], f->xn, (size_t)rows * (size_t)D * sizeof(float));
     if (stop == CAP_MLP_IN) return;
-    fwd_linear(f, f->g, f->xn, &ly->w_gate, NULL);
-    fwd_linear(f, f->u, f->xn, &ly->w_up, NULL);
-    ops_swiglu(f->g, f->g, f->u, (int64_t)T * (int64_t)F);
-    if (cap[CAP_MLP_MID]) memcpy(cap[CAP_MLP_MID], f->g, (size_t)T * F * sizeof(float));
+    fwd_linear(f->g, f->xn, rows, &ly->w_gate, NULL, mm);
+    fwd_linear(f->u, f->xn, rows, &ly->w_up, NULL, mm);
+    ops_swiglu(f->g, f->g, f->u, (int64_t)rows * (int64_t)F);
+    if (cap[CAP_MLP_MID]) memcpy(cap[CAP_MLP_MID], f->g, (size_t)rows * F * sizeof(float));
     if (stop == CAP_MLP_MID) return;
-    fwd_linear(f, f->y, f->g, &ly->w_down, NULL);
-    memcpy(out, f->x2, (size_t)T * (size_t)D * sizeof(float));
-    ops_add(out, f->y, (int64_t)T * D);
+    fwd_linear(f->y, f->g, rows, &ly->w_down, NULL, mm);
+    memcpy(out, f->x2, (size_t)rows * (size_t)D * sizeof(float));
+    ops_add(out, f->y, (int64_t)rows * D);
 }
 
 /* ---- one linear ------------------------------------------------------------------------ */
@@ -233,9 +247,10 @@ static void own_packed(Model *m, GptqPacked *p) {
 }
 
 // Quantizes the linear t (N, K) with Hessian h (NULL for RTN) and replaces it by the packed
-// weight plus its dequantization.
-static Status quantize_linear(Model *m, Tensor *t, const GptqHessian *h, const GptqModelOptions *o,
-                              GptqLinearInfo *info) {
+// weight plus its dequantization. fac holds h's factor, made on first use and shared by
+// the linears that read the same inputs (its time counts to the first of them).
+static Status quantize_linear(Model *m, Tensor *t, const GptqHessian *h, GptqFactor *fac,
+                              const GptqModelOptions *o, GptqLinearInfo *info) {
     if (t->gptq || !t->data)
         return fail(STATUS_ERR_UNSUPPORTED, "%s is already quantized", info->name);
     double t0 = time_now();
@@ -246,8 +261,11 @@ static Status quantize_linear(Model *m, Tensor *t, const GptqHessian *h, const G
     if (!W) return fail(STATUS_ERR_NOMEM, "cannot allocate %s as float", info->name);
     dtype_to_f32(W, t->data, t->dtype, N * K);
     GptqResult r;
-    Status s =
-        h ? gptq_quantize_layer(&r, W, N, h, &o->gptq) : gptq_rtn_layer(&r, W, N, K, &o->gptq);
+    Status s = STATUS_OK;
+    if (h && !fac->U) s = gptq_factor_init(fac, h, &o->gptq);
+    if (s == STATUS_OK)
+        s = h ? gptq_quantize_factored(&r, W, N, fac, &o->gptq)
+              : gptq_rtn_layer(&r, W, N, K, &o->gptq);
     free(W);
     if (s != STATUS_OK) return fail_context(s, "%s", info->name);
     GptqPacked *p = xcalloc(1, sizeof *p);
@@ -283,6 +301,7 @@ typedef struct {
     float *X, *Y;          // (S, T, D) layer inputs and outputs of every sequence
     float *cap[CAP_COUNT]; // (B, T, K_c) captured inputs of one Hessian batch
     GptqHessian h[CAP_COUNT];
+    GptqFactor fac[CAP_COUNT]; // of h, made by the first linear that needs it
     int64_t cap_K[CAP_COUNT];
     int S, T, B;
 } Calib;
@@ -294,6 +313,7 @@ static void calib_state_release(Calib *c) {
     for (int i = 0; i < CAP_COUNT; i++) {
         free(c->cap[i]);
         gptq_hessian_release(&c->h[i]);
+        gptq_factor_release(&c->fac[i]);
     }
     memset(c, 0, sizeof *c);
 }
@@ -323,7 +343,8 @@ static Status calib_state_init(Calib *c, const Model *m, const CalibSet *cs, int
                     "of %d tokens",
                     cs->n_seqs, cs->seq_len);
     }
-    Status s = fwd_init(&c->f, m, c->T);
+    // sequences per forward: ~1024 rows, within one Hessian batch
+    Status s = fwd_init(&c->f, m, c->T, MAX(1, MIN(c->B, 1024 / c->T)));
     if (s != STATUS_OK) calib_state_release(c);
     return s;
 }
@@ -334,6 +355,7 @@ static Status calib_accumulate(Calib *c, int l, int stop, unsigned want, GptqMod
     size_t D = (size_t)c->f.m->cfg.dim, T = (size_t)c->T;
     for (int i = 0; i < CAP_COUNT; i++) {
         gptq_hessian_release(&c->h[i]);
+        gptq_factor_release(&c->fac[i]);
         if (want & (1u << i)) {
             Status s = gptq_hessian_init(&c->h[i], c->cap_K[i]);
             if (s != STATUS_OK) return s;
@@ -342,12 +364,13 @@ static Status calib_accumulate(Calib *c, int l, int stop, unsigned want, GptqMod
     for (int s0 = 0; s0 < c->S; s0 += c->B) {
         int nb = MIN(c->B, c->S - s0);
         double t0 = time_now();
-        for (int b = 0; b < nb; b++) {
+        for (int b = 0; b < nb; b += c->f.R) {
             float *cap[CAP_COUNT];
             for (int i = 0; i < CAP_COUNT; i++)
                 cap[i] =
                     (want & (1u << i)) ? c->cap[i] + (size_t)b * T * (size_t)c->cap_K[i] : NULL;
-            fwd_layer(&c->f, l, c->X + (size_t)(s0 + b) * T * D, NULL, stop, cap);
+            fwd_layer(&c->f, l, c->X + (size_t)(s0 + b) * T * D, NULL, MIN(c->f.R, nb - b), stop,
+                      cap);
         }
         double t1 = time_now();
         rep->sec_forward += t1 - t0;
@@ -395,7 +418,9 @@ static void head_info_init(GptqLinearInfo *info, const Model *m) {
 // embedding keeping its 16-bit copy.
 static Status quantize_head(Model *m, const GptqHessian *h, const GptqModelOptions *o,
                             GptqLinearInfo *info) {
-    Status s = quantize_linear(m, &m->lm_head, h, o, info);
+    GptqFactor fac = {0};
+    Status s = quantize_linear(m, &m->lm_head, h, &fac, o, info);
+    gptq_factor_release(&fac);
     if (s == STATUS_OK) m->cfg.tied_embeddings = false;
     return s;
 }
@@ -454,15 +479,16 @@ static Status quantize_gptq(Model *m, GptqModelReport *rep, const CalibSet *cs,
                 int i = grp[j];
                 GptqLinearInfo *info = &rep->lin[l * GPTQ_MODEL_LINEARS + i];
                 info_init(info, l, i);
-                s = quantize_linear(m, lin[i], &c.h[linear_cap[i]], o, info);
+                s = quantize_linear(m, lin[i], &c.h[linear_cap[i]], &c.fac[linear_cap[i]], o, info);
             }
         }
         // the next layer's inputs come from this layer with its quantized weights
         float *none[CAP_COUNT] = {NULL, NULL, NULL, NULL};
         size_t stride = (size_t)c.T * (size_t)cf->dim;
         double t0 = time_now();
-        for (int q = 0; q < c.S && s == STATUS_OK; q++)
-            fwd_layer(&c.f, l, c.X + (size_t)q * stride, c.Y + (size_t)q * stride, CAP_OUT, none);
+        for (int q = 0; q < c.S; q += c.f.R)
+            fwd_layer(&c.f, l, c.X + (size_t)q * stride, c.Y + (size_t)q * stride,
+                      MIN(c.f.R, c.S - q), CAP_OUT, none);
         rep->sec_forward += time_now() - t0;
         float *tmp = c.X;
         c.X = c.Y;
@@ -512,7 +538,7 @@ Status gptq_model_quantize(Model *m, GptqModelReport *rep, const CalibSet *calib
             for (int i = 0; i < GPTQ_MODEL_LINEARS && s == STATUS_OK; i++) {
                 GptqLinearInfo *info = &rep->lin[l * GPTQ_MODEL_LINEARS + i];
                 info_init(info, l, i);
-                s = quantize_linear(m, lin[i], NULL, o, info);
+                s = quantize_linear(m, lin[i], NULL, NULL, o, info);
             }
         }
         if (s == STATUS_OK && o->lm_head) {
