@@ -35,6 +35,23 @@
 // The trailing size_t is gfortran's hidden length of the `uplo` string.
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t len);
 
+// Index of the first NaN/Inf of x (n), or n; the scan runs on all threads.
+static int64_t first_nonfinite_f32(const float *x, int64_t n) {
+    int64_t first = n;
+#pragma omp parallel for schedule(static) reduction(min : first) if (n >= (1 << 16))
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]) && i < first) first = i;
+    return first;
+}
+
+static int64_t first_nonfinite_f64(const double *x, int64_t n) {
+    int64_t first = n;
+#pragma omp parallel for schedule(static) reduction(min : first) if (n >= (1 << 16))
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]) && i < first) first = i;
+    return first;
+}
+
 void gptq_options_defaults(GptqOptions *o) {
     memset(o, 0, sizeof *o);
     o->bits = 4;
@@ -95,13 +112,12 @@ static Status hessian_check_batch(const GptqHessian *h, const float *X, int64_t 
                     "gptq: a calibration batch needs >= 1 sequence and token, "
                     "got %lld and %lld",
                     (long long)n_samples, (long long)n_tokens);
-    int64_t n = n_tokens * h->K;
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(X[i]))
-            return fail(STATUS_ERR_NUMERIC,
-                        "gptq: non-finite calibration input at token %lld, "
-                        "channel %lld",
-                        (long long)(i / h->K), (long long)(i % h->K));
+    const int64_t n = n_tokens * h->K, i = first_nonfinite_f32(X, n);
+    if (i < n)
+        return fail(STATUS_ERR_NUMERIC,
+                    "gptq: non-finite calibration input at token %lld, "
+                    "channel %lld",
+                    (long long)(i / h->K), (long long)(i % h->K));
     return STATUS_OK;
 }
 
@@ -110,6 +126,7 @@ static Status hessian_check_batch(const GptqHessian *h, const float *X, int64_t 
 // per calibration batch).
 static void mirror_upper(double *H, int64_t K) {
     enum { B = 64 };
+#pragma omp parallel for schedule(dynamic)
     for (int64_t i0 = 0; i0 < K; i0 += B)
         for (int64_t j0 = 0; j0 <= i0; j0 += B)
             for (int64_t i = i0; i < MIN(i0 + B, K); i++)
@@ -131,6 +148,7 @@ Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens, 
     if (!Xd) return fail(STATUS_ERR_NOMEM, "gptq: cannot allocate hessian scratch");
     for (int64_t t0 = 0; t0 < n_tokens; t0 += chunk) {
         int64_t m = MIN(chunk, n_tokens - t0);
+#pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < m * K; i++)
             Xd[i] = X[t0 * K + i];
         // upper triangle of H = alpha Xd^T Xd + beta H   (Xd (m, K) row-major)
@@ -271,10 +289,10 @@ void gptq_result_release(GptqResult *r) {
 }
 
 static Status check_finite_f32(const float *x, int64_t n, const char *what) {
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return fail(STATUS_ERR_NUMERIC, "gptq: non-finite value in %s at element %lld", what,
-                        (long long)i);
+    const int64_t i = first_nonfinite_f32(x, n);
+    if (i < n)
+        return fail(STATUS_ERR_NUMERIC, "gptq: non-finite value in %s at element %lld", what,
+                    (long long)i);
     return STATUS_OK;
 }
 
@@ -367,10 +385,10 @@ static int chol_lower(double *A, int n, int nt) {
 // the OpenMP threads (the first strips are the largest; dynamic order takes them first).
 static void tri_inv_lower(double *X, const double *L, int n, int nt) {
     const int NB = GPTQ_CHOL_NB, ns = (n + NB - 1) / NB;
-    memset(X, 0, (size_t)n * (size_t)n * sizeof(double));
 #pragma omp parallel for schedule(dynamic) num_threads(nt)
     for (int st = 0; st < ns; st++) {
         const int c0 = st * NB, cb = MIN(NB, n - c0);
+        memset(X + (size_t)c0 * n, 0, (size_t)cb * (size_t)n * sizeof(double)); // its columns
         double *Xs = X + c0 + (size_t)c0 * n;
         for (int j = 0; j < cb; j++)
             Xs[j + (size_t)j * n] = 1.0;
@@ -403,6 +421,7 @@ static Status inverse_factor(double *U, double *Hp, int64_t K, const GptqOptions
     double pd = o->percdamp;
     for (;;) {
         const double damp = pd * mean;
+#pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < K; i++) // U = J (H + damp I) J
             for (int64_t j = 0; j < K; j++)
                 U[i * K + j] = Hp[(K - 1 - i) * K + (K - 1 - j)] + (i == j ? damp : 0.0);
@@ -447,11 +466,10 @@ Status gptq_factor_init(GptqFactor *f, const GptqHessian *h, const GptqOptions *
     if (s != STATUS_OK) return s;
     if (!h || !h->H || h->n_samples < 1)
         return fail(STATUS_ERR_ARG, "gptq: the hessian has no calibration data");
-    const int64_t K = h->K;
-    for (int64_t i = 0; i < K * K; i++)
-        if (!isfinite(h->H[i]))
-            return fail(STATUS_ERR_NUMERIC, "gptq: non-finite hessian entry (%lld, %lld)",
-                        (long long)(i / K), (long long)(i % K));
+    const int64_t K = h->K, bad = first_nonfinite_f64(h->H, K * K);
+    if (bad < K * K)
+        return fail(STATUS_ERR_NUMERIC, "gptq: non-finite hessian entry (%lld, %lld)",
+                    (long long)(bad / K), (long long)(bad % K));
     f->K = K;
     f->act_order = o->act_order;
     f->U = malloc((size_t)(K * K) * sizeof(double));
@@ -655,6 +673,7 @@ static Status quantize_factored(GptqResult *r, const float *W, int64_t N, const 
                  (long long)N, (long long)K);
         goto out;
     }
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N * K; i++)
         Wd[i] = W[i];
 
