@@ -433,6 +433,9 @@ static Status inverse_factor(double *U, double *Hp, int64_t K, const GptqOptions
         const int info = chol_lower(U, n, nt);
         if (info == 0) tri_inv_lower(Hp, U, n, nt); // Hp := L^-1 (column-major lower)
         openblas_set_num_threads(threads);
+#ifdef _OPENMP
+        omp_set_num_threads(nt); // as the caller had it, whatever OpenBLAS's build did
+#endif
         if (info == 0) break;
         // the reversed matrix's pivot info (from 1) failed, i.e. H's column K - info (from 0;
         // the factorisation runs from the last column to the first)
