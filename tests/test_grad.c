@@ -554,6 +554,61 @@ static void test_kd_loss_grad(void **state) {
     free(d);
 }
 
+// The fused loss + gradient of a training step equals kd_loss_forward + kd_loss_backward:
+// the same loss values bit for bit and the same dlogits as numbers, over temperatures
+// (T = 1 shares the student's softmax), alphas (0 and 1 drop a term), no teacher, a shared
+// vocabulary with padded teacher rows, ignored rows, rows longer than one 256-column chunk,
+// and enough rows for the parallel loop.
+static void test_kd_loss_fused(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 12);
+    const int N = 120, V = 600, Vt = 613;
+    float *s = rand_f(&r, N * V, 3.0), *t = rand_f(&r, N * Vt, 3.0);
+    float *d1 = xmalloc(sizeof(float) * N * V), *d2 = xmalloc(sizeof(float) * N * V);
+    int32_t *y = xmalloc(sizeof(int32_t) * N);
+    for (int n = 0; n < N; n++)
+        y[n] = n % 7 == 3 ? TRAIN_IGNORE_INDEX : (int32_t)((n * 37) % V);
+    const float temps[] = {1.0f, 2.5f}, alphas[] = {0.0f, 0.3f, 1.0f};
+    for (int vi = 0; vi < 2; vi++)
+        for (int ti = 0; ti < 2; ti++)
+            for (int ai = 0; ai < 3; ai++)
+                for (int wt = 0; wt < 2; wt++) {
+                    // teacher rows of 613 (padding past the student's 600); the KL over
+                    // all 600 columns or over the first 500
+                    KdLossOptions o = {.temperature = temps[ti],
+                                       .alpha = alphas[ai],
+                                       .kd_vocab = vi ? 500 : V,
+                                       .teacher_vocab = Vt};
+                    const float *tl = wt ? t : NULL;
+                    KdLoss a = kd_loss_forward(s, tl, y, N, V, &o);
+                    kd_loss_backward(d1, s, tl, y, N, V, &o, 0.5f);
+                    KdLoss b = kd_loss_forward_backward(d2, s, tl, y, N, V, &o, 0.5f);
+                    assert_true(a.loss == b.loss && a.kl == b.kl && a.ce == b.ce);
+                    assert_int_equal(a.n_valid, b.n_valid);
+                    for (int64_t i = 0; i < (int64_t)N * V; i++)
+                        if (!(d1[i] == d2[i]))
+                            fail_msg("T %g alpha %g teacher %d vocab case %d: dlogits[%lld] %g vs "
+                                     "%g",
+                                     (double)o.temperature, (double)o.alpha, wt, vi, (long long)i,
+                                     (double)d1[i], (double)d2[i]);
+                }
+    int32_t *none = xmalloc(sizeof(int32_t) * N);
+    for (int n = 0; n < N; n++)
+        none[n] = TRAIN_IGNORE_INDEX;
+    KdLossOptions o = {.temperature = 1.0f, .alpha = 1.0f, .teacher_vocab = Vt};
+    KdLoss z = kd_loss_forward_backward(d2, s, t, none, N, V, &o, 1.0f);
+    assert_true(z.loss == 0 && z.n_valid == 0);
+    for (int64_t i = 0; i < (int64_t)N * V; i++)
+        assert_true(d2[i] == 0);
+    free(none);
+    free(y);
+    free(d1);
+    free(d2);
+    free(s);
+    free(t);
+}
+
 // Double reference of DistillKit's sparse KL (SYMMETRIC_UNIFORM), written from the formula.
 static double sparse_loss_d(void *vc) {
     LossCtx *c = vc;
@@ -739,17 +794,12 @@ static void test_lora_grad(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm_grad),
-        cmocka_unit_test(test_linear_grad),
-        cmocka_unit_test(test_linear_vs_ref),
-        cmocka_unit_test(test_rope_grad),
-        cmocka_unit_test(test_attention_grad),
-        cmocka_unit_test(test_attention_vs_ref),
-        cmocka_unit_test(test_swiglu_residual_grad),
-        cmocka_unit_test(test_embedding_grad),
-        cmocka_unit_test(test_kd_loss_grad),
-        cmocka_unit_test(test_sparse_kd_grad),
-        cmocka_unit_test(test_lora_grad),
+        cmocka_unit_test(test_rmsnorm_grad),         cmocka_unit_test(test_linear_grad),
+        cmocka_unit_test(test_linear_vs_ref),        cmocka_unit_test(test_rope_grad),
+        cmocka_unit_test(test_attention_grad),       cmocka_unit_test(test_attention_vs_ref),
+        cmocka_unit_test(test_swiglu_residual_grad), cmocka_unit_test(test_embedding_grad),
+        cmocka_unit_test(test_kd_loss_grad),         cmocka_unit_test(test_kd_loss_fused),
+        cmocka_unit_test(test_sparse_kd_grad),       cmocka_unit_test(test_lora_grad),
     };
     return cmocka_run_group_tests_name("grad", tests, NULL, NULL);
 }

@@ -524,6 +524,74 @@ void kd_loss_backward(float *dlogits, const float *logits, const float *tlogits,
     }
 }
 
+// One row of kd_loss_forward_backward: adds the row's CE and KL (no T^2) to *ce, *kl and
+// writes its gradient. The values are computed exactly as row_lse / row_kl and
+// kd_loss_backward compute them, but each log-sum-exp once and each exponential pass only
+// when a term needs it (at T = 1 the tempered student softmax is the plain one).
+static void kd_row_fused(float *d, const float *s, const float *t, int32_t y, int V, int Vk,
+                         double inv_t, double wkl, double wce, double *ce, double *kl) {
+    const double ls1 = row_lse(s, V, 1.0);
+    *ce += ls1 - s[y];
+    const bool same_s = inv_t == 1.0 && Vk == V; // softmax(s/T) over Vk is softmax(s)
+    double lst = 0, ltt = 0;
+    if (t) {
+        lst = same_s ? ls1 : row_lse(s, Vk, inv_t);
+        ltt = row_lse(t, Vk, inv_t);
+    }
+    const bool need_p1 = wce != 0, need_ps = t && wkl != 0;
+    double p1[ROW_CHUNK], ps[ROW_CHUNK], pt[ROW_CHUNK], rkl = 0;
+    for (int i0 = 0; i0 < V; i0 += ROW_CHUNK) {
+        const int m = MIN(ROW_CHUNK, V - i0), mk = t ? MAX(0, MIN(m, Vk - i0)) : 0;
+        if (need_p1 || (need_ps && same_s)) vm_exp_affine(p1, s + i0, m, 1.0, ls1);
+        const double *pss = same_s ? p1 : ps;
+        if (mk > 0) {
+            if (need_ps && !same_s) vm_exp_affine(ps, s + i0, mk, inv_t, lst);
+            vm_exp_affine(pt, t + i0, mk, inv_t, ltt);
+            for (int j = 0; j < mk; j++) { // as row_kl
+                double lpt = t[i0 + j] * inv_t - ltt, lps = s[i0 + j] * inv_t - lst;
+                rkl += pt[j] * (lpt - lps);
+            }
+        }
+        for (int j = 0; j < m; j++) {
+            // without the CE term its weight is 0: 0 (p1 - onehot) is 0 (up to its sign)
+            double g = need_p1 ? wce * (p1[j] - (i0 + j == y)) : 0.0;
+            if (j < mk && need_ps) g += wkl * (pss[j] - pt[j]);
+            d[i0 + j] = (float)g;
+        }
+    }
+    *kl += rkl;
+}
+
+KdLoss kd_loss_forward_backward(float *dlogits, const float *logits, const float *tlogits,
+                                const int32_t *targets, int64_t N, int V, const KdLossOptions *o,
+                                float dloss) {
+    KdLoss r = {0};
+    r.n_valid = count_valid(targets, N);
+    const double inv_t = 1.0 / o->temperature;
+    const int Vk = o->kd_vocab > 0 ? o->kd_vocab : V,
+              Vt = o->teacher_vocab > 0 ? o->teacher_vocab : V;
+    const int64_t nv = r.n_valid;
+    const double wkl = nv && tlogits ? (double)dloss * o->alpha * o->temperature / nv : 0;
+    const double wce = nv ? (double)dloss * (1 - (double)o->alpha) / nv : 0;
+    double kl = 0, ce = 0;
+#pragma omp parallel for reduction(+ : kl, ce) if (N * V > 65536)
+    for (int64_t n = 0; n < N; n++) {
+        float *d = dlogits + n * V;
+        if (targets[n] == TRAIN_IGNORE_INDEX) {
+            memset(d, 0, V * sizeof(float));
+            continue;
+        }
+        kd_row_fused(d, logits + n * V, tlogits ? tlogits + n * Vt : NULL, targets[n], V, Vk, inv_t,
+                     wkl, wce, &ce, &kl);
+    }
+    if (nv == 0) return r;
+    double T2 = (double)o->temperature * o->temperature;
+    r.kl = T2 * kl / nv;
+    r.ce = ce / nv;
+    r.loss = (tlogits ? o->alpha * r.kl : 0) + (1 - (double)o->alpha) * r.ce;
+    return r;
+}
+
 /* ---- Sparse top-k KD ---------------------------------------------------------------- */
 
 #define KD_SPARSE_EPS 1e-8

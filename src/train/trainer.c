@@ -346,8 +346,9 @@ static Status train_step(Run *r, const Model *teacher, LoraModel *lora, const Tr
             sp = (KdSparseTeacher){
                 .ids = r->c_ids, .logp = r->c_logp, .K = tc->K, .t_gen = tc->t_gen};
             l = kd_sparse_loss_forward(r->st.logits, &sp, r->targets, N, V, &ko);
-        } else {
-            l = kd_loss_forward(r->st.logits, tl, r->targets, N, V, &ko);
+        } else { // the loss and its gradient in one pass over the logits
+            l = kd_loss_forward_backward(r->st.dlogits, r->st.logits, tl, r->targets, N, V, &ko,
+                                         1.0f / (float)o->grad_accum);
         }
         if (!isfinite(l.loss))
             return fail(STATUS_ERR_NUMERIC, "loss is %g at step %" PRId64 " (KL %g, CE %g)", l.loss,
@@ -355,9 +356,6 @@ static Status train_step(Run *r, const Model *teacher, LoraModel *lora, const Tr
         if (tc)
             kd_sparse_loss_backward(r->st.dlogits, r->st.logits, &sp, r->targets, N, V, &ko,
                                     1.0f / (float)o->grad_accum);
-        else
-            kd_loss_backward(r->st.dlogits, r->st.logits, tl, r->targets, N, V, &ko,
-                             1.0f / (float)o->grad_accum);
         llama_train_backward(&r->st, lora);
         loss += l.loss / o->grad_accum;
         kl += l.kl / o->grad_accum;
