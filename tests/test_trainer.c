@@ -464,6 +464,15 @@ static void test_distill_cli(void **state) {
     if (rc != 0) fail_msg("distill failed: %s", out);
     assert_non_null(strstr(out, "adapter:"));
     free(out);
+    // -t sets the thread count (as quantize, eval, generate and analyze take it)
+    snprintf(args, sizeof args,
+             "distill -t 1 --student %s --teacher %s --data %s --out %s/run1 --max-steps 1 "
+             "--batch 2 --seq-len 160 --rank 2 --skip-bad-lines",
+             m, m, data, dir);
+    rc = run_cli(args, &out);
+    if (rc != 0) fail_msg("distill -t 1 failed: %s", out);
+    assert_non_null(strstr(out, "adapter:"));
+    free(out);
     snprintf(args, sizeof args, "distill --student %s --data %s --out %s/run2", m, empty, dir);
     assert_int_equal(run_cli(args, &out), 1);
     assert_non_null(strstr(out, "no usable records"));

@@ -55,7 +55,7 @@ int cmd_analyze(int argc, char **argv) {
         fprintf(stderr, "error: analyze needs --calib DATA\n");
         return 2;
     }
-    if (threads > 0) omp_set_num_threads(threads);
+    cli_set_threads(threads);
     Model m;
     ModelLoadOptions lo = {.tokenizer_path = tokenizer};
     if (model_load(&m, ap.pos[0], &lo) != STATUS_OK) return cli_fail(ap.pos[0]);

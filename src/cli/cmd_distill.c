@@ -63,6 +63,7 @@ int cmd_distill(int argc, char **argv) {
     double scale = 1.0, lr = 1e-4, temperature = 1.0, alpha = 1.0, wd = 0.01, val_frac = 0.1;
     double max_grad_norm = 1.0, warmup_ratio = 0.0, dropout = 0.0;
     int rank = 8, epochs = 1, batch = 4, seq_len = 512, grad_accum = 1, shared_vocab = 0;
+    int threads = 0;
     int64_t seed = 0, max_steps = 0, eval_every = 0, save_every = 0;
     bool resume = false, skip_bad = false, rslora = false, merge = false;
     ArgSpec spec[] = {
@@ -108,6 +109,7 @@ int cmd_distill(int argc, char **argv) {
          0},
         {"merge", 0, ARG_FLAG, &merge, "also write the merged student to OUT/merged", 0, 0},
         {"seed", 0, ARG_INT64, &seed, "seed (LoRA init, split, data order)", 0, 9e18},
+        {"threads", 't', ARG_INT, &threads, "threads (default: all)", 0, 4096},
     };
     ArgParse ap = {.cmd = "distill",
                    .pos_usage = "",
@@ -122,6 +124,7 @@ int cmd_distill(int argc, char **argv) {
         fprintf(stderr, "error: distill needs --student, --data and --out\n");
         return 2;
     }
+    cli_set_threads(threads);
     TrainerOptions o = trainer_options_defaults();
     static const char *const opt_names[] = {"adamw", "muon"};
     static const char *const scale_names[] = {"original", "match_rms_adamw"};

@@ -153,10 +153,7 @@ int cmd_eval(int argc, char **argv) {
         if (task_load(&tasks[i], kinds[i], a.data_dir, &to) != STATUS_OK) rc = cli_fail(NULL);
     Model m;
     model_init(&m);
-#ifdef _OPENMP
-    if (a.threads > 0) omp_set_num_threads(a.threads);
-    openblas_set_num_threads(omp_get_max_threads());
-#endif
+    cli_set_threads(a.threads);
     ModelLoadOptions lo = {.tokenizer_path = a.tokenizer};
     if (rc == 0 && model_load(&m, ap.pos[0], &lo) != STATUS_OK) rc = cli_fail("cannot load model");
     if (rc == 0 && !m.tok) {

@@ -81,10 +81,7 @@ static int gen_setup(Gen *g, const GenArgs *a) {
         fprintf(stderr, "error: --kv-cache '%s' is not one of f32, f16\n", a->kv_cache);
         return 2;
     }
-#ifdef _OPENMP
-    if (a->threads > 0) omp_set_num_threads(a->threads);
-    openblas_set_num_threads(omp_get_max_threads());
-#endif
+    cli_set_threads(a->threads);
     ModelLoadOptions lo = {.tokenizer_path = a->tokenizer};
     if (model_load(&g->m, a->model_path, &lo) != STATUS_OK) return cli_fail("cannot load model");
     if (!g->m.tok) {

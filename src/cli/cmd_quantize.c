@@ -285,9 +285,6 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "error: --group must be -1 or positive\n");
         return 2;
     }
-#ifdef _OPENMP
-    if (a.threads > 0) omp_set_num_threads(a.threads);
-    openblas_set_num_threads(omp_get_max_threads());
-#endif
+    cli_set_threads(a.threads);
     return quantize_run(&a, ap.pos[0]);
 }

@@ -23,7 +23,7 @@
 
 int cmd_teacher_cache(int argc, char **argv) {
     const char *teacher_path = NULL, *data_path = NULL, *out = NULL, *format = "alpaca";
-    int k = 32, seq_len = 512, batch = 4;
+    int k = 32, seq_len = 512, batch = 4, threads = 0;
     double t_gen = 1.0;
     bool skip_bad = false;
     ArgSpec spec[] = {
@@ -36,6 +36,7 @@ int cmd_teacher_cache(int argc, char **argv) {
         {"t-gen", 0, ARG_FLOAT, &t_gen, "temperature of the stored log-probs", 1e-3, 1e3},
         {"format", 0, ARG_STRING, &format, "prompt format: alpaca | chat", 0, 0},
         {"skip-bad-lines", 0, ARG_FLAG, &skip_bad, "skip malformed JSONL lines", 0, 0},
+        {"threads", 't', ARG_INT, &threads, "threads (default: all)", 0, 4096},
     };
     ArgParse ap = {.cmd = "teacher-cache",
                    .pos_usage = "",
@@ -50,6 +51,7 @@ int cmd_teacher_cache(int argc, char **argv) {
         fprintf(stderr, "error: teacher-cache needs --teacher, --data and --out\n");
         return 2;
     }
+    cli_set_threads(threads);
     PromptFormat fmt = PROMPT_ALPACA;
     if (!strcmp(format, "chat"))
         fmt = PROMPT_CHAT;

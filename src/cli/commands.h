@@ -16,6 +16,9 @@ typedef struct {
 
 // Prints "error: <msg>" for the last library error (status_msg()) and returns 1.
 int cli_fail(const char *what);
+// -t N: OpenMP's and OpenBLAS's thread counts (n <= 0: OpenMP's default, e.g.
+// OMP_NUM_THREADS, for both).
+void cli_set_threads(int n);
 
 int cmd_info(int argc, char **argv);
 int cmd_convert(int argc, char **argv);

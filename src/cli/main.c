@@ -2,9 +2,13 @@
  * main.c - the edgeforge command table (git's commands[] in git.c): finds the
  * subcommand, sets the log level and hands over argv.
  */
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "cli/commands.h"
 #include "core/common.h"
@@ -32,6 +36,15 @@ static const Command commands[] = {
     {"analyze", cmd_analyze, "layer-wise weight/activation kurtosis (Table 7), vs GPTQ loss"},
     {NULL, NULL, NULL},
 };
+
+void cli_set_threads(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    openblas_set_num_threads(omp_get_max_threads());
+#else
+    if (n > 0) openblas_set_num_threads(n);
+#endif
+}
 
 int cli_fail(const char *what) {
     const char *msg = status_msg();
