@@ -640,6 +640,23 @@ static double sparse_loss_d(void *vc) {
     return c->alpha * c->T * c->T * kl / nv + (1 - c->alpha) * ce / nv;
 }
 
+// K teacher ids per row, (n a + k b) mod V (distinct for the a, b used), and their
+// log-probabilities under the full softmax of the teacher logits t (N, V).
+static void teacher_topk(int32_t *ids, float *lp, const float *t, int N, int V, int K, int a,
+                         int b) {
+    for (int n = 0; n < N; n++) {
+        double mx = -1e300, sum = 0;
+        for (int i = 0; i < V; i++)
+            mx = fmax(mx, t[n * V + i]);
+        for (int i = 0; i < V; i++)
+            sum += exp(t[n * V + i] - mx);
+        for (int k = 0; k < K; k++) {
+            ids[n * K + k] = (n * a + k * b) % V;
+            lp[n * K + k] = (float)(t[n * V + ids[n * K + k]] - mx - log(sum));
+        }
+    }
+}
+
 static void test_sparse_kd_grad(void **state) {
     (void)state;
     Rng r;
@@ -650,17 +667,7 @@ static void test_sparse_kd_grad(void **state) {
     // teacher top-k ids (distinct) and their full-vocabulary log-probabilities
     int32_t ids[5 * 4];
     float lp[5 * 4];
-    for (int n = 0; n < N; n++) {
-        double mx = -1e300, sum = 0;
-        for (int i = 0; i < V; i++)
-            mx = fmax(mx, t[n * V + i]);
-        for (int i = 0; i < V; i++)
-            sum += exp(t[n * V + i] - mx);
-        for (int k = 0; k < K; k++) {
-            ids[n * K + k] = (n * 3 + k * 5) % V;
-            lp[n * K + k] = (float)(t[n * V + ids[n * K + k]] - mx - log(sum));
-        }
-    }
+    teacher_topk(ids, lp, t, N, V, K, 3, 5);
     KdSparseTeacher st = {.ids = ids, .logp = lp, .K = K, .t_gen = 1.0f};
     KdLossOptions o = {.temperature = 2.0f, .alpha = 0.7f};
     KdLoss l = kd_sparse_loss_forward(s, &st, y, N, V, &o);
@@ -689,6 +696,71 @@ static void test_sparse_kd_grad(void **state) {
     free(t);
     free(d);
     free(c.s);
+}
+
+// The fused sparse loss + gradient of a training step against kd_sparse_loss_forward +
+// kd_sparse_loss_backward (its reference: scalar exponentials, two float roundings per
+// entry): losses within 1e-12 and dlogits within 1e-6 of the largest entry, over
+// temperatures, alphas (0 and 1 drop a term), ignored rows, rows of several 256-column
+// chunks and enough rows for the parallel loop; and the fused gradient against finite
+// differences of the double reference on the small case of test_sparse_kd_grad.
+static void test_sparse_kd_fused(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 21);
+    const int N = 120, V = 600, K = 16;
+    float *s = rand_f(&r, N * V, 3.0), *t = rand_f(&r, N * V, 3.0);
+    float *d1 = xmalloc(sizeof(float) * N * V), *d2 = xmalloc(sizeof(float) * N * V);
+    int32_t *y = xmalloc(sizeof(int32_t) * N), *ids = xmalloc(sizeof(int32_t) * N * K);
+    float *lp = xmalloc(sizeof(float) * N * K);
+    for (int n = 0; n < N; n++)
+        y[n] = n % 9 == 4 ? TRAIN_IGNORE_INDEX : (int32_t)((n * 41) % V);
+    teacher_topk(ids, lp, t, N, V, K, 7, 37);
+    KdSparseTeacher st = {.ids = ids, .logp = lp, .K = K, .t_gen = 1.0f};
+    const float temps[] = {1.0f, 2.0f}, alphas[] = {0.0f, 0.7f, 1.0f};
+    for (int ti = 0; ti < 2; ti++)
+        for (int ai = 0; ai < 3; ai++) {
+            KdLossOptions o = {.temperature = temps[ti], .alpha = alphas[ai]};
+            KdLoss a = kd_sparse_loss_forward(s, &st, y, N, V, &o);
+            kd_sparse_loss_backward(d1, s, &st, y, N, V, &o, 0.5f);
+            KdLoss b = kd_sparse_loss_forward_backward(d2, s, &st, y, N, V, &o, 0.5f);
+            assert_int_equal(a.n_valid, b.n_valid);
+            assert_true(fabs(a.loss - b.loss) <= 1e-12 * fabs(a.loss) + 1e-15);
+            assert_true(fabs(a.kl - b.kl) <= 1e-12 * fabs(a.kl) + 1e-15);
+            double mx = 0, worst = 0;
+            for (int64_t i = 0; i < (int64_t)N * V; i++) {
+                mx = fmax(mx, fabs(d1[i]));
+                worst = fmax(worst, fabs((double)d1[i] - d2[i]));
+            }
+            if (worst > 1e-6 * mx)
+                fail_msg("T %g alpha %g: dlogits differ by %g (max %g)", (double)o.temperature,
+                         (double)o.alpha, worst, mx);
+        }
+    // finite differences of the double reference (same case as test_sparse_kd_grad)
+    {
+        const int n2 = 5, v2 = 13, k2 = 4;
+        int32_t y2[5] = {2, TRAIN_IGNORE_INDEX, 12, 5, 0}, id2[20];
+        float lp2[20];
+        for (int n = 0; n < n2; n++)
+            for (int k = 0; k < k2; k++) {
+                id2[n * k2 + k] = (n * 3 + k * 5) % v2;
+                lp2[n * k2 + k] = lp[n * K + k]; // any log-probs below 0 will do
+            }
+        KdSparseTeacher s2 = {.ids = id2, .logp = lp2, .K = k2, .t_gen = 1.0f};
+        KdLossOptions o = {.temperature = 2.0f, .alpha = 0.7f};
+        KdLoss l = kd_sparse_loss_forward_backward(d2, s, &s2, y2, n2, v2, &o, 1.0f);
+        LossCtx c = {n2, v2, to_d(s, n2 * v2), NULL, y2, 2.0, 0.7, id2, lp2, k2, 1.0, 0, 0};
+        assert_true(fabs(l.loss - sparse_loss_d(&c)) < 1e-6);
+        fd_check("fused sparse kd dlogits", sparse_loss_d, &c, c.s, n2 * v2, d2, 1e-4);
+        free(c.s);
+    }
+    free(s);
+    free(t);
+    free(d1);
+    free(d2);
+    free(y);
+    free(ids);
+    free(lp);
 }
 
 /* ---- LoRA --------------------------------------------------------------------------- */
@@ -794,12 +866,19 @@ static void test_lora_grad(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm_grad),         cmocka_unit_test(test_linear_grad),
-        cmocka_unit_test(test_linear_vs_ref),        cmocka_unit_test(test_rope_grad),
-        cmocka_unit_test(test_attention_grad),       cmocka_unit_test(test_attention_vs_ref),
-        cmocka_unit_test(test_swiglu_residual_grad), cmocka_unit_test(test_embedding_grad),
-        cmocka_unit_test(test_kd_loss_grad),         cmocka_unit_test(test_kd_loss_fused),
-        cmocka_unit_test(test_sparse_kd_grad),       cmocka_unit_test(test_lora_grad),
+        cmocka_unit_test(test_rmsnorm_grad),
+        cmocka_unit_test(test_linear_grad),
+        cmocka_unit_test(test_linear_vs_ref),
+        cmocka_unit_test(test_rope_grad),
+        cmocka_unit_test(test_attention_grad),
+        cmocka_unit_test(test_attention_vs_ref),
+        cmocka_unit_test(test_swiglu_residual_grad),
+        cmocka_unit_test(test_embedding_grad),
+        cmocka_unit_test(test_kd_loss_grad),
+        cmocka_unit_test(test_kd_loss_fused),
+        cmocka_unit_test(test_sparse_kd_grad),
+        cmocka_unit_test(test_sparse_kd_fused),
+        cmocka_unit_test(test_lora_grad),
     };
     return cmocka_run_group_tests_name("grad", tests, NULL, NULL);
 }

@@ -622,10 +622,14 @@ static double clamp_miss(double m) {
 
 // One row: returns sum_i e^q (q - s) + m_T (log m_T - log m_S); with d != NULL also writes
 // d KL / d z (z = logits / T) into d (V), scaled by w.
-static double sparse_row(float *d, double w, const float *logits, const int32_t *ids,
-                         const float *lp, int K, int V, double inv_t, double a, double *qbuf) {
+// The KL of one row (ls: the row's tempered log-sum-exp) and what its gradient needs: the
+// teacher's kept mass tsum, the student's ssum over the same ids, and cm = m_T / m_S (0 when
+// m_S is clamped: no gradient through it). qbuf (K) receives the re-tempered teacher q.
+static double sparse_row_kl(double *qbuf, const float *logits, const int32_t *ids, const float *lp,
+                            int K, double inv_t, double a, double ls, double *tsum_out,
+                            double *ssum_out, double *cm_out) {
     sparse_teacher_row(qbuf, lp, K, a);
-    double ls = row_lse(logits, V, inv_t), kl = 0, tsum = 0, ssum = 0;
+    double kl = 0, tsum = 0, ssum = 0;
     for (int i = 0; i < K; i++) {
         double si = logits[ids[i]] * inv_t - ls;
         kl += exp(qbuf[i]) * (qbuf[i] - si);
@@ -636,11 +640,19 @@ static double sparse_row(float *d, double w, const float *logits, const int32_t 
     double mt = clamp_miss(mt_raw), ms = clamp_miss(ms_raw);
     // DistillKit: exp(log1p(-clamp(sum))) * (log1p(-clamp(t)) - log1p(-clamp(s)))
     kl += mt * (log(mt) - log(ms));
-    if (!d) return kl;
     // d/dz_j of -sum_i pt_i s_i = -pt_j [j in K] + tsum p_j
     // d/dz_j of -mt log(1 - S)   = mt (p_j [j in K] - S p_j) / (1 - S), S = ssum (unclamped)
-    bool live = ms_raw == ms;
-    double cm = live ? mt / ms : 0;
+    *tsum_out = tsum;
+    *ssum_out = ssum;
+    *cm_out = ms_raw == ms ? mt / ms : 0;
+    return kl;
+}
+
+static double sparse_row(float *d, double w, const float *logits, const int32_t *ids,
+                         const float *lp, int K, int V, double inv_t, double a, double *qbuf) {
+    double ls = row_lse(logits, V, inv_t), tsum, ssum, cm;
+    double kl = sparse_row_kl(qbuf, logits, ids, lp, K, inv_t, a, ls, &tsum, &ssum, &cm);
+    if (!d) return kl;
     for (int j = 0; j < V; j++) {
         double p = exp(logits[j] * inv_t - ls);
         d[j] = (float)(w * (tsum * p - cm * ssum * p));
@@ -650,6 +662,71 @@ static double sparse_row(float *d, double w, const float *logits, const int32_t 
         d[ids[i]] += (float)(w * (-exp(qbuf[i]) + cm * p));
     }
     return kl;
+}
+
+// One row of kd_sparse_loss_forward_backward: sparse_row's KL (ls = the row's tempered
+// log-sum-exp, given) plus the whole row's gradient, KL (weight wkl) and CE (weight wce, ls1
+// the plain log-sum-exp, y the target) together, the softmax terms from vectorized
+// exponentials in chunks.
+static double sparse_row_fused(float *d, double wkl, double wce, const float *s, int32_t y,
+                               const int32_t *ids, const float *lp, int K, int V, double inv_t,
+                               double a, double *qbuf, double ls, double ls1) {
+    double tsum, ssum, cm;
+    const double kl = sparse_row_kl(qbuf, s, ids, lp, K, inv_t, a, ls, &tsum, &ssum, &cm);
+    const bool same = inv_t == 1.0, need_p = wkl != 0, need_p1 = wce != 0;
+    double p[ROW_CHUNK], p1b[ROW_CHUNK];
+    for (int i0 = 0; i0 < V; i0 += ROW_CHUNK) {
+        const int m = MIN(ROW_CHUNK, V - i0);
+        if (need_p) vm_exp_affine(p, s + i0, m, inv_t, ls);
+        const double *p1 = same && need_p ? p : p1b;
+        if (need_p1 && !(same && need_p)) vm_exp_affine(p1b, s + i0, m, 1.0, ls1);
+        for (int j = 0; j < m; j++) {
+            double g = need_p ? wkl * (tsum * p[j] - cm * ssum * p[j]) : 0.0;
+            if (need_p1) g += wce * (p1[j] - (i0 + j == y));
+            d[i0 + j] = (float)g;
+        }
+    }
+    if (need_p)
+        for (int i = 0; i < K; i++) {
+            double pi = exp(s[ids[i]] * inv_t - ls);
+            d[ids[i]] += (float)(wkl * (-exp(qbuf[i]) + cm * pi));
+        }
+    return kl;
+}
+
+KdLoss kd_sparse_loss_forward_backward(float *dlogits, const float *logits,
+                                       const KdSparseTeacher *t, const int32_t *targets, int64_t N,
+                                       int V, const KdLossOptions *o, float dloss) {
+    KdLoss r = {0};
+    r.n_valid = count_valid(targets, N);
+    const int64_t nv = r.n_valid;
+    const double inv_t = 1.0 / o->temperature, a = t->t_gen / (double)o->temperature;
+    const double wkl = nv ? (double)dloss * o->alpha * o->temperature / nv : 0;
+    const double wce = nv ? (double)dloss * (1 - (double)o->alpha) / nv : 0;
+    double kl = 0, ce = 0;
+#pragma omp parallel reduction(+ : kl, ce) if (N * V > 65536)
+    {
+        double *q = xmalloc(sizeof(double) * (size_t)t->K);
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            float *d = dlogits + n * V;
+            if (targets[n] == TRAIN_IGNORE_INDEX) {
+                memset(d, 0, V * sizeof(float));
+                continue;
+            }
+            const float *s = logits + n * V;
+            const double ls1 = row_lse(s, V, 1.0), ls = inv_t == 1.0 ? ls1 : row_lse(s, V, inv_t);
+            ce += ls1 - s[targets[n]];
+            kl += sparse_row_fused(d, wkl, wce, s, targets[n], t->ids + n * t->K,
+                                   t->logp + n * t->K, t->K, V, inv_t, a, q, ls, ls1);
+        }
+        free(q);
+    }
+    if (nv == 0) return r;
+    r.kl = (double)o->temperature * o->temperature * kl / nv;
+    r.ce = ce / nv;
+    r.loss = o->alpha * r.kl + (1 - (double)o->alpha) * r.ce;
+    return r;
 }
 
 KdLoss kd_sparse_loss_forward(const float *logits, const KdSparseTeacher *t, const int32_t *targets,

@@ -168,5 +168,11 @@ KdLoss kd_sparse_loss_forward(const float *logits, const KdSparseTeacher *t, con
 void kd_sparse_loss_backward(float *dlogits, const float *logits, const KdSparseTeacher *t,
                              const int32_t *targets, int64_t N, int V, const KdLossOptions *o,
                              float dloss);
+// Both in one pass over the rows, on all threads, with vectorized exponentials and each
+// gradient entry rounded to float once (what a training step uses; the two above are its
+// reference): the same losses and dlogits up to the exponentials' last-bit differences.
+KdLoss kd_sparse_loss_forward_backward(float *dlogits, const float *logits,
+                                       const KdSparseTeacher *t, const int32_t *targets, int64_t N,
+                                       int V, const KdLossOptions *o, float dloss);
 
 #endif

@@ -345,17 +345,15 @@ static Status train_step(Run *r, const Model *teacher, LoraModel *lora, const Tr
             teacher_cache_fill(r->c_ids, r->c_logp, tc, r->bs.ts, idx, nb, B, T);
             sp = (KdSparseTeacher){
                 .ids = r->c_ids, .logp = r->c_logp, .K = tc->K, .t_gen = tc->t_gen};
-            l = kd_sparse_loss_forward(r->st.logits, &sp, r->targets, N, V, &ko);
-        } else { // the loss and its gradient in one pass over the logits
+            l = kd_sparse_loss_forward_backward(r->st.dlogits, r->st.logits, &sp, r->targets, N, V,
+                                                &ko, 1.0f / (float)o->grad_accum);
+        } else { // (both) the loss and its gradient in one pass over the logits
             l = kd_loss_forward_backward(r->st.dlogits, r->st.logits, tl, r->targets, N, V, &ko,
                                          1.0f / (float)o->grad_accum);
         }
         if (!isfinite(l.loss))
             return fail(STATUS_ERR_NUMERIC, "loss is %g at step %" PRId64 " (KL %g, CE %g)", l.loss,
                         step, l.kl, l.ce);
-        if (tc)
-            kd_sparse_loss_backward(r->st.dlogits, r->st.logits, &sp, r->targets, N, V, &ko,
-                                    1.0f / (float)o->grad_accum);
         llama_train_backward(&r->st, lora);
         loss += l.loss / o->grad_accum;
         kl += l.kl / o->grad_accum;
