@@ -482,11 +482,13 @@ static Status quantize_gptq(Model *m, GptqModelReport *rep, const CalibSet *cs,
                 s = quantize_linear(m, lin[i], &c.h[linear_cap[i]], &c.fac[linear_cap[i]], o, info);
             }
         }
-        // the next layer's inputs come from this layer with its quantized weights
+        // the next layer's inputs come from this layer with its quantized weights (the last
+        // layer's outputs only matter to lm_head's Hessian)
+        const bool need_out = l + 1 < cf->n_layers || o->lm_head;
         float *none[CAP_COUNT] = {NULL, NULL, NULL, NULL};
         size_t stride = (size_t)c.T * (size_t)cf->dim;
         double t0 = time_now();
-        for (int q = 0; q < c.S; q += c.f.R)
+        for (int q = 0; q < c.S && need_out && s == STATUS_OK; q += c.f.R)
             fwd_layer(&c.f, l, c.X + (size_t)q * stride, c.Y + (size_t)q * stride,
                       MIN(c.f.R, c.S - q), CAP_OUT, none);
         rep->sec_forward += time_now() - t0;
