@@ -409,6 +409,7 @@ static void attention_decode(float *out, const float *q, const OpsAttnArgs *a, f
     const int64_t head_stride = (int64_t)nc_max * (HD + 2);       // between heads in part
     const int n_items = a->T * KVH * nc_max;
     int64_t work = (int64_t)a->T * H * HD * (max_pos + 1);
+    (void)work; // read by the pragma only
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (work >= OPS_PAR_MIN_WORK / 2)
     for (int it = 0; it < n_items; it++) {
         const int t = it / (KVH * nc_max), kvh = it / nc_max % KVH, c = it % nc_max;
@@ -466,6 +467,7 @@ void ops_attention(float *out, const float *q, const OpsAttnArgs *a, float *scra
     const OpsIsa isa = ops_isa_detect();
     const int nt = MAX(a->n_threads, 1);
     const int64_t work = (int64_t)a->T * a->H * HD * (max_pos + 1); // multiply-adds of q.k
+    (void)nt, (void)work; // read by the pragmas only (unused without OpenMP)
     // Work items are (token, KV head) pairs; each output is computed by one thread alone.
     // Decode (a token or two) with SIMD: chunks of positions, see attention_decode. Otherwise
     // items are handed out dynamically, since later tokens attend over more positions.
