@@ -268,8 +268,7 @@ int cmd_quantize(int argc, char **argv) {
         return 2;
     }
     // the checkpoint writer refuses a non-empty output too, but only after all the work
-    struct stat sb;
-    if (stat(a.out, &sb) == 0 && !(S_ISDIR(sb.st_mode) && dir_is_empty(a.out))) {
+    if (out_dir_taken(a.out)) {
         fprintf(stderr, "error: quantize: '%s' already exists (refusing to overwrite it)\n", a.out);
         return 2;
     }

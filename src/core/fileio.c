@@ -233,6 +233,11 @@ void dir_remove(const char *dir) {
     rmdir(dir);
 }
 
+bool out_dir_taken(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && !(S_ISDIR(sb.st_mode) && dir_is_empty(path));
+}
+
 bool dir_is_empty(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return false;

@@ -62,6 +62,9 @@ int path_is_file(const char *path);
 void dir_remove(const char *dir);
 // True when `dir` is a directory with no entries besides "." and "..".
 bool dir_is_empty(const char *dir);
+// True when `path` exists and is not an empty directory: an output directory the writers
+// refuse to write over.
+bool out_dir_taken(const char *path);
 // Joins dir and name into a new heap string.
 char *path_join(const char *dir, const char *name);
 

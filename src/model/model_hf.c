@@ -663,8 +663,7 @@ static Status hf_save_dir(const Model *m, const char *dir, DType dtype) {
         return fail(STATUS_ERR_ARG, "bad dtype %d", (int)dtype);
     Status s = hf_check_model(m);
     if (s != STATUS_OK) return s;
-    struct stat sb;
-    if (stat(dir, &sb) == 0 && !(S_ISDIR(sb.st_mode) && dir_is_empty(dir)))
+    if (out_dir_taken(dir))
         return fail(STATUS_ERR_IO, "'%s' already exists (refusing to overwrite it)", dir);
     // parent directories are created; the output itself appears only by rename()
     const char *slash = strrchr(dir, '/');

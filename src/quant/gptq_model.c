@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #ifdef _OPENMP
@@ -146,8 +145,8 @@ static Status fwd_init(LayerFwd *f, const Model *m, int T, int R) {
         return s;
     }
     f->pos = xmalloc(t * sizeof *f->pos);
-    f->kseq = xmalloc(t * sizeof *f->kseq);
-    f->vseq = xmalloc(t * sizeof *f->vseq);
+    f->kseq = xmalloc((size_t)T * sizeof *f->kseq); // attention runs one sequence at a time
+    f->vseq = xmalloc((size_t)T * sizeof *f->vseq);
     float *inv = xmalloc(HD / 2 * sizeof *inv);
     infer_rope_inv_freq(c, inv);
     for (size_t i = 0; i < t; i++) // the positions of R sequences
@@ -674,8 +673,7 @@ Status gptq_model_save(const Model *m, const char *dir_in, const GptqConfig *c) 
     for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--)
         dir[n - 1] = '\0';
     Status s = STATUS_OK;
-    struct stat sb;
-    if (stat(dir, &sb) == 0 && !(S_ISDIR(sb.st_mode) && dir_is_empty(dir))) {
+    if (out_dir_taken(dir)) {
         s = fail(STATUS_ERR_IO, "'%s' already exists (refusing to overwrite it)", dir);
         free(dir);
         return s;

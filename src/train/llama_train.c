@@ -438,11 +438,11 @@ Status llama_train_step(LlamaTrain *lt, LoraModel *lora, const int32_t *ids, con
         if (targets[n] != TRAIN_IGNORE_INDEX && (targets[n] < 0 || targets[n] >= V))
             return fail(STATUS_ERR_ARG, "target id %d at position %lld outside the vocabulary (%d)",
                         targets[n], (long long)n, V);
-    KdLoss l = kd_loss_forward(lt->logits, tlogits, targets, N, V, o);
+    // the loss and its gradient as the trainer computes them (one pass over the logits)
+    KdLoss l = kd_loss_forward_backward(lt->dlogits, lt->logits, tlogits, targets, N, V, o, 1.0f);
     if (out) *out = l;
     if (!isfinite(l.loss))
         return fail(STATUS_ERR_NUMERIC, "loss is %g (KL %g, CE %g)", l.loss, l.kl, l.ce);
-    kd_loss_backward(lt->dlogits, lt->logits, tlogits, targets, N, V, o, 1.0f);
     llama_train_backward(lt, lora);
     return STATUS_OK;
 }
