@@ -18,6 +18,10 @@ Usage (from the repository root, with the reference venv):
              fuzz/corpus/tokenizer_json/  fuzz/corpus_tokenizer_json/*.json and each of them
                                        followed by 0xFF and a text to encode
              fuzz/corpus/config_json/  config.json of tests/fixtures/hf/tiny_llama and tiny_qwen2
+             fuzz/corpus/gguf_model/   whole models model_load_gguf accepts: llama_bpe.gguf (F32,
+                                       tied, gpt2 tokenizer), llama_spm.gguf (Q8_0 + F16, untied,
+                                       rope_freqs, llama tokenizer with byte tokens) and
+                                       qwen2.gguf (F16 with q/k/v biases, BF16 norms)
 Seeds are small (every target < 64 KB) so libFuzzer's default max_len stays small; they are
 seeds, not reference fixtures. numpy seed 7.
 """
@@ -139,6 +143,87 @@ def tokenizer_corpus(d):
         open(os.path.join(d, n + ".text"), "wb").write(data + b"\xff" + text)
 
 
+def tiny_model_gguf(path, arch, D, F, H, KVH, toks, types, tok_model, wtype,
+                    tied=True, bias=False, merges=None, scores=None, rope_freqs=False):
+    """One-layer model of `arch` that model_load_gguf accepts (llama.cpp's tensor names)."""
+    w = gguf.GGUFWriter(path, arch)
+    HD = D // H
+    w.add_context_length(32)
+    w.add_embedding_length(D)
+    w.add_block_count(1)
+    w.add_feed_forward_length(F)
+    w.add_head_count(H)
+    w.add_head_count_kv(KVH)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_tokenizer_model(tok_model)
+    if tok_model == "gpt2":
+        w.add_tokenizer_pre("smollm")
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    if scores is not None:
+        w.add_token_scores(scores)
+    if merges:
+        w.add_token_merges(merges)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    V = len(toks)
+
+    def mat(name, rows, cols, qt):
+        a = (RNG.standard_normal((rows, cols)) * 0.1).astype(np.float32)
+        if qt == QT.F32:
+            w.add_tensor(name, a)
+        elif qt == QT.F16:
+            w.add_tensor(name, a.astype(np.float16))
+        else:
+            w.add_tensor(name, gguf.quants.quantize(a, qt), raw_dtype=qt)
+
+    def vec(name, n, qt):
+        a = (1 + 0.1 * RNG.standard_normal(n)).astype(np.float32)
+        if qt == QT.BF16:
+            w.add_tensor(name, (a.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8),
+                         raw_dtype=QT.BF16)
+        else:
+            w.add_tensor(name, a)
+
+    ntype = QT.BF16 if arch == "qwen2" else QT.F32
+    mat("token_embd.weight", V, D, wtype)
+    if rope_freqs:
+        w.add_tensor("rope_freqs.weight", np.ones(HD // 2, dtype=np.float32))
+    vec("blk.0.attn_norm.weight", D, ntype)
+    mat("blk.0.attn_q.weight", H * HD, D, wtype)
+    mat("blk.0.attn_k.weight", KVH * HD, D, wtype)
+    mat("blk.0.attn_v.weight", KVH * HD, D, wtype)
+    if bias:
+        for n, r in (("q", H * HD), ("k", KVH * HD), ("v", KVH * HD)):
+            w.add_tensor("blk.0.attn_%s.bias" % n, (0.1 * RNG.standard_normal(r)).astype(np.float32))
+    mat("blk.0.attn_output.weight", D, H * HD, wtype)
+    vec("blk.0.ffn_norm.weight", D, ntype)
+    mat("blk.0.ffn_gate.weight", F, D, wtype)
+    mat("blk.0.ffn_up.weight", F, D, wtype)
+    mat("blk.0.ffn_down.weight", D, F, wtype)
+    vec("output_norm.weight", D, ntype)
+    if not tied:
+        mat("output.weight", V, D, wtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gguf_model_corpus(d):
+    bpe = ["<|endoftext|>", "<s>", "</s>", "a", "b", "\u0120", "\u0120a", "ab", "\u00c3", "\u00a9"]
+    tiny_model_gguf(os.path.join(d, "llama_bpe.gguf"), "llama", 8, 16, 2, 1, bpe,
+                    [3, 3, 3] + [1] * 7, "gpt2", QT.F32, merges=["a b", "\u0120 a"])
+    spm = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in (0x20, 0x61, 0x62, 0xC3, 0xA9)] + \
+        ["\u2581", "\u2581a", "a", "b", "ab"]
+    tiny_model_gguf(os.path.join(d, "llama_spm.gguf"), "llama", 32, 32, 4, 2, spm,
+                    [2, 3, 3] + [6] * 5 + [1] * 5, "llama", QT.Q8_0, tied=False,
+                    scores=[0.0] * 8 + [-1.0, -2.0, -3.0, -4.0, -5.0], rope_freqs=True)
+    tiny_model_gguf(os.path.join(d, "qwen2.gguf"), "qwen2", 8, 16, 2, 2, bpe,
+                    [3, 3, 3] + [1] * 7, "gpt2", QT.F16, bias=True, merges=["a b"])
+
+
 def config_json_corpus(d):
     for n in ("tiny_llama", "tiny_qwen2"):
         shutil.copy("tests/fixtures/hf/%s/config.json" % n, os.path.join(d, n + ".json"))
@@ -147,7 +232,7 @@ def config_json_corpus(d):
 def main():
     for name, fn in (("gguf", gguf_corpus), ("safetensors", safetensors_corpus),
                      ("llama2c", llama2c_corpus), ("tokenizer_json", tokenizer_corpus),
-                     ("config_json", config_json_corpus)):
+                     ("config_json", config_json_corpus), ("gguf_model", gguf_model_corpus)):
         d = os.path.join(OUT, name)
         os.makedirs(d, exist_ok=True)
         fn(d)

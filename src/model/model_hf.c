@@ -658,7 +658,7 @@ static Status hf_check_model(const Model *m) {
     return STATUS_OK;
 }
 
-static Status hf_save_dir(const Model *m, const char *dir, DType dtype) {
+static Status hf_save_dir(const Model *m, const char *dir, DType dtype, bool weights) {
     if ((int)dtype < 0 || dtype >= DTYPE_COUNT)
         return fail(STATUS_ERR_ARG, "bad dtype %d", (int)dtype);
     Status s = hf_check_model(m);
@@ -694,7 +694,7 @@ static Status hf_save_dir(const Model *m, const char *dir, DType dtype) {
         json_object_set_new(g, "eos_token_id", json_token_id(eos));
         s = hf_write_json(g, tmp, "generation_config.json");
     }
-    if (s == STATUS_OK) s = hf_write_weights(m, tmp, dtype);
+    if (s == STATUS_OK && weights) s = hf_write_weights(m, tmp, dtype);
     if (s == STATUS_OK && m->tok) s = tokenizer_save_hf(m->tok, tmp);
     if (s == STATUS_OK && rename(tmp, dir) != 0)
         s = fail(STATUS_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
@@ -703,12 +703,20 @@ static Status hf_save_dir(const Model *m, const char *dir, DType dtype) {
     return s;
 }
 
-Status model_save_hf(const Model *m, const char *dir, DType dtype) {
+static Status hf_save(const Model *m, const char *dir, DType dtype, bool weights) {
     // "out/" names the directory "out": the temporary must sit next to it, not inside
     char *d = xstrdup(dir);
     for (size_t n = strlen(d); n > 1 && d[n - 1] == '/'; n--)
         d[n - 1] = '\0';
-    Status s = hf_save_dir(m, d, dtype);
+    Status s = hf_save_dir(m, d, dtype, weights);
     free(d);
     return s;
+}
+
+Status model_save_hf(const Model *m, const char *dir, DType dtype) {
+    return hf_save(m, dir, dtype, true);
+}
+
+Status model_save_hf_meta(const Model *m, const char *dir, DType dtype) {
+    return hf_save(m, dir, dtype, false);
 }

@@ -45,6 +45,9 @@ Status model_save(const Model *m, const char *out_path, ModelFormat fmt, DType d
 // HF directory: config.json, model.safetensors, generation_config.json and the
 // tokenizer files (tokenizer_save_hf). Implemented in model_hf.c.
 Status model_save_hf(const Model *m, const char *dir, DType dtype);
+// The same without model.safetensors (config.json still names `dtype`), for writers of
+// another weight layout (GPTQ checkpoints) that add their own.
+Status model_save_hf_meta(const Model *m, const char *dir, DType dtype);
 
 // GGUF v3 file with llama/qwen2 metadata and tokenizer.ggml.* (model_gguf.c).
 Status model_save_gguf(const Model *m, const char *path, DType dtype);

@@ -35,20 +35,37 @@
 // The trailing size_t is gfortran's hidden length of the `uplo` string.
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t len);
 
-// Index of the first NaN/Inf of x (n), or n; the scan runs on all threads.
+// Index of the first NaN/Inf of x (n), or n; the scan runs on all threads, in blocks whose
+// sum of x * 0 (NaN exactly when the block holds a NaN or an infinity; vectorizes, unlike a
+// search) decides whether to look for the element.
 static int64_t first_nonfinite_f32(const float *x, int64_t n) {
+    enum { BLK = 4096 };
+    const int64_t nb = (n + BLK - 1) / BLK;
     int64_t first = n;
 #pragma omp parallel for schedule(static) reduction(min : first) if (n >= (1 << 16))
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i]) && i < first) first = i;
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t i0 = b * BLK, i1 = MIN(i0 + BLK, n);
+        float z = 0;
+        for (int64_t i = i0; i < i1; i++)
+            z += x[i] * 0.0f;
+        if (z == 0) continue;
+        for (int64_t i = i0; i < i1; i++)
+            if (!isfinite(x[i])) {
+                first = MIN(first, i);
+                break;
+            }
+    }
     return first;
 }
 
-static int64_t first_nonfinite_f64(const double *x, int64_t n) {
-    int64_t first = n;
-#pragma omp parallel for schedule(static) reduction(min : first) if (n >= (1 << 16))
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i]) && i < first) first = i;
+// The same over the upper triangle (j >= i) of the row-major (K, K) matrix H: the index
+// i K + j of its first non-finite entry, or K K.
+static int64_t first_nonfinite_upper(const double *H, int64_t K) {
+    int64_t first = K * K;
+#pragma omp parallel for schedule(dynamic, 16) reduction(min : first) if (K >= 256)
+    for (int64_t i = 0; i < K; i++)
+        for (int64_t j = i; j < K; j++)
+            if (!isfinite(H[i * K + j]) && i * K + j < first) first = i * K + j;
     return first;
 }
 
@@ -122,8 +139,7 @@ static Status hessian_check_batch(const GptqHessian *h, const float *X, int64_t 
 }
 
 // Copies the upper triangle of H (K, K) onto the lower one, in 64 x 64 tiles (walking whole
-// columns reads a new cache line per element: 6.8 -> 4.7 ms per call at K = 1536 here, once
-// per calibration batch).
+// columns reads a new cache line per element: 6.8 -> 4.7 ms per call at K = 1536 here).
 static void mirror_upper(double *H, int64_t K) {
     enum { B = 64 };
 #pragma omp parallel for schedule(dynamic)
@@ -132,6 +148,58 @@ static void mirror_upper(double *H, int64_t K) {
             for (int64_t i = i0; i < MIN(i0 + B, K); i++)
                 for (int64_t j = j0; j < MIN(j0 + B, i); j++)
                     H[i * K + j] = H[j * K + i];
+}
+
+// Tiles of the Hessian's rank-m update: a function of K alone (bits must not depend on the
+// thread count), ~384 wide: OpenBLAS's threaded dsyrk runs at ~55 % of this machine's DGEMM
+// rate on these shapes, one-thread dgemm tiles of this size at ~85 % (RESULTS.md).
+static int64_t syrk_tiles(int64_t K) { return (K + 383) / 384; }
+
+static int gptq_omp_threads(void);
+
+// Upper triangle of C (K, K) := alpha X^T X + beta C for X (m, K), row-major: diagonal tiles
+// by dsyrk, the others by dgemm, one single-threaded BLAS call per tile on the OpenMP
+// threads. Each element is the same dot product in the same order as in one dsyrk over
+// the whole matrix (OpenBLAS splits neither the inner dimension nor, by output position,
+// the summation order; test_gptq.c test_hessian_threads checks the bits), so where there
+// are fewer tiles than threads the whole dsyrk on OpenBLAS's threads gives the same result.
+static void syrk_upper(double *C, const double *X, int64_t K, int64_t m, double alpha,
+                       double beta) {
+    const int64_t nb = syrk_tiles(K), NB = (K + nb - 1) / nb, n_tiles = nb * (nb + 1) / 2;
+    const int nt = gptq_omp_threads();
+    if (n_tiles < nt || nb == 1) {
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)K, (int)m, alpha, X, (int)K, beta,
+                    C, (int)K);
+        return;
+    }
+    // (OpenBLAS's OpenMP build sets our thread count too: ours are counted first)
+    const int threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    // off-diagonal tiles (twice a diagonal one's work) first, then the diagonal
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int64_t t = 0; t < n_tiles; t++) {
+        int64_t i, j;
+        if (t < n_tiles - nb) { // off-diagonal number t, row by row: (i, j), j > i
+            int64_t k = t;
+            for (i = 0; k >= nb - 1 - i; i++)
+                k -= nb - 1 - i;
+            j = i + 1 + k;
+        } else {
+            i = j = t - (n_tiles - nb);
+        }
+        const int64_t i0 = i * NB, j0 = j * NB, mi = MIN(NB, K - i0), mj = MIN(NB, K - j0);
+        double *Ct = C + i0 * K + j0;
+        if (i == j)
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)mi, (int)m, alpha, X + i0,
+                        (int)K, beta, Ct, (int)K);
+        else
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)mi, (int)mj, (int)m, alpha,
+                        X + i0, (int)K, X + j0, (int)K, beta, Ct, (int)K);
+    }
+    openblas_set_num_threads(threads);
+#ifdef _OPENMP
+    omp_set_num_threads(nt);
+#endif
 }
 
 Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens, int64_t n_samples) {
@@ -152,12 +220,17 @@ Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens, 
         for (int64_t i = 0; i < m * K; i++)
             Xd[i] = X[t0 * K + i];
         // upper triangle of H = alpha Xd^T Xd + beta H   (Xd (m, K) row-major)
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)K, (int)m, alpha, Xd, (int)K,
-                    t0 == 0 ? beta : 1.0, h->H, (int)K);
+        syrk_upper(h->H, Xd, K, m, alpha, t0 == 0 ? beta : 1.0);
     }
     free(Xd);
-    mirror_upper(h->H, K);
+    h->lower_stale = true;
     return STATUS_OK;
+}
+
+void gptq_hessian_symmetrize(GptqHessian *h) {
+    if (!h->H || !h->lower_stale) return;
+    mirror_upper(h->H, h->K);
+    h->lower_stale = false;
 }
 
 Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_tokens,
@@ -175,6 +248,7 @@ Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_toke
                 acc += (double)X[t * K + i] * X[t * K + j];
             h->H[i * K + j] = beta * h->H[i * K + j] + alpha * acc;
         }
+    h->lower_stale = false; // every entry computed
     return STATUS_OK;
 }
 
@@ -309,10 +383,10 @@ static int cmp_diag_desc(const void *a, const void *b) {
     return (x->i > y->i) - (x->i < y->i);
 }
 
-static void act_order_perm(int32_t *perm, const double *Hp, int64_t K) {
+static void act_order_perm(int32_t *perm, const double *diag, int64_t K) {
     DiagIdx *v = xmalloc((size_t)K * sizeof *v);
     for (int64_t i = 0; i < K; i++)
-        v[i] = (DiagIdx){Hp[i * K + i], (int32_t)i};
+        v[i] = (DiagIdx){diag[i], (int32_t)i};
     qsort(v, (size_t)K, sizeof *v, cmp_diag_desc);
     for (int64_t i = 0; i < K; i++)
         perm[i] = v[i].i;
@@ -397,9 +471,10 @@ static void tri_inv_lower(double *X, const double *L, int n, int nt) {
     }
 }
 
-// Steps 4-5: U = upper Cholesky factor of (H + damp I)^-1, damp = pd * mean(diag H),
-// raising pd by o->damp_growth while a factorisation fails. U (K, K) row-major. Hp (K, K)
-// is used as scratch once a factorisation succeeds (its contents are lost).
+// Steps 4-5: U = upper Cholesky factor of (H' + damp I)^-1, damp = pd * mean(diag H'),
+// raising pd by o->damp_growth while a factorisation fails, where H' is H with dead
+// columns' diagonals set to 1 (diag: H's diagonal so fixed) and rows and columns taken in
+// the order perm (act-order; the identity otherwise). U (K, K) row-major; X (K, K) scratch.
 //
 // The reference computes it as cholesky(cholesky_inverse(cholesky(H)), upper): three
 // factorisation-sized steps (potrf, potri = trtri + lauum, potrf), 4K^3/3 flops. We take
@@ -409,11 +484,12 @@ static void tri_inv_lower(double *X, const double *L, int n, int nt) {
 // and J L^-1 J is upper triangular with a positive diagonal, so it *is* the upper Cholesky
 // factor of H^-1 (unique). Same matrix up to rounding; tests/test_gptq.c checks the codes,
 // scales and losses against the reference's three-step float64 computation.
-static Status inverse_factor(double *U, double *Hp, int64_t K, const GptqOptions *o,
+static Status inverse_factor(double *U, double *X, const double *H, const double *diag,
+                             const int32_t *perm, int64_t K, const GptqOptions *o,
                              double *pd_used) {
     double mean = 0;
-    for (int64_t i = 0; i < K; i++)
-        mean += Hp[i * K + i];
+    for (int64_t i = 0; i < K; i++) // in the permuted order, as a permuted copy would sum
+        mean += diag[perm[i]];
     mean /= (double)K;
     if (!(mean > 0) || !isfinite(mean))
         return fail(STATUS_ERR_NUMERIC, "gptq: hessian diagonal mean is %g, not positive", mean);
@@ -421,17 +497,32 @@ static Status inverse_factor(double *U, double *Hp, int64_t K, const GptqOptions
     double pd = o->percdamp;
     for (;;) {
         const double damp = pd * mean;
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < K; i++) // U = J (H + damp I) J
-            for (int64_t j = 0; j < K; j++)
-                U[i * K + j] = Hp[(K - 1 - i) * K + (K - 1 - j)] + (i == j ? damp : 0.0);
-        // Row-major U read as column-major is U^T = U (symmetric): its lower triangle is
-        // the row-major upper one, where L lands.
+        // U = J P^T (H' + damp I) P J straight from H's upper triangle, into U's row-major
+        // upper triangle: read as column-major it is the lower triangle chol_lower reads and
+        // writes (the matrix is symmetric). U[i][j] = H[a][b], a = p(K-1-i), b = p(K-1-j),
+        // taken from H[min][max]; without act-order b < a, and along i in a 64 x 64 tile H is
+        // read along a row.
+        enum { TB = 64 };
+        const int64_t nb = (K + TB - 1) / TB;
+#pragma omp parallel for schedule(dynamic)
+        for (int64_t bi = 0; bi < nb; bi++) {
+            const int64_t i0 = bi * TB, i1 = MIN(i0 + TB, K);
+            for (int64_t j0 = i0; j0 < K; j0 += TB)
+                for (int64_t j = j0; j < MIN(j0 + TB, K); j++) {
+                    const int64_t b = perm[K - 1 - j];
+                    for (int64_t i = i0; i < MIN(i1, j); i++) {
+                        const int64_t a = perm[K - 1 - i];
+                        U[i * K + j] = a <= b ? H[a * K + b] : H[b * K + a];
+                    }
+                }
+            for (int64_t i = i0; i < i1; i++)
+                U[i * K + i] = diag[perm[K - 1 - i]] + damp;
+        }
         // (OpenBLAS's OpenMP build sets our thread count too: ours are counted first)
         const int threads = openblas_get_num_threads(), nt = gptq_omp_threads();
         openblas_set_num_threads(1);
         const int info = chol_lower(U, n, nt);
-        if (info == 0) tri_inv_lower(Hp, U, n, nt); // Hp := L^-1 (column-major lower)
+        if (info == 0) tri_inv_lower(X, U, n, nt); // X := L^-1 (column-major lower)
         openblas_set_num_threads(threads);
 #ifdef _OPENMP
         omp_set_num_threads(nt); // as the caller had it, whatever OpenBLAS's build did
@@ -451,12 +542,25 @@ static Status inverse_factor(double *U, double *Hp, int64_t K, const GptqOptions
                  pd, next);
         pd = next;
     }
-    // U[i][j] = (J L^-1 J)[i][j] = L^-1[K-1-i][K-1-j], which column-major Hp holds at
-    // (K-1-i) + (K-1-j) K; zero below the diagonal.
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < K; i++)
-        for (int64_t j = 0; j < K; j++)
-            U[i * K + j] = j < i ? 0.0 : Hp[(K - 1 - i) + (K - 1 - j) * K];
+    // U[i][j] = (J L^-1 J)[i][j] = L^-1[K-1-i][K-1-j], which column-major X holds at
+    // (K-1-i) + (K-1-j) K; zero below the diagonal. In 64 x 64 tiles: X is read down its
+    // columns, U written along its rows.
+    enum { TB = 64 };
+    const int64_t nb = (K + TB - 1) / TB;
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t bi = 0; bi < nb; bi++) {
+        const int64_t i0 = bi * TB, i1 = MIN(i0 + TB, K);
+        for (int64_t i = i0; i < i1; i++)
+            memset(U + i * K, 0, (size_t)i * sizeof(double));
+        for (int64_t j0 = i0; j0 < K; j0 += TB) {
+            const int64_t j1 = MIN(j0 + TB, K);
+            for (int64_t j = j0; j < j1; j++) {
+                const double *xc = X + (K - 1 - j) * K + (K - 1);
+                for (int64_t i = i0; i < MIN(i1, j + 1); i++)
+                    U[i * K + j] = xc[-i];
+            }
+        }
+    }
     *pd_used = pd;
     return STATUS_OK;
 }
@@ -469,7 +573,7 @@ Status gptq_factor_init(GptqFactor *f, const GptqHessian *h, const GptqOptions *
     if (s != STATUS_OK) return s;
     if (!h || !h->H || h->n_samples < 1)
         return fail(STATUS_ERR_ARG, "gptq: the hessian has no calibration data");
-    const int64_t K = h->K, bad = first_nonfinite_f64(h->H, K * K);
+    const int64_t K = h->K, bad = first_nonfinite_upper(h->H, K);
     if (bad < K * K)
         return fail(STATUS_ERR_NUMERIC, "gptq: non-finite hessian entry (%lld, %lld)",
                     (long long)(bad / K), (long long)(bad % K));
@@ -478,34 +582,33 @@ Status gptq_factor_init(GptqFactor *f, const GptqHessian *h, const GptqOptions *
     f->U = malloc((size_t)(K * K) * sizeof(double));
     f->perm = malloc((size_t)K * sizeof(int32_t));
     f->dead = calloc((size_t)K, 1);
-    double *Hp = malloc((size_t)(K * K) * sizeof(double)); // (K, K), dead-fixed, permuted
-    if (!f->U || !f->perm || !f->dead || !Hp) {
-        free(Hp);
+    double *X = malloc((size_t)(K * K) * sizeof(double)); // the inverse's scratch
+    double *diag = malloc((size_t)K * sizeof(double));
+    if (!f->U || !f->perm || !f->dead || !X || !diag) {
+        free(X);
+        free(diag);
         gptq_factor_release(f);
         return fail(STATUS_ERR_NOMEM, "gptq: cannot allocate the factor of a %lldx%lld hessian",
                     (long long)K, (long long)K);
     }
-    memcpy(Hp, h->H, (size_t)(K * K) * sizeof(double));
-    // Step 2: dead columns (an input that was always zero).
-    for (int64_t i = 0; i < K; i++)
-        if (Hp[i * K + i] == 0) {
-            Hp[i * K + i] = 1;
+    // Step 2: dead columns (an input that was always zero): diagonal 1 (W's columns are
+    // zeroed in the quantizer).
+    for (int64_t i = 0; i < K; i++) {
+        diag[i] = h->H[i * K + i];
+        if (diag[i] == 0) {
+            diag[i] = 1;
             f->dead[i] = 1;
             f->n_dead++;
         }
+    }
     // Step 3: act-order permutes H's rows and columns (W's columns in the quantizer).
     for (int64_t i = 0; i < K; i++)
         f->perm[i] = (int32_t)i;
-    if (o->act_order) {
-        act_order_perm(f->perm, Hp, K);
-        for (int64_t i = 0; i < K; i++)
-            for (int64_t j = 0; j < K; j++)
-                f->U[i * K + j] = Hp[(int64_t)f->perm[i] * K + f->perm[j]];
-        memcpy(Hp, f->U, (size_t)(K * K) * sizeof(double));
-    }
-    // Steps 4-5.
-    s = inverse_factor(f->U, Hp, K, o, &f->percdamp);
-    free(Hp);
+    if (o->act_order) act_order_perm(f->perm, diag, K);
+    // Steps 4-5 (the permuted, dead-fixed H is read from h->H as it is copied).
+    s = inverse_factor(f->U, X, h->H, diag, f->perm, K, o, &f->percdamp);
+    free(X);
+    free(diag);
     if (s != STATUS_OK) gptq_factor_release(f);
     return s;
 }
@@ -595,10 +698,12 @@ static inline __attribute__((always_inline)) void block_tile_body(const BlockCtx
         for (int64_t j = 0; j < n; j++)
             wt[j * L + l] = real ? b->Wd[(r0 + l) * K + i1 + j] : 0;
     }
+    const int64_t g = b->o->group_size;
     for (int64_t i = 0; i < n; i++) {
         const int64_t c = i1 + i;
-        for (int l = 0; l < nr; l++)
-            block_grid(b, r, r0 + l, c, &sc[l], &zr[l]);
+        if (g > 0 && (b->o->static_groups || c % g == 0)) // where a row's grid can change
+            for (int l = 0; l < nr; l++)
+                block_grid(b, r, r0 + l, c, &sc[l], &zr[l]);
         const double d = b->U[c * K + c], dd = d * d;
         double *w = wt + i * L;
 #pragma omp simd

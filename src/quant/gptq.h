@@ -51,17 +51,23 @@ Status gptq_options_check(const GptqOptions *o);
 
 typedef struct {
     int64_t K;
-    double *H;         // (K, K) running average (2/n) sum x x^T, full symmetric matrix
+    double *H;         // (K, K) running average (2/n) sum x x^T, row-major: its upper triangle
+                       // (j >= i) after gptq_hessian_add_batch, which is all the factor reads;
+                       // the whole symmetric matrix after gptq_hessian_symmetrize
     int64_t n_samples; // n: sequences seen so far (the reference's nsamples)
+    bool lower_stale;  // the lower triangle lags the upper one
 } GptqHessian;
 
 Status gptq_hessian_init(GptqHessian *h, int64_t K);
 void gptq_hessian_release(GptqHessian *h);
 
 // Adds one batch of calibration inputs X (n_tokens, K) holding n_samples sequences, as the
-// reference does: H *= n/(n + m); n += m; H += (2/n) X^T X (OpenBLAS dsyrk in double).
-// Errors: STATUS_ERR_ARG (n_samples < 1), STATUS_ERR_NUMERIC (NaN/Inf in X).
+// reference does: H *= n/(n + m); n += m; H += (2/n) X^T X (OpenBLAS in double), to the
+// upper triangle. Errors: STATUS_ERR_ARG (n_samples < 1), STATUS_ERR_NUMERIC (NaN/Inf in X).
 Status gptq_hessian_add_batch(GptqHessian *h, const float *X, int64_t n_tokens, int64_t n_samples);
+// Copies the upper triangle onto the lower one (once after the last batch: not per batch)
+// for code that reads H whole.
+void gptq_hessian_symmetrize(GptqHessian *h);
 // Naive triple-loop twin of gptq_hessian_add_batch, for tests.
 Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_tokens,
                                   int64_t n_samples);

@@ -183,12 +183,16 @@ static void fwd_layer(LayerFwd *f, int l, const float *x, float *out, int nr, in
               HD = c->head_dim;
     size_t QD = (size_t)H * (size_t)HD, KD = (size_t)KVH * (size_t)HD, F = (size_t)c->hidden_dim;
     float *mm = f->mm_scratch;
-    ops_rmsnorm(f->xn, x, ly->attn_norm.data, ly->attn_norm.dtype, rows, D, c->norm_eps);
-    if (cap[CAP_ATTN_IN]) memcpy(cap[CAP_ATTN_IN], f->xn, (size_t)rows * (size_t)D * sizeof(float));
+    // a captured activation is computed in its capture buffer (no copy)
+    float *const xn1 = cap[CAP_ATTN_IN] ? cap[CAP_ATTN_IN] : f->xn,
+                 *const att = cap[CAP_ATTN_OUT] ? cap[CAP_ATTN_OUT] : f->att,
+                 *const xn2 = cap[CAP_MLP_IN] ? cap[CAP_MLP_IN] : f->xn,
+                 *const mid = cap[CAP_MLP_MID] ? cap[CAP_MLP_MID] : f->g;
+    ops_rmsnorm(xn1, x, ly->attn_norm.data, ly->attn_norm.dtype, rows, D, c->norm_eps);
     if (stop == CAP_ATTN_IN) return;
-    fwd_linear(f->q, f->xn, rows, &ly->wq, &ly->bq, mm);
-    fwd_linear(f->k, f->xn, rows, &ly->wk, &ly->bk, mm);
-    fwd_linear(f->v, f->xn, rows, &ly->wv, &ly->bv, mm);
+    fwd_linear(f->q, xn1, rows, &ly->wq, &ly->bq, mm);
+    fwd_linear(f->k, xn1, rows, &ly->wk, &ly->bk, mm);
+    fwd_linear(f->v, xn1, rows, &ly->wv, &ly->bv, mm);
     ops_rope(f->q, rows, H, HD, f->pos, f->rope_cos, f->rope_sin);
     ops_rope(f->k, rows, KVH, HD, f->pos, f->rope_cos, f->rope_sin);
     const int ctx = ops_key_ctx(T);
@@ -215,22 +219,19 @@ static void fwd_layer(LayerFwd *f, int l, const float *x, float *out, int nr, in
                          .scale = 1.0f / sqrtf((float)HD),
                          .n_threads = f->n_threads};
         const size_t qo = (size_t)b * (size_t)T * QD;
-        ops_attention(f->att + qo, f->q + qo, &a, f->att_scratch);
+        ops_attention(att + qo, f->q + qo, &a, f->att_scratch);
     }
-    if (cap[CAP_ATTN_OUT]) memcpy(cap[CAP_ATTN_OUT], f->att, (size_t)rows * QD * sizeof(float));
     if (stop == CAP_ATTN_OUT) return;
-    fwd_linear(f->y, f->att, rows, &ly->wo, NULL, mm);
+    fwd_linear(f->y, att, rows, &ly->wo, NULL, mm);
     memcpy(f->x2, x, (size_t)rows * (size_t)D * sizeof(float));
     ops_add(f->x2, f->y, (int64_t)rows * D);
-    ops_rmsnorm(f->xn, f->x2, ly->ffn_norm.data, ly->ffn_norm.dtype, rows, D, c->norm_eps);
-    if (cap[CAP_MLP_IN]) memcpy(cap[CAP_MLP_IN], f->xn, (size_t)rows * (size_t)D * sizeof(float));
+    ops_rmsnorm(xn2, f->x2, ly->ffn_norm.data, ly->ffn_norm.dtype, rows, D, c->norm_eps);
     if (stop == CAP_MLP_IN) return;
-    fwd_linear(f->g, f->xn, rows, &ly->w_gate, NULL, mm);
-    fwd_linear(f->u, f->xn, rows, &ly->w_up, NULL, mm);
-    ops_swiglu(f->g, f->g, f->u, (int64_t)rows * (int64_t)F);
-    if (cap[CAP_MLP_MID]) memcpy(cap[CAP_MLP_MID], f->g, (size_t)rows * F * sizeof(float));
+    fwd_linear(f->g, xn2, rows, &ly->w_gate, NULL, mm);
+    fwd_linear(f->u, xn2, rows, &ly->w_up, NULL, mm);
+    ops_swiglu(mid, f->g, f->u, (int64_t)rows * (int64_t)F);
     if (stop == CAP_MLP_MID) return;
-    fwd_linear(f->y, f->g, rows, &ly->w_down, NULL, mm);
+    fwd_linear(f->y, mid, rows, &ly->w_down, NULL, mm);
     memcpy(out, f->x2, (size_t)rows * (size_t)D * sizeof(float));
     ops_add(out, f->y, (int64_t)rows * D);
 }
@@ -256,16 +257,20 @@ static Status quantize_linear(Model *m, Tensor *t, const GptqHessian *h, GptqFac
     int64_t N = t->shape[0], K = t->shape[1];
     info->N = N;
     info->K = K;
-    float *W = malloc((size_t)(N * K) * sizeof(float));
-    if (!W) return fail(STATUS_ERR_NOMEM, "cannot allocate %s as float", info->name);
-    dtype_to_f32(W, t->data, t->dtype, N * K);
+    float *Wf = NULL; // a float copy of 16-bit weights
+    if (t->dtype != DTYPE_F32) {
+        Wf = malloc((size_t)(N * K) * sizeof(float));
+        if (!Wf) return fail(STATUS_ERR_NOMEM, "cannot allocate %s as float", info->name);
+        dtype_to_f32(Wf, t->data, t->dtype, N * K);
+    }
+    const float *W = Wf ? Wf : t->data;
     GptqResult r;
     Status s = STATUS_OK;
     if (h && !fac->U) s = gptq_factor_init(fac, h, &o->gptq);
     if (s == STATUS_OK)
         s = h ? gptq_quantize_factored(&r, W, N, fac, &o->gptq)
               : gptq_rtn_layer(&r, W, N, K, &o->gptq);
-    free(W);
+    free(Wf);
     if (s != STATUS_OK) return fail_context(s, "%s", info->name);
     GptqPacked *p = xcalloc(1, sizeof *p);
     s = gptq_pack_result(p, &r);
@@ -682,9 +687,9 @@ Status gptq_model_save(const Model *m, const char *dir_in, const GptqConfig *c) 
     char *tmp = xmalloc(n);
     snprintf(tmp, n, "%s.gptq.tmp.%ld", dir, (long)getpid());
     dir_remove(tmp);
-    // config.json, generation_config.json and the tokenizer from the HF writer (its fp16
-    // model.safetensors is then replaced by the GPTQ one)
-    s = model_save_hf(m, tmp, DTYPE_F16);
+    // config.json, generation_config.json and the tokenizer from the HF writer; the weights
+    // are ours
+    s = model_save_hf_meta(m, tmp, DTYPE_F16);
     if (s == STATUS_OK) {
         char *st = path_join(tmp, "model.safetensors");
         s = write_weights(m, st);
