@@ -36,8 +36,8 @@
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t len);
 
 // Index of the first NaN/Inf of x (n), or n; the scan runs on all threads, in blocks whose
-// sum of x * 0 (NaN exactly when the block holds a NaN or an infinity; vectorizes, unlike a
-// search) decides whether to look for the element.
+// sum of x * 0 (NaN exactly when the block holds a NaN or an infinity; a SIMD reduction,
+// unlike a search) decides whether to look for the element.
 static int64_t first_nonfinite_f32(const float *x, int64_t n) {
     enum { BLK = 4096 };
     const int64_t nb = (n + BLK - 1) / BLK;
@@ -46,6 +46,7 @@ static int64_t first_nonfinite_f32(const float *x, int64_t n) {
     for (int64_t b = 0; b < nb; b++) {
         const int64_t i0 = b * BLK, i1 = MIN(i0 + BLK, n);
         float z = 0;
+#pragma omp simd reduction(+ : z)
         for (int64_t i = i0; i < i1; i++)
             z += x[i] * 0.0f;
         if (z == 0) continue;
