@@ -169,14 +169,29 @@ static void test_batched_prefill_matches_decode(void **state) {
         assert_int_equal(infer_decode(&st2, seq[i], tok[i], one), STATUS_OK);
         assert_close_f32("batched vs decode", batch + (size_t)i * V, one, V, 1e-4, 1e-4);
     }
-    // only some rows wanted: the last of each sequence
-    infer_seq_truncate(&st, 0, 0);
-    infer_seq_truncate(&st, 1, 0);
+    // only some rows wanted: the last of each sequence. The first chunk (rows 0-9) wants
+    // none, so its last layer stores keys and values only; row na - 1 then attends to them.
+    // (a fresh state: truncation keeps the old cache contents, which would hide a row whose
+    // keys were never stored)
+    float *row_a = malloc((size_t)V * sizeof *row_a);
+    memcpy(row_a, batch + (size_t)(na - 1) * V, (size_t)V * sizeof *row_a);
+    infer_release(&st);
+    assert_int_equal(infer_init(&st, &m, &o), STATUS_OK);
     uint8_t want[19] = {0};
     want[na - 1] = want[na + nb - 1] = 1;
     b.want_logits = want;
     assert_int_equal(infer_forward(&st, &b, batch), STATUS_OK);
+    assert_close_f32("masked rows (first)", batch, row_a, V, 1e-4, 1e-4);
     assert_close_f32("masked rows", batch + V, one, V, 1e-4, 1e-4);
+    // and the caches hold the same keys and values: the next token of each sequence
+    float *next = malloc((size_t)V * sizeof *next);
+    for (int s = 0; s < 2; s++) {
+        assert_int_equal(infer_decode(&st, s, 5, one), STATUS_OK);
+        assert_int_equal(infer_decode(&st2, s, 5, next), STATUS_OK);
+        assert_close_f32("decode after masked rows", one, next, V, 1e-4, 1e-4);
+    }
+    free(next);
+    free(row_a);
     free(one);
     free(batch);
     infer_release(&st);

@@ -250,20 +250,29 @@ static void test_teacher_logits(void **state) {
     free(r);
 }
 
-static void check_case(Ctx *c, int case_no) {
+// rows: logits only for the rows with a target (llama_train_set_logit_rows), as the trainer
+// runs; PyTorch computes every row and masks.
+static void check_case(Ctx *c, int case_no, bool rows) {
     LoraModel lm;
     make_lora(c, &lm, case_no ? "brand." : NULL);
     KdLossOptions o = kd_opts(c);
     KdLoss l;
     lora_zero_grad(&lm);
+    const int64_t N = (int64_t)c->lt.B * c->lt.T, V = c->lt.cfg.vocab_size;
+    const int64_t m = llama_train_set_logit_rows(&c->lt, rows ? c->targets : NULL);
+    if (rows) assert_true(m > 0 && m < N); // the fixture masks prompt and padding rows
     assert_int_equal(llama_train_step(&c->lt, &lm, c->ids, c->targets, c->tlogits, &o, &l),
                      STATUS_OK);
     char name[64];
     snprintf(name, sizeof name, "student_logits%d", case_no);
     int64_t n;
     float *r = fixture_f32(&c->ref, name, &n);
-    assert_close_f32("student logits", c->lt.logits, r, n, 1e-4, 0);
+    assert_int_equal(n, N * V);
+    for (int64_t i = 0; i < m; i++) // the reference's rows the logits rows stand for
+        memmove(r + i * V, r + (int64_t)c->lt.logit_rows[i] * V, (size_t)V * sizeof(float));
+    assert_close_f32("student logits", c->lt.logits, r, m * V, 1e-4, 0);
     free(r);
+    llama_train_set_logit_rows(&c->lt, NULL);
     snprintf(name, sizeof name, "scalars%d", case_no);
     const SafeTensor *sc = safetensors_find(&c->ref, name);
     assert_non_null(sc);
@@ -281,8 +290,12 @@ static void check_case(Ctx *c, int case_no) {
     lora_release(&lm);
 }
 
-static void test_loss_grads_peft_init(void **state) { check_case(*state, 0); }
-static void test_loss_grads_random_b(void **state) { check_case(*state, 1); }
+static void test_loss_grads_peft_init(void **state) { check_case(*state, 0, false); }
+static void test_loss_grads_random_b(void **state) { check_case(*state, 1, false); }
+static void test_loss_grads_logit_rows(void **state) {
+    check_case(*state, 0, true);
+    check_case(*state, 1, true);
+}
 
 static OptimOptions opts_from_meta(const Ctx *c, const char *tag, OptimKind kind) {
     OptimOptions o = optim_defaults(kind);
@@ -508,15 +521,11 @@ static void test_lora_init_bound(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_teacher_logits),
-        cmocka_unit_test(test_lora_init_bound),
-        cmocka_unit_test(test_loss_grads_peft_init),
-        cmocka_unit_test(test_loss_grads_random_b),
-        cmocka_unit_test(test_adamw_10_steps),
-        cmocka_unit_test(test_muon_10_steps),
-        cmocka_unit_test(test_muon_b_only_10_steps),
-        cmocka_unit_test(test_peft_save_load),
-        cmocka_unit_test(test_merge),
+        cmocka_unit_test(test_teacher_logits),        cmocka_unit_test(test_lora_init_bound),
+        cmocka_unit_test(test_loss_grads_peft_init),  cmocka_unit_test(test_loss_grads_random_b),
+        cmocka_unit_test(test_loss_grads_logit_rows), cmocka_unit_test(test_adamw_10_steps),
+        cmocka_unit_test(test_muon_10_steps),         cmocka_unit_test(test_muon_b_only_10_steps),
+        cmocka_unit_test(test_peft_save_load),        cmocka_unit_test(test_merge),
         cmocka_unit_test(test_model_load_hf_agrees),
     };
     return cmocka_run_group_tests_name("train_parity", tests, setup, teardown);

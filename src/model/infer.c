@@ -184,6 +184,7 @@ Status infer_init(InferState *st, const Model *m, const InferOptions *opt) {
     st->seq_len = xcalloc((size_t)o.max_seqs, sizeof *st->seq_len);
     st->lens_buf = xcalloc((size_t)o.max_seqs, sizeof *st->lens_buf);
     st->pos_buf = xcalloc((size_t)Tb, sizeof *st->pos_buf);
+    st->pos_rows = xcalloc((size_t)Tb, sizeof *st->pos_rows);
     st->seq_buf = xcalloc((size_t)Tb, sizeof *st->seq_buf);
     st->want_buf = xcalloc((size_t)Tb, sizeof *st->want_buf);
     st->kseq = xcalloc((size_t)Tb, sizeof *st->kseq);
@@ -212,6 +213,7 @@ void infer_release(InferState *st) {
     free(st->seq_len);
     free(st->lens_buf);
     free(st->pos_buf);
+    free(st->pos_rows);
     free(st->seq_buf);
     free(st->want_buf);
     free(st->kseq);
@@ -380,26 +382,93 @@ static void mlp_block(InferState *st, int l, int T) {
     ops_add(st->x, st->y, (int64_t)T * D);
 }
 
+// Moves the rows of x (T, D) that get logits to its first nr rows (in order); returns nr.
+static int gather_wanted(float *x, const uint8_t *want, int T, int D) {
+    int nr = 0;
+    for (int t = 0; t < T; t++) {
+        if (want && !want[t]) continue;
+        if (nr != t)
+            memcpy(x + (size_t)nr * (size_t)D, x + (size_t)t * (size_t)D,
+                   (size_t)D * sizeof(float));
+        nr++;
+    }
+    return nr;
+}
+
+// The last layer when only some rows get logits: every row's keys and values still go to
+// the cache (later tokens attend to them), but the attention output, o_proj and the MLP run
+// for the nr wanted rows only; on return x holds them in its first nr rows. For a scored
+// evaluation context or a prompt this skips most of the layer's rows (~3 % of a forward
+// for one logits row per 100 tokens). The wanted rows' q, k, v are the same numbers as in
+// attention_block; their o_proj and MLP run on fewer rows (OpenBLAS rounds by row count,
+// as between two batch sizes).
+static void last_layer_wanted(InferState *st, int l, const int32_t *seq, const int32_t *pos,
+                              const uint8_t *want, int T, int nr) {
+    const LlamaConfig *c = &st->m->cfg;
+    const LlamaLayer *ly = &st->m->layers[l];
+    const int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, QD = H * HD;
+    ops_rmsnorm(st->xn, st->x, ly->attn_norm.data, ly->attn_norm.dtype, T, D, c->norm_eps);
+    const Tensor *qkv[3] = {&ly->wq, &ly->wk, &ly->wv}, *qkv_b[3] = {&ly->bq, &ly->bk, &ly->bv};
+    float *qkv_y[3] = {st->q, st->k, st->v};
+    linear_multi(st, qkv_y, st->xn, qkv, qkv_b, 3, T);
+    ops_rope(st->k, T, KVH, HD, pos, st->rope_cos, st->rope_sin);
+    cache_store(st, l, seq, pos, T); // every row; sets kseq/vseq per row
+    // the wanted rows' queries, positions, caches and residual stream, moved to the front
+    int i = 0;
+    for (int t = 0; t < T; t++) {
+        if (!want[t]) continue;
+        if (i != t) {
+            memcpy(st->q + (size_t)i * (size_t)QD, st->q + (size_t)t * (size_t)QD,
+                   (size_t)QD * sizeof(float));
+            st->kseq[i] = st->kseq[t];
+            st->vseq[i] = st->vseq[t];
+        }
+        st->pos_rows[i++] = pos[t];
+    }
+    gather_wanted(st->x, want, T, D);
+    if (nr == 0) return;
+    ops_rope(st->q, nr, H, HD, st->pos_rows, st->rope_cos, st->rope_sin);
+    OpsAttnArgs a = {.T = nr,
+                     .H = H,
+                     .KVH = KVH,
+                     .HD = HD,
+                     .ctx = st->ctx_stride,
+                     .pos = st->pos_rows,
+                     .k_seq = st->kseq,
+                     .v_seq = st->vseq,
+                     .kv_dtype = st->opt.kv_dtype,
+                     .kv_head_stride = (int64_t)st->ctx_stride * HD,
+                     .scale = 1.0f / sqrtf((float)HD),
+                     .n_threads = st->n_threads};
+    ops_attention(st->att, st->q, &a, st->att_scratch);
+    linear(st, st->y, st->att, &ly->wo, NULL, nr);
+    ops_add(st->x, st->y, (int64_t)nr * D);
+    mlp_block(st, l, nr);
+}
+
 // One chunk of at most max_batch tokens, already validated; returns logits rows written.
 static int forward_chunk(InferState *st, const int32_t *tokens, const int32_t *seq,
                          const int32_t *pos, const uint8_t *want, int T, float *logits) {
     const Model *m = st->m;
     const LlamaConfig *c = &m->cfg;
-    int D = c->dim;
+    int D = c->dim, nr = T;
+    if (want) {
+        nr = 0;
+        for (int t = 0; t < T; t++)
+            nr += want[t] != 0;
+    }
+    // an observer (analyze) sees every row of every layer
+    const bool partial = nr < T && !st->on_linear_input;
     ops_embed(st->x, m->tok_emb.data, m->tok_emb.dtype, tokens, T, D);
-    for (int l = 0; l < c->n_layers; l++) {
+    for (int l = 0; l < c->n_layers - (partial ? 1 : 0); l++) {
         attention_block(st, l, seq, pos, T);
         mlp_block(st, l, T);
     }
-    // gather the wanted rows, normalise, classify
-    int nr = 0;
-    for (int t = 0; t < T; t++) {
-        if (want && !want[t]) continue;
-        if (nr != t)
-            memcpy(st->x + (size_t)nr * (size_t)D, st->x + (size_t)t * (size_t)D,
-                   (size_t)D * sizeof(float));
-        nr++;
-    }
+    // the wanted rows to the front, normalise, classify
+    if (partial)
+        last_layer_wanted(st, c->n_layers - 1, seq, pos, want, T, nr);
+    else
+        gather_wanted(st->x, want, T, D);
     if (nr == 0) return 0;
     ops_rmsnorm(st->xn, st->x, m->final_norm.data, m->final_norm.dtype, nr, D, c->norm_eps);
     linear(st, logits, st->xn, &m->lm_head, NULL, nr); // a GPTQ lm_head runs packed

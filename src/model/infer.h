@@ -67,6 +67,7 @@ typedef struct {
     float *rope_cos, *rope_sin; // (ctx, HD/2)
     int *lens_buf;              // (S) validation copy of seq_len
     int32_t *pos_buf, *seq_buf; // (Tb) positions and sequence ids of a chunk
+    int32_t *pos_rows;          // (Tb) positions of the rows that get logits (last layer)
     uint8_t *want_buf;          // (Tb) rows of a chunk that get logits
     const void **kseq, **vseq;  // (Tb)
     // Optional observer of every decoder linear's input (analysis: edgeforge analyze).

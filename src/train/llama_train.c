@@ -210,7 +210,23 @@ Status llama_train_init_ex(LlamaTrain *lt, const Model *m, int B, int T, int lor
     plan_acts(lt, &a);
     plan_grads(lt, &g);
     rope_tables_init(lt->rope_cos, lt->rope_sin, T, c->head_dim, c);
+    const int64_t N = (int64_t)B * T;
+    lt->logit_rows = xmalloc((size_t)N * sizeof *lt->logit_rows);
+    if ((s = slab_alloc(&lt->lnf_rows, N * c->dim, "logit rows")) != STATUS_OK) {
+        llama_train_release(lt);
+        return s;
+    }
+    llama_train_set_logit_rows(lt, NULL);
     return STATUS_OK;
+}
+
+int64_t llama_train_set_logit_rows(LlamaTrain *lt, const int32_t *targets) {
+    const int64_t N = (int64_t)lt->B * lt->T;
+    int64_t m = 0;
+    for (int64_t n = 0; n < N; n++)
+        if (!targets || targets[n] != TRAIN_IGNORE_INDEX) lt->logit_rows[m++] = (int32_t)n;
+    lt->n_logit_rows = m;
+    return m;
 }
 
 Status llama_train_enable_dropout(LlamaTrain *lt, float p) {
@@ -251,6 +267,8 @@ Status llama_train_enable_dropout(LlamaTrain *lt, float p) {
 void llama_train_release(LlamaTrain *lt) {
     free(lt->drop_slab);
     free(lt->drop_ms);
+    free(lt->logit_rows);
+    free(lt->lnf_rows);
     free(lt->w_slab);
     free(lt->act_slab);
     free(lt->grad_slab);
@@ -338,7 +356,15 @@ Status llama_train_forward(LlamaTrain *lt, const LoraModel *lora, const int32_t 
         layer_forward(lt, &rng, lora, l);
     rmsnorm_forward(lt->lnf, lt->rstdf, lt->resid[c->n_layers], lt->final_norm, N, c->dim,
                     c->norm_eps);
-    linear_forward(lt->logits, lt->lnf, lt->lm_head, NULL, N, c->dim, c->vocab_size);
+    const int64_t M = lt->n_logit_rows;
+    if (M == N) {
+        linear_forward(lt->logits, lt->lnf, lt->lm_head, NULL, N, c->dim, c->vocab_size);
+    } else if (M > 0) { // the rows a loss reads, gathered
+        for (int64_t i = 0; i < M; i++)
+            memcpy(lt->lnf_rows + i * c->dim, lt->lnf + (int64_t)lt->logit_rows[i] * c->dim,
+                   (size_t)c->dim * sizeof(float));
+        linear_forward(lt->logits, lt->lnf_rows, lt->lm_head, NULL, M, c->dim, c->vocab_size);
+    }
     return STATUS_OK;
 }
 
@@ -417,9 +443,20 @@ void llama_train_backward(LlamaTrain *lt, LoraModel *lora) {
     const LlamaConfig *c = &lt->cfg;
     int64_t N = (int64_t)lt->B * lt->T;
     int D = c->dim;
-    // logits = lnf W_lm^T (lm_head frozen, no adapter)
+    // logits = lnf W_lm^T (lm_head frozen, no adapter); rows without logits get no gradient
     memset(lt->g_ln, 0, (size_t)N * D * sizeof(float));
-    linear_backward(lt->g_ln, NULL, NULL, lt->dlogits, lt->lnf, lt->lm_head, N, D, c->vocab_size);
+    const int64_t M = lt->n_logit_rows;
+    if (M == N) {
+        linear_backward(lt->g_ln, NULL, NULL, lt->dlogits, lt->lnf, lt->lm_head, N, D,
+                        c->vocab_size);
+    } else if (M > 0) { // through the gathered rows, then scattered back (g_tmp is free here)
+        memset(lt->g_tmp, 0, (size_t)M * D * sizeof(float));
+        linear_backward(lt->g_tmp, NULL, NULL, lt->dlogits, lt->lnf_rows, lt->lm_head, M, D,
+                        c->vocab_size);
+        for (int64_t i = 0; i < M; i++)
+            memcpy(lt->g_ln + (int64_t)lt->logit_rows[i] * D, lt->g_tmp + i * D,
+                   (size_t)D * sizeof(float));
+    }
     memset(lt->g_res, 0, (size_t)N * D * sizeof(float));
     rmsnorm_backward(lt->g_res, NULL, lt->g_ln, lt->resid[c->n_layers], lt->final_norm, lt->rstdf,
                      N, D);
@@ -438,8 +475,25 @@ Status llama_train_step(LlamaTrain *lt, LoraModel *lora, const int32_t *ids, con
         if (targets[n] != TRAIN_IGNORE_INDEX && (targets[n] < 0 || targets[n] >= V))
             return fail(STATUS_ERR_ARG, "target id %d at position %lld outside the vocabulary (%d)",
                         targets[n], (long long)n, V);
-    // the loss and its gradient as the trainer computes them (one pass over the logits)
-    KdLoss l = kd_loss_forward_backward(lt->dlogits, lt->logits, tlogits, targets, N, V, o, 1.0f);
+    // the loss and its gradient as the trainer computes them (one pass over the logits),
+    // over the logits rows (llama_train_set_logit_rows) with their targets and teacher rows
+    const int64_t M = lt->n_logit_rows;
+    const int Vt = o->teacher_vocab > 0 ? o->teacher_vocab : V;
+    int32_t *tg = NULL;
+    float *tl = NULL;
+    if (M < N) {
+        tg = xmalloc((size_t)(M ? M : 1) * sizeof *tg);
+        if (tlogits) tl = xmalloc((size_t)(M ? M : 1) * (size_t)Vt * sizeof *tl);
+        for (int64_t i = 0; i < M; i++) {
+            const int64_t n = lt->logit_rows[i];
+            tg[i] = targets[n];
+            if (tl) memcpy(tl + i * Vt, tlogits + n * Vt, (size_t)Vt * sizeof *tl);
+        }
+    }
+    KdLoss l = kd_loss_forward_backward(lt->dlogits, lt->logits, tg ? tl : tlogits,
+                                        tg ? tg : targets, M, V, o, 1.0f);
+    free(tg);
+    free(tl);
     if (out) *out = l;
     if (!isfinite(l.loss))
         return fail(STATUS_ERR_NUMERIC, "loss is %g (KL %g, CE %g)", l.loss, l.kl, l.ce);

@@ -77,10 +77,15 @@ typedef struct {
     // activations (one slab)
     float *act_slab;
     int64_t act_floats;
-    float **resid;              // (L+1) x (N, D): resid[0] embeddings, resid[l+1] layer l out
-    LlamaTrainActs *acts;       // (L)
-    float *lnf, *rstdf;         // (N, D), (N)
-    float *logits;              // (N, V)
+    float **resid;        // (L+1) x (N, D): resid[0] embeddings, resid[l+1] layer l out
+    LlamaTrainActs *acts; // (L)
+    float *lnf, *rstdf;   // (N, D), (N)
+    float *logits;        // (N, V); (n_logit_rows, V) when fewer rows get logits
+    // rows of the batch that get logits, in order (llama_train_set_logit_rows; all N by
+    // default), and their final-norm outputs
+    int32_t *logit_rows; // (N)
+    int64_t n_logit_rows;
+    float *lnf_rows;            // (N, D)
     float *rope_cos, *rope_sin; // (T, HD/2)
     // backward scratch (one slab)
     float *grad_slab;
@@ -121,6 +126,14 @@ Status llama_train_enable_dropout(LlamaTrain *lt, float p);
 // Bytes of the activation and scratch slabs for a (B, T, R) plan (for memory reports).
 int64_t llama_train_act_bytes(const LlamaConfig *c, int B, int T, int lora_rank,
                               LlamaRecompute recompute);
+
+// Limits the logits of the following forwards and their backwards to the rows whose
+// target is not TRAIN_IGNORE_INDEX (the rows a loss reads: prompt and padding rows have
+// none), in order: lt->logits and lt->dlogits are then (n_logit_rows, V), and the KD loss
+// takes the targets (and teacher rows) of those rows. lm_head's forward and backward are
+// ~21 % of a step's FLOPs per row, so a batch that is 40 % prompt saves ~8 %. targets NULL:
+// every row again (the default). Returns n_logit_rows.
+int64_t llama_train_set_logit_rows(LlamaTrain *lt, const int32_t *targets);
 
 // Forward of ids (B, T) (each in [0, V)); lora may be NULL. Logits land in lt->logits.
 // ids is borrowed until the backward. Errors: STATUS_ERR_ARG for an out-of-range id or a

@@ -56,6 +56,15 @@ int64_t trainer_fill_batch(int32_t *ids, int32_t *targets, const TrainSet *ts, c
 
 /* ---- Evaluation --------------------------------------------------------------------- */
 
+// Restricts lt's logits to the rows with a target and moves those targets to the front of
+// targets (in place, in order). Returns their number.
+static int64_t logit_rows_from_targets(LlamaTrain *lt, int32_t *targets) {
+    const int64_t m = llama_train_set_logit_rows(lt, targets);
+    for (int64_t i = 0; i < m; i++)
+        targets[i] = targets[lt->logit_rows[i]];
+    return m;
+}
+
 static Status eval_with(LlamaTrain *lt, const LoraModel *lora, const TrainSet *ts, const int *idx,
                         int n, int32_t *ids, int32_t *targets, double *ce, int64_t *tokens) {
     int B = lt->B, T = lt->T, V = lt->cfg.vocab_size;
@@ -67,12 +76,13 @@ static Status eval_with(LlamaTrain *lt, const LoraModel *lora, const TrainSet *t
     for (int i = 0; i < n; i += B) {
         int nb = MIN(B, n - i);
         trainer_fill_batch(ids, targets, ts, idx + i, nb, B, T);
+        const int64_t m = logit_rows_from_targets(lt, targets);
         Status s = llama_train_forward(lt, lora, ids);
         if (s != STATUS_OK) {
             lt->dropout_on = drop;
             return s;
         }
-        KdLoss l = kd_loss_forward(lt->logits, NULL, targets, (int64_t)B * T, V, &o);
+        KdLoss l = kd_loss_forward(lt->logits, NULL, targets, m, V, &o);
         sum += l.ce * l.n_valid;
         cnt += l.n_valid;
     }
@@ -313,7 +323,6 @@ static void run_release(Run *r) {
 static Status train_step(Run *r, const Model *teacher, LoraModel *lora, const TrainerOptions *o,
                          int64_t step, int64_t total, TrainerProgress *p) {
     int B = o->batch, T = o->seq_len, V = r->st.cfg.vocab_size;
-    int64_t N = (int64_t)B * T;
     lora_zero_grad(lora);
     double loss = 0, kl = 0, ce = 0;
     p->tokens = 0;
@@ -322,6 +331,9 @@ static Status train_step(Run *r, const Model *teacher, LoraModel *lora, const Tr
         int nb;
         batch_get(&r->bs, step * o->grad_accum + a, &idx, &nb);
         p->tokens += trainer_fill_batch(r->ids, r->targets, r->bs.ts, idx, nb, B, T);
+        // logits only where a loss reads them (prompt and padding rows have no target)
+        if (teacher) llama_train_set_logit_rows(&r->te, r->targets); // the same rows
+        const int64_t M = logit_rows_from_targets(&r->st, r->targets);
         const float *tl = NULL;
         Status s;
         if (teacher) {
@@ -343,12 +355,17 @@ static Status train_step(Run *r, const Model *teacher, LoraModel *lora, const Tr
         KdSparseTeacher sp = {0};
         if (tc) {
             teacher_cache_fill(r->c_ids, r->c_logp, tc, r->bs.ts, idx, nb, B, T);
+            for (int64_t i = 0; i < M; i++) { // the cache rows of the logits rows, to the front
+                const int64_t n = r->st.logit_rows[i], K = tc->K;
+                memmove(r->c_ids + i * K, r->c_ids + n * K, (size_t)K * sizeof *r->c_ids);
+                memmove(r->c_logp + i * K, r->c_logp + n * K, (size_t)K * sizeof *r->c_logp);
+            }
             sp = (KdSparseTeacher){
                 .ids = r->c_ids, .logp = r->c_logp, .K = tc->K, .t_gen = tc->t_gen};
-            l = kd_sparse_loss_forward_backward(r->st.dlogits, r->st.logits, &sp, r->targets, N, V,
+            l = kd_sparse_loss_forward_backward(r->st.dlogits, r->st.logits, &sp, r->targets, M, V,
                                                 &ko, 1.0f / (float)o->grad_accum);
         } else { // (both) the loss and its gradient in one pass over the logits
-            l = kd_loss_forward_backward(r->st.dlogits, r->st.logits, tl, r->targets, N, V, &ko,
+            l = kd_loss_forward_backward(r->st.dlogits, r->st.logits, tl, r->targets, M, V, &ko,
                                          1.0f / (float)o->grad_accum);
         }
         if (!isfinite(l.loss))
