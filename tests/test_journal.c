@@ -258,6 +258,19 @@ static void test_bad_journal_lines(void **state) {
     assert_int_equal(hpo_journal_open(&js, log), STATUS_OK);
     hpo_journal_close(js);
     free(text);
+    // a line of bare NaN tokens, each growing from 3 to 11 bytes when sanitized (overran
+    // the parser's buffer under ASan before; found by fuzz/fuzz_journal.c)
+    char nans[301];
+    for (int i = 0; i < 100; i++)
+        memcpy(nans + 3 * i, "NaN", 3);
+    nans[300] = 0;
+    json_error_t err;
+    json_t *j = hpo_journal_parse_line(nans, 300, &err);
+    assert_null(j); // not JSON, and no overrun
+    j = hpo_journal_parse_line("[NaN,NaN,NaN]", 13, &err);
+    assert_non_null(j);
+    assert_int_equal(json_array_size(j), 3);
+    json_decref(j);
 }
 
 static void test_waits_for_optuna_lock(void **state) {

@@ -462,9 +462,11 @@ void hpo_iso_now(char *buf, int cap) {
 }
 
 // Replaces Python's bare NaN / Infinity / -Infinity tokens (outside strings) with marker
-// strings Jansson can parse. Returns a new string.
+// strings Jansson can parse. Returns a new string. The worst growth is NaN's: 3 bytes
+// become the 11 of "\u0001NaN" (found by fuzz/fuzz_journal.c: a line of NaNs overran the
+// 3n buffer this had), so 4n bounds it.
 static char *sanitize_line(const char *s, size_t n) {
-    char *out = xmalloc(n * 3 + 16);
+    char *out = xmalloc(n * 4 + 16);
     size_t o = 0;
     bool in_str = false;
     for (size_t i = 0; i < n; i++) {
