@@ -84,12 +84,14 @@ Status teacher_cache_build(TeacherCache *tc, const Model *teacher, const TrainSe
         for (int b = 0; b < nb; b++)
             idx[b] = e0 + b;
         trainer_fill_batch(bids, tg, ts, idx, nb, B, seq_len);
+        llama_train_set_logit_rows(&lt, tg); // logits of the response rows only, in order
         if ((s = llama_train_forward(&lt, NULL, bids)) != STATUS_OK) break;
+        int64_t row = 0;
         for (int b = 0; b < nb; b++) {
             int64_t r = tc->offsets[e0 + b];
             for (int t = 0; t < seq_len; t++) {
                 if (tg[(int64_t)b * seq_len + t] == TRAIN_IGNORE_INDEX) continue;
-                const float *x = lt.logits + ((int64_t)b * seq_len + t) * V;
+                const float *x = lt.logits + row++ * V;
                 row_topk(tc->ids + r * K, tc->logp + r * K, x, V, K, 1.0 / t_gen);
                 r++;
             }
