@@ -333,6 +333,25 @@ static void linear_multi(InferState *st, float *const *y, const float *x, const 
         if (b[i] && b[i]->data) ops_add_bias(y[i], b[i]->data, b[i]->dtype, T, out[i].N);
 }
 
+// The attention of T query rows at positions pos over the caches cache_store pointed
+// st->kseq / st->vseq at.
+static OpsAttnArgs attn_args(const InferState *st, const int32_t *pos, int T) {
+    const LlamaConfig *c = &st->m->cfg;
+    const int HD = c->head_dim;
+    return (OpsAttnArgs){.T = T,
+                         .H = c->n_heads,
+                         .KVH = c->n_kv_heads,
+                         .HD = HD,
+                         .ctx = st->ctx_stride,
+                         .pos = pos,
+                         .k_seq = st->kseq,
+                         .v_seq = st->vseq,
+                         .kv_dtype = st->opt.kv_dtype,
+                         .kv_head_stride = (int64_t)st->ctx_stride * HD,
+                         .scale = 1.0f / sqrtf((float)HD),
+                         .n_threads = st->n_threads};
+}
+
 static void attention_block(InferState *st, int l, const int32_t *seq, const int32_t *pos, int T) {
     const LlamaConfig *c = &st->m->cfg;
     const LlamaLayer *ly = &st->m->layers[l];
@@ -347,18 +366,7 @@ static void attention_block(InferState *st, int l, const int32_t *seq, const int
     ops_rope(st->q, T, H, HD, pos, st->rope_cos, st->rope_sin);
     ops_rope(st->k, T, KVH, HD, pos, st->rope_cos, st->rope_sin);
     cache_store(st, l, seq, pos, T);
-    OpsAttnArgs a = {.T = T,
-                     .H = H,
-                     .KVH = KVH,
-                     .HD = HD,
-                     .ctx = st->ctx_stride,
-                     .pos = pos,
-                     .k_seq = st->kseq,
-                     .v_seq = st->vseq,
-                     .kv_dtype = st->opt.kv_dtype,
-                     .kv_head_stride = (int64_t)st->ctx_stride * HD,
-                     .scale = 1.0f / sqrtf((float)HD),
-                     .n_threads = st->n_threads};
+    const OpsAttnArgs a = attn_args(st, pos, T);
     ops_attention(st->att, st->q, &a, st->att_scratch);
     if (st->on_linear_input) st->on_linear_input(st->on_linear_user, l, 3, st->att, T, H * HD);
     linear(st, st->y, st->att, &ly->wo, NULL, T);
@@ -428,18 +436,7 @@ static void last_layer_wanted(InferState *st, int l, const int32_t *seq, const i
     gather_wanted(st->x, want, T, D);
     if (nr == 0) return;
     ops_rope(st->q, nr, H, HD, st->pos_rows, st->rope_cos, st->rope_sin);
-    OpsAttnArgs a = {.T = nr,
-                     .H = H,
-                     .KVH = KVH,
-                     .HD = HD,
-                     .ctx = st->ctx_stride,
-                     .pos = st->pos_rows,
-                     .k_seq = st->kseq,
-                     .v_seq = st->vseq,
-                     .kv_dtype = st->opt.kv_dtype,
-                     .kv_head_stride = (int64_t)st->ctx_stride * HD,
-                     .scale = 1.0f / sqrtf((float)HD),
-                     .n_threads = st->n_threads};
+    const OpsAttnArgs a = attn_args(st, st->pos_rows, nr);
     ops_attention(st->att, st->q, &a, st->att_scratch);
     linear(st, st->y, st->att, &ly->wo, NULL, nr);
     ops_add(st->x, st->y, (int64_t)nr * D);
