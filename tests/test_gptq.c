@@ -434,14 +434,16 @@ static void test_hessian_ref_and_threads(void **state) {
     safetensors_close(&st);
 }
 
-// The Hessian's tiled update (one-thread BLAS tiles on the OpenMP threads) gives the bits of
-// one whole dsyrk, whatever the thread count: K = 900 is 3 x 3 tiles (6 with the diagonal),
-// so 1-3 threads run the tiles and 8 threads the whole dsyrk on OpenBLAS's threads; two
-// batches (the second scales the first by beta) with a ragged last tile.
+// The Hessian's tiled update (one-thread BLAS tiles on the OpenMP threads) gives the same
+// bits on any thread count: K = 900 is 3 x 3 tiles (6 with the diagonal), fewer than 8
+// threads, more than 1-3; batches of 700 and 400 rows (longer than OpenBLAS's 256-row inner
+// blocks, which its dgemm and dsyrk split differently: a fallback to one whole dsyrk when
+// tiles are fewer than threads made 8 threads differ from 1) with n_samples 3 and 1, so
+// alpha = 2/3 and then 1/2.
 static void test_hessian_threads(void **state) {
     (void)state;
 #ifdef _OPENMP
-    const int64_t K = 900, T = 400;
+    const int64_t K = 900, T = 1100;
     Rng r;
     rng_seed(&r, 11);
     float *X = xmalloc((size_t)(T * K) * sizeof(float));
@@ -453,8 +455,8 @@ static void test_hessian_threads(void **state) {
     for (size_t t = 0; t < ARRAY_LEN(threads); t++) {
         omp_set_num_threads(threads[t]);
         assert_int_equal(gptq_hessian_init(&h[t], K), STATUS_OK);
-        assert_int_equal(gptq_hessian_add_batch(&h[t], X, 250, 2), STATUS_OK);
-        assert_int_equal(gptq_hessian_add_batch(&h[t], X + 250 * K, T - 250, 1), STATUS_OK);
+        assert_int_equal(gptq_hessian_add_batch(&h[t], X, 700, 3), STATUS_OK);
+        assert_int_equal(gptq_hessian_add_batch(&h[t], X + 700 * K, T - 700, 1), STATUS_OK);
         gptq_hessian_symmetrize(&h[t]);
     }
     omp_set_num_threads(nt);
@@ -463,8 +465,8 @@ static void test_hessian_threads(void **state) {
     // and the numbers: the naive sum within the summation-order scale
     GptqHessian hr;
     assert_int_equal(gptq_hessian_init(&hr, K), STATUS_OK);
-    assert_int_equal(gptq_hessian_add_batch_ref(&hr, X, 250, 2), STATUS_OK);
-    assert_int_equal(gptq_hessian_add_batch_ref(&hr, X + 250 * K, T - 250, 1), STATUS_OK);
+    assert_int_equal(gptq_hessian_add_batch_ref(&hr, X, 700, 3), STATUS_OK);
+    assert_int_equal(gptq_hessian_add_batch_ref(&hr, X + 700 * K, T - 700, 1), STATUS_OK);
     for (int64_t i = 0; i < K * K; i++) {
         const double scale = sqrt(hr.H[(i / K) * (K + 1)] * hr.H[(i % K) * (K + 1)]);
         if (fabs(h[0].H[i] - hr.H[i]) > 1e-12 * scale)

@@ -160,19 +160,20 @@ static int gptq_omp_threads(void);
 
 // Upper triangle of C (K, K) := alpha X^T X + beta C for X (m, K), row-major: diagonal tiles
 // by dsyrk, the others by dgemm, one single-threaded BLAS call per tile on the OpenMP
-// threads. Each element is the same dot product in the same order as in one dsyrk over
-// the whole matrix (OpenBLAS splits neither the inner dimension nor, by output position,
-// the summation order; test_gptq.c test_hessian_threads checks the bits), so where there
-// are fewer tiles than threads the whole dsyrk on OpenBLAS's threads gives the same result.
+// threads, so the bits do not depend on the thread count (test_gptq.c
+// test_hessian_threads). They are not those of one whole dsyrk: OpenBLAS's dgemm and dsyrk
+// split a long inner dimension (over 256 rows) at different points and apply alpha per
+// split, so which path runs depends on K alone: one tile (K <= 384) is one dsyrk on
+// OpenBLAS's threads.
 static void syrk_upper(double *C, const double *X, int64_t K, int64_t m, double alpha,
                        double beta) {
     const int64_t nb = syrk_tiles(K), NB = (K + nb - 1) / nb, n_tiles = nb * (nb + 1) / 2;
-    const int nt = gptq_omp_threads();
-    if (n_tiles < nt || nb == 1) {
+    if (nb == 1) {
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)K, (int)m, alpha, X, (int)K, beta,
                     C, (int)K);
         return;
     }
+    const int nt = gptq_omp_threads();
     // (OpenBLAS's OpenMP build sets our thread count too: ours are counted first)
     const int threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
@@ -239,6 +240,7 @@ Status gptq_hessian_add_batch_ref(GptqHessian *h, const float *X, int64_t n_toke
     Status s = hessian_check_batch(h, X, n_tokens, n_samples);
     if (s != STATUS_OK) return s;
     const int64_t K = h->K;
+    gptq_hessian_symmetrize(h); // every entry is updated from its current value
     double beta = (double)h->n_samples / (double)(h->n_samples + n_samples);
     h->n_samples += n_samples;
     double alpha = 2.0 / (double)h->n_samples;

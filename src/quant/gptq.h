@@ -147,7 +147,7 @@ void gptq_result_release(GptqResult *r);
 void gptq_result_dequantize(float *W_hat, const GptqResult *r);
 
 // Layer output error sum_r (w_r - w_hat_r)^T H (w_r - w_hat_r) = (2/n) ||(W - W_hat) X^T||^2
-// for W, W_hat (N, K) and H (K, K).
+// for W, W_hat (N, K) and H (K, K) read whole (gptq_hessian_symmetrize a GptqHessian first).
 double gptq_layer_error(const double *H, const float *W, const float *W_hat, int64_t N, int64_t K);
 
 #endif
