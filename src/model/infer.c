@@ -333,44 +333,44 @@ static void linear_multi(InferState *st, float *const *y, const float *x, const 
         if (b[i] && b[i]->data) ops_add_bias(y[i], b[i]->data, b[i]->dtype, T, out[i].N);
 }
 
-// The attention of T query rows at positions pos over the caches cache_store pointed
-// st->kseq / st->vseq at.
-static OpsAttnArgs attn_args(const InferState *st, const int32_t *pos, int T) {
-    const LlamaConfig *c = &st->m->cfg;
-    const int HD = c->head_dim;
-    return (OpsAttnArgs){.T = T,
-                         .H = c->n_heads,
-                         .KVH = c->n_kv_heads,
-                         .HD = HD,
-                         .ctx = st->ctx_stride,
-                         .pos = pos,
-                         .k_seq = st->kseq,
-                         .v_seq = st->vseq,
-                         .kv_dtype = st->opt.kv_dtype,
-                         .kv_head_stride = (int64_t)st->ctx_stride * HD,
-                         .scale = 1.0f / sqrtf((float)HD),
-                         .n_threads = st->n_threads};
-}
-
-static void attention_block(InferState *st, int l, const int32_t *seq, const int32_t *pos, int T) {
+// Layer l's q, k, v of T rows; every row's key and value go to its sequence's cache (later
+// tokens attend to them) and st->kseq / st->vseq point at those caches.
+static void qkv_store(InferState *st, int l, const int32_t *seq, const int32_t *pos, int T) {
     const LlamaConfig *c = &st->m->cfg;
     const LlamaLayer *ly = &st->m->layers[l];
-    int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim;
-    ops_rmsnorm(st->xn, st->x, ly->attn_norm.data, ly->attn_norm.dtype, T, D, c->norm_eps);
+    ops_rmsnorm(st->xn, st->x, ly->attn_norm.data, ly->attn_norm.dtype, T, c->dim, c->norm_eps);
     if (st->on_linear_input)
         for (int i = 0; i < 3; i++)
-            st->on_linear_input(st->on_linear_user, l, i, st->xn, T, D);
+            st->on_linear_input(st->on_linear_user, l, i, st->xn, T, c->dim);
     const Tensor *qkv[3] = {&ly->wq, &ly->wk, &ly->wv}, *qkv_b[3] = {&ly->bq, &ly->bk, &ly->bv};
     float *qkv_y[3] = {st->q, st->k, st->v};
     linear_multi(st, qkv_y, st->xn, qkv, qkv_b, 3, T);
-    ops_rope(st->q, T, H, HD, pos, st->rope_cos, st->rope_sin);
-    ops_rope(st->k, T, KVH, HD, pos, st->rope_cos, st->rope_sin);
+    ops_rope(st->k, T, c->n_kv_heads, c->head_dim, pos, st->rope_cos, st->rope_sin);
     cache_store(st, l, seq, pos, T);
-    const OpsAttnArgs a = attn_args(st, pos, T);
+}
+
+// The attention of the first T rows of st->q (at positions pos, over st->kseq / st->vseq),
+// o_proj and the residual add into st->x.
+static void attend(InferState *st, int l, const int32_t *pos, int T) {
+    const LlamaConfig *c = &st->m->cfg;
+    const int H = c->n_heads, HD = c->head_dim;
+    ops_rope(st->q, T, H, HD, pos, st->rope_cos, st->rope_sin);
+    const OpsAttnArgs a = {.T = T,
+                           .H = H,
+                           .KVH = c->n_kv_heads,
+                           .HD = HD,
+                           .ctx = st->ctx_stride,
+                           .pos = pos,
+                           .k_seq = st->kseq,
+                           .v_seq = st->vseq,
+                           .kv_dtype = st->opt.kv_dtype,
+                           .kv_head_stride = (int64_t)st->ctx_stride * HD,
+                           .scale = 1.0f / sqrtf((float)HD),
+                           .n_threads = st->n_threads};
     ops_attention(st->att, st->q, &a, st->att_scratch);
     if (st->on_linear_input) st->on_linear_input(st->on_linear_user, l, 3, st->att, T, H * HD);
-    linear(st, st->y, st->att, &ly->wo, NULL, T);
-    ops_add(st->x, st->y, (int64_t)T * D);
+    linear(st, st->y, st->att, &st->m->layers[l].wo, NULL, T);
+    ops_add(st->x, st->y, (int64_t)T * c->dim);
 }
 
 static void mlp_block(InferState *st, int l, int T) {
@@ -408,19 +408,13 @@ static int gather_wanted(float *x, const uint8_t *want, int T, int D) {
 // for the nr wanted rows only; on return x holds them in its first nr rows. For a scored
 // evaluation context or a prompt this skips most of the layer's rows (~3 % of a forward
 // for one logits row per 100 tokens). The wanted rows' q, k, v are the same numbers as in
-// attention_block; their o_proj and MLP run on fewer rows (OpenBLAS rounds by row count,
-// as between two batch sizes).
+// the other layers' path (qkv_store over every row); their attention, o_proj and MLP run on
+// fewer rows (OpenBLAS rounds by row count, as between two batch sizes).
 static void last_layer_wanted(InferState *st, int l, const int32_t *seq, const int32_t *pos,
                               const uint8_t *want, int T, int nr) {
     const LlamaConfig *c = &st->m->cfg;
-    const LlamaLayer *ly = &st->m->layers[l];
-    const int D = c->dim, H = c->n_heads, KVH = c->n_kv_heads, HD = c->head_dim, QD = H * HD;
-    ops_rmsnorm(st->xn, st->x, ly->attn_norm.data, ly->attn_norm.dtype, T, D, c->norm_eps);
-    const Tensor *qkv[3] = {&ly->wq, &ly->wk, &ly->wv}, *qkv_b[3] = {&ly->bq, &ly->bk, &ly->bv};
-    float *qkv_y[3] = {st->q, st->k, st->v};
-    linear_multi(st, qkv_y, st->xn, qkv, qkv_b, 3, T);
-    ops_rope(st->k, T, KVH, HD, pos, st->rope_cos, st->rope_sin);
-    cache_store(st, l, seq, pos, T); // every row; sets kseq/vseq per row
+    const int QD = c->n_heads * c->head_dim;
+    qkv_store(st, l, seq, pos, T);
     // the wanted rows' queries, positions, caches and residual stream, moved to the front
     int i = 0;
     for (int t = 0; t < T; t++) {
@@ -433,13 +427,9 @@ static void last_layer_wanted(InferState *st, int l, const int32_t *seq, const i
         }
         st->pos_rows[i++] = pos[t];
     }
-    gather_wanted(st->x, want, T, D);
+    gather_wanted(st->x, want, T, c->dim);
     if (nr == 0) return;
-    ops_rope(st->q, nr, H, HD, st->pos_rows, st->rope_cos, st->rope_sin);
-    const OpsAttnArgs a = attn_args(st, st->pos_rows, nr);
-    ops_attention(st->att, st->q, &a, st->att_scratch);
-    linear(st, st->y, st->att, &ly->wo, NULL, nr);
-    ops_add(st->x, st->y, (int64_t)nr * D);
+    attend(st, l, st->pos_rows, nr);
     mlp_block(st, l, nr);
 }
 
@@ -458,7 +448,8 @@ static int forward_chunk(InferState *st, const int32_t *tokens, const int32_t *s
     const bool partial = nr < T && !st->on_linear_input;
     ops_embed(st->x, m->tok_emb.data, m->tok_emb.dtype, tokens, T, D);
     for (int l = 0; l < c->n_layers - (partial ? 1 : 0); l++) {
-        attention_block(st, l, seq, pos, T);
+        qkv_store(st, l, seq, pos, T);
+        attend(st, l, pos, T);
         mlp_block(st, l, T);
     }
     // the wanted rows to the front, normalise, classify
