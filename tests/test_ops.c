@@ -8,6 +8,7 @@
 #include "core/common.h"
 #include "core/dtype.h"
 #include "core/rng.h"
+#include "tensor/gemm.h"
 #include "tensor/ops.h"
 #include "testutil.h"
 
@@ -268,8 +269,93 @@ static void test_matmul_multi(void **state) {
         }
 }
 
-// Decode-path kernels split work only over independent outputs with a fixed reduction
-// order: 1 and 2 threads must give bit-identical results (shapes big enough to go parallel).
+// C = alpha op(A) op(B) + beta C in double, row-major.
+static void gemm_ref(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += (double)(ta ? A[(int64_t)k * lda + i] : A[(int64_t)i * lda + k]) *
+                     (tb ? B[(int64_t)j * ldb + k] : B[(int64_t)k * ldb + j]);
+            float *c = &C[(int64_t)i * ldc + j];
+            *c = (float)(alpha * s + (double)beta * *c);
+        }
+}
+
+// gemm_f32: every transpose combination on shapes that cut into ragged tiles (and strided
+// views, alpha and beta) against the double loop, and bit for bit the same C on 1, 2, 3
+// and 8 threads and when called inside a parallel region (the tiles on one thread).
+static void test_gemm_f32(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 9);
+    const int shapes[][3] = {{1100, 300, 70}, {37, 2500, 96}, {600, 16, 576},
+                             {16, 576, 600},  {9, 9, 9},      {300, 129, 1}};
+    for (size_t si = 0; si < ARRAY_LEN(shapes); si++)
+        for (int tr = 0; tr < 4; tr++) {
+            const bool ta = tr & 1, tb = tr & 2;
+            const int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+            const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+            float *A = randn(&r, (int64_t)(ta ? K : M) * lda, 1.0f);
+            float *B = randn(&r, (int64_t)(tb ? N : K) * ldb, 1.0f);
+            float *C0 = randn(&r, (int64_t)M * ldc, 1.0f);
+            const size_t cb = (size_t)M * (size_t)ldc * sizeof(float);
+            float *C[6], *Cr = malloc(cb);
+            memcpy(Cr, C0, cb);
+            gemm_ref(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.5f, Cr, ldc);
+            const int threads[] = {1, 2, 3, 8};
+#ifdef _OPENMP
+            const int saved = omp_get_max_threads();
+#endif
+            for (int v = 0; v < 6; v++) {
+                C[v] = malloc(cb);
+                memcpy(C[v], C0, cb);
+#ifdef _OPENMP
+                omp_set_num_threads(v < 4 ? threads[v] : 2);
+#endif
+                if (v < 4) {
+                    gemm_f32(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.5f, C[v], ldc);
+                } else { // nested: inside a parallel region, on the thread that calls it
+#pragma omp parallel num_threads(2)
+                    {
+#ifdef _OPENMP
+                        if (omp_get_thread_num() == v - 4)
+#endif
+                            gemm_f32(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.5f, C[v], ldc);
+                    }
+                }
+            }
+#ifdef _OPENMP
+            omp_set_num_threads(saved);
+#endif
+            char what[96];
+            snprintf(what, sizeof what, "gemm_f32 ta=%d tb=%d M=%d N=%d K=%d", ta, tb, M, N, K);
+            // float32 sums of K unit-variance products: absolute error ~sqrt(K) ulp-scale
+            for (int i = 0; i < M; i++)
+                assert_close_f32(what, C[0] + (int64_t)i * ldc, Cr + (int64_t)i * ldc, N,
+                                 2e-5 * sqrt((double)K), 1e-4);
+            for (int v = 1; v < 6; v++)
+                if (memcmp(C[0], C[v], cb))
+                    fail_msg("%s: variant %d differs from 1 thread", what, v);
+            for (int v = 0; v < 6; v++)
+                free(C[v]);
+            free(A);
+            free(B);
+            free(C0);
+            free(Cr);
+        }
+    // the grid never reads the thread count, and tiles stay within 512 x 2048
+    int tm, tn;
+    gemm_f32_grid(1024, 1536, 576, &tm, &tn);
+    assert_true(tm <= 512 && tn <= 2048 && (1024 / tm) * ((1536 + tn - 1) / tn) >= 8);
+    gemm_f32_grid(512, 49152, 576, &tm, &tn);
+    assert_true(tm == 512 && tn == 2048);
+}
+
+// Every matmul path splits work only over independent outputs with a fixed reduction order
+// (prefill: a fixed grid of sgemm tiles): 1, 2 and 3 threads must give bit-identical
+// results (shapes big enough to go parallel).
 static void test_thread_count_invariance(void **state) {
     (void)state;
 #ifdef _OPENMP
@@ -277,17 +363,22 @@ static void test_thread_count_invariance(void **state) {
     rng_seed(&r, 5);
     const int K = 576, N = 1003;
     int saved = omp_get_max_threads();
-    for (int d = 0; d < 2 * DTYPE_COUNT; d++) { // T = 3: GEMV rows; T = 21: register tiles
-        int T = d < DTYPE_COUNT ? 3 : 21;
+    // T = 3: GEMV rows; T = 21: register tiles; T = 200: sgemm tiles (gemm_f32)
+    for (int d = 0; d < 3 * DTYPE_COUNT; d++) {
+        int T = d < DTYPE_COUNT ? 3 : d < 2 * DTYPE_COUNT ? 21 : 200;
         float *x = randn(&r, T * K, 1.0f);
         DType dt = (DType)(d % DTYPE_COUNT);
         void *w = rand_weight(&r, (int64_t)N * K, dt, 0.5f);
         float *y1 = malloc((size_t)T * N * sizeof *y1), *y2 = malloc((size_t)T * N * sizeof *y2);
+        float *scratch = malloc(ops_matmul_scratch_floats(K) * sizeof *scratch);
         omp_set_num_threads(1);
-        ops_matmul(y1, x, w, dt, T, K, N, NULL);
-        omp_set_num_threads(2);
-        ops_matmul(y2, x, w, dt, T, K, N, NULL);
-        assert_memory_equal(y1, y2, (size_t)T * N * sizeof *y1);
+        ops_matmul(y1, x, w, dt, T, K, N, scratch);
+        for (int nt = 2; nt <= 3; nt++) {
+            omp_set_num_threads(nt);
+            ops_matmul(y2, x, w, dt, T, K, N, scratch);
+            assert_memory_equal(y1, y2, (size_t)T * N * sizeof *y1);
+        }
+        free(scratch);
         free(x);
         free(w);
         free(y1);
@@ -339,6 +430,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_vs_ref), cmocka_unit_test(test_rows_ops_vs_ref),
         cmocka_unit_test(test_rope_vs_ref),   cmocka_unit_test(test_attention_vs_ref),
         cmocka_unit_test(test_matmul_multi),  cmocka_unit_test(test_thread_count_invariance),
+        cmocka_unit_test(test_gemm_f32),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }

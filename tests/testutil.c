@@ -7,6 +7,7 @@
 
 #include "core/common.h"
 #include "core/dtype.h"
+#include "core/rng.h"
 #include "core/status.h"
 
 const char *fixture_path(const char *name) {
@@ -128,4 +129,62 @@ int run_cli(const char *args, char **out) {
     else
         free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void random_tensor(Model *m, Tensor *t, Rng *r, int64_t rows, int64_t cols, double mean,
+                          double sd) {
+    const int64_t n = rows * cols;
+    float *d = model_alloc(m, (size_t)n * sizeof(float));
+    assert_non_null(d);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = (float)(mean + sd * rng_normal(r));
+    *t = (Tensor){.dtype = DTYPE_F32, .ndim = cols > 1 ? 2 : 1, .data = d};
+    t->shape[0] = cols > 1 ? rows : rows * cols;
+    t->shape[1] = cols > 1 ? cols : 0;
+}
+
+void test_random_model(Model *m, const LlamaConfig *c, uint64_t seed) {
+    model_init(m);
+    LlamaConfig *mc = &m->cfg;
+    *mc = *c;
+    snprintf(mc->arch, sizeof mc->arch, "llama");
+    if (!mc->head_dim) mc->head_dim = mc->dim / mc->n_heads;
+    if (!mc->max_seq_len) mc->max_seq_len = 1024;
+    if (!mc->rope_theta) mc->rope_theta = 10000.0f;
+    if (!mc->norm_eps) mc->norm_eps = 1e-5f;
+    mc->bos_id = mc->eos_id = -1;
+    assert_int_equal(llama_config_validate(mc, "random model"), STATUS_OK);
+    Rng r;
+    rng_seed(&r, seed);
+    const int64_t D = mc->dim, F = mc->hidden_dim, QD = (int64_t)mc->n_heads * mc->head_dim,
+                  KD = (int64_t)mc->n_kv_heads * mc->head_dim, V = mc->vocab_size;
+    random_tensor(m, &m->tok_emb, &r, V, D, 0, 1);
+    random_tensor(m, &m->final_norm, &r, D, 1, 1, 0.1);
+    if (mc->tied_embeddings)
+        m->lm_head = m->tok_emb;
+    else
+        random_tensor(m, &m->lm_head, &r, V, D, 0, 1 / sqrt((double)D));
+    m->layers = calloc((size_t)mc->n_layers, sizeof(LlamaLayer));
+    assert_non_null(m->layers);
+    for (int l = 0; l < mc->n_layers; l++) {
+        LlamaLayer *ly = &m->layers[l];
+        random_tensor(m, &ly->attn_norm, &r, D, 1, 1, 0.1);
+        random_tensor(m, &ly->wq, &r, QD, D, 0, 1 / sqrt((double)D));
+        random_tensor(m, &ly->wk, &r, KD, D, 0, 1 / sqrt((double)D));
+        random_tensor(m, &ly->wv, &r, KD, D, 0, 1 / sqrt((double)D));
+        random_tensor(m, &ly->wo, &r, D, QD, 0, 1 / sqrt((double)QD));
+        random_tensor(m, &ly->ffn_norm, &r, D, 1, 1, 0.1);
+        random_tensor(m, &ly->w_gate, &r, F, D, 0, 1 / sqrt((double)D));
+        random_tensor(m, &ly->w_up, &r, F, D, 0, 1 / sqrt((double)D));
+        random_tensor(m, &ly->w_down, &r, D, F, 0, 1 / sqrt((double)F));
+    }
+}
+
+LlamaConfig test_threads_config(void) {
+    return (LlamaConfig){.dim = 192,
+                         .hidden_dim = 512,
+                         .n_layers = 2,
+                         .n_heads = 6,
+                         .n_kv_heads = 2,
+                         .vocab_size = 1000};
 }

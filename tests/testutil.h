@@ -16,6 +16,7 @@
 // Our headers before cmocka.h: cmocka defines a fail() macro that would clash with
 // status.h's fail(); tests use cmocka's fail()/fail_msg(), never the library's.
 #include "core/status.h"
+#include "model/llama.h"
 #include "model/safetensors.h"
 
 #include <cmocka.h>
@@ -40,6 +41,14 @@ void fixture_open(SafeTensors *st, const char *name);
 float *fixture_f32(const SafeTensors *st, const char *name, int64_t *numel);
 // Same for integer tensors (I64/I32) as int64. Caller frees.
 int64_t *fixture_i64(const SafeTensors *st, const char *name, int64_t *numel);
+
+// A Llama of config c (dims, heads, vocab, layers; the rest defaulted here) with float32
+// weights drawn from a seeded normal (linears 1/sqrt(in), norms 1 +- 0.1), owned by m,
+// no tokenizer: shapes large enough to exercise the threaded paths without a fixture.
+void test_random_model(Model *m, const LlamaConfig *c, uint64_t seed);
+// The config the thread-count tests use: 2 layers, D 192, F 512, 6 heads over 2 kv heads
+// (HD 32), V 1000.
+LlamaConfig test_threads_config(void);
 
 // Runs the edgeforge binary (build dir from $BUILD, default "build") with a shell
 // command tail; returns the exit status and captures stdout+stderr in *out (caller frees).

@@ -40,9 +40,13 @@ static const Command commands[] = {
 void cli_set_threads(int n) {
 #ifdef _OPENMP
     if (n > 0) omp_set_num_threads(n);
-    openblas_set_num_threads(omp_get_max_threads());
+    // OpenBLAS's OpenMP build (2) runs on our threads; any other build gets one thread:
+    // the big products are tiled onto our threads (tensor/gemm.h), and its own threads would
+    // split them by their count
+    openblas_set_num_threads(openblas_get_parallel() == 2 ? omp_get_max_threads() : 1);
 #else
-    if (n > 0) openblas_set_num_threads(n);
+    (void)n;
+    openblas_set_num_threads(1);
 #endif
 }
 

@@ -19,7 +19,6 @@
  */
 #include "quant/qmatmul.h"
 
-#include <cblas.h>
 #include <cpuid.h>
 #include <immintrin.h>
 #ifdef _OPENMP
@@ -34,6 +33,7 @@
 
 #include "core/common.h"
 #include "core/dtype.h"
+#include "tensor/gemm.h"
 
 // F16C through cpuid leaf 1 (ecx bit 29): clang 14's __builtin_cpu_supports has no "f16c".
 static int cpu_has_f16c(void) {
@@ -831,8 +831,8 @@ void qmatmul_isa(float *y, const float *x, int64_t M, const GptqPacked *w, float
         const int64_t n1 = MIN(n0 + nb, N);
         dequant_block(scratch, w, n0, n1, isa);
         // y[:, n0:n1] (M, n1-n0) = x (M, K) . Wb^T
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)(n1 - n0), (int)K, 1.0f,
-                    x, (int)K, scratch, (int)K, 0.0f, y + n0, (int)N);
+        gemm_f32(false, true, (int)M, (int)(n1 - n0), (int)K, 1.0f, x, (int)K, scratch, (int)K,
+                 0.0f, y + n0, (int)N);
     }
     if (w->bias)
         for (int64_t m = 0; m < M; m++)

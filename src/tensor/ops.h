@@ -15,8 +15,8 @@
  * caller-provided scratch buffer and hands it to OpenBLAS sgemm.
  *
  * Determinism: optimized kernels only split work over independent outputs (rows of y,
- * heads), and each output's reduction runs in a fixed order, so results do not depend on
- * the thread count. (OpenBLAS sgemm, used for prefill, partitions M and N only.)
+ * heads, sgemm tiles of a grid fixed by the shape: tensor/gemm.h), and each output's
+ * reduction runs in a fixed order, so results do not depend on the thread count.
  *
  *   float y[T * N];
  *   ops_matmul(y, x, w.data, w.dtype, T, K, N, scratch);    // y = x W^T, x (T, K), W (N, K)

@@ -9,14 +9,13 @@
  *                        cache. Memory-bound: 16-bit weights halve the bytes read.
  *   OPS_GEMM_MIN_T <= T < OPS_TILE_MAX_T (x86): row blocks that stay in L2 per thread,
  *                        3x4 register tiles (no packing of the whole weight per call).
- *   T >= OPS_TILE_MAX_T (prefill): OpenBLAS sgemm. 16-bit weights are widened into the
- *                        caller's scratch first, in blocks of >= 2M floats (the widening
- *                        costs one pass over the weights, the product T passes).
+ *   T >= OPS_TILE_MAX_T (prefill): OpenBLAS sgemm in tiles (gemm_f32). 16-bit weights are widened
+ * into the caller's scratch first, in blocks of >= 2M floats (the widening costs one pass over the
+ * weights, the product T passes).
  */
 #include "tensor/ops.h"
 #include "tensor/vmath.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -25,6 +24,7 @@
 #endif
 
 #include "core/common.h"
+#include "tensor/gemm.h"
 
 #define OPS_GEMM_MIN_T 8  // from this many tokens on, sgemm beats re-reading weights
 #define OPS_ROW_BLOCK  16 // weight rows per OpenMP work item in the GEMV path
@@ -172,8 +172,7 @@ static void widen_rows(float *dst, const void *src, DType t, int64_t n, OpsIsa i
 static void matmul_gemm(float *y, const float *x, const void *w, DType wt, int T, int K, int N,
                         float *scratch, OpsIsa isa) {
     if (wt == DTYPE_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, x, K, (const float *)w,
-                    K, 0.0f, y, N);
+        gemm_f32(false, true, T, N, K, 1.0f, x, K, (const float *)w, K, 0.0f, y, N);
         return;
     }
     CHECK_MSG(scratch, "ops_matmul: 16-bit weights with T=%d need scratch", T);
@@ -183,8 +182,7 @@ static void matmul_gemm(float *y, const float *x, const void *w, DType wt, int T
 #pragma omp parallel for schedule(static) if ((int64_t)n * K >= OPS_PAR_MIN_WORK)
         for (int r = 0; r < n; r++)
             widen_rows(scratch + (int64_t)r * K, row_ptr(w, wt, r0 + r, K), wt, K, isa);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, K, 1.0f, x, K, scratch, K, 0.0f,
-                    y + r0, N);
+        gemm_f32(false, true, T, n, K, 1.0f, x, K, scratch, K, 0.0f, y + r0, N);
     }
 }
 

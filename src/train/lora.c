@@ -4,7 +4,6 @@
  */
 #include "train/lora.h"
 
-#include <cblas.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/fileio.h"
 #include "model/safetensors.h"
+#include "tensor/gemm.h"
 
 static const char *const lora_names[LORA_MODULE_COUNT] = {
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
@@ -176,29 +176,22 @@ void lora_forward(float *out, float *u, const float *x, const LoraAdapter *ad, f
                   int64_t N) {
     int R = ad->rank, in = ad->in, o = ad->out;
     // u (N, R) = x (N, in) @ A^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, R, in, 1.0f, x, in, ad->a, in,
-                0.0f, u, R);
+    gemm_f32(false, true, (int)N, R, in, 1.0f, x, in, ad->a, in, 0.0f, u, R);
     // out (N, out) += scaling * u @ B^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, o, R, scaling, u, R, ad->b, R,
-                1.0f, out, o);
+    gemm_f32(false, true, (int)N, o, R, scaling, u, R, ad->b, R, 1.0f, out, o);
 }
 
 void lora_backward(float *dx, float *du, const float *dout, const float *x, const float *u,
                    LoraAdapter *ad, float scaling, int64_t N) {
     int in = ad->in, o = ad->out, R = ad->rank;
     // dB (out, R) += scaling * dout^T (out, N) @ u (N, R)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o, R, (int)N, scaling, dout, o, u, R, 1.0f,
-                ad->db, R);
+    gemm_f32(true, false, o, R, (int)N, scaling, dout, o, u, R, 1.0f, ad->db, R);
     // du (N, R) = scaling * dout (N, out) @ B (out, R)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, R, o, scaling, dout, o, ad->b, R,
-                0.0f, du, R);
+    gemm_f32(false, false, (int)N, R, o, scaling, dout, o, ad->b, R, 0.0f, du, R);
     // dA (R, in) += du^T (R, N) @ x (N, in)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, in, (int)N, 1.0f, du, R, x, in, 1.0f,
-                ad->da, in);
+    gemm_f32(true, false, R, in, (int)N, 1.0f, du, R, x, in, 1.0f, ad->da, in);
     // dx (N, in) += du (N, R) @ A (R, in)
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, in, R, 1.0f, du, R, ad->a,
-                    in, 1.0f, dx, in);
+    if (dx) gemm_f32(false, false, (int)N, in, R, 1.0f, du, R, ad->a, in, 1.0f, dx, in);
 }
 
 void lora_dropout_mask(float *ms, int64_t n, float p, Rng *rng) {
@@ -226,8 +219,7 @@ void lora_backward_dropout(float *dx, float *du, float *xd, const float *dout, c
     lora_backward(NULL, du, dout, xd, u, ad, scaling, N);
     if (!dx) return;
     // xd <- du A (N, in), then dx += xd * ms
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, in, R, 1.0f, du, R, ad->a, in,
-                0.0f, xd, in);
+    gemm_f32(false, false, (int)N, in, R, 1.0f, du, R, ad->a, in, 0.0f, xd, in);
     for (int64_t i = 0; i < n; i++)
         dx[i] += xd[i] * ms[i];
 }
@@ -235,8 +227,7 @@ void lora_backward_dropout(float *dx, float *du, float *xd, const float *dout, c
 void lora_merge_weight(float *w, const LoraAdapter *ad, float scaling) {
     int in = ad->in, R = ad->rank;
     // W (out, in) += scaling * B (out, R) @ A (R, in)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ad->out, in, R, scaling, ad->b, R, ad->a,
-                in, 1.0f, w, in);
+    gemm_f32(false, false, ad->out, in, R, scaling, ad->b, R, ad->a, in, 1.0f, w, in);
 }
 
 static Tensor *lora_model_weight(LlamaLayer *ly, LoraModule m) {

@@ -3,12 +3,12 @@
  */
 #include "train/optim.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/common.h"
+#include "tensor/gemm.h"
 
 OptimOptions optim_defaults(OptimKind kind) {
     OptimOptions o = {.kind = kind,
@@ -95,15 +95,13 @@ void muon_newton_schulz(float *out, const float *g, int rows, int cols, int step
     ns_prepare(x, g, rows, cols, eps);
     for (int s = 0; s < steps; s++) {
         // A = X X^T (m, m)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, m, k, 1.0f, x, k, x, k, 0.0f, A, m);
+        gemm_f32(false, true, m, m, k, 1.0f, x, k, x, k, 0.0f, A, m);
         // B = b A + c A A
         memcpy(B, A, sizeof(float) * m * m);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, m, m, NS_C, A, m, A, m, NS_B, B,
-                    m);
+        gemm_f32(false, false, m, m, m, NS_C, A, m, A, m, NS_B, B, m);
         // X <- a X + B X
         memcpy(xn, x, sizeof(float) * m * k);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, m, 1.0f, B, m, x, k, NS_A, xn,
-                    k);
+        gemm_f32(false, false, m, k, m, 1.0f, B, m, x, k, NS_A, xn, k);
         float *t = x;
         x = xn;
         xn = t;

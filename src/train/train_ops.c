@@ -9,12 +9,12 @@
  */
 #include "train/train_ops.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/common.h"
+#include "tensor/gemm.h"
 #include "tensor/vmath.h"
 
 /* ---- Embedding ---------------------------------------------------------------------- */
@@ -81,8 +81,7 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
 void linear_forward(float *out, const float *x, const float *w, const float *bias, int64_t N,
                     int Din, int Dout) {
     // out (N, Dout) = x (N, Din) @ W^T, W (Dout, Din)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, Dout, Din, 1.0f, x, Din, w, Din,
-                0.0f, out, Dout);
+    gemm_f32(false, true, (int)N, Dout, Din, 1.0f, x, Din, w, Din, 0.0f, out, Dout);
     if (bias)
         for (int64_t n = 0; n < N; n++)
             for (int o = 0; o < Dout; o++)
@@ -103,13 +102,9 @@ void linear_forward_ref(float *out, const float *x, const float *w, const float 
 void linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                      const float *w, int64_t N, int Din, int Dout) {
     // dx (N, Din) += dout (N, Dout) @ W (Dout, Din)
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, Din, Dout, 1.0f, dout, Dout,
-                    w, Din, 1.0f, dx, Din);
+    if (dx) gemm_f32(false, false, (int)N, Din, Dout, 1.0f, dout, Dout, w, Din, 1.0f, dx, Din);
     // dW (Dout, Din) += dout^T (Dout, N) @ x (N, Din)
-    if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Dout, Din, (int)N, 1.0f, dout, Dout, x,
-                    Din, 1.0f, dw, Din);
+    if (dw) gemm_f32(true, false, Dout, Din, (int)N, 1.0f, dout, Dout, x, Din, 1.0f, dw, Din);
     if (db)
         for (int o = 0; o < Dout; o++) {
             double s = 0;
@@ -313,91 +308,93 @@ void attention_backward_ref(float *dq, float *dk, float *dv, float *dprobs, cons
 // T x T products (the rest lies above the diagonal, masked).
 #define ATTN_ROW_BLOCK 128
 
+// The work items are blocks of ATTN_ROW_BLOCK rows of one (b, h), whole: the GEMMs inside
+// run on the item's thread (gemm_f32 nested), and every output has one writer and a fixed
+// order, so the bits do not depend on the thread count.
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int T, int H, int KVH, int HD) {
-    int group = H / KVH, qs = H * HD, ks = KVH * HD;
-    float scale = (float)(1.0 / sqrt((double)HD));
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int kh = h / group;
-            const float *qb = q + (int64_t)b * T * qs + h * HD;
-            const float *kb = k + (int64_t)b * T * ks + kh * HD;
-            const float *vb = v + (int64_t)b * T * ks + kh * HD;
-            float *p = probs + ((int64_t)b * H + h) * T * T;
-            // causal: row block [r0, r1) needs keys [0, r1) only (the rest is masked)
-            for (int r0 = 0; r0 < T; r0 += ATTN_ROW_BLOCK) {
-                int r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, HD, scale,
-                            qb + (int64_t)r0 * qs, qs, kb, ks, 0.0f, p + (int64_t)r0 * T, T);
-            }
-#pragma omp parallel for if ((int64_t)T * T > 65536)
-            for (int t = 0; t < T; t++) {
-                float *row = p + (int64_t)t * T;
-                float mx = vm_max_f32(row, t + 1);
-                double sum = vm_expf_shift_sum(row, t + 1, mx);
-                float inv = (float)(1.0 / sum);
-                for (int t2 = 0; t2 <= t; t2++)
-                    row[t2] *= inv;
-                for (int t2 = t + 1; t2 < T; t2++)
-                    row[t2] = 0.0f;
-            }
-            float *ob = out + (int64_t)b * T * qs + h * HD;
-            for (int r0 = 0; r0 < T; r0 += ATTN_ROW_BLOCK) { // O = P V over keys [0, r1)
-                int r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, HD, r1, 1.0f,
-                            p + (int64_t)r0 * T, T, vb, ks, 0.0f, ob + (int64_t)r0 * qs, qs);
-            }
+    const int group = H / KVH, qs = H * HD, ks = KVH * HD,
+              nrb = (T + ATTN_ROW_BLOCK - 1) / ATTN_ROW_BLOCK;
+    const float scale = (float)(1.0 / sqrt((double)HD));
+#pragma omp parallel for schedule(dynamic, 1) if ((int64_t)B * H * T * T * HD > 65536)
+    for (int it = 0; it < B * H * nrb; it++) {
+        const int bh = it / nrb, b = bh / H, h = bh % H, kh = h / group;
+        // causal: rows [r0, r1) need keys [0, r1) only (the rest is masked)
+        const int r0 = it % nrb * ATTN_ROW_BLOCK, r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
+        const float *kb = k + (int64_t)b * T * ks + kh * HD;
+        const float *vb = v + (int64_t)b * T * ks + kh * HD;
+        float *p = probs + (int64_t)bh * T * T;
+        gemm_f32(false, true, r1 - r0, r1, HD, scale, q + ((int64_t)b * T + r0) * qs + h * HD, qs,
+                 kb, ks, 0.0f, p + (int64_t)r0 * T, T);
+        for (int t = r0; t < r1; t++) {
+            float *row = p + (int64_t)t * T;
+            float mx = vm_max_f32(row, t + 1);
+            double sum = vm_expf_shift_sum(row, t + 1, mx);
+            float inv = (float)(1.0 / sum);
+            for (int t2 = 0; t2 <= t; t2++)
+                row[t2] *= inv;
+            for (int t2 = t + 1; t2 < T; t2++)
+                row[t2] = 0.0f;
         }
+        // O = P V over keys [0, r1)
+        gemm_f32(false, false, r1 - r0, HD, r1, 1.0f, p + (int64_t)r0 * T, T, vb, ks, 0.0f,
+                 out + ((int64_t)b * T + r0) * qs + h * HD, qs);
+    }
 }
 
+// Causal blocks: P and dS are zero above the diagonal, so a block of rows [r0, r1) needs
+// columns [0, r1) and a block of columns [r0, r1) rows [r0, T). First, per block of rows of
+// one (b, h): dP, dS and dQ. Then per block of rows of dK and dV of one (b, kv-head): the
+// sums over the group's query heads, in head order.
 void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const float *dout,
                         const float *probs, const float *q, const float *k, const float *v, int B,
                         int T, int H, int KVH, int HD) {
-    int group = H / KVH, qs = H * HD, ks = KVH * HD;
-    float scale = (float)(1.0 / sqrt((double)HD));
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int kh = h / group;
-            int64_t qo = (int64_t)b * T * qs + h * HD, ko = (int64_t)b * T * ks + kh * HD;
-            const float *p = probs + ((int64_t)b * H + h) * T * T;
-            float *dp = dprobs + ((int64_t)b * H + h) * T * T;
-            // Causal blocks: P and dS are zero above the diagonal, so a block of rows [r0, r1)
-            // needs columns [0, r1) and a block of columns [r0, r1) rows [r0, T).
-            for (int r0 = 0; r0 < T; r0 += ATTN_ROW_BLOCK) {
-                int r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
-                // dV[r0:r1] (HD) += P[r0:T, r0:r1]^T dO[r0:T]
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, HD, T - r0, 1.0f,
-                            p + (int64_t)r0 * T + r0, T, dout + qo + (int64_t)r0 * qs, qs, 1.0f,
-                            dv + ko + (int64_t)r0 * ks, ks);
-                // dP[r0:r1, 0:r1] = dO[r0:r1] V[0:r1]^T
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, HD, 1.0f,
-                            dout + qo + (int64_t)r0 * qs, qs, v + ko, ks, 0.0f,
-                            dp + (int64_t)r0 * T, T);
-            }
-            // dS = P (dP - sum_j P dP) * scale, zero above the diagonal
-#pragma omp parallel for if ((int64_t)T * T > 65536)
-            for (int t = 0; t < T; t++) {
-                const float *pr = p + (int64_t)t * T;
-                float *dr = dp + (int64_t)t * T;
-                double pdp = 0;
-                for (int t2 = 0; t2 <= t; t2++)
-                    pdp += (double)pr[t2] * dr[t2];
-                for (int t2 = 0; t2 <= t; t2++)
-                    dr[t2] = pr[t2] * (dr[t2] - (float)pdp) * scale;
-                for (int t2 = t + 1; t2 < T; t2++)
-                    dr[t2] = 0.0f;
-            }
-            for (int r0 = 0; r0 < T; r0 += ATTN_ROW_BLOCK) {
-                int r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
-                // dQ[r0:r1] += dS[r0:r1, 0:r1] K[0:r1] ; dK[r0:r1] += dS[r0:T, r0:r1]^T Q[r0:T]
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, HD, r1, 1.0f,
-                            dp + (int64_t)r0 * T, T, k + ko, ks, 1.0f, dq + qo + (int64_t)r0 * qs,
-                            qs);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, HD, T - r0, 1.0f,
-                            dp + (int64_t)r0 * T + r0, T, q + qo + (int64_t)r0 * qs, qs, 1.0f,
-                            dk + ko + (int64_t)r0 * ks, ks);
-            }
+    const int group = H / KVH, qs = H * HD, ks = KVH * HD,
+              nrb = (T + ATTN_ROW_BLOCK - 1) / ATTN_ROW_BLOCK;
+    const float scale = (float)(1.0 / sqrt((double)HD));
+    const bool par = (int64_t)B * H * T * T * HD > 65536;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int it = 0; it < B * H * nrb; it++) {
+        const int bh = it / nrb, b = bh / H, h = bh % H, kh = h / group;
+        const int r0 = it % nrb * ATTN_ROW_BLOCK, r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
+        const int64_t qo = ((int64_t)b * T + r0) * qs + h * HD, ko = (int64_t)b * T * ks + kh * HD;
+        const float *p = probs + (int64_t)bh * T * T;
+        float *dp = dprobs + (int64_t)bh * T * T;
+        // dP[r0:r1, 0:r1] = dO[r0:r1] V[0:r1]^T
+        gemm_f32(false, true, r1 - r0, r1, HD, 1.0f, dout + qo, qs, v + ko, ks, 0.0f,
+                 dp + (int64_t)r0 * T, T);
+        // dS = P (dP - sum_j P dP) * scale, zero above the diagonal
+        for (int t = r0; t < r1; t++) {
+            const float *pr = p + (int64_t)t * T;
+            float *dr = dp + (int64_t)t * T;
+            double pdp = 0;
+            for (int t2 = 0; t2 <= t; t2++)
+                pdp += (double)pr[t2] * dr[t2];
+            for (int t2 = 0; t2 <= t; t2++)
+                dr[t2] = pr[t2] * (dr[t2] - (float)pdp) * scale;
+            for (int t2 = t + 1; t2 < T; t2++)
+                dr[t2] = 0.0f;
         }
+        // dQ[r0:r1] += dS[r0:r1, 0:r1] K[0:r1]
+        gemm_f32(false, false, r1 - r0, HD, r1, 1.0f, dp + (int64_t)r0 * T, T, k + ko, ks, 1.0f,
+                 dq + qo, qs);
+    }
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int it = 0; it < B * KVH * nrb; it++) {
+        const int bk = it / nrb, b = bk / KVH, kh = bk % KVH;
+        const int r0 = it % nrb * ATTN_ROW_BLOCK, r1 = MIN(T, r0 + ATTN_ROW_BLOCK);
+        const int64_t ko = ((int64_t)b * T + r0) * ks + kh * HD;
+        for (int h = kh * group; h < (kh + 1) * group; h++) {
+            const int64_t qo = ((int64_t)b * T + r0) * qs + h * HD,
+                          po = ((int64_t)b * H + h) * T * T;
+            const float *p = probs + po + (int64_t)r0 * T + r0,
+                        *ds = dprobs + po + (int64_t)r0 * T + r0;
+            // dV[r0:r1] += P[r0:T, r0:r1]^T dO[r0:T]; dK[r0:r1] += dS[r0:T, r0:r1]^T Q[r0:T]
+            gemm_f32(true, false, r1 - r0, HD, T - r0, 1.0f, p, T, dout + qo, qs, 1.0f, dv + ko,
+                     ks);
+            gemm_f32(true, false, r1 - r0, HD, T - r0, 1.0f, ds, T, q + qo, qs, 1.0f, dk + ko, ks);
+        }
+    }
 }
 
 /* ---- SwiGLU and residual ------------------------------------------------------------ */
@@ -453,6 +450,15 @@ static int64_t count_valid(const int32_t *targets, int64_t N) {
     return n;
 }
 
+// The loss sums: per-row terms summed in row order afterwards (an OpenMP reduction would
+// add the threads' partial sums in an order that follows the thread count).
+static double sum_rows(const double *v, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += v[i];
+    return s;
+}
+
 // sum_i p_T(i) (log p_T(i) - log p_S(i)) for one row at temperature T (no T^2).
 static double row_kl(const float *s, const float *t, int V, double inv_t) {
     double ls = row_lse(s, V, inv_t), lt = row_lse(t, V, inv_t), kl = 0, pt[ROW_CHUNK];
@@ -472,15 +478,18 @@ KdLoss kd_loss_forward(const float *logits, const float *tlogits, const int32_t 
     KdLoss r = {0};
     r.n_valid = count_valid(targets, N);
     if (r.n_valid == 0) return r;
-    double inv_t = 1.0 / o->temperature, kl = 0, ce = 0;
+    double inv_t = 1.0 / o->temperature;
     int Vk = o->kd_vocab > 0 ? o->kd_vocab : V, Vt = o->teacher_vocab > 0 ? o->teacher_vocab : V;
-#pragma omp parallel for reduction(+ : kl, ce) if (N * V > 65536)
+    double *rkl = xcalloc((size_t)(2 * N), sizeof(double)), *rce = rkl + N;
+#pragma omp parallel for if (N * V > 65536)
     for (int64_t n = 0; n < N; n++) {
         if (targets[n] == TRAIN_IGNORE_INDEX) continue;
         const float *s = logits + n * V;
-        ce += row_lse(s, V, 1.0) - s[targets[n]];
-        if (tlogits) kl += row_kl(s, tlogits + n * Vt, Vk, inv_t);
+        rce[n] = row_lse(s, V, 1.0) - s[targets[n]];
+        if (tlogits) rkl[n] = row_kl(s, tlogits + n * Vt, Vk, inv_t);
     }
+    const double kl = sum_rows(rkl, N), ce = sum_rows(rce, N);
+    free(rkl);
     double T2 = (double)o->temperature * o->temperature;
     r.kl = T2 * kl / r.n_valid;
     r.ce = ce / r.n_valid;
@@ -573,8 +582,8 @@ KdLoss kd_loss_forward_backward(float *dlogits, const float *logits, const float
     const int64_t nv = r.n_valid;
     const double wkl = nv && tlogits ? (double)dloss * o->alpha * o->temperature / nv : 0;
     const double wce = nv ? (double)dloss * (1 - (double)o->alpha) / nv : 0;
-    double kl = 0, ce = 0;
-#pragma omp parallel for reduction(+ : kl, ce) if (N * V > 65536)
+    double *rkl = xcalloc((size_t)(2 * N), sizeof(double)), *rce = rkl + N;
+#pragma omp parallel for if (N * V > 65536)
     for (int64_t n = 0; n < N; n++) {
         float *d = dlogits + n * V;
         if (targets[n] == TRAIN_IGNORE_INDEX) {
@@ -582,8 +591,10 @@ KdLoss kd_loss_forward_backward(float *dlogits, const float *logits, const float
             continue;
         }
         kd_row_fused(d, logits + n * V, tlogits ? tlogits + n * Vt : NULL, targets[n], V, Vk, inv_t,
-                     wkl, wce, &ce, &kl);
+                     wkl, wce, &rce[n], &rkl[n]);
     }
+    const double kl = sum_rows(rkl, N), ce = sum_rows(rce, N);
+    free(rkl);
     if (nv == 0) return r;
     double T2 = (double)o->temperature * o->temperature;
     r.kl = T2 * kl / nv;
@@ -703,8 +714,8 @@ KdLoss kd_sparse_loss_forward_backward(float *dlogits, const float *logits,
     const double inv_t = 1.0 / o->temperature, a = t->t_gen / (double)o->temperature;
     const double wkl = nv ? (double)dloss * o->alpha * o->temperature / nv : 0;
     const double wce = nv ? (double)dloss * (1 - (double)o->alpha) / nv : 0;
-    double kl = 0, ce = 0;
-#pragma omp parallel reduction(+ : kl, ce) if (N * V > 65536)
+    double *rkl = xcalloc((size_t)(2 * N), sizeof(double)), *rce = rkl + N;
+#pragma omp parallel if (N * V > 65536)
     {
         double *q = xmalloc(sizeof(double) * (size_t)t->K);
 #pragma omp for schedule(static)
@@ -716,12 +727,14 @@ KdLoss kd_sparse_loss_forward_backward(float *dlogits, const float *logits,
             }
             const float *s = logits + n * V;
             const double ls1 = row_lse(s, V, 1.0), ls = inv_t == 1.0 ? ls1 : row_lse(s, V, inv_t);
-            ce += ls1 - s[targets[n]];
-            kl += sparse_row_fused(d, wkl, wce, s, targets[n], t->ids + n * t->K,
-                                   t->logp + n * t->K, t->K, V, inv_t, a, q, ls, ls1);
+            rce[n] = ls1 - s[targets[n]];
+            rkl[n] = sparse_row_fused(d, wkl, wce, s, targets[n], t->ids + n * t->K,
+                                      t->logp + n * t->K, t->K, V, inv_t, a, q, ls, ls1);
         }
         free(q);
     }
+    const double kl = sum_rows(rkl, N), ce = sum_rows(rce, N);
+    free(rkl);
     if (nv == 0) return r;
     r.kl = (double)o->temperature * o->temperature * kl / nv;
     r.ce = ce / nv;

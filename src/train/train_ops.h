@@ -47,7 +47,8 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
 /* ---- Linear: out = x W^T + b -------------------------------------------------------- */
 
 // out (N, Dout) = x (N, Din) @ W^T, W (Dout, Din) row-major (PyTorch layout), bias (Dout) or NULL.
-// Uses OpenBLAS sgemm; linear_forward_ref is the naive loop (double accumulation).
+// Uses gemm_f32 (OpenBLAS sgemm tiles, the same bits on any thread count);
+// linear_forward_ref is the naive loop (double accumulation).
 void linear_forward(float *out, const float *x, const float *w, const float *bias, int64_t N,
                     int Din, int Dout);
 void linear_forward_ref(float *out, const float *x, const float *w, const float *bias, int64_t N,
@@ -77,7 +78,8 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int
 // keeps the softmax (row t holds positions 0..t; the rest is written 0). Query head h
 // reads kv head h / (H / KVH). Scores are scaled by 1/sqrt(HD); softmax subtracts the row
 // max. Sequences are independent: right padding never affects real positions.
-// attention_forward uses sgemm per (b, h); attention_forward_ref is the naive loop
+// attention_forward uses gemm_f32 per block of 128 rows of a (b, h), one block per
+// thread; attention_forward_ref is the naive loop
 // (double accumulation). Same for the backward.
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int T, int H, int KVH, int HD);

@@ -1,0 +1,29 @@
+/*
+ * gemm.h - float32 matrix products whose bits do not depend on the thread count.
+ *
+ * OpenBLAS's threaded sgemm splits C over its threads at points that follow the thread
+ * count, and its edge micro-kernels sum in another order than its main one, so ~4 % of the
+ * outputs of a 2048 x 1536 x 576 product change in the last bit between 1 and 2 threads.
+ * gemm_f32 instead cuts C into a grid of tiles that is a function of (M, N, K) alone and
+ * runs one single-threaded sgemm per tile on the OpenMP threads (any tile on any thread),
+ * so C is the same for every thread count. On 2 cores it runs within the noise of the
+ * threaded sgemm (docs/design.md, "Threads").
+ *
+ *   // C (M, N) = alpha op(A) op(B) + beta C, row-major, op = transpose when ta / tb
+ *   gemm_f32(false, true, T, N, K, 1.0f, x, K, w, K, 0.0f, y, N);   // y = x W^T
+ *
+ * Called inside an OpenMP parallel region it runs the same tiles on the calling thread.
+ */
+#ifndef EF_GEMM_H
+#define EF_GEMM_H
+
+#include <stdbool.h>
+
+void gemm_f32(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+
+// The tile grid gemm_f32 uses for an (M, N, K) product: tiles of *tm rows and *tn columns
+// (the last ones ragged). Exposed for the tests.
+void gemm_f32_grid(int M, int N, int K, int *tm, int *tn);
+
+#endif
