@@ -345,10 +345,10 @@ static void test_gemm_f32(void **state) {
             free(C0);
             free(Cr);
         }
-    // the grid never reads the thread count, and tiles stay within 512 x 2048
+    // tiles stay within 512 x 2048, at least 2 of them (one per CPU up to 16)
     int tm, tn;
     gemm_f32_grid(1024, 1536, 576, &tm, &tn);
-    assert_true(tm <= 512 && tn <= 2048 && (1024 / tm) * ((1536 + tn - 1) / tn) >= 8);
+    assert_true(tm <= 512 && tn <= 2048 && (1024 / tm) * ((1536 + tn - 1) / tn) >= 2);
     gemm_f32_grid(512, 49152, 576, &tm, &tn);
     assert_true(tm == 512 && tn == 2048);
 }

@@ -4,10 +4,11 @@
  * OpenBLAS's threaded sgemm splits C over its threads at points that follow the thread
  * count, and its edge micro-kernels sum in another order than its main one, so ~4 % of the
  * outputs of a 2048 x 1536 x 576 product change in the last bit between 1 and 2 threads.
- * gemm_f32 instead cuts C into a grid of tiles that is a function of (M, N, K) alone and
- * runs one single-threaded sgemm per tile on the OpenMP threads (any tile on any thread),
- * so C is the same for every thread count. On 2 cores it runs within the noise of the
- * threaded sgemm (docs/design.md, "Threads").
+ * gemm_f32 instead cuts C into a grid of tiles that is a function of (M, N, K) and of the
+ * machine's CPU count (never of -t, OMP_NUM_THREADS or the affinity mask) and runs one
+ * single-threaded sgemm per tile on the OpenMP threads (any tile on any thread), so C is
+ * the same for every thread count. On 2 cores it runs within the noise of the threaded
+ * sgemm (docs/design.md, "Threads").
  *
  *   // C (M, N) = alpha op(A) op(B) + beta C, row-major, op = transpose when ta / tb
  *   gemm_f32(false, true, T, N, K, 1.0f, x, K, w, K, 0.0f, y, N);   // y = x W^T
