@@ -381,7 +381,7 @@ static void test_parity_smollm2(void **state) {
     if (model_load(&m, SMOLLM2, &lo) != STATUS_OK) fail_msg("%s", status_msg());
 #ifdef _OPENMP
     // one thread for the parity part: on a shared 2-core CI machine a spinning team costs
-    // more than it gains; smollm2_threads() below compares 1 and 2 threads
+    // more than it gains; smollm2_threads() below compares 1, 2 and 3 threads
     int saved_threads = omp_get_max_threads();
     omp_set_num_threads(1);
 #endif

@@ -12,7 +12,8 @@
  * Parallelism: GPTQ treats the rows of W independently (each row has its own grids and
  * error feedback; only U is shared), so the in-block work runs eight rows per OpenMP
  * iteration, across the rows in vector lanes (quantize_block_tile; quantize_block_row is
- * its one-row scalar twin), and the lazy trailing update is one OpenBLAS dgemm per block.
+ * its one-row scalar twin), and the lazy trailing update is one dgemm per block, as a
+ * grid of single-threaded tiles (gemm_f64).
  * U comes from a blocked Cholesky factorisation and triangular inverse of our own whose
  * tiles are single-threaded BLAS calls shared out to the threads. No reduction crosses rows
  * or tiles, so the codes do not depend on the thread count.
@@ -29,6 +30,7 @@
 
 #include "core/common.h"
 #include "core/log.h"
+#include "tensor/gemm.h"
 #include "tensor/vmath.h"
 
 // LAPACK from OpenBLAS (Fortran ABI; Debian's libopenblas-dev ships no LAPACKE header).
@@ -163,16 +165,10 @@ static int gptq_omp_threads(void);
 // threads, so the bits do not depend on the thread count (test_gptq.c
 // test_hessian_threads). They are not those of one whole dsyrk: OpenBLAS's dgemm and dsyrk
 // split a long inner dimension (over 256 rows) at different points and apply alpha per
-// split, so which path runs depends on K alone: one tile (K <= 384) is one dsyrk on
-// OpenBLAS's threads.
+// split, so which path runs depends on K alone (one tile when K <= 384).
 static void syrk_upper(double *C, const double *X, int64_t K, int64_t m, double alpha,
                        double beta) {
     const int64_t nb = syrk_tiles(K), NB = (K + nb - 1) / nb, n_tiles = nb * (nb + 1) / 2;
-    if (nb == 1) {
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)K, (int)m, alpha, X, (int)K, beta,
-                    C, (int)K);
-        return;
-    }
     const int nt = gptq_omp_threads();
     // (OpenBLAS's OpenMP build sets our thread count too: ours are counted first)
     const int threads = openblas_get_num_threads();
@@ -863,9 +859,8 @@ static Status quantize_factored(GptqResult *r, const float *W, int64_t N, const 
         }
         // W[:, i2:] -= Err1 (N, i2-i1) . U[i1:i2, i2:]
         if (i2 < K)
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)(K - i2),
-                        (int)(i2 - i1), -1.0, Err, (int)bs, f->U + i1 * K + i2, (int)K, 1.0,
-                        Wd + i2, (int)K);
+            gemm_f64(false, false, (int)N, (int)(K - i2), (int)(i2 - i1), -1.0, Err, (int)bs,
+                     f->U + i1 * K + i2, (int)K, 1.0, Wd + i2, (int)K);
     }
     r->loss = 0;
     for (int64_t row = 0; row < N; row++)

@@ -14,6 +14,8 @@
  *   gemm_f32(false, true, T, N, K, 1.0f, x, K, w, K, 0.0f, y, N);   // y = x W^T
  *
  * Called inside an OpenMP parallel region it runs the same tiles on the calling thread.
+ * With OpenBLAS's pthread build (the Makefile's fallback) it sets OpenBLAS to one thread
+ * first, since that build splits every call over its own threads.
  */
 #ifndef EF_GEMM_H
 #define EF_GEMM_H
@@ -22,6 +24,9 @@
 
 void gemm_f32(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
+// The same for double (OpenBLAS dgemm tiles on the same grid).
+void gemm_f64(bool ta, bool tb, int M, int N, int K, double alpha, const double *A, int lda,
+              const double *B, int ldb, double beta, double *C, int ldc);
 
 // The tile grid gemm_f32 uses for an (M, N, K) product: tiles of *tm rows and *tn columns
 // (the last ones ragged). Exposed for the tests.
