@@ -155,6 +155,22 @@ static void test_array_helpers(void **s) {
             float ref = x[i] / (1.0f + expf(-x[i])) * u[i];
             assert_true(fabsf(h[i] - ref) <= 1e-6f * fabsf(ref) + 1e-30f);
         }
+        // the backward, accumulated into dg and du, against the formula in double
+        float *dg = malloc((size_t)n * sizeof(float)), *du = malloc((size_t)n * sizeof(float));
+        for (int i = 0; i < n; i++) {
+            dg[i] = 0.25f;
+            du[i] = -0.5f;
+            e[i] = rng_normal(&r); // the incoming gradient (double copy)
+            y[i] = (float)e[i];
+        }
+        vm_silu_mul_backward(dg, du, y, x, u, n);
+        for (int i = 0; i < n; i++) {
+            const double g = x[i], sg = 1 / (1 + exp(-g)), d = y[i];
+            const double rg = d * u[i] * sg * (1 + g * (1 - sg)), ru = d * g * sg;
+            assert_true(fabs(dg[i] - (0.25 + rg)) <= 2e-6 * fabs(rg) + 1e-6);
+            assert_true(fabs(du[i] - (-0.5 + ru)) <= 2e-6 * fabs(ru) + 1e-6);
+        }
+        free(dg), free(du);
         vm_silu_mul(x, x, u, n); // in place
         for (int i = 0; i < n; i++)
             assert_true(x[i] == h[i]);

@@ -244,6 +244,26 @@ AVX2_TARGET static void silu_mul_avx2(float *h, const float *g, const float *u, 
         h[i] = g[i] / (1.0f + vm_expf_avx2_one(-g[i])) * u[i];
 }
 
+AVX2_TARGET static void silu_mul_backward_avx2(float *dg, float *du, const float *d, const float *g,
+                                               const float *u, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i), dv = _mm256_loadu_ps(d + i);
+        const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_xor_ps(gv, sign))));
+        const __m256 t = _mm256_add_ps(one, _mm256_mul_ps(gv, _mm256_sub_ps(one, s)));
+        const __m256 a = _mm256_mul_ps(_mm256_mul_ps(dv, _mm256_loadu_ps(u + i)), s);
+        _mm256_storeu_ps(dg + i, _mm256_add_ps(_mm256_loadu_ps(dg + i), _mm256_mul_ps(a, t)));
+        _mm256_storeu_ps(du + i, _mm256_add_ps(_mm256_loadu_ps(du + i),
+                                               _mm256_mul_ps(_mm256_mul_ps(dv, gv), s)));
+    }
+    for (; i < n; i++) {
+        const float s = 1.0f / (1.0f + vm_expf_avx2_one(-g[i]));
+        dg[i] += d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        du[i] += d[i] * g[i] * s;
+    }
+}
+
 #else // not x86-64: the C library
 
 int vm_have_avx2(void) { return 0; }
@@ -321,4 +341,19 @@ void vm_silu_mul(float *h, const float *g, const float *u, int64_t n) {
 #endif
     for (int64_t i = 0; i < n; i++)
         h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void vm_silu_mul_backward(float *dg, float *du, const float *d, const float *g, const float *u,
+                          int64_t n) {
+#if defined(__x86_64__)
+    if (vm_have_avx2()) {
+        silu_mul_backward_avx2(dg, du, d, g, u, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        const float s = 1.0f / (1.0f + expf(-g[i]));
+        dg[i] += d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        du[i] += d[i] * g[i] * s;
+    }
 }

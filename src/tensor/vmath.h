@@ -26,6 +26,10 @@ void vm_exp_affine(double *y, const float *x, int64_t n, double a, double b);
 float vm_expf_shift_sum(float *x, int64_t n, float m);
 // h[i] = g[i] / (1 + expf(-g[i])) * u[i] (SwiGLU); h may equal g or u.
 void vm_silu_mul(float *h, const float *g, const float *u, int64_t n);
+// SwiGLU's backward, accumulated: with s = 1 / (1 + expf(-g[i])),
+// dg[i] += d[i] u[i] s (1 + g[i] (1 - s)) and du[i] += d[i] g[i] s.
+void vm_silu_mul_backward(float *dg, float *du, const float *d, const float *g, const float *u,
+                          int64_t n);
 
 // Quantization error of one grid for GPTQ's MSE search: sum_k |s (q_k - z) - x_k|^p with
 // q_k = clamp(rint(x_k / s) + z, 0, maxq), p > 0. With AVX2, |d|^p = exp(p ln |d|) 4 doubles

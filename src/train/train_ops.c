@@ -409,12 +409,11 @@ void swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, int64_t n) {
     // silu'(g) = sig(g) (1 + g (1 - sig(g)))
+    enum { CHUNK = 4096 };
 #pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
-        dgate[i] += dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
-        dup[i] += dout[i] * g * sg;
-    }
+    for (int64_t c = 0; c < n; c += CHUNK)
+        vm_silu_mul_backward(dgate + c, dup + c, dout + c, gate + c, up + c,
+                             MIN((int64_t)CHUNK, n - c));
 }
 
 void residual_forward(float *out, const float *a, const float *b, int64_t n) {
