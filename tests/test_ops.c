@@ -390,6 +390,13 @@ static void test_gemm_f32(void **state) {
     assert_true(tm <= 512 && tn <= 2048 && (1024 / tm) * ((1536 + tn - 1) / tn) >= 2);
     gemm_f32_grid(512, 49152, 576, &tm, &tn);
     assert_true(tm == 512 && tn == 2048);
+    // the line --version prints, truncated safely
+    char info[512], small[8];
+    gemm_system_info(info, sizeof info);
+    assert_non_null(strstr(info, ops_isa_name(ops_isa_detect())));
+    assert_non_null(strstr(info, "GEMM grid for "));
+    gemm_system_info(small, sizeof small);
+    assert_int_equal(strlen(small), sizeof small - 1);
 }
 
 // Every matmul path splits work only over independent outputs with a fixed reduction order

@@ -30,6 +30,7 @@
 #include "eval/tasks.h"
 #include "model/infer.h"
 #include "model/llama.h"
+#include "tensor/gemm.h"
 
 #define ALL_TASKS "arc_easy,commonsense_qa,hellaswag,mmlu,openbookqa,piqa,social_iqa,winogrande"
 
@@ -236,7 +237,8 @@ int cmd_eval(int argc, char **argv) {
         free(greedy);
     }
     if (rc == 0) {
-        char info[160];
+        char info[160], sysinfo[512];
+        gemm_system_info(sysinfo, sizeof sysinfo);
         snprintf(info, sizeof(info), "%s, %d layers, dim %d, vocab %d", m.cfg.arch, m.cfg.n_layers,
                  m.cfg.dim, m.cfg.vocab_size);
         McRunConfig cfg = {.model = ap.pos[0],
@@ -248,7 +250,8 @@ int cmd_eval(int argc, char **argv) {
                            .add_bos = a.add_bos,
                            .data_dir = a.data_dir,
                            .seconds = time_now() - t0,
-                           .version = "edgeforge"};
+                           .version = EDGEFORGE_VERSION,
+                           .system = sysinfo};
         char *md = mc_results_markdown(rows, n_rows, &cfg);
         fputs(md, stdout);
         if (a.md && file_write_all(a.md, md, strlen(md)) != STATUS_OK) rc = cli_fail(NULL);

@@ -36,6 +36,7 @@
 #include "quant/calib.h"
 #include "quant/fidelity.h"
 #include "quant/gptq_model.h"
+#include "tensor/gemm.h"
 
 typedef struct {
     const char *calib, *out, *fid_data, *report, *tokenizer, *logits_out;
@@ -167,6 +168,8 @@ static int quantize_run(const QuantArgs *a, const char *model_path) {
         have_fid = true;
     }
     char *st_path = path_join(a->out, "model.safetensors");
+    char sysinfo[512];
+    gemm_system_info(sysinfo, sizeof sysinfo);
     FidelityReport fr = {.model = model_path,
                          .out_dir = a->out,
                          .method =
@@ -179,7 +182,8 @@ static int quantize_run(const QuantArgs *a, const char *model_path) {
                          .rep = &rep,
                          .fid = have_fid ? &fs : NULL,
                          .calib_seqs = a->rtn ? 0 : cs.n_seqs,
-                         .calib_len = a->rtn ? 0 : cs.seq_len};
+                         .calib_len = a->rtn ? 0 : cs.seq_len,
+                         .system = sysinfo};
     free(st_path);
     fidelity_report_print(stdout, &fr);
     char *rp = NULL;

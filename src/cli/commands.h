@@ -6,6 +6,8 @@
 #ifndef EF_COMMANDS_H
 #define EF_COMMANDS_H
 
+#define EDGEFORGE_VERSION "0.1.0"
+
 typedef int (*CmdFn)(int argc, char **argv);
 
 typedef struct {

@@ -15,8 +15,7 @@
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/status.h"
-
-#define EDGEFORGE_VERSION "0.1.0"
+#include "tensor/gemm.h"
 
 // One entry per implemented subcommand; keep in pipeline order.
 static const Command commands[] = {
@@ -59,6 +58,13 @@ int cli_fail(const char *what) {
     return 1;
 }
 
+// The version, and what besides the input decides a result's bits here (tensor/gemm.h).
+static void print_version(void) {
+    char sys[512];
+    gemm_system_info(sys, sizeof sys);
+    printf("edgeforge %s\n%s\n", EDGEFORGE_VERSION, sys);
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: edgeforge [-v|-q] <command> [options]\n\n"
@@ -82,7 +88,7 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (strcmp(argv[i], "--version") == 0) {
-            printf("edgeforge %s\n", EDGEFORGE_VERSION);
+            print_version();
             return 0;
         } else {
             fprintf(stderr, "error: unknown option '%s'\n", argv[i]);
@@ -100,7 +106,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(name, "version") == 0) {
-        printf("edgeforge %s\n", EDGEFORGE_VERSION);
+        print_version();
         return 0;
     }
     for (size_t c = 0; commands[c].name; c++)

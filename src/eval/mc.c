@@ -322,6 +322,7 @@ static json_t *build_json(const McResult *rows, int n, const McRunConfig *cfg) {
                                     "points, choice without the leading delimiter"));
     json_object_set_new(root, "config", c);
     if (cfg->version) json_object_set_new(root, "edgeforge_version", json_string(cfg->version));
+    if (cfg->system) json_object_set_new(root, "pretty_env_info", json_string(cfg->system));
     json_object_set_new(root, "total_evaluation_time_seconds", json_real(cfg->seconds));
     return root;
 }

@@ -103,6 +103,7 @@ typedef struct {
     const char *data_dir;
     double seconds;      // wall time of the evaluation
     const char *version; // edgeforge version
+    const char *system;  // gemm_system_info (lm-eval's "pretty_env_info"), or NULL
 } McRunConfig;
 
 // Writes lm-eval's results layout (results, groups, group_subtasks, configs, versions,

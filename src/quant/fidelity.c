@@ -219,6 +219,7 @@ Status fidelity_report_write_json(const char *path, const FidelityReport *r) {
     json_object_set_new(j, "bytes_before_16bit", json_integer(r->bytes_before));
     json_object_set_new(j, "bytes_after", json_integer(r->bytes_after));
     json_object_set_new(j, "bits_per_weight_quantized", json_real(bits_per_weight(r)));
+    if (r->system) json_object_set_new(j, "system", json_string(r->system));
     if (r->rep) {
         json_object_set_new(j, "quantized_weights", json_integer(r->rep->n_weights));
         json_object_set_new(j, "seconds", json_real(r->rep->seconds));

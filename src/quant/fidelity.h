@@ -83,6 +83,7 @@ typedef struct {
     const GptqModelReport *rep;
     const FidelityStats *fid; // NULL when not measured
     int calib_seqs, calib_len;
+    const char *system; // gemm_system_info: what besides the input decides the bits, or NULL
 } FidelityReport;
 
 // Prints the report as text to f.

@@ -25,6 +25,7 @@
 #include <cblas.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #ifdef _OPENMP
@@ -32,6 +33,7 @@
 #endif
 
 #include "core/common.h"
+#include "tensor/ops.h"
 
 #define GEMM_TILE_ROWS  512
 #define GEMM_TILE_COLS  2048
@@ -55,6 +57,14 @@ static int tile_count(void) {
     n = (int)MIN(MAX(cpus, GEMM_TILES_MIN), GEMM_TILES_MAX);
     atomic_store_explicit(&cached, n, memory_order_relaxed);
     return n;
+}
+
+void gemm_system_info(char *buf, size_t n) {
+    static const char *const modes[] = {"sequential", "pthread", "OpenMP"};
+    const int mode = openblas_get_parallel();
+    snprintf(buf, n, "kernels %s; %s (%s build); GEMM grid for %d CPUs",
+             ops_isa_name(ops_isa_detect()), openblas_get_config(),
+             mode >= 0 && mode <= 2 ? modes[mode] : "unknown", tile_count());
 }
 
 void gemm_f32_grid(int M, int N, int K, int *tm, int *tn) {

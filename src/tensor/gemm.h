@@ -21,12 +21,19 @@
 #define EF_GEMM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 void gemm_f32(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 // The same for double (OpenBLAS dgemm tiles on the same grid).
 void gemm_f64(bool ta, bool tb, int M, int N, int K, double alpha, const double *A, int lda,
               const double *B, int ldb, double beta, double *C, int ldc);
+
+// What, besides the input, decides the bits of a result on this machine: the SIMD path of
+// our kernels, OpenBLAS's build (its kernels follow the CPU) and the CPU count the grid
+// uses, e.g. "kernels avx2; OpenBLAS 0.3.21 ... (OpenMP build); GEMM grid for 2 CPUs".
+// Written into buf (NUL-terminated, truncated to n).
+void gemm_system_info(char *buf, size_t n);
 
 // The tile grid gemm_f32 uses for an (M, N, K) product: tiles of *tm rows and *tn columns
 // (the last ones ragged). Exposed for the tests.
