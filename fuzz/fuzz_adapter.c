@@ -5,7 +5,7 @@
  * (5 layers, dim 64, 8 heads / 4 KV heads, hidden 172); an accepted adapter is merged into
  * the model (every tensor read end to end). Run from the repository root.
  *
- *   make fuzz && build-fuzz/fuzz_adapter -max_total_time=120 -max_len=16384 fuzz/corpus/adapter
+ *   make fuzz && build-fuzz/fuzz_adapter -max_total_time=120 -max_len=32768 fuzz/corpus/adapter
  */
 #include "fuzz_util.h"
 

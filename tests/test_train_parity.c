@@ -401,6 +401,30 @@ static void test_peft_save_load(void **state) {
     assert_int_equal(lora_load_peft(&bad, &c->student.m.cfg, dir), STATUS_ERR_FORMAT);
     assert_non_null(strstr(status_msg(), "lora_A"));
     unlink(path);
+    // PEFT features that would change the merge are refused by name, before any tensor is
+    // read; their empty / default values (as PEFT writes them) pass to the tensors
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
+    const char *refused[][2] = {
+        {"{\"r\": 4, \"lora_alpha\": 8, \"use_dora\": true}", "use_dora"},
+        {"{\"r\": 4, \"lora_alpha\": 8, \"layers_to_transform\": [0]}", "layers_to_transform"},
+        {"{\"r\": 4, \"lora_alpha\": 8, \"alpha_pattern\": {\"q_proj\": 16}}", "alpha_pattern"},
+        {"{\"r\": 4, \"lora_alpha\": 8, \"bias\": \"all\"}", "bias"},
+        {"{\"r\": 4, \"lora_alpha\": 8, \"modules_to_save\": [\"lm_head\"]}", "modules_to_save"},
+        {"{\"r\": 4, \"lora_alpha\": 8, \"use_dora\": false, \"alpha_pattern\": {}, "
+         "\"rank_pattern\": {}, \"bias\": \"none\", \"layers_to_transform\": null}",
+         NULL},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(refused); i++) {
+        assert_int_equal(file_write_all(cfg, refused[i][0], strlen(refused[i][0])), STATUS_OK);
+        Status s = lora_load_peft(&bad, &c->student.m.cfg, dir);
+        if (refused[i][1]) {
+            assert_int_equal(s, STATUS_ERR_UNSUPPORTED);
+            assert_non_null(strstr(status_msg(), refused[i][1]));
+        } else { // accepted config: the (removed) weights file is what fails
+            assert_int_equal(s, STATUS_ERR_IO);
+        }
+    }
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     unlink(path);
     rmdir(dir);

@@ -22,6 +22,11 @@ Usage (from the repository root, with the reference venv):
                                        tied, gpt2 tokenizer), llama_spm.gguf (Q8_0 + F16, untied,
                                        rope_freqs, llama tokenizer with byte tokens) and
                                        qwen2.gguf (F16 with q/k/v biases, BF16 norms)
+             fuzz/corpus/adapter/      PEFT adapters saved by PEFT itself for a Llama of
+                                       stories260K's shapes (adapter_config.json, 0xFF,
+                                       adapter_model.safetensors): every linear at r 1, and
+                                       q/v at r 1 with rsLoRA (max_len 32768 for the first)
+  /work/pyref/bin/python tools/gen_fuzz_corpus.py adapter gguf   only the corpora named
 Seeds are small (every target < 64 KB) so libFuzzer's default max_len stays small; they are
 seeds, not reference fixtures. numpy seed 7.
 """
@@ -229,10 +234,49 @@ def config_json_corpus(d):
         shutil.copy("tests/fixtures/hf/%s/config.json" % n, os.path.join(d, n + ".json"))
 
 
+def adapter_corpus(d):
+    import tempfile
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(7)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=172, num_hidden_layers=5,
+                      num_attention_heads=8, num_key_value_heads=4, vocab_size=512,
+                      max_position_embeddings=512)
+    every = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    # (every layer: lora_load_peft refuses layers_to_transform by name)
+    cases = (("all_r1", LoraConfig(r=1, lora_alpha=2, target_modules=every)),
+             ("qv_r1_rslora", LoraConfig(r=1, lora_alpha=2, use_rslora=True,
+                                         target_modules=["q_proj", "v_proj"])))
+    for name, lc in cases:
+        pm = get_peft_model(LlamaForCausalLM(cfg), lc)
+        with torch.no_grad():  # B = 0 after init: give the merge something to add
+            for n, p in pm.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.02)
+        with tempfile.TemporaryDirectory() as tmp:
+            pm.save_pretrained(tmp)
+            with open(os.path.join(tmp, "adapter_config.json"), "rb") as f:
+                conf = f.read()
+            with open(os.path.join(tmp, "adapter_model.safetensors"), "rb") as f:
+                st = f.read()
+        assert b"\xff" not in conf
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(conf + b"\xff" + st)
+
+
 def main():
-    for name, fn in (("gguf", gguf_corpus), ("safetensors", safetensors_corpus),
-                     ("llama2c", llama2c_corpus), ("tokenizer_json", tokenizer_corpus),
-                     ("config_json", config_json_corpus), ("gguf_model", gguf_model_corpus)):
+    import sys
+
+    corpora = (("gguf", gguf_corpus), ("safetensors", safetensors_corpus),
+               ("llama2c", llama2c_corpus), ("tokenizer_json", tokenizer_corpus),
+               ("config_json", config_json_corpus), ("gguf_model", gguf_model_corpus),
+               ("adapter", adapter_corpus))
+    for name, fn in corpora:
+        if len(sys.argv) > 1 and name not in sys.argv[1:]:
+            continue
         d = os.path.join(OUT, name)
         os.makedirs(d, exist_ok=True)
         fn(d)

@@ -354,6 +354,36 @@ static Status lora_read_tensor(float *dst, const SafeTensors *st, const char *na
     return STATUS_OK;
 }
 
+// The PEFT features that change what an adapter computes and that we do not implement: an
+// adapter using one is refused by name (rather than merged as if it were plain LoRA).
+// Returns the offending key, or NULL. Absent, null, false, "none" and empty values pass.
+static const char *peft_unsupported(json_t *j) {
+    static const char *const keys[] = {
+        "use_dora",      // magnitude vectors: another merge
+        "rank_pattern",  // per-module ranks
+        "alpha_pattern", // per-module scaling
+        "layers_to_transform",
+        "layers_pattern",    // adapters on some layers only
+        "modules_to_save",   // whole modules (e.g. lm_head) saved beside the adapter
+        "fan_in_fan_out",    // Conv1D-style weights (GPT-2), transposed
+        "lora_bias",         // a bias on lora_B
+        "target_parameters", // adapters on parameters rather than modules
+        "use_qalora",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
+        json_t *v = json_object_get(j, keys[i]);
+        if (!v || json_is_null(v) || json_is_false(v)) continue;
+        if ((json_is_object(v) && json_object_size(v) == 0) ||
+            (json_is_array(v) && json_array_size(v) == 0))
+            continue;
+        return keys[i];
+    }
+    json_t *b = json_object_get(j, "bias"); // trainable biases of the base layers
+    if (b && !json_is_null(b) && !(json_is_string(b) && !strcmp(json_string_value(b), "none")))
+        return "bias";
+    return NULL;
+}
+
 Status lora_load_peft(LoraModel *lm, const LlamaConfig *c, const char *dir) {
     memset(lm, 0, sizeof *lm);
     char *cfg_path = path_join(dir, "adapter_config.json");
@@ -370,6 +400,14 @@ Status lora_load_peft(LoraModel *lm, const LlamaConfig *c, const char *dir) {
     json_t *rs = json_object_get(j, "use_rslora"), *tm = json_object_get(j, "target_modules");
     json_t *dr = json_object_get(j, "lora_dropout");
     Status s = STATUS_OK;
+    const char *unsup = json_is_object(j) ? peft_unsupported(j) : NULL;
+    if (unsup) {
+        s = fail(STATUS_ERR_UNSUPPORTED,
+                 "'%s' uses PEFT's '%s', which edgeforge does not implement (plain LoRA or "
+                 "rsLoRA on whole modules of every layer only)",
+                 cfg_path, unsup);
+        goto out;
+    }
     if (!json_is_integer(r) || !json_is_number(al)) {
         s = fail(STATUS_ERR_FORMAT, "'%s' lacks an integer 'r' or a numeric 'lora_alpha'",
                  cfg_path);
