@@ -954,8 +954,7 @@ double gptq_layer_error(const double *H, const float *W, const float *W_hat, int
     for (int64_t i = 0; i < N * K; i++)
         D[i] = (double)W[i] - (double)W_hat[i];
     // DH (N, K) = D H; error = sum D .* DH
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)K, (int)K, 1.0, D, (int)K,
-                H, (int)K, 0.0, DH, (int)K);
+    gemm_f64(false, false, (int)N, (int)K, (int)K, 1.0, D, (int)K, H, (int)K, 0.0, DH, (int)K);
     double e = 0;
     for (int64_t i = 0; i < N * K; i++)
         e += D[i] * DH[i];
