@@ -304,9 +304,8 @@ static void test_gemm_f32(void **state) {
             float *C[6], *Cr = malloc(cb);
             memcpy(Cr, C0, cb);
             gemm_ref(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.5f, Cr, ldc);
-            const int threads[] = {1, 2, 3, 8};
 #ifdef _OPENMP
-            const int saved = omp_get_max_threads();
+            const int threads[] = {1, 2, 3, 8}, saved = omp_get_max_threads();
 #endif
             for (int v = 0; v < 6; v++) {
                 C[v] = malloc(cb);

@@ -39,13 +39,9 @@ static const Command commands[] = {
 void cli_set_threads(int n) {
 #ifdef _OPENMP
     if (n > 0) omp_set_num_threads(n);
-    // OpenBLAS's OpenMP build (2) runs on our threads; any other build gets one thread:
-    // the big products are tiled onto our threads (tensor/gemm.h), and its own threads would
-    // split them by their count
-    openblas_set_num_threads(openblas_get_parallel() == 2 ? omp_get_max_threads() : 1);
+    openblas_set_num_threads(omp_get_max_threads());
 #else
-    (void)n;
-    openblas_set_num_threads(1);
+    if (n > 0) openblas_set_num_threads(n);
 #endif
 }
 

@@ -170,6 +170,7 @@ static void syrk_upper(double *C, const double *X, int64_t K, int64_t m, double 
                        double beta) {
     const int64_t nb = syrk_tiles(K), NB = (K + nb - 1) / nb, n_tiles = nb * (nb + 1) / 2;
     const int nt = gptq_omp_threads();
+    (void)nt; // read by the pragma only (unused without OpenMP)
     // (OpenBLAS's OpenMP build sets our thread count too: ours are counted first)
     const int threads = openblas_get_num_threads();
     openblas_set_num_threads(1);

@@ -17,8 +17,9 @@
  * OpenBLAS follows omp_get_max_threads() = 1). Products of at most 65536 multiply-adds are
  * called directly: OpenBLAS runs every product of up to 4 x 65536 on one thread
  * (SMP_THRESHOLD_MIN x GEMM_MULTITHREAD_THRESHOLD, fixed at build time), and a parallel
- * region would cost more than the product. With the pthread build gemm_f32 sets OpenBLAS to
- * one thread before its tiles (as cli_set_threads does), so every call is serial.
+ * region would cost more than the product. With any other OpenBLAS build (pthread,
+ * sequential; or no OpenMP here) gemm_f32 sets OpenBLAS to one thread before its tiles, so
+ * every call is serial.
  */
 #include "tensor/gemm.h"
 
@@ -124,12 +125,12 @@ static void run(const Gemm *g) {
     const int nc = cdiv(N, tn), n_tiles = cdiv(M, tm) * nc;
 #ifdef _OPENMP
     const bool nested = omp_in_parallel();
-    // OpenBLAS's pthread build splits each call over its own threads: one, here
+#else
+    const bool nested = false; // without OpenMP the tiles run in order on this thread
+#endif
+    // any build but OpenBLAS's OpenMP one splits each call over its own threads: one, here
     if (!nested && openblas_get_parallel() != 2 && openblas_get_num_threads() != 1)
         openblas_set_num_threads(1);
-#else
-    const bool nested = true;
-#endif
         // which thread runs a tile does not matter; with one thread, OpenBLAS uses one too
 #pragma omp parallel if (!nested)
     {

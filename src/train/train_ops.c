@@ -353,6 +353,7 @@ void attention_backward(float *dq, float *dk, float *dv, float *dprobs, const fl
               nrb = (T + ATTN_ROW_BLOCK - 1) / ATTN_ROW_BLOCK;
     const float scale = (float)(1.0 / sqrt((double)HD));
     const bool par = (int64_t)B * H * T * T * HD > 65536;
+    (void)par; // read by the pragmas only (unused without OpenMP)
 #pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int it = 0; it < B * H * nrb; it++) {
         const int bh = it / nrb, b = bh / H, h = bh % H, kh = h / group;
