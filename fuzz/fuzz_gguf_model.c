@@ -21,14 +21,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void touch(const Tensor *t, volatile uint8_t *acc) {
-    if (!t->data) return;
-    const uint8_t *p = t->data;
-    size_t n = (size_t)tensor_numel(t) * dtype_size(t->dtype);
-    for (size_t i = 0; i < n; i++)
-        *acc ^= p[i];
-}
-
 static void use_tokenizer(const Tokenizer *tok) {
     static const char text[] = "ab a <s> b\xc3\xa9 \xe2\x96\x81"
                                "a";
@@ -48,18 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fd < 0) return 0;
     Model m;
     if (model_load_gguf(&m, path) == STATUS_OK) {
-        volatile uint8_t acc = 0;
-        touch(&m.tok_emb, &acc);
-        touch(&m.final_norm, &acc);
-        touch(&m.lm_head, &acc);
-        for (int l = 0; l < m.cfg.n_layers; l++) {
-            const LlamaLayer *ly = &m.layers[l];
-            const Tensor *ts[] = {&ly->attn_norm, &ly->wq,     &ly->wk,   &ly->wv,
-                                  &ly->bq,        &ly->bk,     &ly->bv,   &ly->wo,
-                                  &ly->ffn_norm,  &ly->w_gate, &ly->w_up, &ly->w_down};
-            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
-                touch(ts[i], &acc);
-        }
+        fuzz_touch_model(&m);
         if (m.tok) use_tokenizer(m.tok);
         model_release(&m);
     }

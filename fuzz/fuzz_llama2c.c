@@ -7,43 +7,20 @@
  */
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
+#include "fuzz_util.h"
 #include "model/llama.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void touch(const Tensor *t, volatile float *sum) {
-    if (!t->data) return;
-    const float *p = t->data; // llama2.c weights are always f32
-    for (int64_t i = 0; i < tensor_numel(t); i++)
-        *sum += p[i];
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    int fd = memfd_create("fuzz", 0);
-    if (fd < 0) return 0;
-    if (size && write(fd, data, size) != (ssize_t)size) {
-        close(fd);
-        return 0;
-    }
     char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int fd = fuzz_memfd(data, size, path, sizeof path);
+    if (fd < 0) return 0;
     Model m;
     if (model_load_llama2c(&m, path) == STATUS_OK) {
-        volatile float sum = 0;
-        touch(&m.tok_emb, &sum);
-        touch(&m.final_norm, &sum);
-        touch(&m.lm_head, &sum);
-        for (int l = 0; l < m.cfg.n_layers; l++) {
-            const LlamaLayer *ly = &m.layers[l];
-            const Tensor *ts[] = {&ly->attn_norm, &ly->wq,     &ly->wk,   &ly->wv,    &ly->wo,
-                                  &ly->ffn_norm,  &ly->w_gate, &ly->w_up, &ly->w_down};
-            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
-                touch(ts[i], &sum);
-        }
+        fuzz_touch_model(&m);
         model_release(&m);
     }
     close(fd);

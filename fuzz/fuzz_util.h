@@ -1,7 +1,8 @@
 /*
  * fuzz_util.h - helpers shared by the libFuzzer targets that read files or directories:
- * a memfd path for one input, a private scratch directory (removed at exit) and splitting an
- * input into parts at 0xFF bytes (several files from one input).
+ * a memfd path for one input, a private scratch directory (removed at exit), splitting an
+ * input into parts at 0xFF bytes (several files from one input), and reading every weight
+ * of a loaded model.
  */
 #ifndef EF_FUZZ_UTIL_H
 #define EF_FUZZ_UTIL_H
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/fileio.h"
+#include "model/llama.h"
 
 // The input as a file: /proc/self/fd/N of a memfd holding it; returns the fd (close it) or -1.
 static inline int fuzz_memfd(const uint8_t *data, size_t size, char *path, size_t n) {
@@ -75,6 +77,31 @@ static inline const uint8_t *fuzz_part(const uint8_t *data, size_t size, int k, 
     const uint8_t *ff = b < size ? memchr(data + b, 0xFF, size - b) : NULL;
     *len = (ff ? (size_t)(ff - data) : size) - b;
     return data + b;
+}
+
+static inline void fuzz_touch(const Tensor *t, volatile uint8_t *acc) {
+    if (!t->data) return;
+    const uint8_t *p = t->data;
+    const size_t n = (size_t)tensor_numel(t) * dtype_size(t->dtype);
+    for (size_t i = 0; i < n; i++)
+        *acc ^= p[i];
+}
+
+// Reads every byte of every weight of an accepted model (absent ones, e.g. biases, skipped),
+// so a view past its mapping or buffer shows up under ASan.
+static inline void fuzz_touch_model(const Model *m) {
+    volatile uint8_t acc = 0;
+    fuzz_touch(&m->tok_emb, &acc);
+    fuzz_touch(&m->final_norm, &acc);
+    fuzz_touch(&m->lm_head, &acc);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const LlamaLayer *ly = &m->layers[l];
+        const Tensor *ts[] = {&ly->attn_norm, &ly->wq,     &ly->wk,   &ly->wv,
+                              &ly->bq,        &ly->bk,     &ly->bv,   &ly->wo,
+                              &ly->ffn_norm,  &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            fuzz_touch(ts[i], &acc);
+    }
 }
 
 #endif
