@@ -193,8 +193,12 @@ int cmd_distill(int argc, char **argv) {
         cli_fail("distill");
         goto done;
     }
-    if (alpaca_read_jsonl(&set, data_path, skip_bad) != STATUS_OK ||
-        trainset_build(&ts, &set, student.tok, (PromptFormat)fmt, seq_len, true) != STATUS_OK) {
+    // the reader's messages name the file and line; the builder's only the line
+    if (alpaca_read_jsonl(&set, data_path, skip_bad) != STATUS_OK) {
+        cli_fail(NULL);
+        goto done;
+    }
+    if (trainset_build(&ts, &set, student.tok, (PromptFormat)fmt, seq_len, true) != STATUS_OK) {
         cli_fail(data_path);
         goto done;
     }

@@ -65,8 +65,12 @@ int cmd_teacher_cache(int argc, char **argv) {
     TeacherCache tc = {0};
     int ret = 1;
     if (model_load(&m, teacher_path, NULL) != STATUS_OK) return cli_fail(teacher_path);
-    if (alpaca_read_jsonl(&set, data_path, skip_bad) != STATUS_OK ||
-        trainset_build(&ts, &set, m.tok, fmt, seq_len, true) != STATUS_OK) {
+    // the reader's messages name the file and line; the builder's only the line
+    if (alpaca_read_jsonl(&set, data_path, skip_bad) != STATUS_OK) {
+        cli_fail(NULL);
+        goto done;
+    }
+    if (trainset_build(&ts, &set, m.tok, fmt, seq_len, true) != STATUS_OK) {
         cli_fail(data_path);
         goto done;
     }

@@ -13,6 +13,7 @@
 #include "core/common.h"
 #include "eval/encode_pair.h"
 #include "model/infer.h"
+#include "model/sampler.h"
 #include "model/tokenizer.h"
 #include "tensor/vmath.h"
 
@@ -65,9 +66,7 @@ typedef struct {
 
 // log-softmax of one row at `tok` and whether tok is the row's (first) argmax.
 static void row_stats(const float *row, int V, double *lse, int *argmax) {
-    int am = 0;
-    for (int v = 1; v < V; v++)
-        if (row[v] > row[am]) am = v;
+    int am = sampler_argmax(row, V);
     double mx = row[am]; // sum_v exp(row_v - mx) >= 1: the argmax's own term is exp(0)
     *lse = mx + log(vm_sum_exp(row, V, 1.0, mx));
     *argmax = am;
