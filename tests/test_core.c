@@ -1,11 +1,13 @@
 /*
  * test_core.c - core utilities: fp16/bf16 conversions against values computed
  * by numpy/PyTorch (tests/fixtures/dtype_ref.safetensors, tools/gen_dtype_fixture.py),
- * the RNG's range contracts, atomic writes and the safetensors reader on bad input.
+ * the RNG's range contracts, atomic writes, JSON files and the safetensors reader on bad
+ * input.
  */
 #include "core/common.h"
 #include "core/dtype.h"
 #include "core/fileio.h"
+#include "core/json_file.h"
 #include "core/rng.h"
 #include "testutil.h"
 
@@ -111,6 +113,41 @@ static void test_atomic_write_leaves_nothing_on_abort(void **state) {
     unlink(p);
 }
 
+// json_read_*: a document, and each failure named: missing file (I/O), bad JSON with its line
+// and column, duplicate keys under JSON_REJECT_DUPLICATES, not an object.
+static void test_json_file(void **state) {
+    (void)state;
+    const char *p = "build/test_core_json.json";
+    json_t *j;
+    assert_int_equal(file_write_all(p, "{\"a\": [1, 2]}", 13), STATUS_OK);
+    assert_int_equal(json_read_object(&j, p, 0), STATUS_OK);
+    assert_int_equal(json_array_size(json_object_get(j, "a")), 2);
+    json_decref(j);
+    assert_int_equal(file_write_all(p, "{\"a\":\n  [1,", 11), STATUS_OK);
+    assert_int_equal(json_read_file(&j, p, 0), STATUS_ERR_FORMAT);
+    assert_null(j);
+    assert_non_null(
+        strstr(status_msg(), "bad JSON in 'build/test_core_json.json' (line 2, column"));
+    assert_int_equal(file_write_all(p, "{\"a\": 1, \"a\": 2}", 16), STATUS_OK);
+    assert_int_equal(json_read_file(&j, p, 0), STATUS_OK); // jansson keeps the last
+    json_decref(j);
+    assert_int_equal(json_read_file(&j, p, JSON_REJECT_DUPLICATES), STATUS_ERR_FORMAT);
+    assert_non_null(strstr(status_msg(), "duplicate"));
+    assert_int_equal(file_write_all(p, "[1]", 3), STATUS_OK);
+    assert_int_equal(json_read_file(&j, p, 0), STATUS_OK);
+    json_decref(j);
+    assert_int_equal(json_read_object(&j, p, 0), STATUS_ERR_FORMAT);
+    assert_null(j);
+    assert_non_null(strstr(status_msg(), "is not a JSON object"));
+    unlink(p);
+    assert_int_equal(json_read_object(&j, p, 0), STATUS_ERR_IO);
+    assert_non_null(strstr(status_msg(), "cannot open 'build/test_core_json.json'"));
+    assert_int_equal(json_parse_buf(&j, "{}", 2, 0, "buffer"), STATUS_OK);
+    json_decref(j);
+    assert_int_equal(json_parse_buf(&j, "{", 1, 0, "the buffer"), STATUS_ERR_FORMAT);
+    assert_non_null(strstr(status_msg(), "bad JSON in 'the buffer' (line 1"));
+}
+
 // An interrupted writer (SIGTERM in a child with the CLI's handlers) leaves neither the
 // output nor its temporary file, and the child dies by that signal.
 static void test_atomic_write_interrupted(void **state) {
@@ -180,6 +217,7 @@ int main(void) {
         cmocka_unit_test(test_rng_ranges),
         cmocka_unit_test(test_atomic_write_leaves_nothing_on_abort),
         cmocka_unit_test(test_atomic_write_interrupted),
+        cmocka_unit_test(test_json_file),
         cmocka_unit_test(test_safetensors_bad_input),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);

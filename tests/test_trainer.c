@@ -14,6 +14,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,14 +247,7 @@ static void test_kill_and_resume(void **state) {
         char pa[512], pb[512];
         snprintf(pa, sizeof pa, "%s/adapter/adapter_model.safetensors", da);
         snprintf(pb, sizeof pb, "%s/adapter/adapter_model.safetensors", db);
-        char *ba, *bb;
-        size_t na, nb;
-        assert_int_equal(file_read_all(pa, &ba, &na), STATUS_OK);
-        assert_int_equal(file_read_all(pb, &bb, &nb), STATUS_OK);
-        assert_int_equal(na, nb);
-        assert_memory_equal(ba, bb, na);
-        free(ba);
-        free(bb);
+        assert_same_file(pa, pb);
         lora_release(&a);
         lora_release(&b);
         rm_run_dir(da);
@@ -485,6 +479,87 @@ static void test_distill_cli(void **state) {
     assert_int_equal(system(args), 0);
 }
 
+// runs `edgeforge ARGS`, expects exit code rc and (when not NULL) `want` in its output
+static void expect_cli(int rc, const char *want, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void expect_cli(int rc, const char *want, const char *fmt, ...) {
+    char args[4096], *out;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    int got = run_cli(args, &out);
+    if (got != rc || (want && !strstr(out, want)))
+        fail_msg("edgeforge %s: exit %d (expected %d), output:\n%s\n(expected to contain '%s')",
+                 args, got, rc, out, want ? want : "");
+    free(out);
+}
+
+// The student-making commands end to end through the CLI: prune, distill --merge, merge (the
+// same merged bytes), teacher-cache and distill from it; and their refusals: a layer that
+// does not exist, an existing output, an adapter of a deeper model (its extra layers would
+// otherwise be dropped silently), a bad adapter_config.json (named with line and column).
+static void test_student_cli(void **state) {
+    (void)state;
+    char dir[] = "/tmp/ef_student_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char data[600], path_a[700], path_b[700];
+    snprintf(data, sizeof data, "%s/d.jsonl", dir);
+    FILE *f = fopen(data, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 6; i++)
+        fprintf(f, "{\"instruction\": \"Tell a story.\", \"output\": \"Once upon a time %d.\"}\n",
+                i);
+    fclose(f);
+    const char *m = "models/stories260K/stories260K.bin";
+    const char *fit = "--max-steps 2 --batch 2 --seq-len 160 --rank 2 -t 1";
+    expect_cli(0, "kept 2 of 5 layers", "prune %s %s/student --keep-layers 0,4", m, dir);
+    expect_cli(1, "layer 9 does not exist", "prune %s %s/s9 --keep-layers 0,9", m, dir);
+    expect_cli(1, "already exists", "prune %s %s/student --keep-layers 0", m, dir);
+    expect_cli(0, "merged model:",
+               "distill --student %s/student --teacher %s --data %s "
+               "--out %s/run %s --merge",
+               dir, m, data, dir, fit);
+    expect_cli(0, "merged", "merge %s/student %s/run/adapter %s/merged", dir, dir, dir);
+    snprintf(path_a, sizeof path_a, "%s/run/merged/model.safetensors", dir);
+    snprintf(path_b, sizeof path_b, "%s/merged/model.safetensors", dir);
+    assert_same_file(path_a, path_b);
+    expect_cli(1, "already exists", "merge %s/student %s/run/adapter %s/merged", dir, dir, dir);
+    // an adapter trained on the 5-layer teacher does not fit the 2-layer student
+    expect_cli(0, "adapter:", "distill --student %s --teacher %s --data %s --out %s/deep %s", m, m,
+               data, dir, fit);
+    expect_cli(1, "has no place for", "merge %s/student %s/deep/adapter %s/m2", dir, dir, dir);
+    expect_cli(1, "missing tensor", "merge %s %s/run/adapter %s/m3", m, dir, dir);
+    snprintf(path_a, sizeof path_a, "%s/deep/adapter/adapter_config.json", dir);
+    f = fopen(path_a, "w");
+    assert_non_null(f);
+    fputs("{\"r\": 2,\n", f);
+    fclose(f);
+    expect_cli(1, "(line 2, column", "merge %s %s/deep/adapter %s/m4", m, dir, dir);
+    // teacher-cache, then distill from the cache (no teacher model in the process)
+    expect_cli(0, "top-8",
+               "teacher-cache --teacher %s --data %s -o %s/c.safetensors -k 8 "
+               "--seq-len 160 -t 1",
+               m, data, dir);
+    expect_cli(2, "needs --teacher", "teacher-cache --data %s -o %s/c2.safetensors", data, dir);
+    char args[2048], *out;
+    snprintf(args, sizeof args,
+             "distill --student %s/student --teacher-cache %s/c.safetensors --data %s "
+             "--out %s/cached %s",
+             dir, dir, data, dir, fit);
+    assert_int_equal(run_cli(args, &out), 0);
+    assert_non_null(strstr(out, "adapter:"));
+    assert_null(strstr(out, "nan")); // no teacher CE to print without a teacher model
+    free(out);
+    char rm[700];
+    for (const char *p = "m2\0m3\0m4\0s9\0"; *p; p += strlen(p) + 1) { // refused: no output
+        snprintf(path_a, sizeof path_a, "%s/%s", dir, p);
+        assert_false(path_is_dir(path_a));
+    }
+    snprintf(rm, sizeof rm, "rm -rf '%s'", dir); // test-only clean-up of our own temp dir
+    assert_int_equal(system(rm), 0);
+}
+
 // LoRA dropout: seeded (same run twice = same bytes), it changes the result, and the
 // validation CE is computed without it (equals a plain evaluation of the adapter).
 static void test_lora_dropout_run(void **state) {
@@ -594,6 +669,7 @@ int main(void) {
         cmocka_unit_test(test_nan_keeps_checkpoint),
         cmocka_unit_test(test_lora_dropout_run),
         cmocka_unit_test(test_distill_cli),
+        cmocka_unit_test(test_student_cli),
     };
     return cmocka_run_group_tests_name("trainer", tests, setup, teardown);
 }

@@ -7,6 +7,7 @@
 
 #include "core/common.h"
 #include "core/dtype.h"
+#include "core/fileio.h"
 #include "core/rng.h"
 #include "core/status.h"
 
@@ -187,4 +188,15 @@ LlamaConfig test_threads_config(void) {
                          .n_heads = 6,
                          .n_kv_heads = 2,
                          .vocab_size = 1000};
+}
+
+void assert_same_file(const char *a, const char *b) {
+    char *ba, *bb;
+    size_t na, nb;
+    if (file_read_all(a, &ba, &na) != STATUS_OK) fail_msg("%s", status_msg());
+    if (file_read_all(b, &bb, &nb) != STATUS_OK) fail_msg("%s", status_msg());
+    if (na != nb || memcmp(ba, bb, na) != 0)
+        fail_msg("'%s' (%zu bytes) and '%s' (%zu bytes) differ", a, na, b, nb);
+    free(ba);
+    free(bb);
 }

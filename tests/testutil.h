@@ -54,4 +54,7 @@ LlamaConfig test_threads_config(void);
 // command tail; returns the exit status and captures stdout+stderr in *out (caller frees).
 int run_cli(const char *args, char **out);
 
+// Fails the test unless files a and b hold the same bytes.
+void assert_same_file(const char *a, const char *b);
+
 #endif

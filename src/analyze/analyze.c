@@ -14,6 +14,7 @@
 #include "core/common.h"
 #include "core/dtype.h"
 #include "core/fileio.h"
+#include "core/json_file.h"
 #include "model/infer.h"
 #include "quant/gptq_model.h"
 
@@ -284,17 +285,10 @@ double analyze_spearman(const double *x, const double *y, int n) {
 }
 
 Status analyze_attach_gptq(AnalyzeReport *r, const char *path) {
-    json_error_t err;
-    json_t *j = json_load_file(path, 0, &err);
-    if (!j) {
-        FILE *f = fopen(path, "rb");
-        if (!f) return fail(STATUS_ERR_IO, "cannot open GPTQ report '%s'", path);
-        fclose(f);
-        return fail(STATUS_ERR_FORMAT, "GPTQ report '%s': not JSON (line %d: %s)", path, err.line,
-                    err.text);
-    }
+    json_t *j;
+    Status s = json_read_file(&j, path, 0);
+    if (s != STATUS_OK) return fail_context(s, "GPTQ report");
     json_t *arr = json_object_get(j, "linears");
-    Status s = STATUS_OK;
     if (!json_is_array(arr)) {
         s = fail(STATUS_ERR_FORMAT,
                  "GPTQ report '%s': no \"linears\" array (an RTN report or "

@@ -233,7 +233,10 @@ int cmd_distill(int argc, char **argv) {
                 cli_fail("validation");
                 goto done;
             }
-            printf("validation CE before training: student %.6f  teacher %.6f\n", ce_s, ce_t);
+            if (teacher_path)
+                printf("validation CE before training: student %.6f  teacher %.6f\n", ce_s, ce_t);
+            else // a teacher cache holds top-k log-probs, not a model to evaluate
+                printf("validation CE before training: student %.6f\n", ce_s);
         }
         DistillCtx ctx;
         progress_init(&ctx.pr, "distill", total);

@@ -42,7 +42,7 @@ int cmd_merge(int argc, char **argv) {
     int ret = 1;
     if (model_load(&m, ap.pos[0], NULL) != STATUS_OK) return cli_fail(ap.pos[0]);
     if (lora_load_peft(&lm, &m.cfg, ap.pos[1]) != STATUS_OK) {
-        cli_fail(ap.pos[1]);
+        cli_fail("merge"); // the messages name the adapter's files
         goto done;
     }
     if (lora_merge_model(&lm, &m) != STATUS_OK ||

@@ -12,6 +12,7 @@
 
 #include "core/common.h"
 #include "core/fileio.h"
+#include "core/json_file.h"
 
 Status hpo_dist_float(HpoDist *d, double low, double high, bool log, double step,
                       const char *what) {
@@ -422,11 +423,9 @@ Status hpo_space_load(HpoSpace *sp, const char *path) {
         hpo_space_release(&t);
         return s;
     }
-    json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
-    if (!root)
-        return fail(STATUS_ERR_FORMAT, "space file '%s': line %d: %s", path, err.line, err.text);
-    Status s = STATUS_OK;
+    json_t *root;
+    Status s = json_read_file(&root, path, 0);
+    if (s != STATUS_OK) return fail_context(s, "space file");
     if (!json_is_object(root) || json_object_size(root) == 0) {
         s = fail(STATUS_ERR_FORMAT, "space file '%s': expected a non-empty object {name: dist}",
                  path);

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "core/json_file.h"
 #include "model/safetensors.h"
 #include "model/st_dir.h"
 #include "model/tokenizer.h"
@@ -285,32 +286,12 @@ static Status cfg_from_json(LlamaConfig *c, const json_t *root, const char *what
     return llama_config_validate(c, what);
 }
 
-static Status hf_json_parse(json_t **root, const char *text, size_t len, const char *what) {
-    json_error_t jerr;
-    *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!*root)
-        return fail(STATUS_ERR_FORMAT, "bad JSON in '%s' (line %d, column %d): %s", what, jerr.line,
-                    jerr.column, jerr.text);
-    return STATUS_OK;
-}
-
 Status model_hf_parse_config(LlamaConfig *c, const char *text, size_t len, const char *what) {
     json_t *root;
-    Status s = hf_json_parse(&root, text, len, what);
+    Status s = json_parse_buf(&root, text, len, JSON_REJECT_DUPLICATES, what);
     if (s != STATUS_OK) return s;
     s = cfg_from_json(c, root, what);
     json_decref(root);
-    return s;
-}
-
-static Status hf_read_json(json_t **root, const char *path) {
-    char *text;
-    size_t len;
-    *root = NULL;
-    Status s = file_read_all(path, &text, &len);
-    if (s != STATUS_OK) return s;
-    s = hf_json_parse(root, text, len, path);
-    free(text);
     return s;
 }
 
@@ -320,11 +301,9 @@ static Status hf_read_generation_config(LlamaConfig *c, const char *dir) {
     Status s = STATUS_OK;
     if (path_is_file(path)) {
         json_t *root;
-        s = hf_read_json(&root, path);
+        s = json_read_object(&root, path, JSON_REJECT_DUPLICATES);
         if (s == STATUS_OK) {
-            if (!json_is_object(root))
-                s = fail(STATUS_ERR_FORMAT, "'%s' is not a JSON object", path);
-            if (s == STATUS_OK) s = cfg_token_id(root, "bos_token_id", &c->bos_id, path);
+            s = cfg_token_id(root, "bos_token_id", &c->bos_id, path);
             if (s == STATUS_OK) s = cfg_token_id(root, "eos_token_id", &c->eos_id, path);
             json_decref(root);
         }
@@ -420,7 +399,7 @@ Status model_load_hf(Model *m, const char *path) {
                  dir);
         goto out;
     }
-    if ((s = hf_read_json(&root, cfg_path)) != STATUS_OK) goto out;
+    if ((s = json_read_file(&root, cfg_path, JSON_REJECT_DUPLICATES)) != STATUS_OK) goto out;
     if ((s = cfg_from_json(&m->cfg, root, cfg_path)) != STATUS_OK) goto out;
     if ((s = hf_read_generation_config(&m->cfg, dir)) != STATUS_OK) goto out;
     m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);

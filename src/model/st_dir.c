@@ -10,6 +10,7 @@
 
 #include "core/common.h"
 #include "core/fileio.h"
+#include "core/json_file.h"
 
 void st_dir_release(StDir *d) {
     for (int i = 0; i < d->n_st; i++) {
@@ -71,16 +72,9 @@ static Status open_shard(StDir *d, const char *dir, const char *name, Model *m) 
 }
 
 static Status read_index(StDir *d, const char *dir, Model *m) {
-    char *text;
-    size_t len;
-    Status s = file_read_all(d->desc, &text, &len);
+    json_t *root;
+    Status s = json_read_file(&root, d->desc, JSON_REJECT_DUPLICATES);
     if (s != STATUS_OK) return s;
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    free(text);
-    if (!root)
-        return fail(STATUS_ERR_FORMAT, "bad JSON in '%s' (line %d, column %d): %s", d->desc,
-                    jerr.line, jerr.column, jerr.text);
     json_t *wm = json_is_object(root) ? json_object_get(root, "weight_map") : NULL;
     if (!json_is_object(wm)) {
         json_decref(root);

@@ -20,6 +20,7 @@
 
 #include "core/common.h"
 #include "core/fileio.h"
+#include "core/json_file.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "model/tokenizer.h"
@@ -199,18 +200,8 @@ static json_t *load_json(const char *path, bool required, size_t flags, Status *
         if (required) *st = fail(STATUS_ERR_IO, "cannot open '%s': no such file", path);
         return NULL;
     }
-    json_error_t err;
-    json_t *j = json_load_file(path, JSON_ALLOW_NUL | flags, &err);
-    if (!j) {
-        *st = fail(STATUS_ERR_FORMAT, "cannot parse '%s': line %d column %d: %s", path, err.line,
-                   err.column, err.text);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        *st = fail(STATUS_ERR_FORMAT, "'%s' is not a JSON object", path);
-        return NULL;
-    }
+    json_t *j;
+    *st = json_read_object(&j, path, JSON_ALLOW_NUL | flags);
     return j;
 }
 

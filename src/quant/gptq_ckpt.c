@@ -12,6 +12,7 @@
 #include "core/common.h"
 #include "core/dtype.h"
 #include "core/fileio.h"
+#include "core/json_file.h"
 #include "core/log.h"
 
 void gptq_config_defaults(GptqConfig *c) {
@@ -171,11 +172,10 @@ Status gptq_config_write(const char *dir, const GptqConfig *c) {
         free(path);
         return STATUS_OK;
     }
-    json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
-    if (!root || !json_is_object(root)) {
-        s = fail(STATUS_ERR_FORMAT, "'%s': cannot add quantization_config: bad JSON (%s)", path,
-                 root ? "not an object" : err.text);
+    json_t *root;
+    s = json_read_object(&root, path, 0);
+    if (s != STATUS_OK) {
+        fail_context(s, "cannot add quantization_config");
     } else {
         json_object_set_new(root, "quantization_config", config_to_object(c));
         char *out = json_dumps(root, JSON_INDENT(2));

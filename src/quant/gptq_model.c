@@ -28,6 +28,7 @@
 #include "core/common.h"
 #include "core/dtype.h"
 #include "core/fileio.h"
+#include "core/json_file.h"
 #include "core/log.h"
 #include "model/infer.h"
 #include "model/model_io.h"
@@ -712,25 +713,6 @@ static char *dir_of(const char *path) {
     return slash ? strndup(path, (size_t)(slash - path)) : xstrdup(".");
 }
 
-// Parses DIR/config.json; *q is its quantization_config (a new reference) or NULL.
-static Status read_config(json_t **root, const char *cfg_path) {
-    char *text;
-    size_t len;
-    *root = NULL;
-    Status s = file_read_all(cfg_path, &text, &len);
-    if (s != STATUS_OK) return s;
-    json_error_t err;
-    *root = json_loadb(text, len, 0, &err);
-    free(text);
-    if (!*root || !json_is_object(*root)) {
-        json_decref(*root);
-        *root = NULL;
-        return fail(STATUS_ERR_FORMAT, "bad JSON in '%s' (line %d): %s", cfg_path, err.line,
-                    err.text);
-    }
-    return STATUS_OK;
-}
-
 bool gptq_model_is_checkpoint(const char *path) {
     size_t n = strlen(path);
     if (!path_is_dir(path) && !(n >= 11 && strcmp(path + n - 11, "config.json") == 0)) return false;
@@ -738,7 +720,7 @@ bool gptq_model_is_checkpoint(const char *path) {
     char *cfg = path_join(dir, "config.json");
     json_t *root = NULL;
     bool yes = false;
-    if (path_is_file(cfg) && read_config(&root, cfg) == STATUS_OK) {
+    if (path_is_file(cfg) && json_read_object(&root, cfg, 0) == STATUS_OK) {
         const json_t *q = json_object_get(root, "quantization_config");
         const json_t *qm = q ? json_object_get(q, "quant_method") : NULL;
         yes = qm && json_is_string(qm) && strcmp(json_string_value(qm), "gptq") == 0;
@@ -893,7 +875,7 @@ Status gptq_model_load(Model *m, const char *path) {
     json_t *root = NULL;
     StDir k = {0};
     m->source = xstrdup(dir);
-    Status s = read_config(&root, cfg_path);
+    Status s = json_read_object(&root, cfg_path, 0);
     GptqConfig gc;
     if (s == STATUS_OK) {
         // the architecture part through the HF parser, without the quantization block

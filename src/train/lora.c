@@ -13,6 +13,7 @@
 #include "core/common.h"
 #include "core/dtype.h"
 #include "core/fileio.h"
+#include "core/json_file.h"
 #include "model/safetensors.h"
 #include "tensor/gemm.h"
 
@@ -332,11 +333,15 @@ Status lora_save_peft(const LoraModel *lm, const char *dir, const char *base_mod
     return s;
 }
 
-// Copies a safetensors tensor of shape (d0, d1) into dst as F32.
+// Copies a safetensors tensor of shape (d0, d1) into dst as F32 and marks it used.
 static Status lora_read_tensor(float *dst, const SafeTensors *st, const char *name, int64_t d0,
-                               int64_t d1, const char *path) {
+                               int64_t d1, const char *path, bool *used) {
     const SafeTensor *t = safetensors_find(st, name);
-    if (!t) return fail(STATUS_ERR_FORMAT, "missing tensor '%s' in '%s'", name, path);
+    if (!t)
+        return fail(STATUS_ERR_FORMAT,
+                    "missing tensor '%s' in '%s' (an adapter for another model or other modules?)",
+                    name, path);
+    used[t - st->tensors] = true;
     if (t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1)
         return fail(STATUS_ERR_FORMAT,
                     "tensor '%s' in '%s' has the wrong shape (expected [%lld, %lld])", name, path,
@@ -387,20 +392,18 @@ static const char *peft_unsupported(json_t *j) {
 Status lora_load_peft(LoraModel *lm, const LlamaConfig *c, const char *dir) {
     memset(lm, 0, sizeof *lm);
     char *cfg_path = path_join(dir, "adapter_config.json");
-    json_error_t jerr;
-    json_t *j = json_load_file(cfg_path, 0, &jerr);
-    if (!j) {
-        Status s = fail(STATUS_ERR_FORMAT, "cannot parse '%s': %s (line %d)", cfg_path, jerr.text,
-                        jerr.line);
+    json_t *j;
+    Status js = json_read_object(&j, cfg_path, 0);
+    if (js != STATUS_OK) {
         free(cfg_path);
-        return s;
+        return js;
     }
     LoraConfig lc = lora_config_defaults();
     json_t *r = json_object_get(j, "r"), *al = json_object_get(j, "lora_alpha");
     json_t *rs = json_object_get(j, "use_rslora"), *tm = json_object_get(j, "target_modules");
     json_t *dr = json_object_get(j, "lora_dropout");
     Status s = STATUS_OK;
-    const char *unsup = json_is_object(j) ? peft_unsupported(j) : NULL;
+    const char *unsup = peft_unsupported(j);
     if (unsup) {
         s = fail(STATUS_ERR_UNSUPPORTED,
                  "'%s' uses PEFT's '%s', which edgeforge does not implement (plain LoRA or "
@@ -449,16 +452,26 @@ Status lora_load_peft(LoraModel *lm, const LlamaConfig *c, const char *dir) {
         s = safetensors_open(&st, st_path);
         if (s == STATUS_OK) {
             char key[256];
+            bool *used = xcalloc((size_t)st.n_tensors + 1, sizeof *used);
             for (int l = 0; l < lm->n_layers && s == STATUS_OK; l++)
                 for (int m = 0; m < LORA_MODULE_COUNT && s == STATUS_OK; m++) {
                     LoraAdapter *ad = lora_get(lm, l, (LoraModule)m);
                     if (!ad) continue;
                     peft_key(key, sizeof key, l, (LoraModule)m, 'A');
-                    s = lora_read_tensor(ad->a, &st, key, lc.rank, ad->in, st_path);
+                    s = lora_read_tensor(ad->a, &st, key, lc.rank, ad->in, st_path, used);
                     if (s != STATUS_OK) break;
                     peft_key(key, sizeof key, l, (LoraModule)m, 'B');
-                    s = lora_read_tensor(ad->b, &st, key, ad->out, lc.rank, st_path);
+                    s = lora_read_tensor(ad->b, &st, key, ad->out, lc.rank, st_path, used);
                 }
+            // a tensor left over belongs to a layer or module this model does not have (an
+            // adapter of a deeper model would otherwise merge its first layers silently)
+            for (int i = 0; i < st.n_tensors && s == STATUS_OK; i++)
+                if (!used[i])
+                    s = fail(STATUS_ERR_FORMAT,
+                             "'%s' has tensor '%s', which this model (%d layers) has no place "
+                             "for: the adapter was made for another model",
+                             st_path, st.tensors[i].name, lm->n_layers);
+            free(used);
             safetensors_close(&st);
         }
         free(st_path);
