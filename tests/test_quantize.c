@@ -12,12 +12,14 @@
  */
 #include "core/common.h"
 #include "core/fileio.h"
+#include "core/json_file.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/strbuf.h"
 #include "model/infer.h"
 #include "model/llama.h"
 #include "model/model_io.h"
+#include "model/safetensors.h"
 #include "quant/calib.h"
 #include "quant/fidelity.h"
 #include "quant/gptq_model.h"
@@ -773,6 +775,71 @@ static void test_cli_quantize_errors(void **state) {
     assert_int_equal(run_cli(cmd, &out), 2);
     assert_non_null(strstr(out, "--bits must be 2, 4 or 8"));
     free(out);
+    // usage errors: exit 2 before any work, no output
+    const char *bad[][2] = {{"--rtn --sym --asym", "exclude each other"},
+                            {"--rtn --group 0", "--group must be -1 or positive"},
+                            {"", "needs --calib"}};
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        snprintf(cmd, sizeof cmd, "quantize -t 1 " STORIES " %s --out %s_bad", bad[i][0], dir);
+        assert_int_equal(run_cli(cmd, &out), 2);
+        if (!strstr(out, bad[i][1])) fail_msg("'%s': %s", bad[i][0], out);
+        free(out);
+        snprintf(cmd, sizeof cmd, "%s_bad", dir);
+        assert_false(path_is_dir(cmd));
+    }
+}
+
+// quantize with the fidelity report: its numbers in the report JSON (62 scored tokens = 2
+// chunks x (64/2 - 1), llama.cpp's second-half rule), and --logits holds the reloaded
+// checkpoint's logits on the first held-out chunk (a forward of that checkpoint here).
+static void test_cli_quantize_fidelity(void **state) {
+    E2E *e = *state;
+    char cmd[1200], dir[300], logits[320], report[320], *out = NULL;
+    snprintf(dir, sizeof dir, "%s_fid", e->dir);
+    snprintf(logits, sizeof logits, "%s_fid_logits.safetensors", e->dir);
+    snprintf(report, sizeof report, "%s_fid.json", e->dir);
+    snprintf(cmd, sizeof cmd,
+             "quantize -t 1 " STORIES " --calib tests/fixtures/quant/stories_heldout.txt "
+             "--nsamples 8 --seq-len 64 --fidelity-data tests/fixtures/quant/stories_heldout.txt "
+             "--fidelity-chunks 2 --fidelity-ctx 64 --logits %s --report %s --out %s",
+             logits, report, dir);
+    int rc = run_cli(cmd, &out);
+    if (rc != 0) fail_msg("quantize: %s", out);
+    assert_non_null(strstr(out, "Mean KLD"));
+    free(out);
+    json_t *r;
+    assert_int_equal(json_read_object(&r, report, 0), STATUS_OK);
+    json_t *fid = json_object_get(r, "fidelity");
+    assert_true(json_is_object(fid));
+    assert_int_equal(json_integer_value(json_object_get(fid, "tokens")), 62);
+    double kl = json_number_value(json_object_get(fid, "kl_mean")),
+           top1 = json_number_value(json_object_get(fid, "top1_agreement")),
+           pb = json_number_value(json_object_get(fid, "ppl_base")),
+           pq = json_number_value(json_object_get(fid, "ppl_quant"));
+    assert_true(kl > 0 && kl < 10 && top1 > 0.3 && top1 <= 1 && pb > 1 && pq > 1);
+    json_decref(r);
+    SafeTensors st;
+    assert_int_equal(safetensors_open(&st, logits), STATUS_OK);
+    const SafeTensor *tt = safetensors_find(&st, "tokens"), *lt = safetensors_find(&st, "logits");
+    assert_true(tt && lt && tt->dtype == ST_I32 && lt->dtype == ST_F32);
+    assert_true(tt->ndim == 1 && tt->shape[0] == 64);
+    assert_true(lt->ndim == 2 && lt->shape[0] == 64 && lt->shape[1] == 512);
+    Model q;
+    assert_int_equal(model_load(&q, dir, NULL), STATUS_OK);
+    InferOptions o = infer_options_default();
+    o.max_ctx = o.max_batch = 64;
+    InferState is;
+    assert_int_equal(infer_init(&is, &q, &o), STATUS_OK);
+    float *lg = xmalloc(64 * 512 * sizeof *lg);
+    InferBatch b = {.tokens = (const int32_t *)tt->data, .n = 64};
+    assert_int_equal(infer_forward(&is, &b, lg), STATUS_OK);
+    assert_memory_equal(lg, lt->data, 64 * 512 * sizeof *lg);
+    free(lg);
+    infer_release(&is);
+    model_release(&q);
+    safetensors_close(&st);
+    unlink(logits);
+    unlink(report);
 }
 
 int main(void) {
@@ -795,6 +862,7 @@ int main(void) {
         cmocka_unit_test(test_e2e_true_sequential_actorder),
         cmocka_unit_test(test_e2e_lm_head),
         cmocka_unit_test(test_cli_quantize_errors),
+        cmocka_unit_test(test_cli_quantize_fidelity),
     };
     return cmocka_run_group_tests_name("quantize", tests, e2e_setup, e2e_teardown);
 }
