@@ -304,24 +304,25 @@ static void test_llama2_vs_hf_and_sentencepiece(void **state) {
     assert_int_equal(bad_dec, 0);
 }
 
+// the conversations of CONVS in tools/gen_tokenizer_fixtures.py
+static const ChatMessage conv0[] = {{"user", "Hello!"}};
+static const ChatMessage conv1[] = {{"system", "You are terse."}, {"user", "What is 2+2?"}};
+static const ChatMessage conv2[] = {
+    {"user", "  Write a haiku.\n"},
+    {"assistant", "Leaves fall \n slowly. "},
+    {"user", "Another, about \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80"}};
+static const ChatMessage conv3[] = {{"system", "Be kind.\nAlways."},
+                                    {"user", "hi"},
+                                    {"assistant", "Hello! How can I help?"},
+                                    {"user", "tell me a joke"}};
+static const ChatMessage *const convs[] = {conv0, conv1, conv2, conv3};
+static const int lens[] = {1, 2, 3, 4};
+
 static void test_chat_vs_transformers(void **state) {
     (void)state;
     Tokenizer *t = load_hf(FIX "smollm2");
     Cases c;
     cases_load(&c, FIX "chat_cases.jsonl");
-    // the conversations of CONVS in tools/gen_tokenizer_fixtures.py
-    static const ChatMessage c0[] = {{"user", "Hello!"}};
-    static const ChatMessage c1[] = {{"system", "You are terse."}, {"user", "What is 2+2?"}};
-    static const ChatMessage c2[] = {
-        {"user", "  Write a haiku.\n"},
-        {"assistant", "Leaves fall \n slowly. "},
-        {"user", "Another, about \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80"}};
-    static const ChatMessage c3[] = {{"system", "Be kind.\nAlways."},
-                                     {"user", "hi"},
-                                     {"assistant", "Hello! How can I help?"},
-                                     {"user", "tell me a joke"}};
-    const ChatMessage *convs[] = {c0, c1, c2, c3};
-    int lens[] = {1, 2, 3, 4};
     assert_true(c.n >= 20);
     for (int i = 0; i < c.n; i++) {
         const json_t *r = c.rows[i];
@@ -346,6 +347,60 @@ static void test_chat_vs_transformers(void **state) {
     assert_int_equal(chat_render(NULL, CHAT_TEMPLATE_LLAMA2, badc, 2, false, &out), STATUS_ERR_ARG);
     cases_free(&c);
     tokenizer_free(t);
+}
+
+// Meta's Llama 3.1, 3.2 and 3.3 Instruct templates (tools/gen_chat_fixtures.py: rendered by
+// transformers from the templates themselves; 3.2 with its fixed-date fallback) against
+// CHAT_TEMPLATE_LLAMA31, and AUTO's pick: a template with the knowledge-cutoff line is
+// 3.1-style, one without it the Llama 3.0 format.
+static void test_chat_llama31(void **state) {
+    (void)state;
+    Cases c;
+    cases_load(&c, FIX "chat_llama31_cases.jsonl");
+    assert_int_equal(c.n, 24);
+    for (int i = 0; i < c.n; i++) {
+        const json_t *r = c.rows[i];
+        const char *tmpl = json_string_value(json_object_get(r, "template"));
+        int conv = (int)json_integer_value(json_object_get(r, "conv"));
+        bool gen = json_is_true(json_object_get(r, "add_generation_prompt"));
+        char *out;
+        assert_int_equal(
+            chat_render(NULL, CHAT_TEMPLATE_LLAMA31, convs[conv], lens[conv], gen, &out),
+            STATUS_OK);
+        const char *want = json_string_value(json_object_get(r, "text"));
+        if (strcmp(out, want) != 0)
+            fail_msg("%s conv %d gen %d:\n got: %s\nwant: %s", tmpl, conv, gen, out, want);
+        free(out);
+    }
+    cases_free(&c);
+    // AUTO through a tokenizer's template: two one-token vocabularies, two templates
+    const char *tokens[] = {"a"};
+    const float scores[] = {0.0f};
+    const char *tmpls[] = {
+        "{{- bos_token }}{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}"
+        "{{- \"Cutting Knowledge Date: December 2023\\n\" }}",
+        "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}"};
+    const ChatTemplate want_kind[] = {CHAT_TEMPLATE_LLAMA31, CHAT_TEMPLATE_LLAMA3};
+    for (int k = 0; k < 2; k++) {
+        TokenizerSpec sp = {.kind = TOKENIZER_SPM,
+                            .n_vocab = 1,
+                            .tokens = tokens,
+                            .scores = scores,
+                            .bos_id = -1,
+                            .eos_id = -1,
+                            .unk_id = -1,
+                            .pad_id = -1,
+                            .chat_template = tmpls[k]};
+        Tokenizer *t;
+        if (tokenizer_build(&t, &sp, "test") != STATUS_OK) fail_msg("%s", status_msg());
+        char *a, *b;
+        assert_int_equal(chat_render(t, CHAT_TEMPLATE_AUTO, conv1, 2, true, &a), STATUS_OK);
+        assert_int_equal(chat_render(NULL, want_kind[k], conv1, 2, true, &b), STATUS_OK);
+        assert_string_equal(a, b);
+        free(a);
+        free(b);
+        tokenizer_free(t);
+    }
 }
 
 static void test_alpaca(void **state) {
@@ -702,6 +757,7 @@ int main(void) {
         cmocka_unit_test(test_smollm2_vs_hf),
         cmocka_unit_test(test_llama2_vs_hf_and_sentencepiece),
         cmocka_unit_test(test_chat_vs_transformers),
+        cmocka_unit_test(test_chat_llama31),
         cmocka_unit_test(test_alpaca),
         cmocka_unit_test(test_save_hf_roundtrip),
         cmocka_unit_test(test_spec_pre_names),

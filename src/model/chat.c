@@ -53,7 +53,9 @@ static ChatTemplate chat_pick(const Tokenizer *t) {
     const char *tmpl = t ? tokenizer_chat_template(t) : NULL;
     if (tmpl) {
         if (strstr(tmpl, "<|im_start|>")) return CHAT_TEMPLATE_CHATML;
-        if (strstr(tmpl, "<|start_header_id|>")) return CHAT_TEMPLATE_LLAMA3;
+        if (strstr(tmpl, "<|start_header_id|>"))
+            return strstr(tmpl, "Cutting Knowledge Date") ? CHAT_TEMPLATE_LLAMA31
+                                                          : CHAT_TEMPLATE_LLAMA3;
         if (strstr(tmpl, "[INST]")) return CHAT_TEMPLATE_LLAMA2;
     }
     if (t) {
@@ -89,9 +91,21 @@ static Status render_chatml(const Tokenizer *t, const ChatMessage *msgs, int n, 
     return STATUS_OK;
 }
 
-static Status render_llama3(const ChatMessage *msgs, int n, bool gen, StrBuf *o) {
-    for (int i = 0; i < n; i++) {
-        if (i == 0) strbuf_puts(o, "<|begin_of_text|>");
+// v31: Llama 3.1-3.3's system block first (the first message when it is "system", else an
+// empty system message after the fixed lines).
+static Status render_llama3(const ChatMessage *msgs, int n, bool gen, bool v31, StrBuf *o) {
+    int first = 0;
+    if (v31 || n > 0) strbuf_puts(o, "<|begin_of_text|>");
+    if (v31) {
+        strbuf_puts(o, "<|start_header_id|>system<|end_header_id|>\n\n"
+                       "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
+        if (n > 0 && strcmp(msgs[0].role, "system") == 0) {
+            str_cat_stripped(o, msgs[0].content);
+            first = 1;
+        }
+        strbuf_puts(o, "<|eot_id|>");
+    }
+    for (int i = first; i < n; i++) {
         strbuf_puts(o, "<|start_header_id|>");
         strbuf_puts(o, msgs[i].role);
         strbuf_puts(o, "<|end_header_id|>\n\n");
@@ -149,14 +163,15 @@ Status chat_render(const Tokenizer *t, ChatTemplate tmpl, const ChatMessage *msg
         tmpl = chat_pick(t);
         if (tmpl == CHAT_TEMPLATE_COUNT)
             return fail(STATUS_ERR_UNSUPPORTED,
-                        "no known chat format in the tokenizer (ChatML, Llama 3 or Llama 2)");
+                        "no known chat format in the tokenizer (ChatML, Llama 3.x or Llama 2)");
     }
     StrBuf o = {0};
     strbuf_puts(&o, "");
     Status s;
     switch (tmpl) {
     case CHAT_TEMPLATE_CHATML: s = render_chatml(t, msgs, n, add_generation_prompt, &o); break;
-    case CHAT_TEMPLATE_LLAMA3: s = render_llama3(msgs, n, add_generation_prompt, &o); break;
+    case CHAT_TEMPLATE_LLAMA3: s = render_llama3(msgs, n, add_generation_prompt, false, &o); break;
+    case CHAT_TEMPLATE_LLAMA31: s = render_llama3(msgs, n, add_generation_prompt, true, &o); break;
     case CHAT_TEMPLATE_LLAMA2: s = render_llama2(msgs, n, &o); break;
     default: s = fail(STATUS_ERR_ARG, "unknown chat template %d", (int)tmpl); break;
     }

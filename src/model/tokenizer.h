@@ -196,10 +196,11 @@ typedef struct {
 } ChatMessage;
 
 typedef enum {
-    CHAT_TEMPLATE_AUTO,   // pick from the tokenizer's template (ChatML or Llama 3)
-    CHAT_TEMPLATE_CHATML, // <|im_start|>role\ncontent<|im_end|>\n (SmolLM2)
-    CHAT_TEMPLATE_LLAMA3, // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
-    CHAT_TEMPLATE_LLAMA2, // [INST] ... [/INST]
+    CHAT_TEMPLATE_AUTO,    // pick from the tokenizer's template (ChatML, Llama 3.x or 2)
+    CHAT_TEMPLATE_CHATML,  // <|im_start|>role\ncontent<|im_end|>\n (SmolLM2)
+    CHAT_TEMPLATE_LLAMA3,  // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
+    CHAT_TEMPLATE_LLAMA31, // Llama 3.1 / 3.2 / 3.3 Instruct: LLAMA3 after a system block
+    CHAT_TEMPLATE_LLAMA2,  // [INST] ... [/INST]
     CHAT_TEMPLATE_COUNT
 } ChatTemplate;
 
@@ -209,6 +210,12 @@ typedef enum {
 //   CHATML  SmolLM2's template: when `t`'s template carries SmolLM2's default system
 //           prompt and the first message is not "system", that prompt is inserted;
 //   LLAMA3  Meta's template: "<|begin_of_text|>" first, contents trimmed (Jinja trim);
+//   LLAMA31 Meta's Llama 3.1 / 3.2 / 3.3 Instruct template without tools: a system block
+//           "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n" + the
+//           system message (trimmed, or nothing) always comes first, then as LLAMA3.
+//           3.2's template takes today's date from strftime_now where the renderer has it
+//           (transformers, vLLM); its fallback, the fixed date, keeps prompts the same on
+//           every day (tests/fixtures/tokenizers/chat_llama31_cases.jsonl);
 //   LLAMA2  Meta's Llama-2-chat template: "<s>[INST] ... [/INST] answer </s>", system in
 //           <<SYS>>, roles must alternate user/assistant (else STATUS_ERR_ARG);
 //           add_generation_prompt has no effect there.

