@@ -145,6 +145,51 @@ static void test_response_mask_stories260k(void **state) {
     tokenizer_free(tok);
 }
 
+// BOS as Hugging Face tokenizes training text (SmolLM2's tokenizer, committed under
+// tests/fixtures/tokenizers): Alpaca text gets none (SmolLM2's files add none; stories260K
+// above gets its BOS), chat text is the template's rendering with nothing added, so it starts
+// with the template's one <|im_start|>; and both end in EOS (<|im_end|>).
+static void test_special_tokens_smollm2(void **state) {
+    (void)state;
+    Tokenizer *tok;
+    if (tokenizer_load_hf(&tok, "tests/fixtures/tokenizers/smollm2") != STATUS_OK)
+        fail_msg("%s", status_msg());
+    const int32_t bos = tokenizer_bos_id(tok), eos = tokenizer_eos_id(tok);
+    AlpacaRecord r = {(char *)"Name a color.", (char *)"", (char *)"Blue.", 1};
+    AlpacaSet set = {.recs = &r, .n = 1};
+    for (int f = 0; f < 2; f++) {
+        TrainSet ts;
+        assert_int_equal(trainset_build(&ts, &set, tok, (PromptFormat)f, 4096, true), STATUS_OK);
+        char *prompt;
+        assert_int_equal(data_render_prompt(&r, tok, (PromptFormat)f, &prompt), STATUS_OK);
+        size_t lp = strlen(prompt);
+        char *full = malloc(lp + 6);
+        memcpy(full, prompt, lp);
+        memcpy(full + lp, "Blue.", 6);
+        int32_t *ids;
+        int n;
+        assert_int_equal(tokenizer_encode(tok, full, strlen(full),
+                                          f == PROMPT_CHAT ? TOKENIZE_PARSE_SPECIAL : TOKENIZE_HF,
+                                          &ids, &n),
+                         STATUS_OK);
+        const TrainExample *ex = &ts.ex[0];
+        assert_int_equal(ex->len, n + 1);
+        assert_memory_equal(ex->ids, ids, (size_t)n * sizeof *ids);
+        assert_int_equal(ex->ids[n], eos);
+        if (f == PROMPT_CHAT) {
+            assert_int_equal(ex->ids[0], bos); // "<|im_start|>system": the template's own
+            assert_int_not_equal(ex->ids[1], bos);
+        } else {
+            assert_int_not_equal(ex->ids[0], bos);
+        }
+        free(ids);
+        free(full);
+        free(prompt);
+        trainset_release(&ts);
+    }
+    tokenizer_free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jsonl_good_and_bad_lines),
@@ -152,6 +197,7 @@ int main(void) {
         cmocka_unit_test(test_split_is_seeded_disjoint_and_complete),
         cmocka_unit_test(test_length_grouped_batches),
         cmocka_unit_test(test_response_mask_stories260k),
+        cmocka_unit_test(test_special_tokens_smollm2),
     };
     return cmocka_run_group_tests_name("data", tests, NULL, NULL);
 }

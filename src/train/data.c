@@ -116,12 +116,15 @@ Status data_render_prompt(const AlpacaRecord *r, const Tokenizer *tok, PromptFor
 }
 
 static Status build_example(TrainExample *ex, const AlpacaRecord *r, const Tokenizer *tok,
-                            PromptFormat fmt, int max_len, bool add_bos) {
+                            PromptFormat fmt, int max_len, bool add_special) {
     char *prompt = NULL, *full = NULL;
     int32_t *pids = NULL, *ids = NULL;
     int np = 0, n = 0;
-    int flags =
-        (add_bos ? TOKENIZE_ADD_BOS : 0) | (fmt == PROMPT_CHAT ? TOKENIZE_PARSE_SPECIAL : 0);
+    // (until 2026-11-28 BOS was always prepended: SmolLM2 examples began with a stray
+    // <|im_start|>, and Llama 3 chat examples with two <|begin_of_text|>)
+    int flags = fmt == PROMPT_CHAT ? TOKENIZE_PARSE_SPECIAL
+                : add_special      ? TOKENIZE_DEFAULT_BOS
+                                   : 0;
     Status s = data_render_prompt(r, tok, fmt, &prompt);
     if (s != STATUS_OK) return s;
     size_t lp = strlen(prompt), lo = strlen(r->output);
@@ -150,14 +153,14 @@ out:
 }
 
 Status trainset_build(TrainSet *ts, const AlpacaSet *set, const Tokenizer *tok, PromptFormat fmt,
-                      int max_len, bool add_bos) {
+                      int max_len, bool add_special) {
     memset(ts, 0, sizeof *ts);
     if (max_len < 2)
         return fail(STATUS_ERR_ARG, "maximum sequence length %d is too short", max_len);
     ts->ex = xcalloc((size_t)set->n, sizeof *ts->ex);
     for (int i = 0; i < set->n; i++) {
         TrainExample ex = {0};
-        Status s = build_example(&ex, &set->recs[i], tok, fmt, max_len, add_bos);
+        Status s = build_example(&ex, &set->recs[i], tok, fmt, max_len, add_special);
         if (s != STATUS_OK) {
             trainset_release(ts);
             return fail_context(s, "record on line %d", set->recs[i].line);
