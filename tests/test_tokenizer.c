@@ -349,50 +349,67 @@ static void test_chat_vs_transformers(void **state) {
     tokenizer_free(t);
 }
 
-// Meta's Llama 3.1, 3.2 and 3.3 Instruct templates (tools/gen_chat_fixtures.py: rendered by
-// transformers from the templates themselves; 3.2 with its fixed-date fallback) against
-// CHAT_TEMPLATE_LLAMA31, and AUTO's pick: a template with the knowledge-cutoff line is
-// 3.1-style, one without it the Llama 3.0 format.
+// A one-token tokenizer carrying chat template `tmpl` (for AUTO's pick).
+static Tokenizer *template_tokenizer(const char *tmpl) {
+    static const char *const tokens[] = {"a"};
+    static const float scores[] = {0.0f};
+    TokenizerSpec sp = {.kind = TOKENIZER_SPM,
+                        .n_vocab = 1,
+                        .tokens = tokens,
+                        .scores = scores,
+                        .bos_id = -1,
+                        .eos_id = -1,
+                        .unk_id = -1,
+                        .pad_id = -1,
+                        .chat_template = tmpl};
+    Tokenizer *t;
+    if (tokenizer_build(&t, &sp, "test") != STATUS_OK) fail_msg("%s", status_msg());
+    return t;
+}
+
+// Meta's Llama 3.1, 3.2 and 3.3 Instruct templates and Qwen2.5's (tools/gen_chat_fixtures.py:
+// rendered by transformers from the templates themselves; 3.2 with its fixed-date fallback):
+// CHAT_TEMPLATE_LLAMA31 for Meta's, and AUTO with Qwen2.5's template in the tokenizer (ChatML
+// with the default system prompt found in the template). AUTO's pick between the Llama 3
+// formats: a template with the knowledge-cutoff line is 3.1-style, one without it 3.0.
 static void test_chat_llama31(void **state) {
     (void)state;
     Cases c;
     cases_load(&c, FIX "chat_llama31_cases.jsonl");
-    assert_int_equal(c.n, 24);
+    assert_int_equal(c.n, 32);
+    char *qwen_tmpl;
+    assert_int_equal(file_read_all(FIX "qwen2.5_chat_template.jinja", &qwen_tmpl, NULL), STATUS_OK);
+    Tokenizer *qwen = template_tokenizer(qwen_tmpl);
+    int n_qwen = 0;
     for (int i = 0; i < c.n; i++) {
         const json_t *r = c.rows[i];
         const char *tmpl = json_string_value(json_object_get(r, "template"));
         int conv = (int)json_integer_value(json_object_get(r, "conv"));
         bool gen = json_is_true(json_object_get(r, "add_generation_prompt"));
+        bool is_qwen = strcmp(tmpl, "qwen2.5") == 0;
+        n_qwen += is_qwen;
         char *out;
-        assert_int_equal(
-            chat_render(NULL, CHAT_TEMPLATE_LLAMA31, convs[conv], lens[conv], gen, &out),
-            STATUS_OK);
+        assert_int_equal(chat_render(is_qwen ? qwen : NULL,
+                                     is_qwen ? CHAT_TEMPLATE_AUTO : CHAT_TEMPLATE_LLAMA31,
+                                     convs[conv], lens[conv], gen, &out),
+                         STATUS_OK);
         const char *want = json_string_value(json_object_get(r, "text"));
         if (strcmp(out, want) != 0)
             fail_msg("%s conv %d gen %d:\n got: %s\nwant: %s", tmpl, conv, gen, out, want);
         free(out);
     }
+    assert_int_equal(n_qwen, 8);
+    tokenizer_free(qwen);
+    free(qwen_tmpl);
     cases_free(&c);
-    // AUTO through a tokenizer's template: two one-token vocabularies, two templates
-    const char *tokens[] = {"a"};
-    const float scores[] = {0.0f};
+    // AUTO through a tokenizer's template: two templates
     const char *tmpls[] = {
         "{{- bos_token }}{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}"
         "{{- \"Cutting Knowledge Date: December 2023\\n\" }}",
         "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}"};
     const ChatTemplate want_kind[] = {CHAT_TEMPLATE_LLAMA31, CHAT_TEMPLATE_LLAMA3};
     for (int k = 0; k < 2; k++) {
-        TokenizerSpec sp = {.kind = TOKENIZER_SPM,
-                            .n_vocab = 1,
-                            .tokens = tokens,
-                            .scores = scores,
-                            .bos_id = -1,
-                            .eos_id = -1,
-                            .unk_id = -1,
-                            .pad_id = -1,
-                            .chat_template = tmpls[k]};
-        Tokenizer *t;
-        if (tokenizer_build(&t, &sp, "test") != STATUS_OK) fail_msg("%s", status_msg());
+        Tokenizer *t = template_tokenizer(tmpls[k]);
         char *a, *b;
         assert_int_equal(chat_render(t, CHAT_TEMPLATE_AUTO, conv1, 2, true, &a), STATUS_OK);
         assert_int_equal(chat_render(NULL, want_kind[k], conv1, 2, true, &b), STATUS_OK);

@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""gen_chat_fixtures.py - Meta's Llama 3.1 / 3.2 / 3.3 Instruct chat templates rendered by
-transformers' apply_chat_template, for tests/test_tokenizer.c (test_chat_llama31).
+"""gen_chat_fixtures.py - Meta's Llama 3.1 / 3.2 / 3.3 Instruct and Qwen2.5's chat templates
+rendered by transformers' apply_chat_template, for tests/test_tokenizer.c (test_chat_llama31,
+test_chat_qwen25).
 
 Usage (from the repository root, with the reference venv):
     /work/pyref/bin/python tools/gen_chat_fixtures.py [--sdist llama_cpp_python-0.3.36.tar.gz]
 
 The templates are read from the PyPI source distribution of llama-cpp-python 0.3.36, which
 bundles llama.cpp's copies of the models' tokenizer_config.json templates
-(vendor/llama.cpp/models/templates/meta-llama-Llama-3.{1-8B,2-3B,3-70B}-Instruct.jinja);
-without --sdist it is downloaded with pip (sha256 checked). The templates are Meta's and are
-not committed: only the rendered conversations are.
+(vendor/llama.cpp/models/templates/meta-llama-Llama-3.{1-8B,2-3B,3-70B}-Instruct.jinja,
+Qwen-Qwen2.5-7B-Instruct.jinja); without --sdist it is downloaded with pip (sha256 checked).
+Meta's templates are not committed, only the rendered conversations; Qwen2.5's (Apache-2.0)
+is, as tests/fixtures/tokenizers/qwen2.5_chat_template.jinja, so that the test can hand it to
+a tokenizer and check that its default system prompt is found.
 
 Writes tests/fixtures/tokenizers/chat_llama31_cases.jsonl: a first line {"meta": ...} (library
 versions, the sdist and each template's sha256), then one object per rendering: template
-("llama3.1", "llama3.2", "llama3.3"), conv (an index into gen_tokenizer_fixtures.CONVS),
+("llama3.1", "llama3.2", "llama3.3", "qwen2.5"), conv (an index into gen_tokenizer_fixtures.CONVS),
 add_generation_prompt, text.
 
 The 3.2 template takes its date from strftime_now ("%d %b %Y", today) when the renderer
@@ -39,7 +42,9 @@ TEMPLATES = {
     "llama3.1": "meta-llama-Llama-3.1-8B-Instruct.jinja",
     "llama3.2": "meta-llama-Llama-3.2-3B-Instruct.jinja",
     "llama3.3": "meta-llama-Llama-3.3-70B-Instruct.jinja",
+    "qwen2.5": "Qwen-Qwen2.5-7B-Instruct.jinja",
 }
+QWEN_OUT = "tests/fixtures/tokenizers/qwen2.5_chat_template.jinja"
 OUT = "tests/fixtures/tokenizers/chat_llama31_cases.jsonl"
 
 
@@ -79,7 +84,7 @@ def main():
     # only bos_token / eos_token reach the templates: any vocabulary does
     vocab = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<unk>": 0}, unk_token="<unk>"))
     tok = PreTrainedTokenizerFast(tokenizer_object=vocab, bos_token="<|begin_of_text|>",
-                                  eos_token="<|eot_id|>")
+                                  eos_token="<|eot_id|>")  # (Qwen2.5's template uses neither)
     rows = []
     for key in sorted(templates):
         extra = {"date_string": "26 Jul 2024"} if key == "llama3.2" else {}
@@ -93,6 +98,8 @@ def main():
             "sdist": SDIST, "sdist_sha256": SDIST_SHA256,
             "templates": {k: {"file": TEMPLATES[k], "sha256": sha256(v.encode("utf-8"))}
                           for k, v in sorted(templates.items())}}
+    with open(QWEN_OUT, "w", encoding="utf-8") as f:
+        f.write(templates["qwen2.5"])
     with open(OUT, "w", encoding="utf-8") as f:
         f.write(json.dumps({"meta": meta}, ensure_ascii=False) + "\n")
         for r in rows:

@@ -1,5 +1,5 @@
 /*
- * chat.c - prompt templates: ChatML (SmolLM2), Llama 3, Llama 2 chat, and the Alpaca
+ * chat.c - prompt templates: ChatML (SmolLM2, Qwen2), Llama 3.x, Llama 2 chat, and the Alpaca
  * prompt. Hand-written equivalents of the Jinja templates, checked character for
  * character against transformers' apply_chat_template (tests/test_tokenizer.c).
  */
@@ -11,9 +11,6 @@
 #include "core/strbuf.h"
 #include "core/status.h"
 #include "model/tokenizer.h"
-
-static const char SMOLLM_SYSTEM[] =
-    "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
 // Length of a Unicode White_Space character (what Python's str.strip() removes) at
 // s[0..n), 0 if none.
@@ -71,14 +68,50 @@ static ChatTemplate chat_pick(const Tokenizer *t) {
     return CHAT_TEMPLATE_COUNT;
 }
 
+// A ChatML template's default system prompt: the text of a string literal
+// '<|im_start|>system\n...<|im_end|>' (newline written as is or as \n), which SmolLM2's and
+// Qwen2.5's templates print when the first message is not "system". Jinja's string escapes
+// are undone. False when the template has none (its system turn comes from the messages).
+static bool chatml_default_system(const char *tmpl, StrBuf *out) {
+    static const char head[] = "<|im_start|>system", tail[] = "<|im_end|>";
+    for (const char *p = tmpl ? strstr(tmpl, head) : NULL; p; p = strstr(p + 1, head)) {
+        const char *q = p + strlen(head);
+        if (*q == '\n')
+            q++;
+        else if (q[0] == '\\' && q[1] == 'n')
+            q += 2;
+        else
+            continue;
+        const char *e = strstr(q, tail);
+        if (!e || e == q || memchr(q, '\'', (size_t)(e - q)) || memchr(q, '"', (size_t)(e - q)) ||
+            memchr(q, '{', (size_t)(e - q)))
+            continue; // the literal ends before <|im_end|>: the text comes from elsewhere
+        for (const char *c = q; c < e; c++) {
+            if (*c == '\\' && c + 1 < e) {
+                c++;
+                char u = *c == 'n' ? '\n' : *c == 't' ? '\t' : *c == 'r' ? '\r' : *c;
+                strbuf_put(out, &u, 1);
+            } else {
+                strbuf_put(out, c, 1);
+            }
+        }
+        return true;
+    }
+    return false;
+}
+
+// ChatML as SmolLM2's and Qwen2's templates write it (contents as they are, not trimmed),
+// after the template's default system prompt when the first message is not "system".
+// (Qwen2.5's template also prints its default for an empty conversation; SmolLM2's prints
+// nothing; here an empty conversation is empty.)
 static Status render_chatml(const Tokenizer *t, const ChatMessage *msgs, int n, bool gen,
                             StrBuf *o) {
-    const char *tmpl = t ? tokenizer_chat_template(t) : NULL;
-    bool smol_default = tmpl && strstr(tmpl, SMOLLM_SYSTEM) != NULL;
+    StrBuf def = {0};
+    bool has_default = chatml_default_system(t ? tokenizer_chat_template(t) : NULL, &def);
     for (int i = 0; i < n; i++) {
-        if (i == 0 && smol_default && strcmp(msgs[0].role, "system") != 0) {
+        if (i == 0 && has_default && strcmp(msgs[0].role, "system") != 0) {
             strbuf_puts(o, "<|im_start|>system\n");
-            strbuf_puts(o, SMOLLM_SYSTEM);
+            strbuf_put(o, def.p, def.n);
             strbuf_puts(o, "<|im_end|>\n");
         }
         strbuf_puts(o, "<|im_start|>");
@@ -88,6 +121,7 @@ static Status render_chatml(const Tokenizer *t, const ChatMessage *msgs, int n, 
         strbuf_puts(o, "<|im_end|>\n");
     }
     if (gen) strbuf_puts(o, "<|im_start|>assistant\n");
+    free(def.p);
     return STATUS_OK;
 }
 

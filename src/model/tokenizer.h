@@ -207,8 +207,9 @@ typedef enum {
 // Renders messages as the model's chat format; add_generation_prompt appends the
 // assistant header. *out is a new heap string. Matches transformers' apply_chat_template
 // (tests/fixtures/tokenizers/chat_cases.jsonl) for:
-//   CHATML  SmolLM2's template: when `t`'s template carries SmolLM2's default system
-//           prompt and the first message is not "system", that prompt is inserted;
+//   CHATML  SmolLM2's and Qwen2's templates: when `t`'s template prints a default system
+//           prompt (a literal '<|im_start|>system\n...<|im_end|>', SmolLM2's and Qwen2.5's)
+//           and the first message is not "system", that prompt is inserted;
 //   LLAMA3  Meta's template: "<|begin_of_text|>" first, contents trimmed (Jinja trim);
 //   LLAMA31 Meta's Llama 3.1 / 3.2 / 3.3 Instruct template without tools: a system block
 //           "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n" + the
