@@ -145,17 +145,18 @@ static void test_response_mask_stories260k(void **state) {
     tokenizer_free(tok);
 }
 
-// BOS as Hugging Face tokenizes training text (SmolLM2's tokenizer, committed under
-// tests/fixtures/tokenizers): Alpaca text gets none (SmolLM2's files add none; stories260K
-// above gets its BOS), chat text is the template's rendering with nothing added, so it starts
-// with the template's one <|im_start|>; and both end in EOS (<|im_end|>).
+// Special tokens as Hugging Face tokenizes training text (SmolLM2's tokenizer, committed under
+// tests/fixtures/tokenizers): Alpaca text gets no BOS (SmolLM2's files add none; stories260K
+// above gets its BOS) and its "<|im_end|>" text is the control token, as tokenizer(text)
+// parses it; chat text is the template's rendering with nothing added, so it starts with the
+// template's one <|im_start|>; both end in EOS (<|im_end|>).
 static void test_special_tokens_smollm2(void **state) {
     (void)state;
     Tokenizer *tok;
     if (tokenizer_load_hf(&tok, "tests/fixtures/tokenizers/smollm2") != STATUS_OK)
         fail_msg("%s", status_msg());
     const int32_t bos = tokenizer_bos_id(tok), eos = tokenizer_eos_id(tok);
-    AlpacaRecord r = {(char *)"Name a color.", (char *)"", (char *)"Blue.", 1};
+    AlpacaRecord r = {(char *)"Name a color.", (char *)"", (char *)"Blue.<|im_end|>", 1};
     AlpacaSet set = {.recs = &r, .n = 1};
     for (int f = 0; f < 2; f++) {
         TrainSet ts;
@@ -163,9 +164,9 @@ static void test_special_tokens_smollm2(void **state) {
         char *prompt;
         assert_int_equal(data_render_prompt(&r, tok, (PromptFormat)f, &prompt), STATUS_OK);
         size_t lp = strlen(prompt);
-        char *full = malloc(lp + 6);
+        char *full = malloc(lp + strlen(r.output) + 1);
         memcpy(full, prompt, lp);
-        memcpy(full + lp, "Blue.", 6);
+        strcpy(full + lp, r.output);
         int32_t *ids;
         int n;
         assert_int_equal(tokenizer_encode(tok, full, strlen(full),
@@ -175,6 +176,7 @@ static void test_special_tokens_smollm2(void **state) {
         const TrainExample *ex = &ts.ex[0];
         assert_int_equal(ex->len, n + 1);
         assert_memory_equal(ex->ids, ids, (size_t)n * sizeof *ids);
+        assert_int_equal(ex->ids[n - 1], eos); // the "<|im_end|>" text, parsed
         assert_int_equal(ex->ids[n], eos);
         if (f == PROMPT_CHAT) {
             assert_int_equal(ex->ids[0], bos); // "<|im_start|>system": the template's own
@@ -190,6 +192,29 @@ static void test_special_tokens_smollm2(void **state) {
     tokenizer_free(tok);
 }
 
+// Llama 3 chat text (models/llama3-tokenizer, fetched by tools/fetch_llama3_tokenizer.sh;
+// skipped without it): the rendering starts with its own <|begin_of_text|> and gets no second
+// one; Alpaca text gets the tokenizer's BOS (its files add one).
+static void test_special_tokens_llama3(void **state) {
+    (void)state;
+    Tokenizer *tok;
+    if (!path_is_file("models/llama3-tokenizer/tokenizer.json")) skip();
+    if (tokenizer_load_hf(&tok, "models/llama3-tokenizer") != STATUS_OK)
+        fail_msg("%s", status_msg());
+    const int32_t bos = tokenizer_bos_id(tok);
+    assert_int_equal(bos, 128000);
+    AlpacaRecord r = {(char *)"Name a color.", (char *)"", (char *)"Blue.", 1};
+    AlpacaSet set = {.recs = &r, .n = 1};
+    for (int f = 0; f < 2; f++) {
+        TrainSet ts;
+        assert_int_equal(trainset_build(&ts, &set, tok, (PromptFormat)f, 4096, true), STATUS_OK);
+        assert_int_equal(ts.ex[0].ids[0], bos);
+        assert_int_not_equal(ts.ex[0].ids[1], bos);
+        trainset_release(&ts);
+    }
+    tokenizer_free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jsonl_good_and_bad_lines),
@@ -198,6 +223,7 @@ int main(void) {
         cmocka_unit_test(test_length_grouped_batches),
         cmocka_unit_test(test_response_mask_stories260k),
         cmocka_unit_test(test_special_tokens_smollm2),
+        cmocka_unit_test(test_special_tokens_llama3),
     };
     return cmocka_run_group_tests_name("data", tests, NULL, NULL);
 }

@@ -7,6 +7,7 @@
 #include "model/tokenizer.h"
 #include "core/common.h"
 #include "core/fileio.h"
+#include "core/strbuf.h"
 #include "testutil.h"
 
 #include <jansson.h>
@@ -367,42 +368,68 @@ static Tokenizer *template_tokenizer(const char *tmpl) {
     return t;
 }
 
-// Meta's Llama 3.1, 3.2 and 3.3 Instruct templates and Qwen2.5's (tools/gen_chat_fixtures.py:
-// rendered by transformers from the templates themselves; 3.2 with its fixed-date fallback):
-// CHAT_TEMPLATE_LLAMA31 for Meta's, and AUTO with Qwen2.5's template in the tokenizer (ChatML
-// with the default system prompt found in the template). AUTO's pick between the Llama 3
-// formats: a template with the knowledge-cutoff line is 3.1-style, one without it 3.0.
+// s with every `from` replaced by `to`, as Python's str.replace (a new string; `from` must
+// occur).
+static char *str_replace_all(const char *s, const char *from, const char *to) {
+    if (!strstr(s, from)) fail_msg("'%s' not found", from);
+    StrBuf b = {0};
+    for (const char *at; (at = strstr(s, from)); s = at + strlen(from)) {
+        strbuf_put(&b, s, (size_t)(at - s));
+        strbuf_puts(&b, to);
+    }
+    strbuf_puts(&b, s);
+    return b.p;
+}
+
+// tools/gen_chat_fixtures.py: transformers' renderings of Meta's Llama 3.1, 3.2 and 3.3
+// Instruct templates (3.2 with its fixed-date fallback), of Qwen2.5's, of two variants
+// (Qwen2.5 with Qwen2.5-Math's default system prompt, which holds braces and a backslash;
+// Llama 3.1 with another date_string) and of three small ChatML templates of ours (a
+// double-quoted default with an apostrophe; Python string escapes; a system turn printed only
+// with tools, which is no default). Meta's go through CHAT_TEMPLATE_LLAMA31 (their text is not
+// committed); the others through AUTO with the template in a tokenizer, so the default
+// system prompt and the date are read from the template.
 static void test_chat_llama31(void **state) {
     (void)state;
     Cases c;
     cases_load(&c, FIX "chat_llama31_cases.jsonl");
-    assert_int_equal(c.n, 32);
-    char *qwen_tmpl;
-    assert_int_equal(file_read_all(FIX "qwen2.5_chat_template.jinja", &qwen_tmpl, NULL), STATUS_OK);
-    Tokenizer *qwen = template_tokenizer(qwen_tmpl);
-    int n_qwen = 0;
+    assert_int_equal(c.n, 72);
+    char *qwen;
+    assert_int_equal(file_read_all(FIX "qwen2.5_chat_template.jinja", &qwen, NULL), STATUS_OK);
+    char *math = str_replace_all(
+        qwen, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+        "Please reason step by step, and put your final answer within \\\\boxed{}.");
+    const json_t *synth = json_object_get(json_object_get(c.meta, "meta"), "synthetic");
+    assert_int_equal(json_object_size(synth), 3);
+    int n_auto = 0;
     for (int i = 0; i < c.n; i++) {
         const json_t *r = c.rows[i];
-        const char *tmpl = json_string_value(json_object_get(r, "template"));
+        const char *name = json_string_value(json_object_get(r, "template"));
         int conv = (int)json_integer_value(json_object_get(r, "conv"));
         bool gen = json_is_true(json_object_get(r, "add_generation_prompt"));
-        bool is_qwen = strcmp(tmpl, "qwen2.5") == 0;
-        n_qwen += is_qwen;
+        const char *tmpl = strcmp(name, "qwen2.5") == 0        ? qwen
+                           : strcmp(name, "qwen2.5-math") == 0 ? math
+                           : strcmp(name, "llama3.1-date") == 0
+                               ? "<|start_header_id|>Cutting Knowledge Date{%- set "
+                                 "date_string = \"01 Jan 2025\" %}"
+                               : json_string_value(json_object_get(synth, name));
+        Tokenizer *t = tmpl ? template_tokenizer(tmpl) : NULL;
+        n_auto += t != NULL;
         char *out;
-        assert_int_equal(chat_render(is_qwen ? qwen : NULL,
-                                     is_qwen ? CHAT_TEMPLATE_AUTO : CHAT_TEMPLATE_LLAMA31,
-                                     convs[conv], lens[conv], gen, &out),
-                         STATUS_OK);
+        if (chat_render(t, t ? CHAT_TEMPLATE_AUTO : CHAT_TEMPLATE_LLAMA31, convs[conv], lens[conv],
+                        gen, &out) != STATUS_OK)
+            fail_msg("%s conv %d: %s", name, conv, status_msg());
         const char *want = json_string_value(json_object_get(r, "text"));
         if (strcmp(out, want) != 0)
-            fail_msg("%s conv %d gen %d:\n got: %s\nwant: %s", tmpl, conv, gen, out, want);
+            fail_msg("%s conv %d gen %d:\n got: %s\nwant: %s", name, conv, gen, out, want);
         free(out);
+        if (t) tokenizer_free(t);
     }
-    assert_int_equal(n_qwen, 8);
-    tokenizer_free(qwen);
-    free(qwen_tmpl);
+    assert_int_equal(n_auto, 48); // 6 templates x 4 conversations x 2
+    free(math);
+    free(qwen);
     cases_free(&c);
-    // AUTO through a tokenizer's template: two templates
+    // AUTO's pick between the Llama 3 formats: the knowledge-cutoff line makes it 3.1-style
     const char *tmpls[] = {
         "{{- bos_token }}{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}"
         "{{- \"Cutting Knowledge Date: December 2023\\n\" }}",
@@ -418,6 +445,31 @@ static void test_chat_llama31(void **state) {
         free(b);
         tokenizer_free(t);
     }
+}
+
+// What chat_render refuses: an empty conversation (as transformers does), tool turns (each
+// template has its own format for them), a reasoning model's ChatML template (thinking modes),
+// a default system prompt with escapes it does not decode.
+static void test_chat_refusals(void **state) {
+    (void)state;
+    char *out = NULL;
+    assert_int_equal(chat_render(NULL, CHAT_TEMPLATE_CHATML, conv0, 0, true, &out), STATUS_ERR_ARG);
+    static const ChatMessage tool[] = {{"user", "hi"}, {"tool", "42"}};
+    for (int k = CHAT_TEMPLATE_CHATML; k < CHAT_TEMPLATE_COUNT; k++)
+        assert_int_equal(chat_render(NULL, (ChatTemplate)k, tool, 2, true, &out),
+                         STATUS_ERR_UNSUPPORTED);
+    const char *bad[] = {"{%- if enable_thinking %}<think>{% endif %}<|im_start|>",
+                         "{%- if messages[0]['role'] != 'system' %}{{- '<|im_start|>system\\n"
+                         "caf\\351<|im_end|>\\n' }}{%- endif %}"};
+    const char *why[] = {"reasoning model", "escapes"};
+    for (int k = 0; k < 2; k++) {
+        Tokenizer *t = template_tokenizer(bad[k]);
+        assert_int_equal(chat_render(t, CHAT_TEMPLATE_AUTO, conv0, 1, true, &out),
+                         STATUS_ERR_UNSUPPORTED);
+        if (!strstr(status_msg(), why[k])) fail_msg("%s", status_msg());
+        tokenizer_free(t);
+    }
+    assert_null(out);
 }
 
 static void test_alpaca(void **state) {
@@ -775,6 +827,7 @@ int main(void) {
         cmocka_unit_test(test_llama2_vs_hf_and_sentencepiece),
         cmocka_unit_test(test_chat_vs_transformers),
         cmocka_unit_test(test_chat_llama31),
+        cmocka_unit_test(test_chat_refusals),
         cmocka_unit_test(test_alpaca),
         cmocka_unit_test(test_save_hf_roundtrip),
         cmocka_unit_test(test_spec_pre_names),

@@ -45,6 +45,27 @@ TEMPLATES = {
     "qwen2.5": "Qwen-Qwen2.5-7B-Instruct.jinja",
 }
 QWEN_OUT = "tests/fixtures/tokenizers/qwen2.5_chat_template.jinja"
+QWEN_DEFAULT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+# Qwen2.5-Math-Instruct's default system prompt (braces and a backslash in the literal)
+QWEN_MATH_DEFAULT = "Please reason step by step, and put your final answer within \\\\boxed{}."
+CHATML_LOOP = ("{%- for m in messages %}{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + "
+               "'<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}"
+               "{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+# Our own small templates for the shapes the default-prompt reader must get right; the C test
+# hands each to a tokenizer (they are in the meta line).
+SYNTHETIC = {
+    # a double-quoted literal with an apostrophe
+    "chatml-apostrophe": "{%- if messages[0]['role'] != 'system' %}"
+                         "{{- \"<|im_start|>system\\nYou're helpful.<|im_end|>\\n\" }}{%- endif %}"
+                         + CHATML_LOOP,
+    # escapes as Python decodes them: \x41, \u00e9, \t, an escaped quote, an unknown \d
+    "chatml-escapes": "{%- if messages[0]['role'] != 'system' %}"
+                      "{{- '<|im_start|>system\\nA\\x41 \\u00e9\\tit\\'s \\d<|im_end|>\\n' }}"
+                      "{%- endif %}" + CHATML_LOOP,
+    # a system turn printed only when tools are given: not a default
+    "chatml-tools-only": "{%- if tools %}{{- '<|im_start|>system\\nYou may call tools.<|im_end|>\\n' }}"
+                         "{%- endif %}" + CHATML_LOOP,
+}
 OUT = "tests/fixtures/tokenizers/chat_llama31_cases.jsonl"
 
 
@@ -85,6 +106,13 @@ def main():
     vocab = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<unk>": 0}, unk_token="<unk>"))
     tok = PreTrainedTokenizerFast(tokenizer_object=vocab, bos_token="<|begin_of_text|>",
                                   eos_token="<|eot_id|>")  # (Qwen2.5's template uses neither)
+    templates["qwen2.5-math"] = templates["qwen2.5"].replace(QWEN_DEFAULT, QWEN_MATH_DEFAULT)
+    assert templates["qwen2.5-math"] != templates["qwen2.5"]
+    # Meta's 3.1 template with another default date: the date line follows the template
+    templates["llama3.1-date"] = templates["llama3.1"].replace('set date_string = "26 Jul 2024"',
+                                                               'set date_string = "01 Jan 2025"')
+    assert templates["llama3.1-date"] != templates["llama3.1"]
+    templates.update(SYNTHETIC)
     rows = []
     for key in sorted(templates):
         extra = {"date_string": "26 Jul 2024"} if key == "llama3.2" else {}
@@ -97,7 +125,11 @@ def main():
             "tokenizers": tokenizers.__version__, "python": sys.version.split()[0],
             "sdist": SDIST, "sdist_sha256": SDIST_SHA256,
             "templates": {k: {"file": TEMPLATES[k], "sha256": sha256(v.encode("utf-8"))}
-                          for k, v in sorted(templates.items())}}
+                          for k, v in sorted(templates.items()) if k in TEMPLATES},
+            "derived": {"qwen2.5-math": "qwen2.5 with the default system prompt of "
+                                        "Qwen2.5-Math-Instruct: " + QWEN_MATH_DEFAULT,
+                        "llama3.1-date": "llama3.1 with date_string \"01 Jan 2025\""},
+            "synthetic": SYNTHETIC}
     with open(QWEN_OUT, "w", encoding="utf-8") as f:
         f.write(templates["qwen2.5"])
     with open(OUT, "w", encoding="utf-8") as f:

@@ -46,10 +46,23 @@ static void str_cat_stripped(StrBuf *s, const char *x) {
     strbuf_put(s, x + a, b - a);
 }
 
-static ChatTemplate chat_pick(const Tokenizer *t) {
+// The format of t's template (or, without one, of its vocabulary); CHAT_TEMPLATE_COUNT with
+// *why set when there is none we render.
+static ChatTemplate chat_pick(const Tokenizer *t, const char **why) {
     const char *tmpl = t ? tokenizer_chat_template(t) : NULL;
+    *why = "no known chat format in the tokenizer (ChatML, Llama 3.x or Llama 2)";
     if (tmpl) {
-        if (strstr(tmpl, "<|im_start|>")) return CHAT_TEMPLATE_CHATML;
+        if (strstr(tmpl, "<|im_start|>")) {
+            // reasoning models (Qwen3, SmolLM3) write think blocks and system metadata
+            // that plain ChatML lacks
+            if (strstr(tmpl, "enable_thinking") || strstr(tmpl, "reasoning_content") ||
+                strstr(tmpl, "<think>")) {
+                *why = "the chat template is a reasoning model's (thinking modes, <think> "
+                       "blocks), which is not rendered";
+                return CHAT_TEMPLATE_COUNT;
+            }
+            return CHAT_TEMPLATE_CHATML;
+        }
         if (strstr(tmpl, "<|start_header_id|>"))
             return strstr(tmpl, "Cutting Knowledge Date") ? CHAT_TEMPLATE_LLAMA31
                                                           : CHAT_TEMPLATE_LLAMA3;
@@ -68,46 +81,137 @@ static ChatTemplate chat_pick(const Tokenizer *t) {
     return CHAT_TEMPLATE_COUNT;
 }
 
-// A ChatML template's default system prompt: the text of a string literal
-// '<|im_start|>system\n...<|im_end|>' (newline written as is or as \n), which SmolLM2's and
-// Qwen2.5's templates print when the first message is not "system". Jinja's string escapes
-// are undone. False when the template has none (its system turn comes from the messages).
-static bool chatml_default_system(const char *tmpl, StrBuf *out) {
+static int hex_digit(char c) {
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+// Code point cp as UTF-8 into out.
+static void put_utf8(StrBuf *out, unsigned cp) {
+    char b[4];
+    size_t n;
+    if (cp < 0x80) {
+        b[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        b[0] = (char)(0xC0 | (cp >> 6));
+        b[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        b[0] = (char)(0xE0 | (cp >> 12));
+        b[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        b[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        b[0] = (char)(0xF0 | (cp >> 18));
+        b[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        b[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        b[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    strbuf_put(out, b, n);
+}
+
+// s[0, n), the inside of a Jinja string literal, decoded as Jinja decodes it (Python's
+// string escapes: \n \t \r \\ \' \" \a \b \f \v, \xHH, \uHHHH, \UHHHHHHHH; an unknown escape
+// keeps its backslash; a CRLF line break is one \n, as Jinja normalises newlines). False for
+// forms not decoded here (octal, \N{name}, a code point past U+10FFFF or a surrogate).
+static bool jinja_unescape(const char *s, size_t n, StrBuf *out) {
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n') continue;
+        if (s[i] != '\\' || i + 1 == n) {
+            strbuf_put(out, s + i, 1);
+            continue;
+        }
+        char e = s[++i], c;
+        int digits = e == 'x' ? 2 : e == 'u' ? 4 : e == 'U' ? 8 : 0;
+        if (digits) {
+            unsigned cp = 0;
+            for (int k = 0; k < digits; k++) {
+                int h = i + 1 + (size_t)k < n ? hex_digit(s[i + 1 + (size_t)k]) : -1;
+                if (h < 0) return false;
+                cp = cp * 16 + (unsigned)h;
+            }
+            if (cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return false;
+            put_utf8(out, cp);
+            i += (size_t)digits;
+            continue;
+        }
+        switch (e) {
+        case 'n': c = '\n'; break;
+        case 't': c = '\t'; break;
+        case 'r': c = '\r'; break;
+        case 'a': c = '\a'; break;
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'v': c = '\v'; break;
+        case '\\':
+        case '\'':
+        case '"': c = e; break;
+        case '\n': continue; // a backslash-newline is a line continuation
+        default:
+            if ((e >= '0' && e <= '7') || e == 'N') return false;
+            strbuf_put(out, s + i - 1, 2); // unknown: kept as written
+            continue;
+        }
+        strbuf_put(out, &c, 1);
+    }
+    return true;
+}
+
+// A ChatML template's default system prompt: a string literal
+// '<|im_start|>system\n...<|im_end|>...' (newline written as is or as \n) that the template
+// prints when the first message is not "system", as SmolLM2's and Qwen2.5's do. Taken only
+// where a test of messages[0] comes shortly before it, with no mention of tools in between
+// (a system turn printed only when tools are given is not a default). Returns 1 with the
+// decoded text in out, 0 when the template has none, -1 when its escapes are not decoded.
+static int chatml_default_system(const char *tmpl, StrBuf *out) {
     static const char head[] = "<|im_start|>system", tail[] = "<|im_end|>";
     for (const char *p = tmpl ? strstr(tmpl, head) : NULL; p; p = strstr(p + 1, head)) {
+        if (p == tmpl || (p[-1] != '\'' && p[-1] != '"')) continue; // not a literal's start
+        const char quote = p[-1];
         const char *q = p + strlen(head);
-        if (*q == '\n')
+        if (q[0] == '\n')
             q++;
+        else if (q[0] == '\r' && q[1] == '\n')
+            q += 2;
         else if (q[0] == '\\' && q[1] == 'n')
             q += 2;
         else
             continue;
+        const char *close = q; // the literal's closing quote
+        while (*close && *close != quote)
+            close += close[0] == '\\' && close[1] ? 2 : 1;
         const char *e = strstr(q, tail);
-        if (!e || e == q || memchr(q, '\'', (size_t)(e - q)) || memchr(q, '"', (size_t)(e - q)) ||
-            memchr(q, '{', (size_t)(e - q)))
-            continue; // the literal ends before <|im_end|>: the text comes from elsewhere
-        for (const char *c = q; c < e; c++) {
-            if (*c == '\\' && c + 1 < e) {
-                c++;
-                char u = *c == 'n' ? '\n' : *c == 't' ? '\t' : *c == 'r' ? '\r' : *c;
-                strbuf_put(out, &u, 1);
-            } else {
-                strbuf_put(out, c, 1);
-            }
-        }
-        return true;
+        if (!*close || !e || e > close || e == q) continue; // the text comes from elsewhere
+        // the condition: "messages[0]" within 300 bytes before, no "tools" after it
+        const char *from = p - 1 - tmpl > 300 ? p - 1 - 300 : tmpl, *m = NULL;
+        for (const char *f = from; (f = strstr(f, "messages[0]")) && f < p; f++)
+            m = f;
+        if (!m) continue;
+        bool tools = false;
+        for (const char *f = m; f < p && !tools; f++)
+            tools = strncmp(f, "tools", 5) == 0;
+        if (tools) continue;
+        return jinja_unescape(q, (size_t)(e - q), out) ? 1 : -1;
     }
-    return false;
+    return 0;
 }
 
 // ChatML as SmolLM2's and Qwen2's templates write it (contents as they are, not trimmed),
 // after the template's default system prompt when the first message is not "system".
-// (Qwen2.5's template also prints its default for an empty conversation; SmolLM2's prints
-// nothing; here an empty conversation is empty.)
 static Status render_chatml(const Tokenizer *t, const ChatMessage *msgs, int n, bool gen,
                             StrBuf *o) {
     StrBuf def = {0};
-    bool has_default = chatml_default_system(t ? tokenizer_chat_template(t) : NULL, &def);
+    int has_default = chatml_default_system(t ? tokenizer_chat_template(t) : NULL, &def);
+    if (has_default < 0) {
+        free(def.p);
+        return fail(STATUS_ERR_UNSUPPORTED,
+                    "the chat template's default system prompt uses string escapes that are "
+                    "not decoded here (octal or \\N{...})");
+    }
     for (int i = 0; i < n; i++) {
         if (i == 0 && has_default && strcmp(msgs[0].role, "system") != 0) {
             strbuf_puts(o, "<|im_start|>system\n");
@@ -125,15 +229,30 @@ static Status render_chatml(const Tokenizer *t, const ChatMessage *msgs, int n, 
     return STATUS_OK;
 }
 
+// Llama 3.1-3.3's date line: the template's `set date_string = "..."` default (Meta's:
+// "26 Jul 2024"; 3.2 sets it when the renderer has no strftime_now), that date without one.
+static void llama31_date(const Tokenizer *t, StrBuf *o) {
+    const char *tmpl = t ? tokenizer_chat_template(t) : NULL;
+    const char *d = tmpl ? strstr(tmpl, "set date_string = \"") : NULL;
+    const char *e = d ? strchr(d += strlen("set date_string = \""), '"') : NULL;
+    if (e && e - d < 64 && !memchr(d, '\\', (size_t)(e - d)))
+        strbuf_put(o, d, (size_t)(e - d));
+    else
+        strbuf_puts(o, "26 Jul 2024");
+}
+
 // v31: Llama 3.1-3.3's system block first (the first message when it is "system", else an
 // empty system message after the fixed lines).
-static Status render_llama3(const ChatMessage *msgs, int n, bool gen, bool v31, StrBuf *o) {
+static Status render_llama3(const Tokenizer *t, const ChatMessage *msgs, int n, bool gen, bool v31,
+                            StrBuf *o) {
     int first = 0;
-    if (v31 || n > 0) strbuf_puts(o, "<|begin_of_text|>");
+    strbuf_puts(o, "<|begin_of_text|>");
     if (v31) {
         strbuf_puts(o, "<|start_header_id|>system<|end_header_id|>\n\n"
-                       "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
-        if (n > 0 && strcmp(msgs[0].role, "system") == 0) {
+                       "Cutting Knowledge Date: December 2023\nToday Date: ");
+        llama31_date(t, o);
+        strbuf_puts(o, "\n\n");
+        if (strcmp(msgs[0].role, "system") == 0) {
             str_cat_stripped(o, msgs[0].content);
             first = 1;
         }
@@ -190,22 +309,35 @@ Status chat_render(const Tokenizer *t, ChatTemplate tmpl, const ChatMessage *msg
                    bool add_generation_prompt, char **out) {
     *out = NULL;
     if (n < 0 || (n > 0 && !msgs)) return fail(STATUS_ERR_ARG, "chat_render: bad message list");
-    for (int i = 0; i < n; i++)
+    // transformers refuses an empty conversation too
+    if (n == 0) return fail(STATUS_ERR_ARG, "chat_render: the conversation is empty");
+    for (int i = 0; i < n; i++) {
         if (!msgs[i].role || !msgs[i].content)
             return fail(STATUS_ERR_ARG, "chat_render: message %d has no role or content", i);
-    if (tmpl == CHAT_TEMPLATE_AUTO) {
-        tmpl = chat_pick(t);
-        if (tmpl == CHAT_TEMPLATE_COUNT)
+        // tool results and calls have formats of their own in each template
+        if (strcmp(msgs[i].role, "system") != 0 && strcmp(msgs[i].role, "user") != 0 &&
+            strcmp(msgs[i].role, "assistant") != 0)
             return fail(STATUS_ERR_UNSUPPORTED,
-                        "no known chat format in the tokenizer (ChatML, Llama 3.x or Llama 2)");
+                        "chat_render: message %d has role '%s'; only system, user and assistant "
+                        "turns are rendered",
+                        i, msgs[i].role);
+    }
+    if (tmpl == CHAT_TEMPLATE_AUTO) {
+        const char *why;
+        tmpl = chat_pick(t, &why);
+        if (tmpl == CHAT_TEMPLATE_COUNT) return fail(STATUS_ERR_UNSUPPORTED, "%s", why);
     }
     StrBuf o = {0};
     strbuf_puts(&o, "");
     Status s;
     switch (tmpl) {
     case CHAT_TEMPLATE_CHATML: s = render_chatml(t, msgs, n, add_generation_prompt, &o); break;
-    case CHAT_TEMPLATE_LLAMA3: s = render_llama3(msgs, n, add_generation_prompt, false, &o); break;
-    case CHAT_TEMPLATE_LLAMA31: s = render_llama3(msgs, n, add_generation_prompt, true, &o); break;
+    case CHAT_TEMPLATE_LLAMA3:
+        s = render_llama3(t, msgs, n, add_generation_prompt, false, &o);
+        break;
+    case CHAT_TEMPLATE_LLAMA31:
+        s = render_llama3(t, msgs, n, add_generation_prompt, true, &o);
+        break;
     case CHAT_TEMPLATE_LLAMA2: s = render_llama2(msgs, n, &o); break;
     default: s = fail(STATUS_ERR_ARG, "unknown chat template %d", (int)tmpl); break;
     }

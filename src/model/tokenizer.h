@@ -206,21 +206,26 @@ typedef enum {
 
 // Renders messages as the model's chat format; add_generation_prompt appends the
 // assistant header. *out is a new heap string. Matches transformers' apply_chat_template
-// (tests/fixtures/tokenizers/chat_cases.jsonl) for:
-//   CHATML  SmolLM2's and Qwen2's templates: when `t`'s template prints a default system
-//           prompt (a literal '<|im_start|>system\n...<|im_end|>', SmolLM2's and Qwen2.5's)
-//           and the first message is not "system", that prompt is inserted;
+// (tests/fixtures/tokenizers/chat_cases.jsonl, chat_llama31_cases.jsonl) for:
+//   CHATML  SmolLM2's and Qwen2's templates, contents as given: when `t`'s template prints
+//           a default system prompt (a string literal '<|im_start|>system\n...<|im_end|>'
+//           after a test of messages[0], as SmolLM2's and Qwen2.5's; decoded as Jinja
+//           decodes string literals) and the first message is not "system", it is inserted;
 //   LLAMA3  Meta's template: "<|begin_of_text|>" first, contents trimmed (Jinja trim);
 //   LLAMA31 Meta's Llama 3.1 / 3.2 / 3.3 Instruct template without tools: a system block
-//           "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n" + the
-//           system message (trimmed, or nothing) always comes first, then as LLAMA3.
-//           3.2's template takes today's date from strftime_now where the renderer has it
-//           (transformers, vLLM); its fallback, the fixed date, keeps prompts the same on
-//           every day (tests/fixtures/tokenizers/chat_llama31_cases.jsonl);
+//           "Cutting Knowledge Date: December 2023\nToday Date: D\n\n" + the system message
+//           (trimmed, or nothing) always comes first, then as LLAMA3. D is the template's
+//           `set date_string = "..."` default ("26 Jul 2024" without a template). 3.2's
+//           template takes today's date from strftime_now where the renderer has it
+//           (transformers, vLLM); its fallback keeps prompts the same on every day;
 //   LLAMA2  Meta's Llama-2-chat template: "<s>[INST] ... [/INST] answer </s>", system in
 //           <<SYS>>, roles must alternate user/assistant (else STATUS_ERR_ARG);
 //           add_generation_prompt has no effect there.
 // AUTO picks from t's template (or its vocabulary); t may be NULL for explicit kinds.
+// Refused: an empty conversation (STATUS_ERR_ARG, as transformers), roles other than system,
+// user and assistant, a template of no family above or a reasoning model's ChatML template
+// (thinking modes), a default system prompt with escapes not decoded here
+// (STATUS_ERR_UNSUPPORTED).
 Status chat_render(const Tokenizer *t, ChatTemplate tmpl, const ChatMessage *msgs, int n,
                    bool add_generation_prompt, char **out);
 

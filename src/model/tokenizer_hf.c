@@ -252,13 +252,8 @@ static Status hf_load(Tokenizer **out, const char *path, const char *buf, size_t
     h.path = json_path;
 
     if (buf) {
-        json_error_t err;
-        root = json_loadb(buf, buf_len, JSON_ALLOW_NUL, &err);
-        if (!root) {
-            s = fail(STATUS_ERR_FORMAT, "cannot parse '%s': line %d column %d: %s", json_path,
-                     err.line, err.column, err.text);
+        if ((s = json_parse_buf(&root, buf, buf_len, JSON_ALLOW_NUL, json_path)) != STATUS_OK)
             goto out;
-        }
         if (!json_is_object(root)) {
             s = fail(STATUS_ERR_FORMAT, "'%s' is not a JSON object", json_path);
             goto out;

@@ -34,7 +34,7 @@ static void idbuf_push(IdBuf *b, const int32_t *ids, int64_t n) {
 static Status add_doc(IdBuf *b, const Tokenizer *tok, const char *text, size_t len) {
     int32_t *ids;
     int n;
-    Status s = tokenizer_encode(tok, text, len, TOKENIZE_DEFAULT_BOS, &ids, &n);
+    Status s = tokenizer_encode(tok, text, len, TOKENIZE_HF, &ids, &n); // tokenizer(text)
     if (s != STATUS_OK) return s;
     idbuf_push(b, ids, n);
     free(ids);

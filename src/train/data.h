@@ -65,11 +65,12 @@ typedef struct {
     int n_dropped; // records whose prompt fills the window (nothing to learn)
 } TrainSet;
 
-// Tokenizes every record (prompt+output, EOS appended, prompt tokens masked) as Hugging Face
-// does with add_special_tokens = add_special: Alpaca text gets the tokenizer's BOS when its
-// files ask for one (Llama 2 and 3, llama2.c: yes; SmolLM2: no); chat text is the template's
-// rendering, whose special tokens are parsed and to which nothing is added (apply_chat_template:
-// the Llama 3 template writes its own <|begin_of_text|>). add_special false: no BOS.
+// Tokenizes every record (prompt+output, EOS appended, prompt tokens masked) as Hugging Face's
+// tokenizer(text, add_special_tokens=add_special) does: special-token text in it becomes the
+// special token, and Alpaca text gets the tokenizer's BOS when add_special and its files ask
+// for one (Llama 2 and 3, llama2.c: yes; SmolLM2: no). Chat text is the template's rendering,
+// to which nothing is added whatever add_special says (apply_chat_template: the Llama 3
+// template writes its own <|begin_of_text|>).
 // Errors: STATUS_ERR_ARG (max_len < 2), STATUS_ERR_FORMAT (no trainable example).
 Status trainset_build(TrainSet *ts, const AlpacaSet *set, const Tokenizer *tok, PromptFormat fmt,
                       int max_len, bool add_special);

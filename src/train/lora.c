@@ -374,6 +374,8 @@ static const char *peft_unsupported(json_t *j) {
         "lora_bias",         // a bias on lora_B
         "target_parameters", // adapters on parameters rather than modules
         "use_qalora",
+        "trainable_token_indices", // token embeddings trained beside the adapter
+        "layer_replication",       // layers duplicated before the adapters
     };
     for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
         json_t *v = json_object_get(j, keys[i]);
@@ -444,7 +446,10 @@ Status lora_load_peft(LoraModel *lm, const LlamaConfig *c, const char *dir) {
     {
         Rng rng;
         rng_seed(&rng, 0);
-        if ((s = lora_init(lm, c, &lc, &rng)) != STATUS_OK) goto out;
+        if ((s = lora_init(lm, c, &lc, &rng)) != STATUS_OK) {
+            fail_context(s, "'%s'", cfg_path);
+            goto out;
+        }
     }
     {
         char *st_path = path_join(dir, "adapter_model.safetensors");
@@ -463,14 +468,24 @@ Status lora_load_peft(LoraModel *lm, const LlamaConfig *c, const char *dir) {
                     peft_key(key, sizeof key, l, (LoraModule)m, 'B');
                     s = lora_read_tensor(ad->b, &st, key, ad->out, lc.rank, st_path, used);
                 }
-            // a tensor left over belongs to a layer or module this model does not have (an
-            // adapter of a deeper model would otherwise merge its first layers silently)
-            for (int i = 0; i < st.n_tensors && s == STATUS_OK; i++)
-                if (!used[i])
+            // a tensor left over is refused, not dropped: an adapter of a deeper model
+            // would otherwise merge its first layers silently
+            for (int i = 0; i < st.n_tensors && s == STATUS_OK; i++) {
+                if (used[i]) continue;
+                const char *name = st.tensors[i].name, *at = strstr(name, "layers.");
+                int layer = at ? atoi(at + strlen("layers.")) : -1;
+                if (layer >= lm->n_layers)
                     s = fail(STATUS_ERR_FORMAT,
-                             "'%s' has tensor '%s', which this model (%d layers) has no place "
-                             "for: the adapter was made for another model",
-                             st_path, st.tensors[i].name, lm->n_layers);
+                             "'%s' has tensor '%s', but this model has %d layers: the adapter "
+                             "was made for a deeper model",
+                             st_path, name, lm->n_layers);
+                else
+                    s = fail(STATUS_ERR_UNSUPPORTED,
+                             "'%s' has tensor '%s', which a plain LoRA merge of the modules in "
+                             "adapter_config.json does not use (other modules, embeddings, "
+                             "biases?)",
+                             st_path, name);
+            }
             free(used);
             safetensors_close(&st);
         }

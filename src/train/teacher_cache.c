@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "core/log.h"
 #include "model/safetensors.h"
 #include "train/llama_train.h"
 #include "train/trainer.h"
@@ -46,6 +47,23 @@ static void row_topk(int32_t *ids, float *logp, const float *x, int V, int K, do
         logp[k] = (float)(x[ids[k]] * inv_t - lse);
 }
 
+// FNV-1a over every example's length and tokens, cut to seq_len as training sees them.
+static uint64_t tokens_hash(const TrainSet *ts, int seq_len) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int e = 0; e < ts->n; e++) {
+        const TrainExample *ex = &ts->ex[e];
+        int32_t len = MIN(ex->len, seq_len);
+        for (int i = -1; i < len; i++) {
+            uint32_t v = (uint32_t)(i < 0 ? len : ex->ids[i]);
+            for (int b = 0; b < 4; b++) {
+                h ^= (v >> (8 * b)) & 0xFF;
+                h *= 0x100000001b3ull;
+            }
+        }
+    }
+    return h ? h : 1; // 0 means "none recorded"
+}
+
 Status teacher_cache_build(TeacherCache *tc, const Model *teacher, const TrainSet *ts, int K,
                            float t_gen, int seq_len, int B) {
     memset(tc, 0, sizeof *tc);
@@ -58,6 +76,7 @@ Status teacher_cache_build(TeacherCache *tc, const Model *teacher, const TrainSe
     tc->vocab_size = V;
     tc->seq_len = seq_len;
     tc->n_examples = ts->n;
+    tc->tokens_hash = tokens_hash(ts, seq_len);
     tc->offsets = xmalloc(sizeof(int64_t) * (ts->n + 1));
     tc->offsets[0] = 0;
     for (int e = 0; e < ts->n; e++)
@@ -134,6 +153,8 @@ Status teacher_cache_save(const TeacherCache *tc, const char *path, const char *
     snprintf(buf, sizeof buf, "%.9g", (double)tc->t_gen);
     safewriter_meta(&w, "t_gen", buf);
     if (teacher_name) safewriter_meta(&w, "teacher", teacher_name);
+    snprintf(buf, sizeof buf, "%016llx", (unsigned long long)tc->tokens_hash);
+    if (tc->tokens_hash) safewriter_meta(&w, "tokens_fnv1a64", buf);
     Status s = safewriter_write(&w, path);
     safewriter_release(&w);
     return s;
@@ -160,6 +181,12 @@ Status teacher_cache_load(TeacherCache *tc, const char *path) {
     tc->n_examples = (int)meta_int(&st, "n_examples", &ok);
     tc->seq_len = (int)meta_int(&st, "seq_len", &ok);
     tc->t_gen = tg ? strtof(tg, NULL) : 0;
+    const char *th = safetensors_meta(&st, "tokens_fnv1a64");
+    if (th) {
+        char *end;
+        tc->tokens_hash = strtoull(th, &end, 16);
+        if (*end || !tc->tokens_hash || strlen(th) != 16) ok = false;
+    }
     const SafeTensor *o = safetensors_find(&st, "offsets"), *ids = safetensors_find(&st, "ids");
     const SafeTensor *lp = safetensors_find(&st, "logp");
     if (!ok || !(tc->t_gen > 0) || tc->K < 1 || !o || !ids || !lp || o->dtype != ST_I64 ||
@@ -212,6 +239,13 @@ Status teacher_cache_check(const TeacherCache *tc, const TrainSet *ts, int seq_l
                         " (cache seq_len %d, run seq_len %d)",
                         e, tc->offsets[e + 1] - tc->offsets[e], example_rows(&ts->ex[e], seq_len),
                         tc->seq_len, seq_len);
+    if (!tc->tokens_hash)
+        log_warn("teacher cache records no token checksum (written before 2026-11-28): its "
+                 "tokens are not compared with the data's");
+    else if (tc->tokens_hash != tokens_hash(ts, seq_len))
+        return fail(STATUS_ERR_ARG,
+                    "teacher cache was made from other tokens than the data gives here (another "
+                    "tokenizer, BOS rule, prompt format or data?)");
     return STATUS_OK;
 }
 

@@ -39,6 +39,8 @@ typedef struct {
     int32_t *ids;     // (rows, K)
     float *logp;      // (rows, K)
     int64_t rows;
+    uint64_t tokens_hash; // FNV-1a of every example's tokens as the teacher saw them (0: a
+                          // cache written before 2026-11-28, which has none)
 } TeacherCache;
 
 // Runs the teacher over every example (batches of B, sequences truncated to seq_len, as
@@ -52,7 +54,9 @@ Status teacher_cache_load(TeacherCache *tc, const char *path);
 void teacher_cache_release(TeacherCache *tc);
 
 // Checks that the cache was built for this TrainSet (example count, target rows per
-// example for seq_len) and vocabulary. Errors name the first mismatch.
+// example for seq_len, the tokens themselves when the cache records them: a tokenizer that
+// adds BOS and one that does not give the same rows, shifted) and vocabulary. Errors name
+// the first mismatch.
 Status teacher_cache_check(const TeacherCache *tc, const TrainSet *ts, int seq_len, int vocab_size);
 
 // Fills ids/logp (B*T, K) for a batch laid out by trainer_fill_batch (examples idx[0..nb));
