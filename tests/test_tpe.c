@@ -384,6 +384,15 @@ static void test_space_parsing(void **state) {
     assert_int_equal(hpo_space_load(&sp, "table3"), STATUS_OK);
     assert_int_equal(sp.n, 6);
     hpo_space_release(&sp);
+    // a parameter given twice is refused (JSON would keep the last one)
+    fp = fopen(bad, "w");
+    fputs("{\"r\": {\"type\": \"int\", \"low\": 8, \"high\": 64},"
+          " \"r\": {\"type\": \"int\", \"low\": 1, \"high\": 2}}",
+          fp);
+    fclose(fp);
+    assert_int_equal(hpo_space_load(&sp, bad), STATUS_ERR_FORMAT);
+    assert_non_null(strstr(status_msg(), "duplicate"));
+    hpo_space_release(&sp);
     remove(bad);
 }
 

@@ -556,6 +556,30 @@ static void test_student_cli(void **state) {
         assert_int_equal(file_write_all(path_a, cfgs[i][0], strlen(cfgs[i][0])), STATUS_OK);
         expect_cli(1, cfgs[i][1], "merge %s/student %s/qonly %s/m2", dir, dir, dir);
     }
+    // target_modules as full paths, as PEFT writes "all-linear" for a model with fewer than
+    // 20 linears (this student has 14): the same merge; with a layer missing, refused
+    static const char *const mods[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                       "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                       "mlp.down_proj"};
+    for (int layers = 2; layers >= 1; layers--) {
+        char cfg[2048] = "{\"peft_type\": \"LORA\", \"r\": 2, \"lora_alpha\": 2.0, "
+                         "\"target_modules\": [";
+        for (int l = 0; l < layers; l++)
+            for (size_t k = 0; k < ARRAY_LEN(mods); k++)
+                snprintf(cfg + strlen(cfg), sizeof cfg - strlen(cfg), "%s\"model.layers.%d.%s\"",
+                         l || k ? ", " : "", l, mods[k]);
+        strcat(cfg, "]}");
+        assert_int_equal(file_write_all(path_a, cfg, strlen(cfg)), STATUS_OK);
+        if (layers == 2) {
+            expect_cli(0, "merged", "merge %s/student %s/qonly %s/m5", dir, dir, dir);
+            snprintf(path_a, sizeof path_a, "%s/merged/model.safetensors", dir);
+            snprintf(path_b, sizeof path_b, "%s/m5/model.safetensors", dir);
+            assert_same_file(path_a, path_b);
+            snprintf(path_a, sizeof path_a, "%s/qonly/adapter_config.json", dir);
+        } else {
+            expect_cli(1, "some layers only", "merge %s/student %s/qonly %s/m6", dir, dir, dir);
+        }
+    }
     expect_cli(1, "missing tensor", "merge %s %s/run/adapter %s/m3", m, dir, dir);
     snprintf(path_a, sizeof path_a, "%s/deep/adapter/adapter_config.json", dir);
     f = fopen(path_a, "w");
@@ -584,7 +608,7 @@ static void test_student_cli(void **state) {
     assert_null(memmem(ce, (size_t)(eol - ce), "teacher", 7));
     free(out);
     char rm[700];
-    for (const char *p = "m2\0m3\0m4\0s9\0"; *p; p += strlen(p) + 1) { // refused: no output
+    for (const char *p = "m2\0m3\0m4\0m6\0s9\0"; *p; p += strlen(p) + 1) { // refused: no output
         snprintf(path_a, sizeof path_a, "%s/%s", dir, p);
         assert_false(path_is_dir(path_a));
     }

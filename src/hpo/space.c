@@ -424,7 +424,8 @@ Status hpo_space_load(HpoSpace *sp, const char *path) {
         return s;
     }
     json_t *root;
-    Status s = json_read_file(&root, path, 0);
+    // a parameter given twice is a mistake, not "the last one wins"
+    Status s = json_read_file(&root, path, JSON_REJECT_DUPLICATES);
     if (s != STATUS_OK) return fail_context(s, "space file");
     if (!json_is_object(root) || json_object_size(root) == 0) {
         s = fail(STATUS_ERR_FORMAT, "space file '%s': expected a non-empty object {name: dist}",

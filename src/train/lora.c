@@ -425,18 +425,48 @@ Status lora_load_peft(LoraModel *lm, const LlamaConfig *c, const char *dir) {
     (void)dr;
     lc.dropout = 0.0f;
     if (json_is_array(tm)) {
+        // entries are module names ("q_proj"), suffixes of module paths (PEFT matches by
+        // suffix) or, as PEFT writes "all-linear" for models with fewer than 20 linears, full
+        // paths ("model.layers.0.self_attn.q_proj"), which must then cover every layer (an
+        // adapter on some layers only is not merged)
         lc.targets = 0;
+        unsigned *paths = xcalloc((size_t)c->n_layers, sizeof *paths), in_paths = 0;
         size_t i;
         json_t *v;
         json_array_foreach(tm, i, v) {
+            const char *name = json_is_string(v) ? json_string_value(v) : NULL;
+            const char *dot = name ? strrchr(name, '.') : NULL, *at = NULL;
             unsigned mk;
-            if (!json_is_string(v) || lora_parse_targets(json_string_value(v), &mk) != STATUS_OK) {
-                s = fail(STATUS_ERR_FORMAT, "'%s': unsupported target module in 'target_modules'",
-                         cfg_path);
-                goto out;
+            if (dot && (at = strstr(name, "layers."))) {
+                char *end;
+                long l = strtol(at + strlen("layers."), &end, 10);
+                if (*end == '.' && l >= 0 && l < c->n_layers &&
+                    lora_parse_targets(dot + 1, &mk) == STATUS_OK) {
+                    paths[l] |= mk;
+                    in_paths |= mk;
+                    continue;
+                }
+            } else if (name && lora_parse_targets(dot ? dot + 1 : name, &mk) == STATUS_OK) {
+                lc.targets |= mk; // "q_proj", or a suffix such as "self_attn.q_proj"
+                continue;
             }
-            lc.targets |= mk;
+            free(paths);
+            s = fail(STATUS_ERR_FORMAT,
+                     "'%s': unsupported entry %s%s%s in 'target_modules' (a module name, or a "
+                     "path into one of the model's %d layers)",
+                     cfg_path, name ? "'" : "", name ? name : "(not a string)", name ? "'" : "",
+                     c->n_layers);
+            goto out;
         }
+        for (int l = 0; l < c->n_layers && s == STATUS_OK; l++)
+            if ((paths[l] & in_paths) != in_paths)
+                s = fail(STATUS_ERR_UNSUPPORTED,
+                         "'%s': 'target_modules' names some modules in some layers only (layer "
+                         "%d lacks one); adapters on a subset of layers are not merged",
+                         cfg_path, l);
+        free(paths);
+        if (s != STATUS_OK) goto out;
+        lc.targets |= in_paths;
     } else if (json_is_string(tm)) {
         if (lora_parse_targets(json_string_value(tm), &lc.targets) != STATUS_OK) {
             s = fail(STATUS_ERR_FORMAT, "'%s': unsupported 'target_modules'", cfg_path);
