@@ -460,9 +460,10 @@ static void test_chat_refusals(void **state) {
                          STATUS_ERR_UNSUPPORTED);
     const char *bad[] = {"{%- if enable_thinking %}<think>{% endif %}<|im_start|>",
                          "{%- if messages[0]['role'] != 'system' %}{{- '<|im_start|>system\\n"
-                         "caf\\351<|im_end|>\\n' }}{%- endif %}"};
-    const char *why[] = {"reasoning model", "escapes"};
-    for (int k = 0; k < 2; k++) {
+                         "caf\\351<|im_end|>\\n' }}{%- endif %}",
+                         "{{- bos_token }}{{- '[INST] ' + message['content'] + '[/INST]' }}"};
+    const char *why[] = {"reasoning model", "escapes", "Mistral-style"};
+    for (int k = 0; k < 3; k++) {
         Tokenizer *t = template_tokenizer(bad[k]);
         assert_int_equal(chat_render(t, CHAT_TEMPLATE_AUTO, conv0, 1, true, &out),
                          STATUS_ERR_UNSUPPORTED);

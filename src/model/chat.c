@@ -66,7 +66,14 @@ static ChatTemplate chat_pick(const Tokenizer *t, const char **why) {
         if (strstr(tmpl, "<|start_header_id|>"))
             return strstr(tmpl, "Cutting Knowledge Date") ? CHAT_TEMPLATE_LLAMA31
                                                           : CHAT_TEMPLATE_LLAMA3;
-        if (strstr(tmpl, "[INST]")) return CHAT_TEMPLATE_LLAMA2;
+        if (strstr(tmpl, "[INST]")) {
+            if (strstr(tmpl, "<<SYS>>")) return CHAT_TEMPLATE_LLAMA2;
+            // Mistral's templates differ from Llama 2's by version (spaces, where the system
+            // prompt goes, BOS once): rendering one as Llama 2 would be silently wrong
+            *why = "the chat template uses [INST] without Llama 2's <<SYS>> (Mistral-style), "
+                   "which is not rendered";
+            return CHAT_TEMPLATE_COUNT;
+        }
     }
     if (t) {
         static const struct {

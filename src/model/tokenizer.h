@@ -223,8 +223,9 @@ typedef enum {
 //           add_generation_prompt has no effect there.
 // AUTO picks from t's template (or its vocabulary); t may be NULL for explicit kinds.
 // Refused: an empty conversation (STATUS_ERR_ARG, as transformers), roles other than system,
-// user and assistant, a template of no family above or a reasoning model's ChatML template
-// (thinking modes), a default system prompt with escapes not decoded here
+// user and assistant, a template of no family above, a reasoning model's ChatML template
+// (thinking modes), an [INST] template without Llama 2's <<SYS>> (Mistral's, whose details
+// differ by version), a default system prompt with escapes not decoded here
 // (STATUS_ERR_UNSUPPORTED).
 Status chat_render(const Tokenizer *t, ChatTemplate tmpl, const ChatMessage *msgs, int n,
                    bool add_generation_prompt, char **out);
