@@ -132,6 +132,7 @@ static void test_json_file(void **state) {
     assert_int_equal(json_read_file(&j, p, 0), STATUS_OK); // jansson keeps the last
     json_decref(j);
     assert_int_equal(json_read_file(&j, p, JSON_REJECT_DUPLICATES), STATUS_ERR_FORMAT);
+    assert_null(j);
     assert_non_null(strstr(status_msg(), "duplicate"));
     assert_int_equal(file_write_all(p, "[1]", 3), STATUS_OK);
     assert_int_equal(json_read_file(&j, p, 0), STATUS_OK);
