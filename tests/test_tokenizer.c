@@ -384,23 +384,24 @@ static char *str_replace_all(const char *s, const char *from, const char *to) {
 // tools/gen_chat_fixtures.py: transformers' renderings of Meta's Llama 3.1, 3.2 and 3.3
 // Instruct templates (3.2 with its fixed-date fallback), of Qwen2.5's, of two variants
 // (Qwen2.5 with Qwen2.5-Math's default system prompt, which holds braces and a backslash;
-// Llama 3.1 with another date_string) and of three small ChatML templates of ours (a
+// Llama 3.1 with another date_string), of three small ChatML templates of ours (a
 // double-quoted default with an apostrophe; Python string escapes; a system turn printed only
-// with tools, which is no default). Meta's go through CHAT_TEMPLATE_LLAMA31 (their text is not
+// with tools, which is no default) and of Zephyr's template as TinyLlama-Chat ships it
+// (multi-line) and on one line. Meta's go through CHAT_TEMPLATE_LLAMA31 (their text is not
 // committed); the others through AUTO with the template in a tokenizer, so the default
-// system prompt and the date are read from the template.
+// system prompt, the date and Zephyr's newlines are read from the template.
 static void test_chat_llama31(void **state) {
     (void)state;
     Cases c;
     cases_load(&c, FIX "chat_llama31_cases.jsonl");
-    assert_int_equal(c.n, 72);
+    assert_int_equal(c.n, 88);
     char *qwen;
     assert_int_equal(file_read_all(FIX "qwen2.5_chat_template.jinja", &qwen, NULL), STATUS_OK);
     char *math = str_replace_all(
         qwen, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
         "Please reason step by step, and put your final answer within \\\\boxed{}.");
     const json_t *synth = json_object_get(json_object_get(c.meta, "meta"), "synthetic");
-    assert_int_equal(json_object_size(synth), 3);
+    assert_int_equal(json_object_size(synth), 5);
     int n_auto = 0;
     for (int i = 0; i < c.n; i++) {
         const json_t *r = c.rows[i];
@@ -425,7 +426,7 @@ static void test_chat_llama31(void **state) {
         free(out);
         if (t) tokenizer_free(t);
     }
-    assert_int_equal(n_auto, 48); // 6 templates x 4 conversations x 2
+    assert_int_equal(n_auto, 64); // 8 templates x 4 conversations x 2
     free(math);
     free(qwen);
     cases_free(&c);

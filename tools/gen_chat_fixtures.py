@@ -65,6 +65,26 @@ SYNTHETIC = {
     # a system turn printed only when tools are given: not a default
     "chatml-tools-only": "{%- if tools %}{{- '<|im_start|>system\\nYou may call tools.<|im_end|>\\n' }}"
                          "{%- endif %}" + CHATML_LOOP,
+    # Zephyr's format as TinyLlama-1.1B-Chat-v1.0 ships it (HuggingFaceH4/zephyr-7b-beta's
+    # template, MIT / Apache-2.0): newlines between the tags, which transformers keeps after
+    # each message (trim_blocks drops only those after {% %} tags)
+    "zephyr": "{% for message in messages %}\n{% if message['role'] == 'user' %}\n"
+              "{{ '<|user|>\\n' + message['content'] + eos_token }}\n"
+              "{% elif message['role'] == 'system' %}\n"
+              "{{ '<|system|>\\n' + message['content'] + eos_token }}\n"
+              "{% elif message['role'] == 'assistant' %}\n"
+              "{{ '<|assistant|>\\n'  + message['content'] + eos_token }}\n{% endif %}\n"
+              "{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n"
+              "{% endfor %}",
+    # the same on one line: nothing between the messages
+    "zephyr-oneline": "{% for message in messages %}{% if message['role'] == 'user' %}"
+                      "{{ '<|user|>\\n' + message['content'] + eos_token }}"
+                      "{% elif message['role'] == 'system' %}"
+                      "{{ '<|system|>\\n' + message['content'] + eos_token }}"
+                      "{% elif message['role'] == 'assistant' %}"
+                      "{{ '<|assistant|>\\n'  + message['content'] + eos_token }}{% endif %}"
+                      "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+                      "{% endfor %}",
 }
 OUT = "tests/fixtures/tokenizers/chat_llama31_cases.jsonl"
 
@@ -106,6 +126,7 @@ def main():
     vocab = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<unk>": 0}, unk_token="<unk>"))
     tok = PreTrainedTokenizerFast(tokenizer_object=vocab, bos_token="<|begin_of_text|>",
                                   eos_token="<|eot_id|>")  # (Qwen2.5's template uses neither)
+    zephyr_tok = PreTrainedTokenizerFast(tokenizer_object=vocab, bos_token="<s>", eos_token="</s>")
     templates["qwen2.5-math"] = templates["qwen2.5"].replace(QWEN_DEFAULT, QWEN_MATH_DEFAULT)
     assert templates["qwen2.5-math"] != templates["qwen2.5"]
     # Meta's 3.1 template with another default date: the date line follows the template
@@ -118,8 +139,9 @@ def main():
         extra = {"date_string": "26 Jul 2024"} if key == "llama3.2" else {}
         for ci, conv in enumerate(CONVS):
             for gen in (False, True):
-                text = tok.apply_chat_template(conv, chat_template=templates[key], tokenize=False,
-                                               add_generation_prompt=gen, **extra)
+                t = zephyr_tok if key.startswith("zephyr") else tok
+                text = t.apply_chat_template(conv, chat_template=templates[key], tokenize=False,
+                                             add_generation_prompt=gen, **extra)
                 rows.append({"template": key, "conv": ci, "add_generation_prompt": gen, "text": text})
     meta = {"script": "tools/gen_chat_fixtures.py", "transformers": transformers.__version__,
             "tokenizers": tokenizers.__version__, "python": sys.version.split()[0],

@@ -50,7 +50,7 @@ static void str_cat_stripped(StrBuf *s, const char *x) {
 // *why set when there is none we render.
 static ChatTemplate chat_pick(const Tokenizer *t, const char **why) {
     const char *tmpl = t ? tokenizer_chat_template(t) : NULL;
-    *why = "no known chat format in the tokenizer (ChatML, Llama 3.x or Llama 2)";
+    *why = "no known chat format in the tokenizer (ChatML, Llama 3.x, Llama 2 or Zephyr)";
     if (tmpl) {
         if (strstr(tmpl, "<|im_start|>")) {
             // reasoning models (Qwen3, SmolLM3) write think blocks and system metadata
@@ -66,6 +66,8 @@ static ChatTemplate chat_pick(const Tokenizer *t, const char **why) {
         if (strstr(tmpl, "<|start_header_id|>"))
             return strstr(tmpl, "Cutting Knowledge Date") ? CHAT_TEMPLATE_LLAMA31
                                                           : CHAT_TEMPLATE_LLAMA3;
+        if (strstr(tmpl, "'<|user|>\\n' + message['content'] + eos_token"))
+            return CHAT_TEMPLATE_ZEPHYR;
         if (strstr(tmpl, "[INST]")) {
             if (strstr(tmpl, "<<SYS>>")) return CHAT_TEMPLATE_LLAMA2;
             // Mistral's templates differ from Llama 2's by version (spaces, where the system
@@ -276,6 +278,30 @@ static Status render_llama3(const Tokenizer *t, const ChatMessage *msgs, int n, 
     return STATUS_OK;
 }
 
+// Zephyr: what follows a message, and the generation prompt, in the template's text: the
+// newline after its "}}" survives transformers' trim_blocks (only newlines after {% %} tags
+// go), so TinyLlama's multi-line template puts one after each; a one-line copy does not.
+static Status render_zephyr(const Tokenizer *t, const ChatMessage *msgs, int n, bool gen,
+                            StrBuf *o) {
+    const char *tmpl = t ? tokenizer_chat_template(t) : NULL;
+    const char *m = tmpl ? strstr(tmpl, "eos_token }}") : NULL;
+    const char *g = tmpl ? strstr(tmpl, "{{ '<|assistant|>' }}") : NULL;
+    const bool sep = !tmpl || (m && m[strlen("eos_token }}")] == '\n'),
+               gen_sep = !tmpl || (g && g[strlen("{{ '<|assistant|>' }}")] == '\n');
+    const int32_t eos = t ? tokenizer_eos_id(t) : -1;
+    const char *eos_str = eos >= 0 ? tokenizer_token_str(t, eos) : "</s>";
+    for (int i = 0; i < n; i++) {
+        strbuf_puts(o, "<|");
+        strbuf_puts(o, msgs[i].role);
+        strbuf_puts(o, "|>\n");
+        strbuf_puts(o, msgs[i].content);
+        strbuf_puts(o, eos_str);
+        if (sep) strbuf_puts(o, "\n");
+    }
+    if (gen) strbuf_puts(o, gen_sep ? "<|assistant|>\n" : "<|assistant|>");
+    return STATUS_OK;
+}
+
 static Status render_llama2(const ChatMessage *msgs, int n, StrBuf *o) {
     const char *system = NULL;
     int first = 0;
@@ -346,6 +372,7 @@ Status chat_render(const Tokenizer *t, ChatTemplate tmpl, const ChatMessage *msg
         s = render_llama3(t, msgs, n, add_generation_prompt, true, &o);
         break;
     case CHAT_TEMPLATE_LLAMA2: s = render_llama2(msgs, n, &o); break;
+    case CHAT_TEMPLATE_ZEPHYR: s = render_zephyr(t, msgs, n, add_generation_prompt, &o); break;
     default: s = fail(STATUS_ERR_ARG, "unknown chat template %d", (int)tmpl); break;
     }
     if (s != STATUS_OK) {

@@ -201,6 +201,7 @@ typedef enum {
     CHAT_TEMPLATE_LLAMA3,  // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
     CHAT_TEMPLATE_LLAMA31, // Llama 3.1 / 3.2 / 3.3 Instruct: LLAMA3 after a system block
     CHAT_TEMPLATE_LLAMA2,  // [INST] ... [/INST]
+    CHAT_TEMPLATE_ZEPHYR,  // <|user|>\ncontent</s> (TinyLlama-Chat, Zephyr)
     CHAT_TEMPLATE_COUNT
 } ChatTemplate;
 
@@ -220,7 +221,11 @@ typedef enum {
 //           (transformers, vLLM); its fallback keeps prompts the same on every day;
 //   LLAMA2  Meta's Llama-2-chat template: "<s>[INST] ... [/INST] answer </s>", system in
 //           <<SYS>>, roles must alternate user/assistant (else STATUS_ERR_ARG);
-//           add_generation_prompt has no effect there.
+//           add_generation_prompt has no effect there;
+//   ZEPHYR  Zephyr's template (TinyLlama-1.1B-Chat): "<|role|>\n" + content + EOS per
+//           message, then "<|assistant|>"; a newline after each when the template has one
+//           after its tags (TinyLlama's does, a one-line copy does not). EOS is t's EOS token
+//           ("</s>" without one).
 // AUTO picks from t's template (or its vocabulary); t may be NULL for explicit kinds.
 // Refused: an empty conversation (STATUS_ERR_ARG, as transformers), roles other than system,
 // user and assistant, a template of no family above, a reasoning model's ChatML template
