@@ -316,8 +316,10 @@ static const ChatMessage conv3[] = {{"system", "Be kind.\nAlways."},
                                     {"user", "hi"},
                                     {"assistant", "Hello! How can I help?"},
                                     {"user", "tell me a joke"}};
-static const ChatMessage *const convs[] = {conv0, conv1, conv2, conv3};
-static const int lens[] = {1, 2, 3, 4};
+// EXTRA_CONVS of tools/gen_chat_fixtures.py: a system turn that is not first
+static const ChatMessage conv4[] = {{"user", "a"}, {"system", " Be brief. "}, {"user", "b"}};
+static const ChatMessage *const convs[] = {conv0, conv1, conv2, conv3, conv4};
+static const int lens[] = {1, 2, 3, 4, 3};
 
 static void test_chat_vs_transformers(void **state) {
     (void)state;
@@ -394,7 +396,7 @@ static void test_chat_llama31(void **state) {
     (void)state;
     Cases c;
     cases_load(&c, FIX "chat_llama31_cases.jsonl");
-    assert_int_equal(c.n, 88);
+    assert_int_equal(c.n, 110);
     char *qwen;
     assert_int_equal(file_read_all(FIX "qwen2.5_chat_template.jinja", &qwen, NULL), STATUS_OK);
     char *math = str_replace_all(
@@ -426,7 +428,7 @@ static void test_chat_llama31(void **state) {
         free(out);
         if (t) tokenizer_free(t);
     }
-    assert_int_equal(n_auto, 64); // 8 templates x 4 conversations x 2
+    assert_int_equal(n_auto, 80); // 8 templates x 5 conversations x 2
     free(math);
     free(qwen);
     cases_free(&c);

@@ -16,7 +16,8 @@ a tokenizer and check that its default system prompt is found.
 
 Writes tests/fixtures/tokenizers/chat_llama31_cases.jsonl: a first line {"meta": ...} (library
 versions, the sdist and each template's sha256), then one object per rendering: template
-("llama3.1", "llama3.2", "llama3.3", "qwen2.5"), conv (an index into gen_tokenizer_fixtures.CONVS),
+("llama3.1", "llama3.2", "llama3.3", "qwen2.5", variants, our small templates), conv (an index into
+gen_tokenizer_fixtures.CONVS, then EXTRA_CONVS),
 add_generation_prompt, text.
 
 The 3.2 template takes its date from strftime_now ("%d %b %Y", today) when the renderer
@@ -36,6 +37,10 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gen_tokenizer_fixtures import CONVS  # noqa: E402  (the same conversations)
 
+# conversation 4 (after gen_tokenizer_fixtures.CONVS): a system turn that is not first, with
+# whitespace around its content
+EXTRA_CONVS = [[{"role": "user", "content": "a"}, {"role": "system", "content": " Be brief. "},
+                {"role": "user", "content": "b"}]]
 SDIST = "llama_cpp_python-0.3.36.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 TEMPLATES = {
@@ -137,7 +142,7 @@ def main():
     rows = []
     for key in sorted(templates):
         extra = {"date_string": "26 Jul 2024"} if key == "llama3.2" else {}
-        for ci, conv in enumerate(CONVS):
+        for ci, conv in enumerate(CONVS + EXTRA_CONVS):
             for gen in (False, True):
                 t = zephyr_tok if key.startswith("zephyr") else tok
                 text = t.apply_chat_template(conv, chat_template=templates[key], tokenize=False,
