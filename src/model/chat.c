@@ -197,13 +197,9 @@ static int chatml_default_system(const char *tmpl, StrBuf *out) {
         if (!*close || !e || e > close || e == q) continue; // the text comes from elsewhere
         // the condition: "messages[0]" within 300 bytes before, no "tools" after it
         const char *from = p - 1 - tmpl > 300 ? p - 1 - 300 : tmpl, *m = NULL;
-        for (const char *f = from; (f = strstr(f, "messages[0]")) && f < p; f++)
+        for (const char *f = from; (f = memmem(f, (size_t)(p - f), "messages[0]", 11)); f++)
             m = f;
-        if (!m) continue;
-        bool tools = false;
-        for (const char *f = m; f < p && !tools; f++)
-            tools = strncmp(f, "tools", 5) == 0;
-        if (tools) continue;
+        if (!m || memmem(m, (size_t)(p - m), "tools", 5)) continue;
         return jinja_unescape(q, (size_t)(e - q), out) ? 1 : -1;
     }
     return 0;

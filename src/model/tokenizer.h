@@ -196,8 +196,8 @@ typedef struct {
 } ChatMessage;
 
 typedef enum {
-    CHAT_TEMPLATE_AUTO,    // pick from the tokenizer's template (ChatML, Llama 3.x or 2)
-    CHAT_TEMPLATE_CHATML,  // <|im_start|>role\ncontent<|im_end|>\n (SmolLM2)
+    CHAT_TEMPLATE_AUTO,    // pick from the tokenizer's template (any kind below)
+    CHAT_TEMPLATE_CHATML,  // <|im_start|>role\ncontent<|im_end|>\n (SmolLM2, Qwen2)
     CHAT_TEMPLATE_LLAMA3,  // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
     CHAT_TEMPLATE_LLAMA31, // Llama 3.1 / 3.2 / 3.3 Instruct: LLAMA3 after a system block
     CHAT_TEMPLATE_LLAMA2,  // [INST] ... [/INST]

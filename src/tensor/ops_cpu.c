@@ -9,9 +9,10 @@
  *                        cache. Memory-bound: 16-bit weights halve the bytes read.
  *   OPS_GEMM_MIN_T <= T < OPS_TILE_MAX_T (x86): row blocks that stay in L2 per thread,
  *                        3x4 register tiles (no packing of the whole weight per call).
- *   T >= OPS_TILE_MAX_T (prefill): OpenBLAS sgemm in tiles (gemm_f32). 16-bit weights are widened
- * into the caller's scratch first, in blocks of >= 2M floats (the widening costs one pass over the
- * weights, the product T passes).
+ *   T >= OPS_TILE_MAX_T (prefill): OpenBLAS sgemm in tiles (gemm_f32). 16-bit weights
+ *                        are widened into the caller's scratch first, in blocks of >= 2M
+ *                        floats (the widening costs one pass over the weights, the product
+ *                        T passes).
  */
 #include "tensor/ops.h"
 #include "tensor/vmath.h"

@@ -124,7 +124,7 @@ static Status build_example(TrainExample *ex, const AlpacaRecord *r, const Token
     // the tokenizer's files add one, and never to a chat rendering (until 2026-11-28 BOS was
     // always prepended: SmolLM2 examples began with a stray <|im_start|>, Llama 3 chat
     // examples with two <|begin_of_text|>)
-    int flags = fmt != PROMPT_CHAT && add_special ? TOKENIZE_HF : TOKENIZE_PARSE_SPECIAL;
+    int flags = (fmt != PROMPT_CHAT && add_special) ? TOKENIZE_HF : TOKENIZE_PARSE_SPECIAL;
     Status s = data_render_prompt(r, tok, fmt, &prompt);
     if (s != STATUS_OK) return s;
     size_t lp = strlen(prompt), lo = strlen(r->output);
