@@ -543,6 +543,40 @@ static void test_lora_init_bound(void **state) {
     lora_release(&lm);
 }
 
+// PEFT's target_modules="all-linear" adapter of the 2-layer student
+// (tools/gen_peft_all_linear.py): 14 linears, so PEFT writes their full paths, which must
+// load as every module of every layer; our merge equals PEFT's merge_and_unload.
+static void test_peft_all_linear(void **state) {
+    Ctx *c = *state;
+    LoraModel lm;
+    if (lora_load_peft(&lm, &c->student.m.cfg, FIX_DIR "/peft_all_linear") != STATUS_OK)
+        fail_msg("%s", status_msg());
+    assert_int_equal(lm.cfg.targets, LORA_ALL_MODULES);
+    assert_int_equal(lm.cfg.rank, 2);
+    assert_true(lm.scaling == 2.0f); // lora_alpha 4 / r 2
+    FixModel merged;
+    fix_model_load(&merged, FIX_DIR "/tiny_student");
+    assert_int_equal(lora_merge_model(&lm, &merged.m), STATUS_OK);
+    SafeTensors ref;
+    assert_int_equal(safetensors_open(&ref, FIX_DIR "/peft_all_linear_merged.safetensors"),
+                     STATUS_OK);
+    char key[128];
+    for (int l = 0; l < merged.m.cfg.n_layers; l++)
+        for (int m = 0; m < LORA_MODULE_COUNT; m++) {
+            snprintf(key, sizeof key, "model.layers.%d.%s.%s.weight", l,
+                     lora_module_parent((LoraModule)m), lora_module_name((LoraModule)m));
+            int64_t n;
+            float *want = fixture_f32(&ref, key, &n);
+            const Tensor *got = lora_model_weight(&merged.m.layers[l], (LoraModule)m);
+            assert_int_equal(tensor_numel(got), n);
+            assert_close_f32(key, got->data, want, n, 1e-6, 0);
+            free(want);
+        }
+    safetensors_close(&ref);
+    fix_model_release(&merged);
+    lora_release(&lm);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_teacher_logits),        cmocka_unit_test(test_lora_init_bound),
@@ -550,7 +584,7 @@ int main(void) {
         cmocka_unit_test(test_loss_grads_logit_rows), cmocka_unit_test(test_adamw_10_steps),
         cmocka_unit_test(test_muon_10_steps),         cmocka_unit_test(test_muon_b_only_10_steps),
         cmocka_unit_test(test_peft_save_load),        cmocka_unit_test(test_merge),
-        cmocka_unit_test(test_model_load_hf_agrees),
+        cmocka_unit_test(test_peft_all_linear),       cmocka_unit_test(test_model_load_hf_agrees),
     };
     return cmocka_run_group_tests_name("train_parity", tests, setup, teardown);
 }

@@ -231,7 +231,7 @@ void lora_merge_weight(float *w, const LoraAdapter *ad, float scaling) {
     gemm_f32(false, false, ad->out, in, R, scaling, ad->b, R, ad->a, in, 1.0f, w, in);
 }
 
-static Tensor *lora_model_weight(LlamaLayer *ly, LoraModule m) {
+Tensor *lora_model_weight(LlamaLayer *ly, LoraModule m) {
     switch (m) {
     case LORA_Q: return &ly->wq;
     case LORA_K: return &ly->wk;

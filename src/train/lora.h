@@ -124,6 +124,8 @@ void lora_merge_weight(float *w, const LoraAdapter *ad, float scaling);
 // "merge, then quantize" order). Errors: STATUS_ERR_ARG when lm does not fit m's shapes,
 // STATUS_ERR_NOMEM.
 Status lora_merge_model(const LoraModel *lm, Model *m);
+// The base weight of module m in layer ly (wq, wk, ..., w_down).
+Tensor *lora_model_weight(LlamaLayer *ly, LoraModule m);
 
 // Writes <dir>/adapter_config.json and <dir>/adapter_model.safetensors (F32) with PEFT's
 // names base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight etc.
